@@ -1,0 +1,1 @@
+//! dictator: filled in by its own issue.

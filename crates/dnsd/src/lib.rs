@@ -1,0 +1,1 @@
+//! dnsd: filled in by its own issue.

@@ -1,0 +1,53 @@
+//! Test harness: real `etcd`, real `redis-server` and the project's own binaries,
+//! each on free loopback ports in its own temporary directory.
+//!
+//! Every process is killed when its handle is dropped, including while a test
+//! panics, and also if the test process itself dies (`PR_SET_PDEATHSIG`), so no
+//! test leaves a server behind. When a test panics, each handle prints the tail of
+//! its process's log to help tell why.
+//!
+//! - [`ports`]: free loopback ports that do not collide between tests.
+//! - [`process`]: the child-process wrapper all of the above share.
+//! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart.
+//! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
+
+pub mod bin;
+pub mod etcd;
+pub mod ports;
+pub mod process;
+pub mod redis;
+
+pub use bin::{binary, Service};
+pub use etcd::Etcd;
+pub use ports::free_port;
+pub use redis::Redis;
+
+use std::time::{Duration, Instant};
+
+/// Polls `ready` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Async twin of [`wait_until`], for conditions that need async I/O.
+pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}

@@ -1,0 +1,206 @@
+//! Real redis-server instances.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::free_port;
+use crate::process::Process;
+
+/// How to start a redis-server.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Contents of a config file; when set, redis is started with it (so that
+    /// `CONFIG REWRITE` works) and the harness's own settings follow as arguments.
+    pub config: Option<String>,
+    /// Extra `--name value` arguments.
+    pub args: Vec<String>,
+}
+
+/// One redis-server on 127.0.0.1 with its own directory. `--save ''
+/// --appendonly no` by default: tests want speed, not durability.
+pub struct Redis {
+    process: Process,
+    port: u16,
+    options: RedisOptions,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::with_options(RedisOptions::default())
+    }
+
+    pub fn with_options(options: RedisOptions) -> Redis {
+        let dir = tempfile::tempdir().expect("create redis temp dir");
+        let port = free_port();
+        if let Some(config) = &options.config {
+            std::fs::write(dir.path().join("redis.conf"), config).expect("write redis.conf");
+        }
+        let process = spawn(dir.path(), port, &options);
+        let redis = Redis { process, port, options, dir };
+        redis.wait_ready();
+        redis
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host_port(&self) -> String {
+        self.addr().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The config file path, when started with one.
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.options.config.as_ref().map(|_| self.dir.path().join("redis.conf"))
+    }
+
+    /// A new synchronous connection (with a 5 s I/O timeout).
+    pub fn conn(&self) -> redis::Connection {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to redis {}: {e}", self.port));
+        conn.set_read_timeout(Some(Duration::from_secs(5))).expect("set timeout");
+        conn
+    }
+
+    /// Runs one command, e.g. `redis.cmd::<String>(&["GET", "k"])`.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut self.conn()).unwrap_or_else(|e| panic!("{args:?} on {}: {e}", self.port))
+    }
+
+    /// A field of `INFO replication`, e.g. `role` or `master_repl_offset`.
+    pub fn info_field(&self, field: &str) -> Option<String> {
+        let info: String = self.cmd(&["INFO", "replication"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// `master` or `slave`.
+    pub fn role(&self) -> String {
+        self.info_field("role").unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Starts again on the same port with the same directory (and config file).
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process = spawn(self.dir.path(), self.port, &self.options);
+        self.wait_ready();
+    }
+
+    /// Replaces the instance with a fresh, empty one on the same port, like a
+    /// machine whose disk was replaced.
+    pub fn restart_empty(&mut self) {
+        self.process.kill();
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name != "redis.conf" && name != "redis.log" {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if let Some(config) = &self.options.config {
+            std::fs::write(self.dir.path().join("redis.conf"), config).expect("write redis.conf");
+        }
+        self.process = spawn(self.dir.path(), self.port, &self.options);
+        self.wait_ready();
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a hung, not a dead, redis.
+    pub fn freeze(&self, frozen: bool) {
+        self.process.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+    }
+
+    fn wait_ready(&self) {
+        crate::wait_until(&format!("redis on port {}", self.port), Duration::from_secs(20), || {
+            ping(self.port)
+        });
+    }
+}
+
+fn spawn(dir: &std::path::Path, port: u16, options: &RedisOptions) -> Process {
+    let mut cmd = Command::new("redis-server");
+    if options.config.is_some() {
+        cmd.arg(dir.join("redis.conf"));
+    }
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--protected-mode", "no"])
+        .arg("--dir").arg(dir)
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // Full syncs start at once instead of waiting 5 s for more replicas.
+        .args(["--repl-diskless-sync-delay", "0"])
+        .args(&options.args);
+    Process::spawn(&format!("redis:{port}"), cmd, &dir.join("redis.log"))
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicates_a_key_between_two_instances() {
+        let master = Redis::start();
+        let replica = Redis::start();
+        replica.cmd::<()>(&["REPLICAOF", "127.0.0.1", &master.port().to_string()]);
+        master.cmd::<()>(&["SET", "greeting", "hello"]);
+        crate::wait_until("replica to catch up", Duration::from_secs(10), || {
+            replica.cmd::<Option<String>>(&["GET", "greeting"]).as_deref() == Some("hello")
+        });
+        assert_eq!(replica.role(), "slave");
+        assert_eq!(master.role(), "master");
+    }
+
+    #[test]
+    fn kill_and_restart_empty() {
+        let mut redis = Redis::with_options(RedisOptions {
+            config: Some("maxmemory-policy noeviction\n".into()),
+            args: vec![],
+        });
+        assert!(redis.config_path().unwrap().exists());
+        redis.cmd::<()>(&["SET", "k", "v"]);
+        let run_id = redis.info_server_run_id();
+        redis.kill();
+        assert!(!ping(redis.port()));
+        redis.restart_empty();
+        assert_eq!(redis.cmd::<Option<String>>(&["GET", "k"]), None);
+        assert_ne!(redis.info_server_run_id(), run_id);
+    }
+
+    impl Redis {
+        fn info_server_run_id(&self) -> String {
+            let info: String = self.cmd(&["INFO", "server"]);
+            info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap().trim().to_string()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! node-agent: filled in by its own issue.

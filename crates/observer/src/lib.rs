@@ -1,0 +1,1 @@
+//! observer: filled in by its own issue.

@@ -1,0 +1,16 @@
+//! Plumbing shared by every redis-topology service, so each `main.rs` stays thin:
+//!
+//! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, `--log-format`) with
+//!   their environment variables, and logging set-up;
+//! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
+//!   serving with graceful shutdown;
+//! - [`shutdown`]: a future that completes on SIGTERM or SIGINT;
+//! - [`resolve`]: turning topology members (IP, A/AAAA name or SRV name) into socket
+//!   addresses through a configurable nameserver (dnsd).
+
+pub mod cli;
+pub mod http;
+pub mod resolve;
+pub mod shutdown;
+
+pub use http::ApiError;

@@ -1,0 +1,59 @@
+//! Shared vocabulary of redis-topology.
+//!
+//! Every service speaks the same three dialects, and they live here so that they
+//! cannot drift apart:
+//!
+//! - [`spec`]: the topology JSON operators write (`{"master": {...}, "slaves": [...]}`),
+//!   parsed with validation that names the offending field.
+//! - [`keys`]: the etcd key layout (`/config/<cluster>/topology`, `/nodes/<cluster>/<node>`, ...)
+//!   with the configurable prefix, and the JSON values stored under those keys ([`records`]).
+//! - [`names`]: the DNS names dnsd serves (`_redis._tcp.master.<cluster>.<domain>`, ...) and
+//!   the reverse mapping from a query name to what it asks for.
+//!
+//! Nothing in this crate does I/O; it is all pure functions and data.
+
+pub mod keys;
+pub mod names;
+pub mod records;
+pub mod spec;
+
+pub use keys::Keys;
+pub use names::{Names, QueryName};
+pub use spec::{Address, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
+
+/// Checks that `name` can be a cluster or node name: one DNS label of lowercase
+/// letters, digits and inner hyphens, at most 63 characters. Names end up both in
+/// etcd keys and in DNS names, so the stricter of the two rules applies.
+pub fn validate_label(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("{kind} name must be 1 to 63 characters, got {}", name.len()));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(format!(
+            "{kind} name {name:?} may only hold lowercase letters, digits and '-'"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("{kind} name {name:?} must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert!(validate_label("cluster", "redis-1").is_ok());
+        assert!(validate_label("cluster", "a").is_ok());
+        assert!(validate_label("cluster", "").is_err());
+        assert!(validate_label("cluster", "-a").is_err());
+        assert!(validate_label("cluster", "a-").is_err());
+        assert!(validate_label("cluster", "Redis").is_err());
+        assert!(validate_label("cluster", "a.b").is_err());
+        assert!(validate_label("cluster", "a/b").is_err());
+        assert!(validate_label("cluster", &"a".repeat(64)).is_err());
+        assert!(validate_label("cluster", &"a".repeat(63)).is_ok());
+    }
+}

@@ -1,0 +1,69 @@
+//! JSON values stored in etcd under the keys of [`crate::keys`].
+
+use serde::{Deserialize, Serialize};
+
+/// Replication role as redis reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Slave,
+    /// Not reachable, or not answered yet.
+    Unknown,
+}
+
+/// `/nodes/<cluster>/<node>`: what a node-agent knows of its redis-server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The address clients must use (the agent's `--advertise-address`).
+    pub address: String,
+    pub port: u16,
+    pub role: Role,
+    pub repl_offset: u64,
+    pub run_id: String,
+    pub healthy: bool,
+    /// Milliseconds since the Unix epoch of the last refresh.
+    pub updated_ms: u64,
+}
+
+/// One member of a published topology: a resolved host and port, plus the node
+/// name when the member is a registered node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedMember {
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `/dns/<cluster>`: the topology dnsd serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedTopology {
+    pub master: PublishedMember,
+    #[serde(default)]
+    pub slaves: Vec<PublishedMember>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_record_has_the_design_fields() {
+        let r = NodeRecord {
+            address: "127.0.0.1".into(),
+            port: 6379,
+            role: Role::Slave,
+            repl_offset: 42,
+            run_id: "abc".into(),
+            healthy: true,
+            updated_ms: 1,
+        };
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"address":"127.0.0.1","port":6379,"role":"slave","repl_offset":42,"run_id":"abc","healthy":true,"updated_ms":1})
+        );
+        assert_eq!(serde_json::from_value::<NodeRecord>(v).unwrap(), r);
+    }
+}

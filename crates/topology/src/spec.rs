@@ -1,0 +1,449 @@
+//! The topology JSON operators write, compatible with the original design:
+//!
+//! ```json
+//! { "master": { "address": "node-1.redis-1.cluster.local" },
+//!   "slaves": [ { "address": "10.0.0.3", "port": 6379 } ] }
+//! ```
+//!
+//! Parsing is strict on purpose: an unknown field is most likely a typo (`"slave"`,
+//! `"prot"`) and silently ignoring it would apply a topology nobody asked for.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+/// Port used for IP literals and A/AAAA names when the topology gives none.
+pub const DEFAULT_REDIS_PORT: u16 = 6379;
+
+/// A desired replication group: exactly one master and any number of slaves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Topology {
+    pub master: Member,
+    pub slaves: Vec<Member>,
+}
+
+/// One redis-server instance as the operator named it (before DNS resolution).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Member {
+    pub address: Address,
+    /// `None` means "6379, or the SRV record's port when `address` names one".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// An IP literal or a DNS name (normalized: lowercase, no trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Why a topology was rejected. `Malformed` is a 400 (not JSON at all), `Invalid`
+/// a 422 (JSON, but not a topology we can apply); both name what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl SpecError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl Topology {
+    /// Parses and validates topology JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Topology, SpecError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        let doc = as_object(&value, "topology", &["master", "slaves"])?;
+        let master = match doc.get("master") {
+            None | Some(Value::Null) => return Err(SpecError::invalid("master", "is required")),
+            Some(v) => parse_member(v, "master")?,
+        };
+        let slaves = match doc.get("slaves") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_member(v, &format!("slaves[{i}]")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(SpecError::invalid("slaves", "must be an array of members")),
+        };
+        Topology::new(master, slaves)
+    }
+
+    /// Builds a topology from already-validated members, rejecting duplicates.
+    pub fn new(master: Member, slaves: Vec<Member>) -> Result<Topology, SpecError> {
+        let mut seen = HashSet::new();
+        seen.insert(master.identity());
+        for (i, slave) in slaves.iter().enumerate() {
+            if !seen.insert(slave.identity()) {
+                return Err(SpecError::invalid(
+                    format!("slaves[{i}]"),
+                    format!("{slave} appears more than once in the topology"),
+                ));
+            }
+        }
+        Ok(Topology { master, slaves })
+    }
+
+    /// The topology as compact JSON (the format [`Topology::from_json`] reads).
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Every member, master first.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        std::iter::once(&self.master).chain(self.slaves.iter())
+    }
+}
+
+impl FromStr for Topology {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Topology::from_json(s.as_bytes())
+    }
+}
+
+impl Member {
+    pub fn new(address: Address, port: Option<u16>) -> Member {
+        Member { address, port }
+    }
+
+    /// Parses `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port` (the CLI form).
+    pub fn parse_host_port(s: &str) -> Result<Member, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Member::new(Address::Ip(ip), None));
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((host, port)) => {
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s:?}: port must be a number in 1..65535"))?;
+                (host.trim_start_matches('[').trim_end_matches(']'), Some(port))
+            }
+            None => (s, None),
+        };
+        let address = Address::parse(host).map_err(|msg| format!("{s:?}: {msg}"))?;
+        Ok(Member::new(address, port))
+    }
+
+    /// The port to connect to unless an SRV record says otherwise.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_REDIS_PORT)
+    }
+
+    // Two members are the same instance if they name the same address and port.
+    // Resolution may still reveal duplicates (two names for one IP); the dictator
+    // checks again after resolving.
+    fn identity(&self) -> (Address, u16) {
+        (self.address.clone(), self.port_or_default())
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.address, self.port) {
+            (Address::Ip(IpAddr::V6(ip)), Some(port)) => write!(f, "[{ip}]:{port}"),
+            (address, Some(port)) => write!(f, "{address}:{port}"),
+            (address, None) => write!(f, "{address}"),
+        }
+    }
+}
+
+/// `value` as an object whose keys are all in `allowed`.
+fn as_object<'a>(
+    value: &'a Value,
+    field: &str,
+    allowed: &[&str],
+) -> Result<&'a serde_json::Map<String, Value>, SpecError> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| SpecError::invalid(field, format!("must be a JSON object, got {}", kind(value))))?;
+    if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let at = if field == "topology" { unknown.clone() } else { format!("{field}.{unknown}") };
+        return Err(SpecError::invalid(
+            at,
+            format!("unknown field (expected {})", allowed.join(" or ")),
+        ));
+    }
+    Ok(object)
+}
+
+fn parse_member(value: &Value, field: &str) -> Result<Member, SpecError> {
+    let member = as_object(value, field, &["address", "port"])?;
+    let address = match member.get("address") {
+        Some(Value::String(s)) => Address::parse(s)
+            .map_err(|msg| SpecError::invalid(format!("{field}.address"), msg))?,
+        None | Some(Value::Null) => {
+            return Err(SpecError::invalid(format!("{field}.address"), "is required"));
+        }
+        Some(other) => {
+            return Err(SpecError::invalid(
+                format!("{field}.address"),
+                format!("must be a string, got {}", kind(other)),
+            ));
+        }
+    };
+    let port = match member.get("port") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    SpecError::invalid(format!("{field}.port"), format!("{v} is not a port (1..65535)"))
+                })?,
+        ),
+    };
+    Ok(Member { address, port })
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Address {
+    /// Validates and normalizes an address: an IP literal or a DNS name.
+    pub fn parse(s: &str) -> Result<Address, String> {
+        if s.is_empty() {
+            return Err("address must not be empty".into());
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Address::Ip(ip));
+        }
+        if s.starts_with('[') && s.ends_with(']') {
+            return Err(format!("{s:?}: write IPv6 addresses without brackets"));
+        }
+        if s.contains(':') {
+            return Err(format!("{s:?} is not an address; put the port in \"port\""));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+        if name.len() > 253 {
+            return Err(format!("name is {} characters, at most 253 are allowed", name.len()));
+        }
+        let labels: Vec<&str> = name.split('.').collect();
+        for label in &labels {
+            if label.is_empty() || label.len() > 63 {
+                return Err(format!("{s:?}: every dot-separated label needs 1 to 63 characters"));
+            }
+            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!(
+                    "{s:?} is neither an IP address nor a host name (letters, digits, '-', '_')"
+                ));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(format!("{s:?}: a label must not start or end with '-'"));
+            }
+        }
+        // "10.0.0.256" is a mistyped IP, not a name: top-level labels are never numeric.
+        if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(format!("{s:?} is not a valid IP address"));
+        }
+        Ok(Address::Name(name))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Ip(ip) => write!(f, "{ip}"),
+            Address::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> Result<Topology, SpecError> {
+        Topology::from_json(s.as_bytes())
+    }
+
+    fn invalid_field(s: &str) -> String {
+        match parse(s) {
+            Err(SpecError::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid for {s}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_original_format() {
+        let t = parse(
+            r#"{"master":{"address":"node-1.redis-1.cluster.local"},
+                "slaves":[{"address":"node-2.redis-1.cluster.local"},{"address":"10.0.0.3","port":6380}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.master.address, Address::Name("node-1.redis-1.cluster.local".into()));
+        assert_eq!(t.master.port, None);
+        assert_eq!(t.slaves.len(), 2);
+        assert_eq!(t.slaves[1].address, Address::Ip("10.0.0.3".parse().unwrap()));
+        assert_eq!(t.slaves[1].port, Some(6380));
+        assert_eq!(t.slaves[1].port_or_default(), 6380);
+        assert_eq!(t.master.port_or_default(), DEFAULT_REDIS_PORT);
+    }
+
+    #[test]
+    fn slaves_may_be_absent_null_or_empty() {
+        for s in [
+            r#"{"master":{"address":"::1"}}"#,
+            r#"{"master":{"address":"::1"},"slaves":null}"#,
+            r#"{"master":{"address":"::1"},"slaves":[]}"#,
+        ] {
+            assert!(parse(s).unwrap().slaves.is_empty(), "{s}");
+        }
+    }
+
+    #[test]
+    fn names_are_normalized() {
+        let t = parse(r#"{"master":{"address":"Node-1.Example.COM."}}"#).unwrap();
+        assert_eq!(t.master.address.to_string(), "node-1.example.com");
+        let t = parse(r#"{"master":{"address":"_redis._tcp.master.redis-1.cluster.local"}}"#).unwrap();
+        assert_eq!(t.master.address.to_string(), "_redis._tcp.master.redis-1.cluster.local");
+    }
+
+    #[test]
+    fn rejects_with_the_offending_field() {
+        assert_eq!(invalid_field(r#"{"slaves":[]}"#), "master");
+        assert_eq!(invalid_field(r#"{"slaves":[],"master":null}"#), "master");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a"},"slave":[]}"#), "slave");
+        assert_eq!(invalid_field(r#"{"master":{"adress":"a"}}"#), "master.adress");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a","prot":1}}"#), "master.prot");
+        assert_eq!(invalid_field(r#"{"master":{"port":1}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":7}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a"},"slaves":{"address":"b"}}"#), "slaves");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a"},"slaves":["b"]}"#), "slaves[0]");
+        assert_eq!(invalid_field(r#"{"master":{"address":""}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a b"}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"10.0.0.256"}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a:6379"}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"[::1]"}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"-a.b"}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a..b"}}"#), "master.address");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a","port":0}}"#), "master.port");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a","port":65536}}"#), "master.port");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a","port":-1}}"#), "master.port");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a","port":"6379"}}"#), "master.port");
+        assert_eq!(invalid_field(r#"{"master":{"address":"a","port":1.5}}"#), "master.port");
+        assert_eq!(
+            invalid_field(r#"{"master":{"address":"a"},"slaves":[{"address":"b"},{"address":"c","port":99999}]}"#),
+            "slaves[1].port"
+        );
+        assert_eq!(invalid_field(r#"{"master":[{"address":"a"},{"address":"b"}]}"#), "master");
+        assert_eq!(invalid_field(r#"{"master":["a", 6379]}"#), "master");
+        assert_eq!(invalid_field(r#"[]"#), "topology");
+    }
+
+    #[test]
+    fn rejects_duplicates_including_the_default_port() {
+        let err = parse(r#"{"master":{"address":"a"},"slaves":[{"address":"b"},{"address":"A","port":6379}]}"#)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            SpecError::Invalid {
+                field: "slaves[1]".into(),
+                message: "a:6379 appears more than once in the topology".into()
+            }
+        );
+        // Same host, other port: two instances on one machine is fine.
+        assert!(parse(r#"{"master":{"address":"a"},"slaves":[{"address":"a","port":6380}]}"#).is_ok());
+    }
+
+    #[test]
+    fn malformed_json_is_not_invalid() {
+        for s in ["", "{", r#"{"master":}"#, r#"{"master":{"address":"a"}} trailing"#] {
+            assert!(matches!(parse(s), Err(SpecError::Malformed(_))), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn host_port_cli_form() {
+        let m = Member::parse_host_port("127.0.0.1:7000").unwrap();
+        assert_eq!(m.to_string(), "127.0.0.1:7000");
+        let m = Member::parse_host_port("[::1]:7000").unwrap();
+        assert_eq!(m.to_string(), "[::1]:7000");
+        let m = Member::parse_host_port("::1").unwrap();
+        assert_eq!(m.port, None);
+        let m = Member::parse_host_port("node-1.redis-1.cluster.local").unwrap();
+        assert_eq!(m.port, None);
+        assert!(Member::parse_host_port("a:0").is_err());
+        assert!(Member::parse_host_port("a:x").is_err());
+        assert!(Member::parse_host_port(":1").is_err());
+    }
+
+    fn arb_address() -> impl Strategy<Value = Address> {
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(|ip| Address::Ip(ip.into())),
+            any::<std::net::Ipv6Addr>().prop_map(|ip| Address::Ip(ip.into())),
+            "[a-z_][a-z0-9-]{0,10}[a-z0-9](\\.[a-z][a-z0-9-]{0,10}[a-z0-9]){0,3}"
+                .prop_map(Address::Name),
+        ]
+    }
+
+    fn arb_member() -> impl Strategy<Value = Member> {
+        (arb_address(), proptest::option::of(1u16..)).prop_map(|(a, p)| Member::new(a, p))
+    }
+
+    proptest! {
+        #[test]
+        fn serialize_then_parse_round_trips(master in arb_member(), slaves in proptest::collection::vec(arb_member(), 0..6)) {
+            if let Ok(t) = Topology::new(master, slaves) {
+                let json = t.to_json();
+                prop_assert_eq!(Topology::from_json(json.as_bytes()), Ok(t));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Topology::from_json(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_shapes_never_panic(
+            address in ".{0,40}",
+            port in any::<i64>(),
+            extra in proptest::option::of("[a-z]{1,8}"),
+        ) {
+            let mut member = serde_json::json!({"address": address, "port": port});
+            if let Some(extra) = extra {
+                member[extra] = serde_json::json!(1);
+            }
+            let doc = serde_json::json!({"master": member.clone(), "slaves": [member]});
+            // Master and slave are the same member: never valid.
+            prop_assert!(Topology::from_json(doc.to_string().as_bytes()).is_err());
+        }
+
+        #[test]
+        fn accepted_addresses_are_canonical(s in "[ -~]{0,30}") {
+            if let Ok(a) = Address::parse(&s) {
+                prop_assert_eq!(Address::parse(&a.to_string()), Ok(a));
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test against real etcd and redis-server processes. Exits non-zero on
+# any failure. Usage: scripts/test.sh [extra cargo-nextest/cargo-test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+# End-to-end tests start the real service binaries, so build them first.
+cargo build --workspace --bins --quiet
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest runs each test in its own process: a crashed test cannot take
+    # another's servers down with it. Two cores: keep parallelism modest, tests
+    # run several servers each.
+    cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"
+    # nextest does not run doc tests.
+    cargo test --workspace --doc --quiet
+else
+    cargo test --workspace --no-fail-fast -- --test-threads 2 "$@"
+fi
