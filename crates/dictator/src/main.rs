@@ -1,1 +1,176 @@
-fn main() {}
+//! `dictator`: serve the HTTP API (default), or `dictator apply` once from the CLI.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dictator::execute::{ExecSettings, WriteSettings};
+use dictator::observe::Timeouts;
+use dictator::{ApplyOptions, Dictator, Settings};
+use service::cli::LogArgs;
+use service::resolve::MemberResolver;
+use topology::{Member, Topology};
+
+/// Applies master/slave topologies to redis-server instances without losing
+/// acknowledged writes. Without a subcommand it serves `PUT /master` and
+/// `PUT /clusters/{cluster}/master`.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Address of the HTTP API.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+
+    /// Cluster the original `PUT /master` endpoint applies to.
+    #[arg(long, env = "CLUSTER", default_value = "default")]
+    cluster: String,
+
+    #[command(flatten)]
+    tuning: Tuning,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply one topology now and print the report as JSON (exit 1 on failure).
+    Apply(ApplyArgs),
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// The master, as host, host:port, ip, ip:port or an SRV name.
+    #[arg(long)]
+    master: String,
+    /// A slave (repeat for several).
+    #[arg(long = "slave")]
+    slaves: Vec<String>,
+    /// Apply even if a demoted master holds writes the new master lacks.
+    #[arg(long)]
+    force: bool,
+    /// Observe and plan only; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+struct Tuning {
+    /// DNS server (normally dnsd) for member names and SRV records; default: /etc/resolv.conf.
+    #[arg(long, env = "NAMESERVER", global = true)]
+    nameserver: Option<SocketAddr>,
+
+    /// How long the new master may take to catch up before the apply aborts (504).
+    #[arg(long, env = "CATCH_UP_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    catch_up_timeout_ms: u64,
+
+    /// How long to wait for every slave to show the verification marker.
+    #[arg(long, env = "VERIFY_TIMEOUT_MS", default_value_t = 10000, global = true)]
+    verify_timeout_ms: u64,
+
+    /// How long a second apply to the same cluster waits before answering 409.
+    #[arg(long, env = "LOCK_WAIT_MS", default_value_t = 10000, global = true)]
+    lock_wait_ms: u64,
+
+    /// Timeout for connecting to a redis instance.
+    #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value_t = 1000, global = true)]
+    redis_connect_timeout_ms: u64,
+
+    /// Timeout for one redis command.
+    #[arg(long, env = "REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000, global = true)]
+    redis_command_timeout_ms: u64,
+
+    /// `min-replicas-to-write` restored where the dictator lifts its fence.
+    #[arg(long, env = "MIN_REPLICAS_TO_WRITE", default_value_t = 0, global = true)]
+    min_replicas_to_write: u32,
+
+    /// `min-replicas-max-lag` set while fencing an instance that has it at 0.
+    #[arg(long, env = "MIN_REPLICAS_MAX_LAG", default_value_t = 10, global = true)]
+    min_replicas_max_lag: u32,
+}
+
+impl Tuning {
+    fn settings(&self) -> Settings {
+        Settings {
+            timeouts: Timeouts {
+                connect: Duration::from_millis(self.redis_connect_timeout_ms),
+                command: Duration::from_millis(self.redis_command_timeout_ms),
+            },
+            exec: ExecSettings {
+                writes: WriteSettings {
+                    min_replicas_to_write: self.min_replicas_to_write,
+                    min_replicas_max_lag: self.min_replicas_max_lag,
+                },
+                catch_up_timeout: Duration::from_millis(self.catch_up_timeout_ms),
+                verify_timeout: Duration::from_millis(self.verify_timeout_ms),
+            },
+            lock_wait: Duration::from_millis(self.lock_wait_ms),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.log.init();
+    if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
+        eprintln!("--cluster: {e}");
+        return ExitCode::from(2);
+    }
+    let resolver = match MemberResolver::new(cli.tuning.nameserver) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("--nameserver: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dictator = Dictator::new(resolver, cli.tuning.settings());
+    match cli.command {
+        Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
+        None => serve(dictator, cli.listen, cli.cluster).await,
+    }
+}
+
+async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitCode {
+    let app = dictator::api::router(dictator, cluster);
+    match service::http::serve(listen, app, service::shutdown::signal_received()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(%listen, error = %e, "cannot serve");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> ExitCode {
+    let members = std::iter::once(&args.master)
+        .chain(args.slaves.iter())
+        .map(|m| Member::parse_host_port(m))
+        .collect::<Result<Vec<_>, _>>();
+    let topology = match members.and_then(|mut m| {
+        let master = m.remove(0);
+        Topology::new(master, m).map_err(|e| e.to_string())
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = ApplyOptions { force: args.force, dry_run: args.dry_run };
+    match dictator.apply(cluster, &topology, options).await {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let body = serde_json::json!({ "error": e.error, "status": e.status.as_u16(), "report": e.report });
+            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            ExitCode::FAILURE
+        }
+    }
+}

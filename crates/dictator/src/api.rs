@@ -1,0 +1,71 @@
+//! HTTP API: `PUT /master` (the original endpoint, for `--cluster`) and
+//! `PUT /clusters/{cluster}/master`, each with `?force=true` and `?dry_run=true`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::{Json, Router};
+use service::http::{topology_from_body, with_conventions};
+use service::ApiError;
+
+use crate::apply::{ApplyOptions, Dictator};
+
+struct AppState {
+    dictator: Dictator,
+    default_cluster: String,
+}
+
+/// The dictator's routes; `default_cluster` is what `PUT /master` applies to.
+pub fn router(dictator: Dictator, default_cluster: String) -> Router {
+    let state = Arc::new(AppState { dictator, default_cluster });
+    let routes = Router::new()
+        .route("/master", put(put_default_master))
+        .route("/clusters/{cluster}/master", put(put_cluster_master))
+        .with_state(state);
+    with_conventions(routes)
+}
+
+async fn put_default_master(
+    State(state): State<Arc<AppState>>,
+    options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let cluster = state.default_cluster.clone();
+    apply(&state, &cluster, options, body).await
+}
+
+async fn put_cluster_master(
+    State(state): State<Arc<AppState>>,
+    Path(cluster): Path<String>,
+    options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = topology::validate_label("cluster", &cluster) {
+        return ApiError::not_found(e).into_response();
+    }
+    apply(&state, &cluster, options, body).await
+}
+
+async fn apply(
+    state: &AppState,
+    cluster: &str,
+    options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Query(options) = match options {
+        Ok(o) => o,
+        Err(e) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
+    };
+    let topology = match topology_from_body(body) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    match state.dictator.apply(cluster, &topology, options).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,354 @@
+//! The executor: runs a [`Plan`] against the instances, one step (or one group of
+//! parallel steps) at a time, timing each.
+//!
+//! Failure handling follows what is safe for the data:
+//! - before the promotion (fence, catch-up, allow-writes fail): every fence set so
+//!   far is lifted and every role is left as it was; nothing changed;
+//! - at or after the promotion: fences stay where re-pointing did not happen, so a
+//!   demoted master can never take writes again; the report says what was done and
+//!   what was not, and the next apply converges from there.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+
+use crate::observe::{read_offset, Observed, FENCE_MIN_REPLICAS};
+use crate::plan::{Plan, Step};
+
+/// Write settings restored on members that carry a fence.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteSettings {
+    /// `min-replicas-to-write` for an instance whose fence is lifted (unless it had
+    /// another, non-fence value before we fenced it).
+    pub min_replicas_to_write: u32,
+    /// `min-replicas-max-lag` set while fencing when it was 0 (the fence needs it).
+    pub min_replicas_max_lag: u32,
+}
+
+/// How long the executor waits for things.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecSettings {
+    pub writes: WriteSettings,
+    /// How long the new master may take to catch up before the apply aborts.
+    pub catch_up_timeout: Duration,
+    /// How long to wait for slaves to show the verification marker.
+    pub verify_timeout: Duration,
+}
+
+impl ExecSettings {
+    // The CLIENT PAUSE outlasts the catch-up so it never lapses mid-move; if the
+    // dictator dies, the fence still refuses writes after the pause ends.
+    fn pause(&self) -> Duration {
+        self.catch_up_timeout + Duration::from_secs(5)
+    }
+}
+
+/// One executed step: the step, how long it took, and its error if it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    #[serde(flatten)]
+    pub step: Step,
+    pub ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Lifting a fence after an abort is reported like a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoReport {
+    pub action: &'static str,
+    pub node: SocketAddr,
+    pub ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why the execution failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The catch-up did not finish in time (504).
+    Timeout(String),
+    /// An instance failed a command (502).
+    Redis(String),
+}
+
+impl Failure {
+    pub fn text(&self) -> String {
+        match self {
+            Failure::Timeout(t) | Failure::Redis(t) => t.clone(),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub steps: Vec<StepReport>,
+    /// Steps that were planned but not run, because an earlier one failed.
+    pub not_done: Vec<Step>,
+    /// Fences lifted after an abort.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<UndoReport>,
+    /// From the first fence to the new master accepting writes.
+    pub write_pause_ms: f64,
+    /// Slaves that did not show the marker within the verify timeout.
+    pub lagging: Vec<SocketAddr>,
+    /// Problems that did not stop the apply (e.g. CONFIG REWRITE refused).
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub failure: Option<Failure>,
+}
+
+/// Runs `plan`. `conns` holds a connection to every reachable member; `observed`
+/// is what the plan was made from (for the settings to restore).
+pub async fn execute(
+    plan: &Plan,
+    conns: &HashMap<SocketAddr, MultiplexedConnection>,
+    observed: &HashMap<SocketAddr, Observed>,
+    settings: &ExecSettings,
+) -> Outcome {
+    let mut run = Run {
+        conns,
+        observed,
+        settings,
+        outcome: Outcome::default(),
+        fenced: Vec::new(),
+        not_repointed: Vec::new(),
+        pause_started: None,
+        marker: format!("redis-topology:verify:{}", uuid::Uuid::new_v4()),
+    };
+    let steps = &plan.steps;
+    let mut i = 0;
+    while i < steps.len() {
+        let group_len = steps[i..].iter().take_while(|s| s.runs_in_parallel_with(&steps[i])).count();
+        let group = &steps[i..i + group_len];
+        i += group_len;
+        let reports = join_all(group.iter().map(|step| run.timed(*step))).await;
+        let mut failure = None;
+        for (step, (ms, result)) in group.iter().zip(reports) {
+            let error = result.as_ref().err().map(Failure::text);
+            run.record(*step, ms, error.clone());
+            if let Err(f) = result {
+                // A slow slave is reported as lagging, a refused CONFIG REWRITE as a
+                // warning; neither makes the apply fail.
+                if !matches!(step, Step::Verify { .. } | Step::Persist { .. }) {
+                    failure.get_or_insert(f);
+                }
+            }
+            run.outcome.steps.push(StepReport { step: *step, ms, error });
+        }
+        if let Some(failure) = failure {
+            let stop = run.stop_after_failure(group[0]).await;
+            run.outcome.failure.get_or_insert(failure);
+            if stop {
+                run.outcome.not_done = steps[i..].to_vec();
+                break;
+            }
+        }
+    }
+    run.outcome
+}
+
+struct Run<'a> {
+    conns: &'a HashMap<SocketAddr, MultiplexedConnection>,
+    observed: &'a HashMap<SocketAddr, Observed>,
+    settings: &'a ExecSettings,
+    outcome: Outcome,
+    /// Nodes whose fence we set during this run.
+    fenced: Vec<SocketAddr>,
+    /// Demoted masters whose re-pointing failed: they keep their fence.
+    not_repointed: Vec<SocketAddr>,
+    pause_started: Option<Instant>,
+    /// Key (and value) written on the new master to verify the slaves.
+    marker: String,
+}
+
+impl Run<'_> {
+    async fn timed(&self, step: Step) -> (f64, Result<(), Failure>) {
+        let started = Instant::now();
+        let result = self.run_step(step).await;
+        (started.elapsed().as_secs_f64() * 1000.0, result)
+    }
+
+    /// Bookkeeping after a step, in plan order.
+    fn record(&mut self, step: Step, ms: f64, error: Option<String>) {
+        let ok = error.is_none();
+        match step {
+            Step::Fence { node } => {
+                // A failed fence may still have paused clients: undo covers it too.
+                self.fenced.push(node);
+                self.pause_started.get_or_insert_with(|| Instant::now() - Duration::from_secs_f64(ms / 1000.0));
+            }
+            Step::Promote { .. } if ok => {
+                if let Some(started) = self.pause_started {
+                    self.outcome.write_pause_ms = started.elapsed().as_secs_f64() * 1000.0;
+                }
+            }
+            Step::Replicate { node, .. } if !ok => self.not_repointed.push(node),
+            Step::Verify { node, .. } if !ok => self.outcome.lagging.push(node),
+            Step::Persist { node } => {
+                if let Some(error) = error {
+                    self.outcome.warnings.push(format!("CONFIG REWRITE on {node}: {error}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a failure in `step`'s group stops the run; undoes fences where that is safe.
+    async fn stop_after_failure(&mut self, step: Step) -> bool {
+        match step {
+            Step::Fence { .. } | Step::CatchUp { .. } | Step::AllowWrites { .. } => {
+                self.undo_fences().await;
+                true
+            }
+            // Whether REPLICAOF NO ONE took effect is unknown: keep the old masters
+            // fenced so they cannot take writes the new one would never see.
+            Step::Promote { .. } => true,
+            // Other members go on; a demoted master that was not re-pointed keeps
+            // its fence (see `run_step`).
+            Step::Replicate { .. } | Step::Release { .. } | Step::Verify { .. } | Step::Persist { .. } => false,
+        }
+    }
+
+    async fn undo_fences(&mut self) {
+        let undo = self.fenced.clone();
+        let this = &*self;
+        let results = join_all(undo.iter().map(|node| async move {
+            let started = Instant::now();
+            let result = this.lift_fence(*node).await;
+            (*node, started.elapsed().as_secs_f64() * 1000.0, result)
+        }))
+        .await;
+        for (node, ms, result) in results {
+            self.outcome.undone.push(UndoReport { action: "unfence", node, ms, error: result.err() });
+        }
+    }
+
+    async fn run_step(&self, step: Step) -> Result<(), Failure> {
+        match step {
+            Step::Fence { node } => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("CLIENT").arg("PAUSE").arg(self.settings.pause().as_millis() as u64).arg("WRITE").ignore();
+                pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(FENCE_MIN_REPLICAS).ignore();
+                if self.observed_max_lag(node) == 0 {
+                    pipe.cmd("CONFIG").arg("SET").arg("min-replicas-max-lag").arg(self.settings.writes.min_replicas_max_lag.max(1)).ignore();
+                }
+                self.pipeline(node, &pipe).await
+            }
+            Step::CatchUp { node, from } => self.catch_up(node, from).await,
+            Step::AllowWrites { node } => self.lift_fence(node).await.map_err(Failure::Redis),
+            Step::Promote { node } => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("REPLICAOF").arg("NO").arg("ONE").ignore();
+                pipe.cmd("CLIENT").arg("UNPAUSE").ignore();
+                self.pipeline(node, &pipe).await
+            }
+            Step::Replicate { node, master } => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("REPLICAOF").arg(master.ip().to_string()).arg(master.port()).ignore();
+                self.pipeline(node, &pipe).await
+            }
+            Step::Release { node } => {
+                if self.not_repointed.contains(&node) {
+                    return Err(Failure::Redis(format!("{node} was not re-pointed, so it stays fenced")));
+                }
+                self.lift_fence(node).await.map_err(Failure::Redis)
+            }
+            Step::Verify { node, master } => self.verify(node, master).await,
+            Step::Persist { node } => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("CONFIG").arg("REWRITE").ignore();
+                self.pipeline(node, &pipe).await
+            }
+        }
+    }
+
+    /// Restores write settings and releases paused clients.
+    async fn lift_fence(&self, node: SocketAddr) -> Result<(), String> {
+        let restore = match self.observed.get(&node) {
+            Some(Observed::Up(r)) if !r.is_fenced() => r.min_replicas_to_write,
+            _ => self.settings.writes.min_replicas_to_write,
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(restore).ignore();
+        pipe.cmd("CLIENT").arg("UNPAUSE").ignore();
+        self.pipeline(node, &pipe).await.map_err(|f| f.text())
+    }
+
+    /// Waits until `node` has applied `from`'s whole history, reading both offsets
+    /// from the instances themselves (no 1 s REPLCONF ACK floor).
+    async fn catch_up(&self, node: SocketAddr, from: SocketAddr) -> Result<(), Failure> {
+        let target = read_offset(&mut self.conn(from)?).await.map_err(|e| Failure::Redis(format!("{from}: {e}")))?;
+        let deadline = Instant::now() + self.settings.catch_up_timeout;
+        let mut conn = self.conn(node)?;
+        loop {
+            let offset = read_offset(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))?;
+            if offset >= target {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Timeout(format!(
+                    "{node} reached offset {offset} of {target} within {:?}; aborted, nothing changed",
+                    self.settings.catch_up_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Writes a marker on the master (once) and waits for `node` to serve it.
+    async fn verify(&self, node: SocketAddr, master: SocketAddr) -> Result<(), Failure> {
+        let key = &self.marker;
+        let deadline = Instant::now() + self.settings.verify_timeout;
+        let mut master_conn = self.conn(master)?;
+        let mut conn = self.conn(node)?;
+        let mut written = false;
+        let mut last_error = String::from("marker not seen yet");
+        while Instant::now() < deadline {
+            if !written {
+                // Every verifier writes the same key and value: idempotent, and it
+                // needs no coordination between the parallel verifications.
+                let set: redis::RedisResult<()> =
+                    redis::cmd("SET").arg(key).arg(key).arg("PX").arg(60_000).query_async(&mut master_conn).await;
+                match set {
+                    Ok(()) => written = true,
+                    Err(e) => last_error = format!("marker write on {master}: {e}"),
+                }
+            }
+            if written {
+                let seen: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(key).query_async(&mut conn).await;
+                match seen {
+                    Ok(Some(v)) if &v == key => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(Failure::Timeout(format!(
+            "{node} did not show the marker within {:?} ({last_error})",
+            self.settings.verify_timeout
+        )))
+    }
+
+    fn observed_max_lag(&self, node: SocketAddr) -> u32 {
+        match self.observed.get(&node) {
+            Some(Observed::Up(r)) => r.min_replicas_max_lag,
+            _ => 0,
+        }
+    }
+
+    fn conn(&self, node: SocketAddr) -> Result<MultiplexedConnection, Failure> {
+        self.conns.get(&node).cloned().ok_or_else(|| Failure::Redis(format!("{node}: no connection")))
+    }
+
+    async fn pipeline(&self, node: SocketAddr, pipe: &redis::Pipeline) -> Result<(), Failure> {
+        let mut conn = self.conn(node)?;
+        pipe.query_async::<()>(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))
+    }
+}

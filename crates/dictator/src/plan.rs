@@ -1,0 +1,661 @@
+//! The planner: `plan(observed, desired)` decides, without any I/O, which steps
+//! move the instances from what they are to what the topology asks, in an order
+//! that loses no acknowledged write:
+//!
+//! 1. fence every master that is to become a slave (writes wait, then fail);
+//! 2. let the new master catch up with the master it replicates from;
+//! 3. let the new master accept writes (undo a fence an earlier apply left) and promote it;
+//! 4. re-point every other member at it (in parallel);
+//! 5. release the demoted masters (their waiting writers now get READONLY and move on);
+//! 6. verify that every slave sees a marker written on the new master;
+//! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
+//!
+//! It refuses (409) when promoting would discard acknowledged writes, unless forced.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::observe::{Observed, Replication};
+
+/// The resolved topology: one address per member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub master: SocketAddr,
+    pub slaves: Vec<SocketAddr>,
+}
+
+/// One action on one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Step {
+    /// `CLIENT PAUSE WRITE` plus the `min-replicas-to-write` fence.
+    Fence { node: SocketAddr },
+    /// Wait until `node` has applied everything `from` has (read from `node` itself).
+    CatchUp { node: SocketAddr, from: SocketAddr },
+    /// Lift a fence an earlier, interrupted apply left on the new master.
+    AllowWrites { node: SocketAddr },
+    /// `REPLICAOF NO ONE` (and `CLIENT UNPAUSE`).
+    Promote { node: SocketAddr },
+    /// `REPLICAOF <master>`.
+    Replicate { node: SocketAddr, master: SocketAddr },
+    /// Restore write settings and `CLIENT UNPAUSE` on a member that is now a slave.
+    Release { node: SocketAddr },
+    /// A marker written on `master` must be readable on `node`.
+    Verify { node: SocketAddr, master: SocketAddr },
+    /// `CONFIG REWRITE`.
+    Persist { node: SocketAddr },
+}
+
+impl Step {
+    pub fn node(&self) -> SocketAddr {
+        match *self {
+            Step::Fence { node }
+            | Step::CatchUp { node, .. }
+            | Step::AllowWrites { node }
+            | Step::Promote { node }
+            | Step::Replicate { node, .. }
+            | Step::Release { node }
+            | Step::Verify { node, .. }
+            | Step::Persist { node } => node,
+        }
+    }
+
+    pub fn action(&self) -> &'static str {
+        match self {
+            Step::Fence { .. } => "fence",
+            Step::CatchUp { .. } => "catch_up",
+            Step::AllowWrites { .. } => "allow_writes",
+            Step::Promote { .. } => "promote",
+            Step::Replicate { .. } => "replicate",
+            Step::Release { .. } => "release",
+            Step::Verify { .. } => "verify",
+            Step::Persist { .. } => "persist",
+        }
+    }
+
+    /// Steps of one kind that touch different instances may run at the same time.
+    pub fn runs_in_parallel_with(&self, other: &Step) -> bool {
+        self.action() == other.action()
+            && !matches!(self, Step::CatchUp { .. } | Step::Promote { .. } | Step::AllowWrites { .. })
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CatchUp { node, from } => write!(f, "catch_up {node} from {from}"),
+            Step::Replicate { node, master } => write!(f, "replicate {node} from {master}"),
+            Step::Verify { node, master } => write!(f, "verify {node} follows {master}"),
+            other => write!(f, "{} {}", other.action(), other.node()),
+        }
+    }
+}
+
+/// What the planner decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Slaves that could not be observed: skipped, they rejoin on their next trigger.
+    pub unreachable: Vec<SocketAddr>,
+    /// Data-loss reasons that `force` overrode.
+    pub overridden: Vec<String>,
+}
+
+impl Plan {
+    pub fn changes_anything(&self) -> bool {
+        !self.steps.is_empty()
+    }
+}
+
+/// Why the planner will not move anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The new master cannot be observed: 502, nothing changed.
+    #[error("master {addr} is unreachable: {error}")]
+    MasterUnreachable { addr: SocketAddr, error: String },
+    /// Promoting would discard acknowledged writes: 409 unless forced.
+    #[error("applying would lose acknowledged writes: {}; pass force=true to apply anyway", .reasons.join("; "))]
+    WouldLoseData { reasons: Vec<String> },
+}
+
+/// Decides the steps. `observed` holds every member, and may hold the new master's
+/// upstream when that is not a member. `force` applies even when data would be lost.
+pub fn plan(
+    desired: &Desired,
+    observed: &HashMap<SocketAddr, Observed>,
+    force: bool,
+) -> Result<Plan, Refusal> {
+    let up = |addr: &SocketAddr| match observed.get(addr) {
+        Some(Observed::Up(r)) => Some(r),
+        _ => None,
+    };
+    let new = desired.master;
+    let n = match observed.get(&new) {
+        Some(Observed::Up(r)) => r,
+        Some(Observed::Unreachable { error }) => {
+            return Err(Refusal::MasterUnreachable { addr: new, error: error.clone() });
+        }
+        None => return Err(Refusal::MasterUnreachable { addr: new, error: "not observed".into() }),
+    };
+
+    let unreachable: Vec<SocketAddr> =
+        desired.slaves.iter().copied().filter(|s| up(s).is_none()).collect();
+    let slaves: Vec<(SocketAddr, &Replication)> =
+        desired.slaves.iter().filter_map(|s| up(s).map(|r| (*s, r))).collect();
+    let old_masters: Vec<(SocketAddr, &Replication)> =
+        slaves.iter().copied().filter(|(_, r)| r.is_master()).collect();
+
+    // Where the new master's missing writes would come from, if it can get them:
+    // only from a member, since only members are fenced first.
+    let upstream = n.upstream();
+    let catch_up_from = upstream.filter(|u| desired.slaves.contains(u)).and_then(|u| {
+        let source = up(&u).filter(|r| r.is_master())?;
+        shares_history(n, source).then_some(u)
+    });
+
+    let mut reasons = Vec::new();
+    for (m_addr, m) in &old_masters {
+        if let Some(reason) = loss(*m_addr, m, new, n, catch_up_from == Some(*m_addr)) {
+            reasons.push(reason);
+        }
+    }
+    // An upstream outside the topology that is still a master would keep taking
+    // writes nobody fences.
+    if let Some(u) = upstream.filter(|u| *u != new && !desired.slaves.contains(u)) {
+        if up(&u).is_some_and(Replication::is_master) {
+            reasons.push(format!(
+                "new master {new} replicates from {u}, which is not in the topology and still \
+                 accepts writes; add it as a slave so it is fenced and demoted, or stop it"
+            ));
+        }
+    }
+    // Without a live source to catch up from, a member further along the same
+    // history holds writes the new master would never get.
+    if !n.is_master() && catch_up_from.is_none() {
+        for (s_addr, s) in &slaves {
+            if s.replid == n.replid && s.offset > n.offset {
+                reasons.push(format!(
+                    "{s_addr} has applied {} more bytes of replication history than the new \
+                     master {new}, whose own master is not reachable to catch up from",
+                    s.offset - n.offset
+                ));
+            }
+        }
+    }
+    if !reasons.is_empty() && !force {
+        return Err(Refusal::WouldLoseData { reasons });
+    }
+
+    let mut steps = Vec::new();
+    for (m, _) in &old_masters {
+        steps.push(Step::Fence { node: *m });
+    }
+    if let Some(from) = catch_up_from {
+        steps.push(Step::CatchUp { node: new, from });
+    }
+    if n.is_fenced() {
+        steps.push(Step::AllowWrites { node: new });
+    }
+    if !n.is_master() {
+        steps.push(Step::Promote { node: new });
+    }
+    let repointed: Vec<SocketAddr> = slaves
+        .iter()
+        .filter(|(_, r)| r.is_master() || r.upstream() != Some(new))
+        .map(|(s, _)| *s)
+        .collect();
+    for s in &repointed {
+        steps.push(Step::Replicate { node: *s, master: new });
+    }
+    for (s, r) in &slaves {
+        if r.is_master() || r.is_fenced() {
+            steps.push(Step::Release { node: *s });
+        }
+    }
+    if !steps.is_empty() {
+        for (s, _) in &slaves {
+            steps.push(Step::Verify { node: *s, master: new });
+        }
+        let role_changed = |addr: &SocketAddr| *addr == new && !n.is_master() || repointed.contains(addr);
+        for addr in std::iter::once(&new).chain(desired.slaves.iter()) {
+            if role_changed(addr) && up(addr).is_some_and(|r| r.has_config_file) {
+                steps.push(Step::Persist { node: *addr });
+            }
+        }
+    }
+
+    Ok(Plan { steps, unreachable, overridden: if force { reasons } else { Vec::new() } })
+}
+
+/// Two instances are on the same replication history, so one can catch up with
+/// the other by partial resync.
+fn shares_history(replica: &Replication, source: &Replication) -> bool {
+    replica.replid == source.replid
+}
+
+/// Why demoting master `m` (to follow `n`) would lose acknowledged writes, if it would.
+fn loss(
+    m_addr: SocketAddr,
+    m: &Replication,
+    n_addr: SocketAddr,
+    n: &Replication,
+    n_catches_up_from_m: bool,
+) -> Option<String> {
+    let safe = m.keys == 0 // nothing to lose
+        || n_catches_up_from_m
+        // same history and the new master is at least as far along
+        || (n.replid == m.replid && n.offset >= m.offset)
+        // the new master was promoted from m after m's last write (an earlier
+        // apply that stopped before re-pointing m)
+        || (n.replid2 == m.replid && i64::try_from(m.offset).is_ok_and(|o| o < n.second_offset));
+    (!safe).then(|| {
+        format!(
+            "{m_addr} is a master holding {} keys at offset {} of replication history {} that \
+             the new master {n_addr} does not have",
+            m.keys, m.offset, m.replid
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{Role, FENCE_MIN_REPLICAS};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+    const A: u16 = 7000;
+    const B: u16 = 7001;
+    const C: u16 = 7002;
+    const X: u16 = 7009;
+
+    fn master(replid: &str, offset: u64, keys: u64) -> Replication {
+        Replication {
+            role: Role::Master,
+            replid: replid.into(),
+            replid2: "0".repeat(40),
+            offset,
+            second_offset: -1,
+            keys,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
+            has_config_file: false,
+        }
+    }
+
+    fn slave_of(port: u16, replid: &str, offset: u64, keys: u64) -> Replication {
+        Replication {
+            role: Role::Slave { upstream: Some(addr(port)), link_up: true },
+            ..master(replid, offset, keys)
+        }
+    }
+
+    fn fenced(mut r: Replication) -> Replication {
+        r.min_replicas_to_write = FENCE_MIN_REPLICAS;
+        r
+    }
+
+    fn world(nodes: Vec<(u16, Observed)>) -> HashMap<SocketAddr, Observed> {
+        nodes.into_iter().map(|(p, o)| (addr(p), o)).collect()
+    }
+
+    fn desired(m: u16, slaves: &[u16]) -> Desired {
+        Desired { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect() }
+    }
+
+    fn up(r: Replication) -> Observed {
+        Observed::Up(r)
+    }
+
+    fn down() -> Observed {
+        Observed::Unreachable { error: "connection refused".into() }
+    }
+
+    fn actions(plan: &Plan) -> Vec<String> {
+        plan.steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn nothing_to_do_when_the_topology_holds() {
+        let w = world(vec![
+            (A, up(master("r1", 100, 5))),
+            (B, up(slave_of(A, "r1", 100, 5))),
+            (C, up(slave_of(A, "r1", 90, 5))),
+        ]);
+        let p = plan(&desired(A, &[B, C]), &w, false).unwrap();
+        assert!(!p.changes_anything(), "{:?}", actions(&p));
+    }
+
+    #[test]
+    fn a_slave_whose_link_is_down_but_points_right_is_left_alone() {
+        let mut b = slave_of(A, "r1", 100, 5);
+        b.role = Role::Slave { upstream: Some(addr(A)), link_up: false };
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
+        assert!(!plan(&desired(A, &[B]), &w, false).unwrap().changes_anything());
+    }
+
+    #[test]
+    fn fresh_unconfigured_instances() {
+        let w = world(vec![
+            (A, up(master("ra", 0, 0))),
+            (B, up(master("rb", 0, 0))),
+            (C, up(master("rc", 0, 0))),
+        ]);
+        let p = plan(&desired(A, &[B, C]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            [
+                "fence 127.0.0.1:7001",
+                "fence 127.0.0.1:7002",
+                "replicate 127.0.0.1:7001 from 127.0.0.1:7000",
+                "replicate 127.0.0.1:7002 from 127.0.0.1:7000",
+                "release 127.0.0.1:7001",
+                "release 127.0.0.1:7002",
+                "verify 127.0.0.1:7001 follows 127.0.0.1:7000",
+                "verify 127.0.0.1:7002 follows 127.0.0.1:7000",
+            ]
+        );
+    }
+
+    #[test]
+    fn rotate_the_master_fences_catches_up_promotes_then_repoints() {
+        let w = world(vec![
+            (A, up(master("r1", 100, 5))),
+            (B, up(slave_of(A, "r1", 98, 5))),
+            (C, up(slave_of(A, "r1", 100, 5))),
+        ]);
+        let p = plan(&desired(B, &[A, C]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            [
+                "fence 127.0.0.1:7000",
+                "catch_up 127.0.0.1:7001 from 127.0.0.1:7000",
+                "promote 127.0.0.1:7001",
+                "replicate 127.0.0.1:7000 from 127.0.0.1:7001",
+                "replicate 127.0.0.1:7002 from 127.0.0.1:7001",
+                "release 127.0.0.1:7000",
+                "verify 127.0.0.1:7000 follows 127.0.0.1:7001",
+                "verify 127.0.0.1:7002 follows 127.0.0.1:7001",
+            ]
+        );
+        assert!(p.unreachable.is_empty() && p.overridden.is_empty());
+    }
+
+    #[test]
+    fn slave_to_master_with_no_other_members() {
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(slave_of(A, "r1", 100, 5)))]);
+        // The old master is left out of the topology while still a master: refused,
+        // because nobody would fence it.
+        let err = plan(&desired(B, &[]), &w, false).unwrap_err();
+        assert!(matches!(err, Refusal::WouldLoseData { ref reasons } if reasons[0].contains("not in the topology")), "{err}");
+        // With force, B is promoted without waiting.
+        let p = plan(&desired(B, &[]), &w, true).unwrap();
+        assert_eq!(actions(&p), ["promote 127.0.0.1:7001"]);
+        assert_eq!(p.overridden.len(), 1);
+    }
+
+    #[test]
+    fn slave_of_a_dead_master_is_promoted_without_waiting() {
+        // A is gone; B and C were its slaves and are equally far along.
+        let w = world(vec![
+            (A, down()),
+            (B, up(slave_of(A, "r1", 100, 5))),
+            (C, up(slave_of(A, "r1", 100, 5))),
+        ]);
+        let p = plan(&desired(B, &[A, C]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            [
+                "promote 127.0.0.1:7001",
+                "replicate 127.0.0.1:7002 from 127.0.0.1:7001",
+                "verify 127.0.0.1:7002 follows 127.0.0.1:7001",
+            ]
+        );
+        assert_eq!(p.unreachable, [addr(A)]);
+    }
+
+    #[test]
+    fn refuses_to_promote_a_slave_behind_another_when_the_master_is_dead() {
+        let w = world(vec![
+            (A, down()),
+            (B, up(slave_of(A, "r1", 90, 5))),
+            (C, up(slave_of(A, "r1", 100, 5))),
+        ]);
+        let err = plan(&desired(B, &[A, C]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:7002 has applied 10 more bytes"), "{err}");
+        assert!(plan(&desired(C, &[A, B]), &w, false).is_ok());
+    }
+
+    #[test]
+    fn a_master_of_its_own_divergent_data_is_not_overwritten() {
+        let w = world(vec![
+            (A, up(master("r1", 100, 5))),
+            (B, up(master("other", 40, 2))),
+        ]);
+        let err = plan(&desired(A, &[B]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:7001 is a master holding 2 keys"), "{err}");
+        let p = plan(&desired(A, &[B]), &w, true).unwrap();
+        assert_eq!(p.overridden.len(), 1);
+        assert_eq!(actions(&p)[..2], ["fence 127.0.0.1:7001", "replicate 127.0.0.1:7001 from 127.0.0.1:7000"]);
+    }
+
+    #[test]
+    fn an_empty_new_master_may_not_replace_one_with_data() {
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(master("fresh", 0, 0)))]);
+        assert!(plan(&desired(B, &[A]), &w, false).is_err());
+        // The other way round is the ordinary join of a fresh instance.
+        assert!(plan(&desired(A, &[B]), &w, false).is_ok());
+    }
+
+    #[test]
+    fn a_slave_that_never_synced_cannot_catch_up() {
+        // B points at A but is still on its own history (full sync not done).
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(slave_of(A, "own", 0, 0)))]);
+        let err = plan(&desired(B, &[A]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:7000 is a master holding 5 keys"), "{err}");
+    }
+
+    #[test]
+    fn finishes_an_apply_that_stopped_after_promotion() {
+        // B was promoted from A at offset 100 (second_offset 101); A is still a
+        // fenced master that took no write since.
+        let mut b = master("r2", 100, 5);
+        b.replid2 = "r1".into();
+        b.second_offset = 101;
+        let w = world(vec![(A, up(fenced(master("r1", 100, 5)))), (B, up(b.clone()))]);
+        let p = plan(&desired(B, &[A]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            [
+                "fence 127.0.0.1:7000",
+                "replicate 127.0.0.1:7000 from 127.0.0.1:7001",
+                "release 127.0.0.1:7000",
+                "verify 127.0.0.1:7000 follows 127.0.0.1:7001",
+            ]
+        );
+        // Had A taken a write after the promotion, B would lack it.
+        let w = world(vec![(A, up(master("r1", 120, 6))), (B, up(b))]);
+        assert!(plan(&desired(B, &[A]), &w, false).is_err());
+    }
+
+    #[test]
+    fn a_previously_fenced_master_is_allowed_to_write_again() {
+        let w = world(vec![
+            (A, up(fenced(master("r1", 100, 5)))),
+            (B, up(slave_of(A, "r1", 100, 5))),
+        ]);
+        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            ["allow_writes 127.0.0.1:7000", "verify 127.0.0.1:7001 follows 127.0.0.1:7000"]
+        );
+    }
+
+    #[test]
+    fn a_fenced_slave_being_promoted_has_its_fence_lifted_first() {
+        let w = world(vec![
+            (A, up(master("r1", 100, 5))),
+            (B, up(fenced(slave_of(A, "r1", 100, 5)))),
+        ]);
+        let p = plan(&desired(B, &[A]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p)[..4],
+            [
+                "fence 127.0.0.1:7000",
+                "catch_up 127.0.0.1:7001 from 127.0.0.1:7000",
+                "allow_writes 127.0.0.1:7001",
+                "promote 127.0.0.1:7001",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fenced_slave_that_stays_a_slave_is_released() {
+        let w = world(vec![
+            (A, up(master("r1", 100, 5))),
+            (B, up(fenced(slave_of(A, "r1", 100, 5)))),
+        ]);
+        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            ["release 127.0.0.1:7001", "verify 127.0.0.1:7001 follows 127.0.0.1:7000"]
+        );
+    }
+
+    #[test]
+    fn unreachable_slaves_are_skipped_and_reported() {
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, down()), (C, up(master("rc", 0, 0)))]);
+        let p = plan(&desired(A, &[B, C]), &w, false).unwrap();
+        assert_eq!(p.unreachable, [addr(B)]);
+        assert!(p.steps.iter().all(|s| s.node() != addr(B)));
+        assert!(p.changes_anything());
+    }
+
+    #[test]
+    fn unreachable_master_is_refused() {
+        let w = world(vec![(A, down()), (B, up(master("r1", 0, 0)))]);
+        assert!(matches!(
+            plan(&desired(A, &[B]), &w, false),
+            Err(Refusal::MasterUnreachable { addr: a, .. }) if a == addr(A)
+        ));
+        assert!(matches!(plan(&desired(A, &[B]), &HashMap::new(), true), Err(Refusal::MasterUnreachable { .. })));
+    }
+
+    #[test]
+    fn a_slave_pointing_elsewhere_is_repointed() {
+        let w = world(vec![
+            (A, up(master("r1", 100, 5))),
+            (B, up(slave_of(X, "r9", 10, 1))),
+            (X, down()),
+        ]);
+        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        assert_eq!(
+            actions(&p),
+            ["replicate 127.0.0.1:7001 from 127.0.0.1:7000", "verify 127.0.0.1:7001 follows 127.0.0.1:7000"]
+        );
+    }
+
+    #[test]
+    fn a_slave_of_a_hostname_is_repointed_at_the_address() {
+        let mut b = slave_of(A, "r1", 100, 5);
+        b.role = Role::Slave { upstream: None, link_up: true };
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
+        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        assert_eq!(actions(&p)[0], "replicate 127.0.0.1:7001 from 127.0.0.1:7000");
+    }
+
+    #[test]
+    fn roles_are_persisted_only_where_redis_has_a_config_file() {
+        let with_file = |mut r: Replication| {
+            r.has_config_file = true;
+            r
+        };
+        let w = world(vec![
+            (A, up(with_file(master("r1", 100, 5)))),
+            (B, up(with_file(slave_of(A, "r1", 100, 5)))),
+            (C, up(slave_of(A, "r1", 100, 5))),
+        ]);
+        let p = plan(&desired(B, &[A, C]), &w, false).unwrap();
+        let persisted: Vec<_> = p.steps.iter().filter(|s| matches!(s, Step::Persist { .. })).map(Step::node).collect();
+        assert_eq!(persisted, [addr(B), addr(A)]);
+    }
+
+    #[test]
+    fn two_masters_on_the_same_history_resolve_to_the_further_one() {
+        // Split brain after a crash: both masters, B promoted from A's history later.
+        let mut b = master("r2", 150, 7);
+        b.replid2 = "r1".into();
+        b.second_offset = 101;
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
+        let p = plan(&desired(B, &[A]), &w, false).unwrap();
+        assert_eq!(actions(&p)[0], "fence 127.0.0.1:7000");
+        // Promoting A instead would lose B's writes after the promotion.
+        assert!(plan(&desired(A, &[B]), &w, false).is_err());
+    }
+
+    #[test]
+    fn every_plan_fences_before_promoting_and_promotes_before_repointing() {
+        // Exhaustive over small worlds: each of 3 nodes is a master or a slave of
+        // another, with or without data, fenced or not, and any of them may be the
+        // desired master. Whatever the planner returns must respect the ordering.
+        let states = |port: u16| {
+            let others: Vec<u16> = [A, B, C].into_iter().filter(|p| *p != port).collect();
+            let mut v = vec![master("r1", 100, 5), master("own", 0, 0), fenced(master("r1", 100, 5))];
+            for o in others {
+                v.push(slave_of(o, "r1", 100, 5));
+                v.push(slave_of(o, "r1", 50, 5));
+                v.push(fenced(slave_of(o, "r1", 100, 5)));
+            }
+            v
+        };
+        let mut checked = 0;
+        for a in states(A) {
+            for b in states(B) {
+                for c in states(C) {
+                    let w = world(vec![(A, up(a.clone())), (B, up(b.clone())), (C, up(c.clone()))]);
+                    for (m, s) in [(A, [B, C]), (B, [A, C]), (C, [A, B])] {
+                        for force in [false, true] {
+                            let Ok(p) = plan(&desired(m, &s), &w, force) else { continue };
+                            checked += 1;
+                            let pos = |pred: &dyn Fn(&Step) -> bool| p.steps.iter().position(pred);
+                            let last_fence = p.steps.iter().rposition(|s| matches!(s, Step::Fence { .. }));
+                            let promote = pos(&|s| matches!(s, Step::Promote { .. }));
+                            let first_replicate = pos(&|s| matches!(s, Step::Replicate { .. }));
+                            if let (Some(f), Some(pr)) = (last_fence, promote) {
+                                assert!(f < pr, "fence after promote: {:?}", actions(&p));
+                            }
+                            if let (Some(pr), Some(r)) = (promote, first_replicate) {
+                                assert!(pr < r, "repoint before promote: {:?}", actions(&p));
+                            }
+                            // Every demoted master is fenced, and released only after re-pointing.
+                            for step in &p.steps {
+                                if let Step::Release { node } = step {
+                                    let rel = pos(&|s| s == step).unwrap();
+                                    if let Some(rep) = pos(&|s| matches!(s, Step::Replicate { node: n, .. } if n == node)) {
+                                        assert!(rep < rel, "{:?}", actions(&p));
+                                    }
+                                }
+                            }
+                            // Running the plan's result again would change nothing: every
+                            // slave ends pointing at the master.
+                            for s in &s {
+                                let r = match w.get(&addr(*s)) { Some(Observed::Up(r)) => r, _ => continue };
+                                let repointed = p.steps.contains(&Step::Replicate { node: addr(*s), master: addr(m) });
+                                assert!(repointed || (!r.is_master() && r.upstream() == Some(addr(m))), "{:?}", actions(&p));
+                            }
+                            // Never lose data silently.
+                            if !force {
+                                assert!(p.overridden.is_empty());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} plans checked");
+    }
+}
