@@ -124,7 +124,7 @@ pub async fn execute(
     let steps = &plan.steps;
     let mut i = 0;
     while i < steps.len() {
-        let group_len = steps[i..].iter().take_while(|s| s.runs_in_parallel_with(&steps[i])).count();
+        let group_len = 1 + steps[i + 1..].iter().take_while(|s| steps[i].runs_in_parallel_with(s)).count();
         let group = &steps[i..i + group_len];
         i += group_len;
         let reports = join_all(group.iter().map(|step| run.timed(*step))).await;

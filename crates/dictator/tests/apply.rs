@@ -1,0 +1,207 @@
+//! Every role transition, against real redis-server instances.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dictator::{ApplyOptions, Settings};
+use harness::Redis;
+
+#[tokio::test]
+async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    a.cmd::<()>(&["SET", "k", "v"]);
+    let d = dictator();
+    let report = apply(&d, &a, &[&b, &c]).await;
+    assert!(report.changed);
+    assert!(report.lagging.is_empty(), "{report:?}");
+    assert_follows(&b, &a);
+    assert_follows(&c, &a);
+    assert_eq!(b.cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"));
+    assert_writable(&a);
+
+    let again = apply(&d, &a, &[&b, &c]).await;
+    assert!(!again.changed, "{:?}", actions(&again));
+    assert!(again.steps.is_empty());
+}
+
+#[tokio::test]
+async fn rotating_the_master_keeps_every_write() {
+    let nodes = [Redis::start(), Redis::start(), Redis::start()];
+    let d = dictator();
+    apply(&d, &nodes[0], &[&nodes[1], &nodes[2]]).await;
+    for round in 0..6 {
+        let m = &nodes[round % 3];
+        let s1 = &nodes[(round + 1) % 3];
+        let s2 = &nodes[(round + 2) % 3];
+        let report = apply(&d, m, &[s1, s2]).await;
+        if round > 0 {
+            assert!(actions(&report).iter().any(|a| a.starts_with("catch_up")), "{:?}", actions(&report));
+            assert!(report.write_pause_ms > 0.0);
+        }
+        assert_eq!(m.role(), "master");
+        assert_follows(s1, m);
+        assert_follows(s2, m);
+        m.cmd::<()>(&["RPUSH", "rounds", &round.to_string()]);
+    }
+    let last = &nodes[5 % 3];
+    assert_eq!(last.cmd::<Vec<String>>(&["LRANGE", "rounds", "0", "-1"]), ["0", "1", "2", "3", "4", "5"]);
+}
+
+#[tokio::test]
+async fn a_master_of_its_own_data_is_refused_then_forced() {
+    let (a, b) = (Redis::start(), Redis::start());
+    a.cmd::<()>(&["SET", "a-key", "1"]);
+    b.cmd::<()>(&["SET", "b-key", "1"]);
+    let d = dictator();
+    let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
+    assert_eq!(err.status.as_u16(), 409, "{err}");
+    assert!(err.error.contains(&b.host_port()), "{}", err.error);
+    // Nothing changed.
+    assert_eq!(b.role(), "master");
+    assert_eq!(b.cmd::<Option<String>>(&["GET", "b-key"]).as_deref(), Some("1"));
+    assert_writable(&b);
+
+    let forced = d
+        .apply("test", &topology(&a, &[&b]), ApplyOptions { force: true, dry_run: false })
+        .await
+        .unwrap();
+    assert_eq!(forced.forced.len(), 1);
+    assert_follows(&b, &a);
+    assert_eq!(b.cmd::<Option<String>>(&["GET", "a-key"]).as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn dry_run_plans_reports_lag_and_changes_nothing() {
+    let (a, b) = (Redis::start(), Redis::start());
+    a.cmd::<()>(&["SET", "k", "v"]);
+    b.cmd::<()>(&["SET", "other", "v"]);
+    let d = dictator();
+    let report = d
+        .apply("test", &topology(&a, &[&b]), ApplyOptions { force: false, dry_run: true })
+        .await
+        .unwrap();
+    assert!(report.dry_run && report.changed);
+    assert!(report.refusal.as_deref().unwrap_or("").contains("would lose"), "{report:?}");
+    assert_eq!(report.members.len(), 2);
+    assert!(report.steps.iter().all(|s| s.ms.is_none()));
+    assert_eq!(b.role(), "master");
+    assert_writable(&b);
+}
+
+#[tokio::test]
+async fn a_previously_fenced_instance_accepts_writes_again() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    // An apply that died after fencing a: writes are refused.
+    a.cmd::<()>(&["CONFIG", "SET", "min-replicas-to-write", "1000000"]);
+    let refused: redis::RedisResult<()> = redis::cmd("SET").arg("x").arg("1").query(&mut a.conn());
+    assert!(refused.is_err());
+    let report = apply(&d, &a, &[&b]).await;
+    assert_eq!(actions(&report)[0], format!("allow_writes {}", a.host_port()));
+    assert_writable(&a);
+    assert_eq!(a.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])[1], "0");
+}
+
+#[tokio::test]
+async fn finishing_an_apply_that_stopped_after_the_promotion() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    a.cmd::<()>(&["SET", "before", "1"]);
+    harness::wait_until("b to catch up", Duration::from_secs(5), || {
+        b.cmd::<Option<String>>(&["GET", "before"]).is_some()
+    });
+    // By hand: fence a, promote b, then "crash" before re-pointing a.
+    a.cmd::<()>(&["CONFIG", "SET", "min-replicas-to-write", "1000000"]);
+    b.cmd::<()>(&["REPLICAOF", "NO", "ONE"]);
+    b.cmd::<()>(&["SET", "after", "1"]);
+    let report = apply(&d, &b, &[&a]).await;
+    assert!(report.changed);
+    assert_follows(&a, &b);
+    assert_eq!(a.cmd::<Option<String>>(&["GET", "after"]).as_deref(), Some("1"));
+    assert_eq!(a.cmd::<Option<String>>(&["GET", "before"]).as_deref(), Some("1"));
+    assert_writable(&b);
+}
+
+#[tokio::test]
+async fn unreachable_master_is_502_and_nothing_changes() {
+    let (mut a, b) = (Redis::start(), Redis::start());
+    a.kill();
+    let d = dictator();
+    let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
+    assert_eq!(err.status.as_u16(), 502, "{err}");
+    assert!(err.error.contains(&a.host_port()));
+    assert_eq!(b.role(), "master");
+    assert_writable(&b);
+}
+
+#[tokio::test]
+async fn unreachable_slaves_are_skipped_and_reported() {
+    let (a, b, mut c) = (Redis::start(), Redis::start(), Redis::start());
+    c.kill();
+    let d = dictator();
+    let report = apply(&d, &a, &[&b, &c]).await;
+    assert_eq!(report.unreachable, [c.addr()]);
+    assert_follows(&b, &a);
+    // When it comes back (empty), the next apply brings it in.
+    c.restart_empty();
+    let report = apply(&d, &a, &[&b, &c]).await;
+    assert!(report.unreachable.is_empty());
+    assert_follows(&c, &a);
+}
+
+#[tokio::test]
+async fn a_slow_catch_up_aborts_with_504_and_unfences_the_old_master() {
+    let (a, b) = (Redis::start(), Redis::start());
+    // b replicates a as user "repl"; cutting that user off stalls b's link while
+    // b keeps a's history, so b can never catch up.
+    a.cmd::<()>(&["ACL", "SETUSER", "repl", "on", ">pw", "+@all", "~*"]);
+    b.cmd::<()>(&["CONFIG", "SET", "masteruser", "repl"]);
+    b.cmd::<()>(&["CONFIG", "SET", "masterauth", "pw"]);
+    let d = dictator_with(Settings {
+        exec: dictator::execute::ExecSettings { catch_up_timeout: Duration::from_millis(300), ..settings().exec },
+        ..settings()
+    });
+    apply(&d, &a, &[&b]).await;
+    a.cmd::<()>(&["ACL", "SETUSER", "repl", "off"]);
+    a.cmd::<i64>(&["CLIENT", "KILL", "USER", "repl"]);
+    a.cmd::<()>(&["SET", "unreplicated", "1"]);
+
+    let err = d.apply("test", &topology(&b, &[&a]), ApplyOptions::default()).await.unwrap_err();
+    assert_eq!(err.status.as_u16(), 504, "{err}");
+    let report = err.report.expect("a report of what was done");
+    assert_eq!(report.undone.len(), 1, "{report:?}");
+    assert!(report.not_done.iter().any(|s| matches!(s, dictator::plan::Step::Promote { .. })));
+    // Every role as it was, and the old master takes writes again.
+    assert_eq!(a.role(), "master");
+    assert_eq!(b.role(), "slave");
+    assert_writable(&a);
+    assert_eq!(a.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])[1], "0");
+}
+
+#[tokio::test]
+async fn roles_are_persisted_where_redis_has_a_config_file() {
+    let opts = harness::redis::RedisOptions { config: Some("# test config\n".into()), args: vec![] };
+    let (a, b) = (Redis::with_options(opts.clone()), Redis::with_options(opts));
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    let written = std::fs::read_to_string(b.config_path().unwrap()).unwrap();
+    assert!(written.contains(&format!("replicaof 127.0.0.1 {}", a.port())), "{written}");
+}
+
+#[tokio::test]
+async fn concurrent_applies_to_one_cluster_are_serialized() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let d = std::sync::Arc::new(dictator());
+    let t = topology(&a, &[&b]);
+    let (r1, r2) = tokio::join!(
+        d.apply("test", &t, ApplyOptions::default()),
+        d.apply("test", &t, ApplyOptions::default())
+    );
+    // Serialized: one did the work, the other found it done.
+    let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    assert!(r1.changed ^ r2.changed, "exactly one changes: {} {}", r1.changed, r2.changed);
+}
