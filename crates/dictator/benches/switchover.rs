@@ -1,0 +1,130 @@
+//! Switchover benchmark (printed, never asserted). Run:
+//!
+//!     cargo bench -p dictator --bench switchover
+//!
+//! 1. A writer pushes ~1000 ids/s while the dictator rotates the master 20 times
+//!    among 3 instances: per-switchover write-unavailable window (median, max),
+//!    errored writes, and the lossless verdict.
+//! 2. The same with Redis's own `FAILOVER` command, for comparison.
+//! 3. Apply latency (a full rotation, as the HTTP client would wait for it) for
+//!    1 master + 2 slaves and 1 master + 8 slaves.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dictator::execute::{ExecSettings, WriteSettings};
+use dictator::observe::Timeouts;
+use dictator::{ApplyOptions, Dictator, Settings};
+use harness::writer::{median_max_ms, read_list, Writer};
+use harness::Redis;
+use service::resolve::MemberResolver;
+use topology::{Member, Topology};
+
+const ROTATIONS: usize = 20;
+
+fn dictator() -> Dictator {
+    let settings = Settings {
+        timeouts: Timeouts::default(),
+        exec: ExecSettings {
+            writes: WriteSettings { min_replicas_to_write: 0, min_replicas_max_lag: 10 },
+            catch_up_timeout: Duration::from_secs(5),
+            verify_timeout: Duration::from_secs(10),
+        },
+        lock_wait: Duration::from_secs(10),
+    };
+    let nowhere: SocketAddr = ([127, 0, 0, 1], harness::free_port()).into();
+    Dictator::new(MemberResolver::new(Some(nowhere)).expect("resolver"), settings)
+}
+
+fn topology(nodes: &[Redis], master: usize) -> Topology {
+    let member = |r: &Redis| Member::parse_host_port(&r.host_port()).expect("member");
+    let slaves = nodes.iter().enumerate().filter(|(i, _)| *i != master).map(|(_, r)| member(r)).collect();
+    Topology::new(member(&nodes[master]), slaves).expect("topology")
+}
+
+async fn apply(d: &Dictator, nodes: &[Redis], master: usize) -> dictator::Report {
+    d.apply("bench", &topology(nodes, master), ApplyOptions::default()).await.expect("apply")
+}
+
+async fn dictator_rotations() {
+    let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let d = dictator();
+    apply(&d, &nodes, 0).await;
+    let writer = Writer::start(nodes.iter().map(Redis::addr).collect(), "ids", 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut spans = Vec::new();
+    let mut pauses = Vec::new();
+    for round in 1..=ROTATIONS {
+        let started = Instant::now();
+        let report = apply(&d, &nodes, round % 3).await;
+        spans.push((started, Instant::now()));
+        pauses.push(Duration::from_secs_f64(report.write_pause_ms / 1000.0));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let tally = writer.stop().await;
+    let verdict = tally.check(&read_list(nodes[ROTATIONS % 3].addr(), "ids").await);
+    report_windows("dictator", &tally, &spans, verdict);
+    let (median, max) = median_max_ms(&pauses);
+    println!("  dictator-measured write pause (fence -> promoted): median {median:.2} ms, max {max:.2} ms");
+}
+
+async fn redis_failover_rotations() {
+    let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    apply(&dictator(), &nodes, 0).await;
+    let writer = Writer::start(nodes.iter().map(Redis::addr).collect(), "ids", 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut spans = Vec::new();
+    for round in 1..=ROTATIONS {
+        let (old, new) = (&nodes[(round - 1) % 3], &nodes[round % 3]);
+        let started = Instant::now();
+        old.cmd::<()>(&["FAILOVER", "TO", "127.0.0.1", &new.port().to_string(), "TIMEOUT", "5000"]);
+        harness::wait_until("FAILOVER to finish", Duration::from_secs(10), || {
+            new.role() == "master" && old.info_field("master_failover_state").as_deref() == Some("no-failover")
+        });
+        spans.push((started, Instant::now()));
+        // FAILOVER re-points only the old master; bring the third along.
+        let third = &nodes[(round + 1) % 3];
+        third.cmd::<()>(&["REPLICAOF", "127.0.0.1", &new.port().to_string()]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let tally = writer.stop().await;
+    let verdict = tally.check(&read_list(nodes[ROTATIONS % 3].addr(), "ids").await);
+    report_windows("redis FAILOVER", &tally, &spans, verdict);
+}
+
+fn report_windows(
+    what: &str,
+    tally: &harness::writer::Tally,
+    spans: &[(Instant, Instant)],
+    verdict: harness::writer::Verdict,
+) {
+    let gaps: Vec<Duration> = spans.iter().map(|(a, b)| tally.longest_gap(*a, *b)).collect();
+    let (median, max) = median_max_ms(&gaps);
+    println!("{what}: {ROTATIONS} switchovers among 3 instances at ~1000 writes/s");
+    println!("  write-unavailable window per switchover: median {median:.1} ms, max {max:.1} ms");
+    println!("  errored writes: {} ({:.1} per switchover)", verdict.errored, verdict.errored as f64 / ROTATIONS as f64);
+    println!("  {verdict}");
+}
+
+async fn apply_latency(members: usize) {
+    let nodes: Vec<Redis> = (0..members).map(|_| Redis::start()).collect();
+    let d = dictator();
+    apply(&d, &nodes, 0).await;
+    let mut latencies = Vec::new();
+    for round in 1..=10 {
+        nodes[0].cmd::<()>(&["SET", "round", &round.to_string()]);
+        let started = Instant::now();
+        apply(&d, &nodes, round % 2).await;
+        latencies.push(started.elapsed());
+    }
+    let (median, max) = median_max_ms(&latencies);
+    println!("apply latency, 1 master + {} slaves (10 switchovers): median {median:.1} ms, max {max:.1} ms", members - 1);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    dictator_rotations().await;
+    redis_failover_rotations().await;
+    apply_latency(3).await;
+    apply_latency(9).await;
+}
