@@ -1,6 +1,6 @@
 //! Switchover benchmark (printed, never asserted). Run:
 //!
-//!     cargo bench -p dictator --bench switchover
+//!     cargo bench -p dictator --bench switchover [-- dictator|failover|latency]
 //!
 //! 1. A writer pushes ~1000 ids/s while the dictator rotates the master 20 times
 //!    among 3 instances: per-switchover write-unavailable window (median, max),
@@ -54,11 +54,15 @@ async fn dictator_rotations() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut spans = Vec::new();
     let mut pauses = Vec::new();
+    let mut slowest: Option<dictator::Report> = None;
     for round in 1..=ROTATIONS {
         let started = Instant::now();
         let report = apply(&d, &nodes, round % 3).await;
         spans.push((started, Instant::now()));
         pauses.push(Duration::from_secs_f64(report.write_pause_ms / 1000.0));
+        if slowest.as_ref().is_none_or(|s| s.write_pause_ms < report.write_pause_ms) {
+            slowest = Some(report);
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let tally = writer.stop().await;
@@ -66,6 +70,10 @@ async fn dictator_rotations() {
     report_windows("dictator", &tally, &spans, verdict);
     let (median, max) = median_max_ms(&pauses);
     println!("  dictator-measured write pause (fence -> promoted): median {median:.2} ms, max {max:.2} ms");
+    if let Some(slowest) = slowest {
+        let steps: Vec<String> = slowest.steps.iter().map(|s| format!("{} {:.2}ms", s.step, s.ms.unwrap_or(0.0))).collect();
+        println!("  slowest switchover's steps: {}", steps.join(", "));
+    }
 }
 
 async fn redis_failover_rotations() {
@@ -112,7 +120,7 @@ async fn apply_latency(members: usize) {
     apply(&d, &nodes, 0).await;
     let mut latencies = Vec::new();
     for round in 1..=10 {
-        nodes[0].cmd::<()>(&["SET", "round", &round.to_string()]);
+        nodes[(round - 1) % 2].cmd::<()>(&["SET", "round", &round.to_string()]);
         let started = Instant::now();
         apply(&d, &nodes, round % 2).await;
         latencies.push(started.elapsed());
@@ -123,8 +131,17 @@ async fn apply_latency(members: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    dictator_rotations().await;
-    redis_failover_rotations().await;
-    apply_latency(3).await;
-    apply_latency(9).await;
+    // `cargo bench -p dictator --bench switchover -- dictator` runs one section.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if wanted("dictator") {
+        dictator_rotations().await;
+    }
+    if wanted("failover") {
+        redis_failover_rotations().await;
+    }
+    if wanted("latency") {
+        apply_latency(3).await;
+        apply_latency(9).await;
+    }
 }
