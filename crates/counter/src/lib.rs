@@ -1,1 +1,13 @@
-//! counter: filled in by its own issue.
+//! The counter: a lossless-write checker, as in the original design.
+//!
+//! It writes fresh ids to a list at a steady rate while the topology changes
+//! ([`writer`]), following the master through HAProxy, through dnsd's SRV record,
+//! or by asking the nodes; then reads the list back and prints
+//! `ack'd: N (M missing) err'd: E (P phantom)` ([`tally`]). On a planned move both
+//! M and P must be 0.
+
+pub mod tally;
+pub mod writer;
+
+pub use tally::{median_max_ms, Tally, Verdict, Window};
+pub use writer::{read_list, Pace, Target, Writer};

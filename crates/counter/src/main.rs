@@ -1,1 +1,131 @@
-fn main() {}
+//! `counter`: write unique ids while the topology changes, then print the tally.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use counter::{read_list, Pace, Target, Writer};
+use service::cli::LogArgs;
+use service::resolve::MemberResolver;
+
+/// Pushes fresh ids to a redis list at a fixed rate, reconnecting (and
+/// re-resolving) on errors, then reads the list back and prints
+/// `ack'd: N (M missing) err'd: E (P phantom)`. Exits 1 if anything acknowledged
+/// is missing or anything that errored was applied.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Write to this address (e.g. HAProxy's write frontend) instead of resolving.
+    #[arg(long, env = "REDIS", conflicts_with = "cluster")]
+    redis: Option<SocketAddr>,
+
+    /// Resolve `master.<cluster>.<domain>` SRV through --nameserver.
+    #[arg(long, env = "CLUSTER")]
+    cluster: Option<String>,
+
+    /// Zone of the SRV name.
+    #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
+    domain: String,
+
+    /// DNS server (dnsd) for --cluster; default: /etc/resolv.conf.
+    #[arg(long, env = "NAMESERVER")]
+    nameserver: Option<SocketAddr>,
+
+    /// Writes per second.
+    #[arg(long, env = "RATE", default_value_t = 1000)]
+    rate: u32,
+
+    /// Stop after this many writes.
+    #[arg(long, env = "COUNT", conflicts_with = "duration_secs")]
+    count: Option<u64>,
+
+    /// Stop after this many seconds (default 10 when --count is absent).
+    #[arg(long, env = "DURATION_SECS")]
+    duration_secs: Option<u64>,
+
+    /// The list to push to (default: a fresh `counter:<uuid>`).
+    #[arg(long, env = "KEY")]
+    key: Option<String>,
+
+    /// Timeout of one write; a timed-out write counts as errored.
+    #[arg(long, env = "TIMEOUT_MS", default_value_t = 2000)]
+    timeout_ms: u64,
+
+    /// Print the tally as JSON, with every write-unavailable window.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.log.init();
+    let target = match target(&cli) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let key = cli.key.clone().unwrap_or_else(|| format!("counter:{}", uuid::Uuid::new_v4()));
+    let pace = Pace { per_second: cli.rate.max(1), count: cli.count, timeout: Duration::from_millis(cli.timeout_ms) };
+    let writer = Writer::start(target.clone(), &key, pace);
+    let stop = writer.stopper();
+    if cli.count.is_none() {
+        let duration = Duration::from_secs(cli.duration_secs.unwrap_or(10));
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = service::shutdown::signal_received() => {}
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    } else {
+        tokio::spawn(async move {
+            service::shutdown::signal_received().await;
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let tally = writer.finish().await;
+    let list = match read_list(&target, &key, Duration::from_secs(10)).await {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("cannot read {key} back: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let verdict = tally.check(&list);
+    if cli.json {
+        // A gap counts as unavailability when it is five write intervals long.
+        let threshold = (Duration::from_secs(1) / pace.per_second * 5).max(Duration::from_millis(5));
+        let windows = tally.windows(threshold);
+        let longest = windows.iter().map(|w| w.duration_ms).fold(0.0, f64::max);
+        let body = serde_json::json!({
+            "key": key, "acked": verdict.acked, "missing": verdict.missing,
+            "errored": verdict.errored, "phantom": verdict.phantom,
+            "windows": windows, "longest_window_ms": longest,
+        });
+        println!("{body}");
+    } else {
+        println!("{verdict}");
+    }
+    if verdict.lossless() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn target(cli: &Cli) -> Result<Target, String> {
+    match (&cli.redis, &cli.cluster) {
+        (Some(addr), _) => Ok(Target::Fixed(*addr)),
+        (None, Some(cluster)) => {
+            topology::validate_label("cluster", cluster)?;
+            let names = topology::Names::new(&cli.domain)?;
+            let resolver = MemberResolver::new(cli.nameserver).map_err(|e| e.to_string())?;
+            Ok(Target::Srv { name: names.master(cluster), resolver })
+        }
+        (None, None) => Err("give --redis host:port or --cluster (with --nameserver)".into()),
+    }
+}

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use dictator::execute::{ExecSettings, WriteSettings};
 use dictator::observe::Timeouts;
 use dictator::{ApplyOptions, Dictator, Settings};
-use harness::writer::{median_max_ms, read_list, Writer};
+use counter::{median_max_ms, read_list, Pace, Target, Writer};
 use harness::Redis;
+
+const PACE: Pace = Pace { per_second: 1000, count: None, timeout: Duration::from_secs(10) };
 use service::resolve::MemberResolver;
 use topology::{Member, Topology};
 
@@ -50,7 +52,7 @@ async fn dictator_rotations() {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let d = dictator();
     apply(&d, &nodes, 0).await;
-    let writer = Writer::start(nodes.iter().map(Redis::addr).collect(), "ids", 1000);
+    let writer = Writer::start(Target::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut spans = Vec::new();
     let mut pauses = Vec::new();
@@ -66,7 +68,7 @@ async fn dictator_rotations() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let tally = writer.stop().await;
-    let verdict = tally.check(&read_list(nodes[ROTATIONS % 3].addr(), "ids").await);
+    let verdict = tally.check(&read_list(&Target::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("dictator", &tally, &spans, verdict);
     let (median, max) = median_max_ms(&pauses);
     println!("  dictator-measured write pause (fence -> promoted): median {median:.2} ms, max {max:.2} ms");
@@ -79,7 +81,7 @@ async fn dictator_rotations() {
 async fn redis_failover_rotations() {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     apply(&dictator(), &nodes, 0).await;
-    let writer = Writer::start(nodes.iter().map(Redis::addr).collect(), "ids", 1000);
+    let writer = Writer::start(Target::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut spans = Vec::new();
     for round in 1..=ROTATIONS {
@@ -96,15 +98,15 @@ async fn redis_failover_rotations() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let tally = writer.stop().await;
-    let verdict = tally.check(&read_list(nodes[ROTATIONS % 3].addr(), "ids").await);
+    let verdict = tally.check(&read_list(&Target::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("redis FAILOVER", &tally, &spans, verdict);
 }
 
 fn report_windows(
     what: &str,
-    tally: &harness::writer::Tally,
+    tally: &counter::Tally,
     spans: &[(Instant, Instant)],
-    verdict: harness::writer::Verdict,
+    verdict: counter::Verdict,
 ) {
     let gaps: Vec<Duration> = spans.iter().map(|(a, b)| tally.longest_gap(*a, *b)).collect();
     let (median, max) = median_max_ms(&gaps);

@@ -6,7 +6,7 @@ use harness::{free_port, Redis, Service};
 use serde_json::{json, Value};
 
 struct Api {
-    service: Service,
+    _service: Service,
     base: String,
 }
 
@@ -19,7 +19,7 @@ fn start_dictator(extra: &[&str]) -> Api {
     args.extend_from_slice(extra);
     let mut service = Service::start("dictator", &args, &[]);
     service.wait_http(port);
-    Api { service, base: format!("http://{listen}") }
+    Api { _service: service, base: format!("http://{listen}") }
 }
 
 async fn put(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {

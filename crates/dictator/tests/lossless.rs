@@ -6,8 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use harness::writer::{median_max_ms, read_list, Writer};
+use counter::{median_max_ms, read_list, Pace, Target, Writer};
 use harness::Redis;
+
+const PACE: Pace = Pace { per_second: 1000, count: None, timeout: Duration::from_secs(10) };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_switchovers_under_continuous_writes_lose_nothing() {
@@ -15,7 +17,7 @@ async fn twenty_switchovers_under_continuous_writes_lose_nothing() {
     let d = dictator();
     apply(&d, &nodes[0], &[&nodes[1], &nodes[2]]).await;
 
-    let writer = Writer::start(nodes.iter().map(Redis::addr).collect(), "ids", 1000);
+    let writer = Writer::start(Target::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut windows = Vec::new();
     for round in 1..=20 {
@@ -29,7 +31,7 @@ async fn twenty_switchovers_under_continuous_writes_lose_nothing() {
     }
     let tally = writer.stop().await;
     let final_master = &nodes[20 % 3];
-    let verdict = tally.check(&read_list(final_master.addr(), "ids").await);
+    let verdict = tally.check(&read_list(&Target::Fixed(final_master.addr()), "ids", Duration::from_secs(5)).await.unwrap());
     println!("{verdict}");
     let gaps: Vec<Duration> = windows.iter().map(|(a, b)| tally.longest_gap(*a, *b)).collect();
     let (median, max) = median_max_ms(&gaps);

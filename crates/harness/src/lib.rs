@@ -10,14 +10,12 @@
 //! - [`process`]: the child-process wrapper all of the above share.
 //! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart.
 //! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
-//! - [`writer`]: a load generator that tallies acknowledged and errored writes.
 
 pub mod bin;
 pub mod etcd;
 pub mod ports;
 pub mod process;
 pub mod redis;
-pub mod writer;
 
 pub use bin::{binary, Service};
 pub use etcd::Etcd;

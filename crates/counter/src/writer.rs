@@ -1,0 +1,213 @@
+//! The writer: pushes fresh ids (`RPUSH <key> <id>`) at a steady rate to the
+//! master, reconnecting (and re-resolving) after every error, and tallies each
+//! write's outcome. Each attempt uses a new id: an errored id is never retried, so
+//! finding it in the list later means a write reported as failed was applied.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use service::resolve::MemberResolver;
+
+use crate::tally::Tally;
+
+/// How the writer finds the master.
+#[derive(Clone)]
+pub enum Target {
+    /// One address: HAProxy's write frontend, or a redis directly.
+    Fixed(SocketAddr),
+    /// An SRV name (`master.<cluster>.<domain>`) looked up through `resolver`
+    /// (dnsd) again after each error.
+    Srv { name: String, resolver: MemberResolver },
+    /// The writable master among these nodes, found by asking each for `ROLE`
+    /// (for tests that run without DNS).
+    Discover(Vec<SocketAddr>),
+}
+
+impl Target {
+    /// Where the master is now, if it can be told.
+    pub async fn locate(&self, conns: &mut Connections) -> Option<SocketAddr> {
+        match self {
+            Target::Fixed(addr) => Some(*addr),
+            Target::Srv { name, resolver } => match resolver.srv(name).await {
+                Ok(addrs) => addrs.first().copied(),
+                Err(e) => {
+                    tracing::debug!(%name, error = %e, "cannot resolve the master");
+                    None
+                }
+            },
+            Target::Discover(nodes) => discover(nodes, conns).await,
+        }
+    }
+}
+
+/// Connections by address, opened on demand and dropped after an error.
+#[derive(Default)]
+pub struct Connections {
+    conns: HashMap<SocketAddr, MultiplexedConnection>,
+    timeout: Duration,
+}
+
+impl Connections {
+    pub fn new(timeout: Duration) -> Connections {
+        Connections { conns: HashMap::new(), timeout }
+    }
+
+    pub async fn get(&mut self, addr: SocketAddr) -> Option<&mut MultiplexedConnection> {
+        if !self.conns.contains_key(&addr) {
+            match connect(addr, self.timeout).await {
+                Ok(conn) => {
+                    self.conns.insert(addr, conn);
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "cannot connect");
+                    return None;
+                }
+            }
+        }
+        self.conns.get_mut(&addr)
+    }
+
+    pub fn forget(&mut self, addr: SocketAddr) {
+        self.conns.remove(&addr);
+    }
+}
+
+/// How much to write.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub per_second: u32,
+    /// Stop after this many writes (acknowledged or not); `None` runs until stopped.
+    pub count: Option<u64>,
+    /// Timeout of one write; longer means the outcome is unknown (counted as errored).
+    pub timeout: Duration,
+}
+
+/// A running writer; [`Writer::stop`] ends it and returns the tally.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Tally>,
+}
+
+impl Writer {
+    pub fn start(target: Target, key: &str, pace: Pace) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(target, key.to_string(), pace, stop.clone()));
+        Writer { stop, task }
+    }
+
+    /// Stops now and returns the tally.
+    pub async fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        self.finish().await
+    }
+
+    /// Waits for the writer to reach its count (or be stopped).
+    pub async fn finish(self) -> Tally {
+        self.task.await.unwrap_or_default()
+    }
+
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+}
+
+async fn run(target: Target, key: String, pace: Pace, stop: Arc<AtomicBool>) -> Tally {
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut tally = Tally::default();
+    let mut conns = Connections::new(pace.timeout);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / pace.per_second.max(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut master = None;
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::SeqCst) && pace.count.is_none_or(|c| n < c) {
+        ticker.tick().await;
+        let Some(addr) = master else {
+            master = target.locate(&mut conns).await;
+            continue;
+        };
+        let Some(conn) = conns.get(addr).await else {
+            master = None;
+            continue;
+        };
+        let id = format!("{run_id}-{n}");
+        n += 1;
+        let push = tokio::time::timeout(pace.timeout, redis::cmd("RPUSH").arg(&key).arg(&id).query_async::<i64>(conn)).await;
+        match push {
+            Ok(Ok(_)) => tally.acked.push((id, Instant::now())),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "write failed");
+                tally.errored.push((id, Instant::now()));
+                conns.forget(addr);
+                master = None;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "write timed out");
+                tally.errored.push((id, Instant::now()));
+                conns.forget(addr);
+                master = None;
+            }
+        }
+    }
+    tally
+}
+
+/// The writable master among `nodes`: role master and not fenced by the dictator.
+async fn discover(nodes: &[SocketAddr], conns: &mut Connections) -> Option<SocketAddr> {
+    for addr in nodes {
+        let Some(conn) = conns.get(*addr).await else { continue };
+        let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(conn).await;
+        let is_master = match &role {
+            Ok(redis::Value::Array(v)) => matches!(v.first(), Some(redis::Value::BulkString(b)) if b == b"master"),
+            Ok(_) => false,
+            Err(_) => {
+                conns.forget(*addr);
+                continue;
+            }
+        };
+        if !is_master {
+            continue;
+        }
+        let fence: redis::RedisResult<Vec<String>> =
+            redis::cmd("CONFIG").arg("GET").arg("min-replicas-to-write").query_async(conn).await;
+        let fenced = fence.ok().and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok())).is_some_and(|n| n >= 1_000_000);
+        if !fenced {
+            return Some(*addr);
+        }
+    }
+    None
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(timeout));
+    client.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Reads the whole list back from wherever `target` says the master is now,
+/// retrying for up to `patience` while the master cannot be reached.
+pub async fn read_list(target: &Target, key: &str, patience: Duration) -> Result<Vec<String>, String> {
+    let deadline = Instant::now() + patience;
+    let mut conns = Connections::new(Duration::from_secs(10));
+    let mut last_error = "no master found".to_string();
+    while Instant::now() < deadline {
+        if let Some(addr) = target.locate(&mut conns).await {
+            if let Some(conn) = conns.get(addr).await {
+                match redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async::<Vec<String>>(conn).await {
+                    Ok(list) => return Ok(list),
+                    Err(e) => {
+                        last_error = format!("LRANGE on {addr}: {e}");
+                        conns.forget(addr);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last_error)
+}
