@@ -106,7 +106,7 @@ async fn main() -> ExitCode {
         let windows = tally.windows(threshold);
         let longest = windows.iter().map(|w| w.duration_ms).fold(0.0, f64::max);
         let body = serde_json::json!({
-            "key": key, "acked": verdict.acked, "missing": verdict.missing,
+            "tally": verdict.to_string(), "key": key, "acked": verdict.acked, "missing": verdict.missing,
             "errored": verdict.errored, "phantom": verdict.phantom,
             "windows": windows, "longest_window_ms": longest,
         });

@@ -150,6 +150,7 @@ pub async fn execute(
             }
         }
     }
+    run.remove_marker(steps).await;
     run.outcome
 }
 
@@ -314,7 +315,7 @@ impl Run<'_> {
                 // Every verifier writes the same key and value: idempotent, and it
                 // needs no coordination between the parallel verifications.
                 let set: redis::RedisResult<()> =
-                    redis::cmd("SET").arg(key).arg(key).arg("PX").arg(60_000).query_async(&mut master_conn).await;
+                    redis::cmd("SET").arg(key).arg(key).arg("PX").arg(30_000).query_async(&mut master_conn).await;
                 match set {
                     Ok(()) => written = true,
                     Err(e) => last_error = format!("marker write on {master}: {e}"),
@@ -334,6 +335,23 @@ impl Run<'_> {
             "{node} did not show the marker within {:?} ({last_error})",
             self.settings.verify_timeout
         )))
+    }
+
+    /// Deletes the verification marker so it never counts as data (the planner
+    /// refuses to demote a master that holds keys). Best effort: it expires anyway.
+    async fn remove_marker(&self, steps: &[Step]) {
+        let Some(master) = steps.iter().find_map(|s| match s {
+            Step::Verify { master, .. } => Some(*master),
+            _ => None,
+        }) else {
+            return;
+        };
+        if let Ok(mut conn) = self.conn(master) {
+            let deleted: redis::RedisResult<i64> = redis::cmd("DEL").arg(&self.marker).query_async(&mut conn).await;
+            if let Err(e) = deleted {
+                tracing::debug!(%master, error = %e, "cannot delete the verification marker; it expires");
+            }
+        }
     }
 
     fn observed_max_lag(&self, node: SocketAddr) -> u32 {

@@ -40,6 +40,11 @@ struct Cli {
 enum Command {
     /// Apply one topology now and print the report as JSON (exit 1 on failure).
     Apply(ApplyArgs),
+    /// Validate a topology JSON file ("-" for stdin); exit 2 naming the bad field.
+    Check {
+        /// The file to check.
+        file: String,
+    },
 }
 
 #[derive(Args)]
@@ -117,6 +122,9 @@ impl Tuning {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
+    if let Some(Command::Check { file }) = &cli.command {
+        return check(file);
+    }
     if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
         eprintln!("--cluster: {e}");
         return ExitCode::from(2);
@@ -131,7 +139,27 @@ async fn main() -> ExitCode {
     let dictator = Dictator::new(resolver, cli.tuning.settings());
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
+        Some(Command::Check { .. }) => ExitCode::SUCCESS,
         None => serve(dictator, cli.listen, cli.cluster).await,
+    }
+}
+
+fn check(file: &str) -> ExitCode {
+    let bytes = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(file)
+    };
+    match bytes.map_err(|e| e.to_string()).and_then(|b| Topology::from_json(&b).map_err(|e| e.to_string())) {
+        Ok(t) => {
+            println!("{}", t.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{file}: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -21,6 +21,9 @@ async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
     assert_eq!(b.cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"));
     assert_writable(&a);
 
+    // The verification marker is gone: only the user's key remains.
+    assert!(a.cmd::<Vec<String>>(&["KEYS", "redis-topology:*"]).is_empty());
+
     let again = apply(&d, &a, &[&b, &c]).await;
     assert!(!again.changed, "{:?}", actions(&again));
     assert!(again.steps.is_empty());

@@ -60,7 +60,9 @@ impl EtcdArgs {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(2))
             .with_timeout(std::time::Duration::from_secs(5))
-            .with_keep_alive(std::time::Duration::from_secs(2), std::time::Duration::from_secs(2));
+            // etcd answers pings more often than its --grpc-keepalive-min-time
+            // (5 s by default) with GOAWAY, which breaks every watch and lease.
+            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
         etcd_client::Client::connect(&self.etcd_endpoints, Some(options)).await
     }
 }

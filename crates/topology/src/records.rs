@@ -44,6 +44,36 @@ pub struct PublishedTopology {
     pub slaves: Vec<PublishedMember>,
 }
 
+/// `/status/<cluster>`: the outcome of the observer's last round for a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// The trigger value the round acted on (`None` when there was none).
+    pub trigger: Option<String>,
+    /// etcd mod revision of the topology that was applied.
+    pub topology_revision: i64,
+    /// `ok`, or the stage that failed: `read`, `dictator`, `dnsd`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which observer ran the round.
+    pub observer: String,
+    /// Consecutive failed rounds (0 after a success).
+    pub failures: u32,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// Set when the round was an automatic failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
