@@ -1,1 +1,18 @@
-//! observer: filled in by its own issue.
+//! The observer turns what operators and node-agents write into etcd into applied
+//! topologies (it replaces the original etcd-trigger).
+//!
+//! - [`leader`]: etcd leader election among observers; the leader lists and watches
+//!   `/config/` and runs one worker per cluster;
+//! - [`worker`]: per cluster, reads the newest topology and trigger and, when they
+//!   differ from what was last applied, runs a round; records `/status/<cluster>`;
+//! - [`round`]: PUT to the dictator, then (only after a 2xx) to dnsd;
+//! - [`schedule`]: the pure parts: is a round due, how long to back off;
+//! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name.
+//!
+//! Rounds for one cluster are sequential and coalesce; clusters are independent.
+
+pub mod endpoint;
+pub mod leader;
+pub mod round;
+pub mod schedule;
+pub mod worker;

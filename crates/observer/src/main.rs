@@ -1,1 +1,137 @@
-fn main() {}
+//! `observer`: watch etcd, drive the dictator and dnsd; one leader acts.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Parser;
+use observer::endpoint::Endpoint;
+use observer::leader::{self, State};
+use observer::round::Targets;
+use observer::worker::Context;
+use service::cli::{EtcdArgs, LogArgs};
+use service::resolve::MemberResolver;
+
+/// Watches `/config/<cluster>/topology` and `/config/<cluster>/topology-trigger`
+/// in etcd and applies each change: PUT to the dictator, then to dnsd. Run several;
+/// one leader (etcd election) acts.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Dictator base URL; the host may be an SRV name (resolved via --nameserver).
+    #[arg(long, env = "DICTATOR", default_value = "http://127.0.0.1:8000")]
+    dictator: String,
+
+    /// dnsd base URL; the host may be an SRV name (resolved via --nameserver).
+    #[arg(long, env = "DNSD", default_value = "http://127.0.0.1:8001")]
+    dnsd: String,
+
+    /// DNS server for SRV names in --dictator/--dnsd; default: /etc/resolv.conf.
+    #[arg(long, env = "NAMESERVER")]
+    nameserver: Option<SocketAddr>,
+
+    /// Address of the HTTP endpoint (`/healthz`).
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8002")]
+    listen: SocketAddr,
+
+    /// This observer's name in the election and in `/status/<cluster>` (default: host-pid).
+    #[arg(long, env = "OBSERVER_ID")]
+    id: Option<String>,
+
+    /// Lease TTL of the leader: another observer takes over within about this long.
+    #[arg(long, env = "ELECTION_TTL_SECS", default_value_t = 5)]
+    election_ttl_secs: u64,
+
+    /// First retry delay after a failed round (doubles up to --retry-max-ms).
+    #[arg(long, env = "RETRY_MIN_MS", default_value_t = 200)]
+    retry_min_ms: u64,
+
+    /// Longest retry delay after failed rounds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 10_000)]
+    retry_max_ms: u64,
+
+    /// Timeout of one PUT to the dictator or dnsd.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
+
+    #[command(flatten)]
+    etcd: EtcdArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.log.init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "observer stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dictator = Endpoint::parse(&cli.dictator).map_err(|e| anyhow::anyhow!("--dictator: {e}"))?;
+    let dnsd = Endpoint::parse(&cli.dnsd).map_err(|e| anyhow::anyhow!("--dnsd: {e}"))?;
+    let resolver = MemberResolver::new(cli.nameserver).map_err(|e| anyhow::anyhow!("--nameserver: {e}"))?;
+    let targets = Targets::new(resolver, dictator, dnsd, Duration::from_millis(cli.request_timeout_ms))
+        .map_err(anyhow::Error::msg)?;
+    let observer_id = cli.id.clone().unwrap_or_else(default_id);
+    let etcd = connect(&cli.etcd).await;
+    let cx = Arc::new(Context {
+        etcd,
+        keys: cli.etcd.keys(),
+        targets,
+        observer_id,
+        retry_min: Duration::from_millis(cli.retry_min_ms),
+        retry_max: Duration::from_millis(cli.retry_max_ms),
+    });
+
+    let state = Arc::new(State::default());
+    let health_state = state.clone();
+    let app = service::http::with_conventions(Router::new()).route(
+        "/status",
+        get(move || {
+            let leader = health_state.leader.load(Ordering::SeqCst);
+            async move { Json(serde_json::json!({ "leader": leader })) }
+        }),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(service::http::serve(cli.listen, app, wait_for(stop_rx.clone())));
+    leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, service::shutdown::signal_received()).await;
+    let _ = stop_tx.send(true);
+    http.await??;
+    Ok(())
+}
+
+/// Connects to etcd, retrying until it answers (the observer is useless without it).
+async fn connect(args: &EtcdArgs) -> etcd_client::Client {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match args.connect().await {
+            Ok(client) => return client,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "etcd unreachable");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}

@@ -1,0 +1,77 @@
+//! Where the dictator and dnsd are: a base URL, whose host may be an SRV name
+//! (as the original etcd-trigger allowed). SRV names are resolved through
+//! `--nameserver` on every round, so a moved service is followed.
+
+use std::net::SocketAddr;
+
+use service::resolve::MemberResolver;
+use topology::{Address, Member};
+
+/// A base URL like `http://127.0.0.1:8000` or `http://dictator.ops.cluster.local`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+    path: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?}: expected http://host[:port]"))?;
+        if scheme != "http" {
+            return Err(format!("{url:?}: only http:// is supported"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let member = Member::parse_host_port(authority).map_err(|e| format!("{url:?}: {e}"))?;
+        Ok(Endpoint {
+            scheme: scheme.to_string(),
+            host: member.address.to_string(),
+            port: member.port,
+            path: path.to_string(),
+        })
+    }
+
+    /// The URL of `path` (starting with `/`), resolving an SRV host when the URL
+    /// gave no port.
+    pub async fn url(&self, resolver: &MemberResolver, path: &str) -> Result<String, String> {
+        let authority = match (Address::parse(&self.host), self.port) {
+            (Ok(Address::Ip(ip)), port) => SocketAddr::new(ip, port.unwrap_or(80)).to_string(),
+            (_, Some(port)) => format!("{}:{port}", self.host),
+            (_, None) => {
+                let srv = resolver.srv(&self.host).await.map_err(|e| e.to_string())?;
+                match srv.first() {
+                    Some(addr) => addr.to_string(),
+                    None => self.host.clone(),
+                }
+            }
+        };
+        Ok(format!("{}://{authority}{}{path}", self.scheme, self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn literal_urls_need_no_lookup() {
+        let nowhere = MemberResolver::new(Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        let e = Endpoint::parse("http://127.0.0.1:8000/").unwrap();
+        assert_eq!(e.url(&nowhere, "/clusters/a/master").await.unwrap(), "http://127.0.0.1:8000/clusters/a/master");
+        let e = Endpoint::parse("http://[::1]:8000/base").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "http://[::1]:8000/base/x");
+        let e = Endpoint::parse("http://dictator.local:8000").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "http://dictator.local:8000/x");
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_reach() {
+        assert!(Endpoint::parse("127.0.0.1:8000").is_err());
+        assert!(Endpoint::parse("https://a").is_err());
+        assert!(Endpoint::parse("http://a b").is_err());
+    }
+}
