@@ -1,0 +1,30 @@
+# Shared settings of the operator scripts; sourced, not run.
+# Every setting comes from the environment, with the services' defaults.
+ETCD_ENDPOINTS=${ETCD_ENDPOINTS:-http://127.0.0.1:2379}
+ETCD_PREFIX=${ETCD_PREFIX:-}
+ETCD_PREFIX=${ETCD_PREFIX%/}
+[ -z "$ETCD_PREFIX" ] || ETCD_PREFIX="/${ETCD_PREFIX#/}"
+DOMAIN=${DOMAIN:-cluster.local}
+NAMESERVER=${NAMESERVER:-127.0.0.1:5353}
+
+# The project's binaries: on PATH, or from this checkout's build.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin() {
+    if [ -x "$root/target/release/$1" ]; then echo "$root/target/release/$1"
+    elif [ -x "$root/target/debug/$1" ]; then echo "$root/target/debug/$1"
+    else command -v "$1" || { echo "$1 not found: build with cargo build --release" >&2; exit 2; }
+    fi
+}
+
+etcdctl() {
+    ETCDCTL_API=3 command etcdctl --endpoints="$ETCD_ENDPOINTS" "$@"
+}
+
+die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 2
+}
+
+check_cluster() {
+    [[ "$1" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || die "cluster name '$1' must be lowercase letters, digits and '-'"
+}
