@@ -1,1 +1,31 @@
-//! node-agent: filled in by its own issue.
+//! node-agent runs beside one redis-server. It registers the instance in etcd
+//! under a lease, keeps its health, role, replication offset and run_id fresh,
+//! and writes the cluster's topology trigger when redis (re)starts, so that the
+//! observer re-applies the topology and a fresh or replaced instance joins as a
+//! slave. It replaces the registrator and the `ExecStartPost` trigger of the
+//! original design.
+//!
+//! Flow, every `--interval`:
+//!
+//! 1. [`probe`]: `PING` and `INFO` within `--redis-timeout-ms` (AUTH as configured);
+//! 2. [`tracker`]: a pure state machine turns the probe into the registration to
+//!    write (healthy, unhealthy, or removed after `--down-grace-secs`) and says
+//!    whether redis (re)started, which asks for a trigger;
+//! 3. [`registry`]: puts the registration at `/nodes/<cluster>/<node>` under a lease
+//!    kept alive in the background, writes a fresh uuid to
+//!    `/config/<cluster>/topology-trigger` when asked, and survives etcd outages by
+//!    reconnecting with backoff under a new lease; on shutdown it revokes the lease.
+//!
+//! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`);
+//! [`config`] holds the settings, [`backoff`] the retry schedule.
+
+pub mod agent;
+pub mod api;
+pub mod backoff;
+pub mod config;
+pub mod probe;
+pub mod registry;
+pub mod tracker;
+
+pub use agent::{run, Status};
+pub use config::{Config, Credentials, RedisTarget};

@@ -1,1 +1,152 @@
-fn main() {}
+//! `node-agent`: parse flags, then run the agent until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use node_agent::{Config, Credentials, RedisTarget};
+use service::cli::{EtcdArgs, LogArgs};
+
+/// Registers one redis-server in etcd under a lease, reports its health, role and
+/// replication offset, and writes the cluster's topology trigger when redis
+/// (re)starts. The registration is revoked on SIGTERM and expires with the lease
+/// if the agent dies.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Redis AUTH: the password is read once at start from --redis-password-file \
+(first line; a trailing newline is dropped). When no file is given, the REDIS_PASSWORD \
+environment variable is used if set (a file is preferred: it stays out of the process \
+environment). With --redis-user the agent authenticates as that ACL user."
+)]
+struct Cli {
+    /// Cluster (replication group) this redis belongs to, e.g. `redis-1`.
+    #[arg(long, env = "CLUSTER", value_parser = parse_cluster)]
+    cluster: String,
+
+    /// Name of this node within the cluster, e.g. `node-1`.
+    #[arg(long, env = "NODE", value_parser = parse_node)]
+    node: String,
+
+    /// The redis-server to watch, as host:port (`[ipv6]:port`; port defaults to 6379).
+    #[arg(long, env = "REDIS", default_value = "127.0.0.1:6379", value_parser = RedisTarget::parse)]
+    redis: RedisTarget,
+
+    /// Address clients must use to reach this redis (behind NAT, in a container);
+    /// default: the host of --redis.
+    #[arg(long, env = "ADVERTISE_ADDRESS", value_parser = parse_address)]
+    advertise_address: Option<String>,
+
+    /// Port clients must use; default: the port of --redis.
+    #[arg(long, env = "ADVERTISE_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    advertise_port: Option<u16>,
+
+    /// Probe and refresh period, in milliseconds.
+    #[arg(long = "interval", visible_alias = "interval-ms", env = "INTERVAL_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    interval_ms: u64,
+
+    /// How long one probe (connect, PING, INFO) may take before redis counts as down,
+    /// in milliseconds; default: the interval.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    redis_timeout_ms: Option<u64>,
+
+    /// TTL of the etcd lease the registration lives under, in seconds: how long the
+    /// registration outlives an agent that died.
+    #[arg(long = "lease-ttl", visible_alias = "lease-ttl-secs", env = "LEASE_TTL_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    lease_ttl_secs: u64,
+
+    /// Remove the registration when redis stays down longer than this, in seconds.
+    #[arg(long, env = "DOWN_GRACE_SECS", default_value_t = 30)]
+    down_grace_secs: u64,
+
+    /// ACL user to authenticate to redis as (needs --redis-password-file or REDIS_PASSWORD).
+    #[arg(long, env = "REDIS_USER")]
+    redis_user: Option<String>,
+
+    /// File holding the redis password (read once at start).
+    #[arg(long, env = "REDIS_PASSWORD_FILE")]
+    redis_password_file: Option<PathBuf>,
+
+    /// Address of the HTTP API (`GET /status`, `GET /healthz`).
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8003")]
+    listen: SocketAddr,
+
+    #[command(flatten)]
+    etcd: EtcdArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn parse_cluster(s: &str) -> Result<String, String> {
+    topology::validate_label("cluster", s).map(|()| s.to_string())
+}
+
+fn parse_node(s: &str) -> Result<String, String> {
+    topology::keys::validate_node_name(s).map(|()| s.to_string())
+}
+
+fn parse_address(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("{s:?} is not an address or host name"));
+    }
+    Ok(s.to_string())
+}
+
+impl Cli {
+    fn config(self) -> anyhow::Result<Config> {
+        let password = match &self.redis_password_file {
+            Some(path) => {
+                if std::env::var_os("REDIS_PASSWORD").is_some() {
+                    tracing::warn!("both REDIS_PASSWORD and --redis-password-file are set; using the file");
+                }
+                Some(Credentials::read_password_file(path)?)
+            }
+            None => std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+        if self.redis_user.is_some() && password.is_none() {
+            anyhow::bail!("--redis-user needs a password (--redis-password-file or REDIS_PASSWORD)");
+        }
+        let interval = Duration::from_millis(self.interval_ms);
+        Ok(Config {
+            advertise_address: self.advertise_address.unwrap_or_else(|| self.redis.host.clone()),
+            advertise_port: self.advertise_port.unwrap_or(self.redis.port),
+            cluster: self.cluster,
+            node: self.node,
+            redis: self.redis,
+            credentials: Credentials::new(self.redis_user, password),
+            interval,
+            redis_timeout: self.redis_timeout_ms.map_or(interval, Duration::from_millis),
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+            down_grace: Duration::from_secs(self.down_grace_secs),
+            etcd: self.etcd,
+            listen: self.listen,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.log.init();
+    let config = match cli.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match node_agent::run(config, service::shutdown::signal_received()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "node-agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Wiring: the probe loop (redis → [`Tracker`] → wanted state), the [`Registry`]
+//! (wanted state → etcd) and the HTTP status API, with one shutdown for all three.
+//!
+//! The probe loop and the registry are separate tasks joined by a `watch` channel,
+//! so a slow or absent etcd never delays a probe: the tracker keeps seeing redis
+//! (and noticing restarts) while the registry retries, and the registry always
+//! writes the latest state when etcd answers again.
+
+use std::future::{Future, IntoFuture};
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::probe::Prober;
+use crate::registry::{Desired, Registry};
+use crate::tracker::{role_name, Event, Probe, Tracker};
+
+/// What the agent knows right now, for `GET /status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub redis_healthy: bool,
+    /// Why the last probe failed.
+    pub redis_error: Option<String>,
+    pub run_id: Option<String>,
+    pub role: Option<&'static str>,
+    pub etcd_connected: bool,
+    /// Why the last etcd round failed.
+    pub etcd_error: Option<String>,
+    /// The registration is in etcd (false while etcd is away or after the grace period).
+    pub registered: bool,
+    /// The last trigger uuid written.
+    pub last_trigger: Option<String>,
+}
+
+/// A cloneable "stop now" signal shared by the agent's tasks.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Completes once stop was sent (or its sender is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    async fn wait_owned(mut self) {
+        self.wait().await;
+    }
+}
+
+/// Runs the agent until `stop` completes, then deregisters and returns. Fails only
+/// when it cannot start (bad settings, the HTTP address is taken).
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let keys = config.keys();
+    let node_key = keys.node(&config.cluster, &config.node);
+    let trigger_key = keys.trigger(&config.cluster);
+    let span = tracing::info_span!("agent", cluster = %config.cluster, node = %config.node);
+    if is_loopback(&config.advertise_address) {
+        tracing::warn!(
+            address = %config.advertise_address,
+            "advertising a loopback address: only clients on this host can reach it (set --advertise-address)"
+        );
+    }
+    let prober = Prober::new(&config.redis, &config.credentials, config.redis_timeout)
+        .context("cannot set up the redis client")?;
+    let tracker = Tracker::new(config.advertise_address.clone(), config.advertise_port, config.down_grace);
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let (desired_tx, desired_rx) = watch::channel(Desired::default());
+    let (stop_tx, shutdown) = Shutdown::new();
+
+    // Bound before anything is registered: an agent that cannot start must not
+    // have written a registration or a trigger.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {}", config.listen))?;
+    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone());
+    tracing::info!(address = %config.listen, "HTTP API listening");
+    let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().wait_owned()).into_future());
+    let registry = Registry::new(config.etcd.clone(), node_key.clone(), trigger_key, config.lease_ttl, status_tx.clone());
+    let registering = tokio::spawn(registry.run(desired_rx, shutdown.clone()).instrument(span.clone()));
+    let probing = tokio::spawn(
+        probe_loop(prober, tracker, config.interval, desired_tx, status_tx, shutdown).instrument(span.clone()),
+    );
+    span.in_scope(|| {
+        tracing::info!(
+            redis = %config.redis,
+            key = %node_key,
+            address = %config.advertise_address,
+            port = config.advertise_port,
+            interval_ms = config.interval.as_millis() as u64,
+            "node-agent started"
+        )
+    });
+
+    let http_failed = tokio::select! {
+        () = stop => None,
+        result = &mut http => Some(match result {
+            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
+            Ok(Err(e)) => anyhow::Error::new(e).context(format!("HTTP server on {}", config.listen)),
+            Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
+        }),
+    };
+    let _ = stop_tx.send(true);
+    let _ = probing.await;
+    let _ = registering.await;
+    if let Some(error) = http_failed {
+        return Err(error);
+    }
+    match http.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server")),
+        Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
+    }
+}
+
+/// Probes redis every `interval`, feeds the tracker, logs what changed and hands
+/// the wanted etcd state to the registry.
+async fn probe_loop(
+    mut prober: Prober,
+    mut tracker: Tracker,
+    interval: std::time::Duration,
+    desired: watch::Sender<Desired>,
+    status: watch::Sender<Status>,
+    mut shutdown: Shutdown,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut triggers = 0u64;
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => break,
+            _ = ticker.tick() => {}
+        }
+        let probe = tokio::select! {
+            () = shutdown.wait() => break,
+            probe = prober.probe() => probe,
+        };
+        let (error, up) = match &probe {
+            Probe::Down { error } => (Some(error.clone()), None),
+            Probe::Up(state) => (None, Some((state.run_id.clone(), role_name(state.role)))),
+        };
+        let decision = tracker.observe(probe, Instant::now(), unix_ms());
+        for event in &decision.events {
+            match event {
+                Event::Unhealthy { .. } | Event::Removed { .. } => tracing::warn!("{event}"),
+                _ => tracing::info!("{event}"),
+            }
+        }
+        if let Some(reason) = &decision.trigger {
+            triggers += 1;
+            tracing::info!(%reason, "asking the observer to re-apply the topology");
+        }
+        status.send_modify(|s| {
+            s.redis_healthy = up.is_some();
+            s.redis_error = error;
+            if let Some((run_id, role)) = up {
+                s.run_id = Some(run_id);
+                s.role = Some(role);
+            }
+        });
+        desired.send_replace(Desired { registration: Some(decision.registration), triggers });
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn is_loopback(address: &str) -> bool {
+    address == "localhost" || address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

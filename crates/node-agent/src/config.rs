@@ -1,0 +1,178 @@
+//! The agent's settings, as `main.rs` builds them from flags: which redis, what to
+//! advertise, how often, and how to authenticate.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// `host:port` of the redis-server to watch (`--redis`). The host may be an IPv4
+/// literal, `[ipv6]`, or a name; without a port, 6379.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// Without brackets for IPv6.
+    pub host: String,
+    pub port: u16,
+}
+
+impl RedisTarget {
+    pub fn parse(s: &str) -> Result<RedisTarget, String> {
+        let s = s.trim();
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| format!("{s:?}: missing ']'"))?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| format!("{s:?}: expected ':' after ']'"))?)),
+            }
+        } else {
+            match s.rsplit_once(':') {
+                Some((host, _)) if host.contains(':') => {
+                    return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"));
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (s, None),
+            }
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!("{s:?}: expected host:port"));
+        }
+        let port = match port {
+            None => topology::DEFAULT_REDIS_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("{s:?}: port must be 1 to 65535")),
+            },
+        };
+        Ok(RedisTarget { host: host.to_string(), port })
+    }
+}
+
+impl fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Redis AUTH: an optional ACL user and an optional password. The password is
+/// never printed, not even by `Debug`.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: Option<String>,
+    password: Option<String>,
+}
+
+impl Credentials {
+    pub fn new(user: Option<String>, password: Option<String>) -> Credentials {
+        Credentials { user, password }
+    }
+
+    /// Reads the password from `path` (its first line; a trailing newline is not
+    /// part of it).
+    pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the redis password file {}", path.display()))?;
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            anyhow::bail!("the redis password file {} is empty", path.display());
+        }
+        if password.contains('\n') {
+            anyhow::bail!("the redis password file {} holds more than one line", path.display());
+        }
+        Ok(password.to_string())
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: String,
+    pub node: String,
+    pub redis: RedisTarget,
+    pub credentials: Credentials,
+    /// Published in the registration (`address`, `port`).
+    pub advertise_address: String,
+    pub advertise_port: u16,
+    /// Probe and refresh period.
+    pub interval: Duration,
+    /// How long one probe may take before redis counts as down.
+    pub redis_timeout: Duration,
+    /// TTL of the etcd lease the registration lives under.
+    pub lease_ttl: Duration,
+    /// How long redis may stay down before the registration is removed.
+    pub down_grace: Duration,
+    pub etcd: service::cli::EtcdArgs,
+    /// Address of the HTTP status API.
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    pub fn keys(&self) -> topology::Keys {
+        self.etcd.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(host: &str, port: u16) -> RedisTarget {
+        RedisTarget { host: host.into(), port }
+    }
+
+    #[test]
+    fn parses_redis_targets() {
+        assert_eq!(RedisTarget::parse("127.0.0.1:6380"), Ok(target("127.0.0.1", 6380)));
+        assert_eq!(RedisTarget::parse("redis-a"), Ok(target("redis-a", 6379)));
+        assert_eq!(RedisTarget::parse("redis-a.svc:7000"), Ok(target("redis-a.svc", 7000)));
+        assert_eq!(RedisTarget::parse("[::1]:7000"), Ok(target("::1", 7000)));
+        assert_eq!(RedisTarget::parse("[::1]"), Ok(target("::1", 6379)));
+        assert_eq!(RedisTarget::parse("[::1]:7000").unwrap().to_string(), "[::1]:7000");
+        assert_eq!(RedisTarget::parse("127.0.0.1:6380").unwrap().to_string(), "127.0.0.1:6380");
+        for bad in ["", ":6379", "host:0", "host:70000", "host:x", "::1", "[::1", "[::1]7000", "a b:1", "redis://x:1"] {
+            assert!(RedisTarget::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn password_file_loses_only_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        for (content, expected) in [("s3cret\n", "s3cret"), ("s3cret", "s3cret"), ("s3cret\r\n", "s3cret"), (" sp ace \n", " sp ace ")] {
+            std::fs::write(&path, content).unwrap();
+            assert_eq!(Credentials::read_password_file(&path).unwrap(), expected);
+        }
+        for bad in ["", "\n", "a\nb\n"] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(Credentials::read_password_file(&path).is_err(), "{bad:?}");
+        }
+        let err = Credentials::read_password_file(&dir.path().join("missing")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = Credentials::new(Some("agent".into()), Some("hunter2".into()));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("agent") && shown.contains("redacted"), "{shown}");
+    }
+}
