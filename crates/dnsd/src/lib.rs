@@ -1,1 +1,112 @@
-//! dnsd: filled in by its own issue.
+//! dnsd: the authoritative DNS server that tells clients and HAProxy where each
+//! cluster's master and slaves are, backed by etcd so that every replica answers the
+//! same.
+//!
+//! Flow: `PUT /dns` ([`api`]) checks a topology and resolves its members to registered
+//! nodes or IP addresses ([`publish`]), stores it at `/dns/<cluster>` in etcd and
+//! applies it locally. Every replica follows `/dns/` and `/nodes/` in etcd ([`store`]:
+//! list, then watch; reconnect and list again after any failure), folds each change
+//! into its [`state`] (where a late event can never undo a newer one), builds a whole
+//! new [`zone`] (every answer precomputed) and swaps it in atomically ([`live`]). The
+//! DNS [`authority`] answers each query from the current zone with one atomic load and
+//! one hash lookup, and keeps answering from the last zone while etcd is away.
+//!
+//! - [`zone`]: pure: etcd state to a zone of ready answers, and lookups in it;
+//! - [`state`]: pure: the registrations and topologies, and the revision rules;
+//! - [`publish`]: pure: a PUT topology to the `{host, port, node}` members stored;
+//! - [`live`]: the zone being served and the one path that replaces it;
+//! - [`store`]: the etcd list/watch loop;
+//! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
+//! - [`api`]: the axum routes.
+
+pub mod api;
+pub mod authority;
+pub mod live;
+pub mod publish;
+pub mod state;
+pub mod store;
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use service::cli::{EtcdArgs, LogArgs, LogFormat};
+use topology::Names;
+use tracing_subscriber::EnvFilter;
+
+use crate::authority::Listeners;
+use crate::live::Live;
+use crate::zone::ZoneConfig;
+
+/// Everything `dnsd` is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP API address.
+    pub listen: SocketAddr,
+    /// DNS address, UDP and TCP.
+    pub dns_listen: SocketAddr,
+    pub names: Names,
+    pub ttl: u32,
+    /// Cluster of the original `PUT /dns`.
+    pub cluster: String,
+    /// UDP sockets sharing the DNS port (SO_REUSEPORT), each with its own receive loop.
+    pub udp_sockets: usize,
+    pub etcd: EtcdArgs,
+}
+
+/// Serves DNS and HTTP and follows etcd until `shutdown` completes, then stops
+/// gracefully. Fails if a listener cannot be bound.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(config.dns_listen, config.udp_sockets)
+        .with_context(|| format!("bind DNS (UDP and TCP) on {}", config.dns_listen))?;
+    let dns_address = listeners.local_addr().context("DNS listener address")?;
+    let zone = ZoneConfig { names: config.names.clone(), ttl: config.ttl, ns_address: Some(dns_address.ip()) };
+    let live = Arc::new(Live::new(zone));
+    let mut dns = listeners.serve(live.clone());
+    tracing::info!(address = %dns_address, domain = config.names.domain(), ttl = config.ttl,
+        udp_sockets = config.udp_sockets, "DNS listening (UDP and TCP)");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), until_stopped(stopped.clone())));
+    let app = api::router(live, config.etcd, config.cluster);
+    let mut http = tokio::spawn(service::http::serve(config.listen, app, until_stopped(stopped.clone())));
+
+    let http_result = tokio::select! {
+        () = shutdown => None,
+        result = &mut http => Some(result),
+    };
+    let _ = stop.send(true);
+    let http_result = match http_result {
+        Some(result) => result,
+        None => http.await,
+    };
+    if let Err(error) = dns.shutdown_gracefully().await {
+        tracing::warn!(%error, "DNS server did not stop cleanly");
+    }
+    let _ = follower.await;
+    http_result
+        .context("HTTP task")?
+        .with_context(|| format!("serve HTTP on {}", config.listen))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Like [`LogArgs::init`], but hickory-server's one-line-per-query logs are off
+/// unless `RUST_LOG` names hickory: at thousands of queries per second they would
+/// cost more than answering.
+pub fn init_logs(args: &LogArgs) {
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if let (false, Ok(directive)) = (rust_log.contains("hickory"), "hickory_server=warn".parse()) {
+        filter = filter.add_directive(directive);
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

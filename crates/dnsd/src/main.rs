@@ -1,1 +1,80 @@
-fn main() {}
+//! `dnsd`: authoritative DNS for the master/slaves SRV records, with its HTTP API.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use service::cli::{EtcdArgs, LogArgs};
+use topology::Names;
+
+/// Authoritative DNS for redis master/slaves SRV records, backed by etcd. Serves
+/// `PUT /dns`, `PUT /clusters/{cluster}/dns` (publish) and `GET` on both over HTTP,
+/// and the zone over DNS (UDP and TCP).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address of the HTTP API.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8001")]
+    listen: SocketAddr,
+
+    /// Address the DNS server answers on, UDP and TCP.
+    #[arg(long, env = "DNS_LISTEN", default_value = "127.0.0.1:5353")]
+    dns_listen: SocketAddr,
+
+    /// Zone dnsd is authoritative for; names outside it are REFUSED.
+    #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
+    domain: String,
+
+    /// TTL of every record and of negative answers, in seconds.
+    #[arg(long, env = "TTL", default_value_t = 1)]
+    ttl: u32,
+
+    /// Cluster the original `PUT /dns` endpoint publishes.
+    #[arg(long, env = "CLUSTER", default_value = "default")]
+    cluster: String,
+
+    /// UDP sockets sharing the DNS port (SO_REUSEPORT), each with its own receive loop
+    /// [default: number of CPUs].
+    #[arg(long, env = "DNS_UDP_SOCKETS")]
+    dns_udp_sockets: Option<usize>,
+
+    #[command(flatten)]
+    etcd: EtcdArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    dnsd::init_logs(&cli.log);
+    if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
+        eprintln!("--cluster: {e}");
+        return ExitCode::from(2);
+    }
+    let names = match Names::new(&cli.domain) {
+        Ok(names) => names,
+        Err(e) => {
+            eprintln!("--domain: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let config = dnsd::Config {
+        listen: cli.listen,
+        dns_listen: cli.dns_listen,
+        names,
+        ttl: cli.ttl,
+        cluster: cli.cluster,
+        udp_sockets: cli.dns_udp_sockets.unwrap_or(cpus).max(1),
+        etcd: cli.etcd,
+    };
+    match dnsd::run(config, service::shutdown::signal_received()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "dnsd failed");
+            ExitCode::FAILURE
+        }
+    }
+}

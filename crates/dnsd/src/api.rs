@@ -1,0 +1,197 @@
+//! HTTP API: `PUT /dns` (the original endpoint, for `--cluster`) and
+//! `PUT /clusters/{cluster}/dns` publish a topology; `GET` on either returns what is
+//! published. Plus `/healthz` and the JSON error conventions of DESIGN.md.
+//!
+//! A PUT answers only after etcd stored the topology, and after this replica swapped
+//! in a zone that serves it: a client that gets the 200 and then asks this dnsd sees
+//! the new records. Other replicas follow within one etcd watch round trip.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::{Json, Router};
+use etcd_client::GetOptions;
+use serde::Serialize;
+use service::cli::EtcdArgs;
+use service::http::{topology_from_body, with_conventions};
+use service::ApiError;
+use topology::keys::Key;
+use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
+use topology::Keys;
+
+use crate::live::Live;
+use crate::publish;
+use crate::state::Change;
+
+/// A lazily (re)connected etcd client: the API starts, and `/healthz` answers, while
+/// etcd is down; each request then fails with 502 until it is back.
+struct Etcd {
+    args: EtcdArgs,
+    client: tokio::sync::Mutex<Option<etcd_client::Client>>,
+}
+
+impl Etcd {
+    async fn client(&self) -> Result<etcd_client::Client, ApiError> {
+        let mut cached = self.client.lock().await;
+        if let Some(client) = cached.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = self.args.connect().await.map_err(|e| unreachable(&self.args, &e))?;
+        *cached = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the client after a failure, so the next request connects afresh.
+    async fn reset(&self) {
+        *self.client.lock().await = None;
+    }
+}
+
+fn unreachable(args: &EtcdArgs, error: &etcd_client::Error) -> ApiError {
+    ApiError::bad_gateway(format!("etcd ({}) unreachable: {error}", args.etcd_endpoints.join(",")))
+}
+
+struct AppState {
+    live: Arc<Live>,
+    etcd: Etcd,
+    keys: Keys,
+    default_cluster: String,
+}
+
+/// What `PUT` and `GET` return: the published topology, its cluster and revision.
+#[derive(Debug, Serialize)]
+struct Published<'a> {
+    cluster: &'a str,
+    master: &'a PublishedMember,
+    slaves: &'a [PublishedMember],
+    /// etcd revision of `/dns/<cluster>`; `version.<cluster>.<domain>` serves it too.
+    revision: i64,
+}
+
+/// dnsd's routes; `default_cluster` is what `PUT /dns` publishes.
+pub fn router(live: Arc<Live>, etcd: EtcdArgs, default_cluster: String) -> Router {
+    let keys = etcd.keys();
+    let state = Arc::new(AppState {
+        live,
+        etcd: Etcd { args: etcd, client: tokio::sync::Mutex::new(None) },
+        keys,
+        default_cluster,
+    });
+    let routes = Router::new()
+        .route("/dns", put(put_default).get(get_default))
+        .route("/clusters/{cluster}/dns", put(put_cluster).get(get_cluster))
+        .with_state(state);
+    with_conventions(routes)
+}
+
+async fn put_default(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let cluster = state.default_cluster.clone();
+    respond(publish(&state, &cluster, body).await)
+}
+
+async fn put_cluster(
+    State(state): State<Arc<AppState>>,
+    Path(cluster): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = topology::validate_label("cluster", &cluster) {
+        return ApiError::not_found(e).into_response();
+    }
+    respond(publish(&state, &cluster, body).await)
+}
+
+async fn get_default(State(state): State<Arc<AppState>>) -> Response {
+    let cluster = state.default_cluster.clone();
+    respond(published(&state, &cluster).await)
+}
+
+async fn get_cluster(State(state): State<Arc<AppState>>, Path(cluster): Path<String>) -> Response {
+    if let Err(e) = topology::validate_label("cluster", &cluster) {
+        return ApiError::not_found(e).into_response();
+    }
+    respond(published(&state, &cluster).await)
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn publish(state: &AppState, cluster: &str, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let topology = topology_from_body(body)?;
+    let mut client = state.etcd.client().await?;
+    let registrations = match registrations(&mut client, &state.keys, cluster).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.etcd.reset().await;
+            return Err(unreachable(&state.etcd.args, &e));
+        }
+    };
+    let names = &state.live.config().names;
+    let resolved = publish::resolve(names, cluster, &topology, &registrations)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let value = serde_json::to_string(&resolved)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let revision = match client.put(state.keys.dns(cluster), value, None).await {
+        Ok(response) => response.header().map(|h| h.revision()).unwrap_or_default(),
+        Err(e) => {
+            state.etcd.reset().await;
+            return Err(unreachable(&state.etcd.args, &e));
+        }
+    };
+    // Serve it now rather than when the watch echoes it back (see `state`).
+    state.live.apply([(Change::Published { cluster: cluster.to_string(), topology: Some(resolved.clone()) }, revision)]);
+    tracing::info!(cluster, revision, master = %describe(&resolved.master), slaves = resolved.slaves.len(), "published");
+    Ok(Json(Published { cluster, master: &resolved.master, slaves: &resolved.slaves, revision }).into_response())
+}
+
+async fn published(state: &AppState, cluster: &str) -> Result<Response, ApiError> {
+    let mut client = state.etcd.client().await?;
+    let response = match client.get(state.keys.dns(cluster), None).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.etcd.reset().await;
+            return Err(unreachable(&state.etcd.args, &e));
+        }
+    };
+    let Some(kv) = response.kvs().first() else {
+        return Err(ApiError::not_found(format!("nothing is published for cluster {cluster}")));
+    };
+    let topology: PublishedTopology = serde_json::from_slice(kv.value()).map_err(|e| {
+        ApiError::bad_gateway(format!("etcd holds an invalid topology at {}: {e}", state.keys.dns(cluster)))
+    })?;
+    let body = Published { cluster, master: &topology.master, slaves: &topology.slaves, revision: kv.mod_revision() };
+    Ok(Json(body).into_response())
+}
+
+/// The cluster's registrations, by node name.
+async fn registrations(
+    client: &mut etcd_client::Client,
+    keys: &Keys,
+    cluster: &str,
+) -> Result<BTreeMap<String, NodeRecord>, etcd_client::Error> {
+    let response = client.get(keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix())).await?;
+    let mut nodes = BTreeMap::new();
+    for kv in response.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        let Some(Key::Node { node, .. }) = keys.parse(key) else { continue };
+        match serde_json::from_slice::<NodeRecord>(kv.value()) {
+            Ok(record) => {
+                nodes.insert(node, record);
+            }
+            Err(error) => tracing::warn!(key, %error, "ignoring a registration that is not a node record"),
+        }
+    }
+    Ok(nodes)
+}
+
+fn describe(member: &PublishedMember) -> String {
+    match &member.node {
+        Some(node) => format!("{node} ({}:{})", member.host, member.port),
+        None => format!("{}:{}", member.host, member.port),
+    }
+}

@@ -1,0 +1,87 @@
+//! The zone being served, and the one place that replaces it.
+//!
+//! DNS queries read the current [`Zone`] with one atomic load and never wait; writers
+//! (the etcd watch and this replica's own `PUT /dns`) take a mutex, change the
+//! [`State`], build a whole new zone and swap it in. A query therefore sees either the
+//! old zone or the new one, never a mix: no gap and no half-applied change.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use crate::state::{Change, State};
+use crate::zone::{Zone, ZoneConfig};
+
+/// The state, and the zone built from it.
+pub struct Live {
+    config: ZoneConfig,
+    state: Mutex<State>,
+    zone: ArcSwap<Zone>,
+}
+
+impl Live {
+    /// Starts with nothing published (until the first etcd listing arrives).
+    pub fn new(config: ZoneConfig) -> Live {
+        let state = State::default();
+        let zone = Zone::build(&config, state.registrations(), state.published(), state.serial());
+        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone) }
+    }
+
+    pub fn config(&self) -> &ZoneConfig {
+        &self.config
+    }
+
+    /// The zone to answer from.
+    pub fn zone(&self) -> Arc<Zone> {
+        self.zone.load_full()
+    }
+
+    /// The zone's holder, for the DNS handler's lock-free reads.
+    pub fn zone_swap(&self) -> &ArcSwap<Zone> {
+        &self.zone
+    }
+
+    /// Applies changes made at `revision` (one etcd watch response, or one PUT) and
+    /// swaps in a new zone if what is served changed. Returns whether it did.
+    pub fn apply(&self, changes: impl IntoIterator<Item = (Change, i64)>) -> bool {
+        let mut state = self.lock();
+        let mut changed = false;
+        for (change, revision) in changes {
+            changed |= state.apply(change, revision);
+        }
+        if changed {
+            self.rebuild(&state);
+        }
+        changed
+    }
+
+    /// Replaces the state with a fresh listing; swaps in a new zone if it differs.
+    pub fn relist(&self, listed: State) -> bool {
+        let mut state = self.lock();
+        let changed = state.relist(listed);
+        if changed {
+            self.rebuild(&state);
+        }
+        changed
+    }
+
+    /// A copy of the state (for the HTTP API and tests).
+    pub fn state(&self) -> State {
+        self.lock().clone()
+    }
+
+    fn rebuild(&self, state: &State) {
+        let zone = Zone::build(&self.config, state.registrations(), state.published(), state.serial());
+        for warning in zone.warnings() {
+            tracing::warn!(%warning, "record not served");
+        }
+        tracing::debug!(serial = zone.serial(), names = zone.len(), "zone swapped");
+        self.zone.store(Arc::new(zone));
+    }
+
+    // A panic while holding the lock cannot leave the state half-changed in a way that
+    // matters (each change is one map operation), so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

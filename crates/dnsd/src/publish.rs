@@ -1,0 +1,170 @@
+//! From the topology an operator (or the observer) PUTs to what dnsd stores at
+//! `/dns/<cluster>`: every member resolved to a host and port. Pure.
+//!
+//! A member may be given as
+//! - a node name of this cluster, `<node>.<cluster>.<domain>`: the node must be
+//!   registered (`/nodes/<cluster>/<node>`); its address is used, with the member's
+//!   port or else the registration's;
+//! - an IP literal (port default 6379): published as is, and recognised as a node when
+//!   a registration of the cluster has that address and port.
+//!
+//! Nothing else: dnsd is the authority for these names and never resolves names of
+//! other zones, so publishing one would make its answers depend on another server.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
+use topology::{Address, Member, Names, QueryName, Topology};
+
+/// Why a topology cannot be published: the field and the reason (a 422).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpublishable {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unpublishable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Resolves `topology` for `cluster` against its registrations (by node name).
+pub fn resolve(
+    names: &Names,
+    cluster: &str,
+    topology: &Topology,
+    registrations: &BTreeMap<String, NodeRecord>,
+) -> Result<PublishedTopology, Unpublishable> {
+    let fields = std::iter::once("master".to_string()).chain((0..topology.slaves.len()).map(|i| format!("slaves[{i}]")));
+    let mut members: Vec<(String, PublishedMember)> = Vec::new();
+    for (field, member) in fields.zip(topology.members()) {
+        let published = resolve_member(names, cluster, member, registrations)
+            .map_err(|message| Unpublishable { field: format!("{field}.address"), message })?;
+        if let Some((other, _)) =
+            members.iter().find(|(_, m)| m.host == published.host && m.port == published.port)
+        {
+            return Err(Unpublishable {
+                field,
+                message: format!(
+                    "{member} is {}:{}, the same instance as {other}",
+                    published.host, published.port
+                ),
+            });
+        }
+        members.push((field, published));
+    }
+    let mut members = members.into_iter().map(|(_, m)| m);
+    let master = members.next().ok_or_else(|| Unpublishable {
+        field: "master".into(),
+        message: "is required".into(),
+    })?;
+    Ok(PublishedTopology { master, slaves: members.collect() })
+}
+
+fn resolve_member(
+    names: &Names,
+    cluster: &str,
+    member: &Member,
+    registrations: &BTreeMap<String, NodeRecord>,
+) -> Result<PublishedMember, String> {
+    match &member.address {
+        Address::Ip(ip) => {
+            let port = member.port_or_default();
+            let node = registrations
+                .iter()
+                .find(|(_, r)| r.port == port && r.address.parse::<IpAddr>().ok() == Some(*ip))
+                .map(|(node, _)| node.clone());
+            Ok(PublishedMember { host: ip.to_string(), port, node })
+        }
+        Address::Name(name) => match names.parse(name) {
+            QueryName::Node { cluster: c, node } if c == cluster => match registrations.get(&node) {
+                Some(r) => Ok(PublishedMember {
+                    host: r.address.clone(),
+                    port: member.port.unwrap_or(r.port),
+                    node: Some(node),
+                }),
+                None => Err(format!(
+                    "node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)"
+                )),
+            },
+            _ => Err(format!(
+                "{name} is not a node of cluster {cluster}; only node names (<node>.{}) and IP addresses can be published",
+                names.cluster(cluster)
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topology::records::Role;
+
+    fn regs() -> BTreeMap<String, NodeRecord> {
+        let r = |address: &str, port| NodeRecord {
+            address: address.into(),
+            port,
+            role: Role::Unknown,
+            repl_offset: 0,
+            run_id: String::new(),
+            healthy: true,
+            updated_ms: 0,
+        };
+        BTreeMap::from([("node-1".into(), r("10.0.0.1", 7001)), ("node-2".into(), r("10.0.0.2", 6379))])
+    }
+
+    fn resolve_json(json: &str) -> Result<PublishedTopology, Unpublishable> {
+        resolve(&Names::default(), "redis-1", &Topology::from_json(json.as_bytes()).unwrap(), &regs())
+    }
+
+    fn member(host: &str, port: u16, node: Option<&str>) -> PublishedMember {
+        PublishedMember { host: host.into(), port, node: node.map(String::from) }
+    }
+
+    #[test]
+    fn node_names_take_the_registration_address_and_port() {
+        let t = resolve_json(
+            r#"{"master":{"address":"node-1.redis-1.cluster.local"},
+                "slaves":[{"address":"Node-2.redis-1.cluster.local.","port":6400}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.master, member("10.0.0.1", 7001, Some("node-1")));
+        assert_eq!(t.slaves, vec![member("10.0.0.2", 6400, Some("node-2"))]);
+    }
+
+    #[test]
+    fn ip_literals_are_matched_to_registered_nodes() {
+        let t = resolve_json(
+            r#"{"master":{"address":"10.0.0.2"},
+                "slaves":[{"address":"10.0.0.1","port":7001},{"address":"10.0.0.1"},{"address":"::1","port":7}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.master, member("10.0.0.2", 6379, Some("node-2")));
+        assert_eq!(
+            t.slaves,
+            vec![member("10.0.0.1", 7001, Some("node-1")), member("10.0.0.1", 6379, None), member("::1", 7, None)]
+        );
+    }
+
+    #[test]
+    fn rejects_with_the_field_and_the_reason() {
+        let err = |json: &str| resolve_json(json).unwrap_err();
+        let e = err(r#"{"master":{"address":"node-9.redis-1.cluster.local"}}"#);
+        assert_eq!(e.field, "master.address");
+        assert!(e.message.contains("node node-9 of cluster redis-1 is not registered"), "{e}");
+        let e = err(r#"{"master":{"address":"10.0.0.1"},"slaves":[{"address":"node-1.redis-2.cluster.local"}]}"#);
+        assert_eq!(e.field, "slaves[0].address");
+        assert!(e.message.contains("not a node of cluster redis-1"), "{e}");
+        for name in ["redis.example.com", "master.redis-1.cluster.local", "_redis._tcp.master.redis-1.cluster.local"] {
+            let e = err(&format!(r#"{{"master":{{"address":"{name}"}}}}"#));
+            assert_eq!(e.field, "master.address", "{name}");
+            assert!(e.message.contains("only node names (<node>.redis-1.cluster.local) and IP addresses"), "{e}");
+        }
+        // The same instance twice, once by name and once by address.
+        let e = err(r#"{"master":{"address":"node-1.redis-1.cluster.local"},"slaves":[{"address":"10.0.0.1","port":7001}]}"#);
+        assert_eq!(e.field, "slaves[0]");
+        assert!(e.message.contains("the same instance as master"), "{e}");
+    }
+}

@@ -1,0 +1,201 @@
+//! What dnsd knows of etcd, and the rules for changing it. Pure.
+//!
+//! Changes arrive from two places: the watch on `/dns/` and `/nodes/` (every replica),
+//! and this replica's own `PUT /dns`, which applies the topology it just stored
+//! without waiting for the watch to echo it (that saves the watch round trip). The two
+//! race, so every published topology carries the etcd revision it was written at and
+//! a change older than what is already known for that cluster is dropped: an echo, or
+//! an event delayed behind a newer PUT, can never bring back an old master.
+
+use std::collections::BTreeMap;
+
+use topology::records::{NodeRecord, PublishedTopology};
+
+use crate::zone::{Published, Registrations};
+
+/// One change to a key dnsd follows. `None` is a deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Registration { cluster: String, node: String, record: Option<NodeRecord> },
+    Published { cluster: String, topology: Option<PublishedTopology> },
+}
+
+/// The registrations and published topologies, with the revisions that order them.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    registrations: Registrations,
+    published: Published,
+    /// Revision of the last put or delete of `/dns/<cluster>` seen, per cluster.
+    dns_revisions: BTreeMap<String, i64>,
+    /// Revision of the last full listing: it reflected every change up to here.
+    listed_at: i64,
+    /// Newest revision applied; the zone's serial.
+    revision: i64,
+}
+
+impl State {
+    /// The state as a listing at `revision` found it. `published` carries each
+    /// key's modification revision.
+    pub fn listed(registrations: Registrations, published: Published, revision: i64) -> State {
+        let dns_revisions = published.iter().map(|(c, (_, rev))| (c.clone(), *rev)).collect();
+        State { registrations, published, dns_revisions, listed_at: revision, revision }
+    }
+
+    /// Replaces everything with a fresh listing (after a reconnect), keeping the serial
+    /// from going backwards. Returns whether what is served changed.
+    pub fn relist(&mut self, listed: State) -> bool {
+        let changed = !same_registrations(&self.registrations, &listed.registrations)
+            || self.published != listed.published;
+        let revision = self.revision.max(listed.revision);
+        *self = listed;
+        self.revision = revision;
+        changed
+    }
+
+    /// Applies one change made at etcd `revision`. Returns whether what is served
+    /// changed (a node-agent's periodic refresh of its offset does not).
+    pub fn apply(&mut self, change: Change, revision: i64) -> bool {
+        let changed = match change {
+            Change::Registration { cluster, node, record } => {
+                let key = (cluster, node);
+                match record {
+                    Some(record) => {
+                        let served_before = self.registrations.get(&key).map(|r| (r.address.clone(), r.port));
+                        let served_now = Some((record.address.clone(), record.port));
+                        self.registrations.insert(key, record);
+                        served_before != served_now
+                    }
+                    None => self.registrations.remove(&key).is_some(),
+                }
+            }
+            Change::Published { cluster, topology } => {
+                let floor = self.dns_revisions.get(&cluster).copied().unwrap_or(self.listed_at);
+                if revision <= floor {
+                    return false;
+                }
+                self.dns_revisions.insert(cluster.clone(), revision);
+                match topology {
+                    Some(topology) => {
+                        self.published.insert(cluster, (topology, revision));
+                        true
+                    }
+                    None => self.published.remove(&cluster).is_some(),
+                }
+            }
+        };
+        self.revision = self.revision.max(revision);
+        changed
+    }
+
+    pub fn registrations(&self) -> &Registrations {
+        &self.registrations
+    }
+
+    pub fn published(&self) -> &Published {
+        &self.published
+    }
+
+    /// Newest etcd revision applied.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The zone serial: the newest revision, in the 32 bits SOA has.
+    pub fn serial(&self) -> u32 {
+        (self.revision.max(0) as u64 & u64::from(u32::MAX)) as u32
+    }
+}
+
+fn same_registrations(a: &Registrations, b: &Registrations) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b.iter()).all(|((ka, ra), (kb, rb))| ka == kb && ra.address == rb.address && ra.port == rb.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topology::records::{PublishedMember, Role};
+
+    fn record(address: &str, port: u16, offset: u64) -> NodeRecord {
+        NodeRecord {
+            address: address.into(),
+            port,
+            role: Role::Master,
+            repl_offset: offset,
+            run_id: "r".into(),
+            healthy: true,
+            updated_ms: offset,
+        }
+    }
+
+    fn topo(port: u16) -> PublishedTopology {
+        PublishedTopology {
+            master: PublishedMember { host: "10.0.0.1".into(), port, node: None },
+            slaves: vec![],
+        }
+    }
+
+    fn publish(cluster: &str, port: Option<u16>) -> Change {
+        Change::Published { cluster: cluster.into(), topology: port.map(topo) }
+    }
+
+    fn register(node: &str, r: Option<NodeRecord>) -> Change {
+        Change::Registration { cluster: "c".into(), node: node.into(), record: r }
+    }
+
+    #[test]
+    fn an_older_publication_never_overwrites_a_newer_one() {
+        let mut s = State::listed(Default::default(), Default::default(), 10);
+        assert!(s.apply(publish("c", Some(1)), 12), "local apply of our PUT");
+        assert!(!s.apply(publish("c", Some(1)), 12), "the watch echo of the same PUT");
+        assert!(!s.apply(publish("c", Some(9)), 11), "an older event arriving late");
+        assert_eq!(s.published()["c"], (topo(1), 12));
+        assert!(s.apply(publish("c", Some(2)), 13));
+        assert_eq!(s.published()["c"], (topo(2), 13));
+        assert!(s.apply(publish("c", None), 14), "deleted");
+        assert!(!s.apply(publish("c", Some(2)), 13), "a stale put cannot resurrect a deleted topology");
+        assert!(s.published().is_empty());
+        assert_eq!(s.revision(), 14);
+        assert_eq!(s.serial(), 14);
+    }
+
+    #[test]
+    fn changes_older_than_the_listing_are_dropped() {
+        let mut s = State::listed(Default::default(), Default::default(), 20);
+        assert!(!s.apply(publish("new", Some(1)), 19), "the listing at 20 already reflects it");
+        assert!(s.apply(publish("new", Some(1)), 21));
+    }
+
+    #[test]
+    fn refreshing_a_registration_is_not_a_change_moving_it_is() {
+        let mut s = State::default();
+        assert!(s.apply(register("n1", Some(record("10.0.0.1", 6379, 1))), 2));
+        assert!(!s.apply(register("n1", Some(record("10.0.0.1", 6379, 2))), 3), "offset refresh");
+        assert_eq!(s.registrations()[&("c".into(), "n1".into())].repl_offset, 2, "still stored");
+        assert!(s.apply(register("n1", Some(record("10.0.0.2", 6379, 3))), 4), "new address");
+        assert!(s.apply(register("n1", Some(record("10.0.0.2", 6380, 3))), 5), "new port");
+        assert!(s.apply(register("n1", None), 6));
+        assert!(!s.apply(register("n1", None), 7), "already gone");
+        assert_eq!(s.revision(), 7);
+    }
+
+    #[test]
+    fn relisting_keeps_the_serial_increasing_and_reports_changes() {
+        let mut s = State::default();
+        s.apply(publish("c", Some(1)), 30);
+        let mut published = Published::new();
+        published.insert("c".into(), (topo(1), 30));
+        assert!(!s.relist(State::listed(Default::default(), published.clone(), 25)));
+        assert_eq!(s.revision(), 30);
+        published.insert("c".into(), (topo(2), 40));
+        assert!(s.relist(State::listed(Default::default(), published, 41)));
+        assert_eq!(s.revision(), 41);
+        assert!(!s.apply(publish("c", Some(1)), 35), "older than the listing");
+    }
+
+    #[test]
+    fn serial_is_the_low_32_bits() {
+        let s = State::listed(Default::default(), Default::default(), (1 << 32) + 5);
+        assert_eq!(s.serial(), 5);
+    }
+}

@@ -1,0 +1,179 @@
+//! The real `dnsd` binary: HTTP API status codes, --help, env vars, SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use harness::{free_port, Etcd, Service};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn put_stores_resolved_members_and_get_returns_them() {
+    let etcd = Etcd::start();
+    register(&etcd, "redis-2", "node-1", "127.0.0.21", 7021).await;
+    register(&etcd, "redis-2", "node-2", "127.0.0.22", 7022).await;
+    let dnsd = Dnsd::start(&etcd, &[]);
+    let topology = json!({
+        "master": {"address": "node-1.redis-2.cluster.local"},
+        "slaves": [{"address": "127.0.0.22", "port": 7022}, {"address": "10.9.9.9"}],
+    });
+    let (status, body) = put(&dnsd.url("/clusters/redis-2/dns"), topology.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let want = json!({
+        "cluster": "redis-2",
+        "master": {"host": "127.0.0.21", "port": 7021, "node": "node-1"},
+        "slaves": [{"host": "127.0.0.22", "port": 7022, "node": "node-2"}, {"host": "10.9.9.9", "port": 6379}],
+    });
+    let revision = body["revision"].as_i64().unwrap();
+    let mut without_revision = body.clone();
+    without_revision.as_object_mut().unwrap().remove("revision");
+    assert_eq!(without_revision, want);
+    // Stored in etcd as the design's {host, port, node} members.
+    let stored = etcd.client().await.get("/dns/redis-2", None).await.unwrap();
+    let kv = &stored.kvs()[0];
+    assert_eq!(kv.mod_revision(), revision);
+    let value: Value = serde_json::from_slice(kv.value()).unwrap();
+    assert_eq!(value, json!({"master": want["master"], "slaves": want["slaves"]}));
+    // GET returns what is published.
+    let (status, got) = get(&dnsd.url("/clusters/redis-2/dns")).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, body);
+    // The original endpoint uses --cluster (redis-1), where nothing is published yet.
+    let (status, err) = get(&dnsd.url("/dns")).await;
+    assert_eq!(status, 404, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("redis-1"), "{err}");
+    let (status, body) = put(&dnsd.url("/dns"), json!({"master": {"address": "127.0.0.1"}}).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cluster"], "redis-1");
+    let (status, got) = get(&dnsd.url("/dns")).await;
+    assert_eq!((status, got), (200, body));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_publishes_nothing() {
+    let etcd = Etcd::start();
+    register(&etcd, "redis-1", "node-1", "127.0.0.11", 7011).await;
+    let dnsd = Dnsd::start(&etcd, &[]);
+    let url = dnsd.url("/dns");
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("malformed JSON", "{\"master\":".into(), 400, "malformed JSON"),
+        ("unknown field", r#"{"master":{"address":"127.0.0.1"},"slave":[]}"#.into(), 422, "slave"),
+        ("bad port", r#"{"master":{"address":"127.0.0.1","port":70000}}"#.into(), 422, "master.port"),
+        ("no master", r#"{"slaves":[]}"#.into(), 422, "master"),
+        ("unregistered node", nodes_topology("node-1", &["node-9"]), 422, "slaves[0].address: node node-9 of cluster redis-1 is not registered"),
+        (
+            "node of another cluster",
+            json!({"master": {"address": "node-1.redis-2.cluster.local"}}).to_string(),
+            422,
+            "master.address: node-1.redis-2.cluster.local is not a node of cluster redis-1",
+        ),
+        (
+            "a host name",
+            json!({"master": {"address": "redis.example.com"}}).to_string(),
+            422,
+            "only node names (<node>.redis-1.cluster.local) and IP addresses",
+        ),
+        (
+            "one instance twice",
+            json!({"master": {"address": "node-1.redis-1.cluster.local"}, "slaves": [{"address": "127.0.0.11", "port": 7011}]}).to_string(),
+            422,
+            "slaves[0]",
+        ),
+        ("too large", "x".repeat(100 * 1024), 413, ""),
+    ];
+    for (what, body, status, names) in cases {
+        let (got, err) = put(&url, body).await;
+        assert_eq!(got, status, "{what}: {err}");
+        let message = err["error"].as_str().unwrap_or_else(|| panic!("{what}: no error text: {err}"));
+        assert!(message.contains(names), "{what}: {message}");
+    }
+    assert!(etcd.client().await.get("/dns/redis-1", None).await.unwrap().kvs().is_empty(), "nothing stored");
+    assert_eq!(dnsd.status(&["master.redis-1.cluster.local", "SRV"]), "NXDOMAIN");
+
+    let client = reqwest::Client::new();
+    let resp = client.delete(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
+    let resp = client.put(dnsd.url("/nope")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
+    let (status, err) = put(&dnsd.url("/clusters/Bad_Name/dns"), nodes_topology("node-1", &[])).await;
+    assert_eq!(status, 404, "{err}");
+    let (status, err) = get(&dnsd.url("/clusters/redis-9/dns")).await;
+    assert_eq!(status, 404, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("redis-9"), "{err}");
+    let (status, body) = get(&dnsd.url("/healthz")).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+}
+
+#[test]
+fn help_documents_every_flag_with_its_env_var() {
+    let out = std::process::Command::new(harness::binary("dnsd")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, env) in [
+        ("--listen", "LISTEN"),
+        ("--dns-listen", "DNS_LISTEN"),
+        ("--domain", "DOMAIN"),
+        ("--ttl", "TTL"),
+        ("--cluster", "CLUSTER"),
+        ("--dns-udp-sockets", "DNS_UDP_SOCKETS"),
+        ("--etcd-endpoints", "ETCD_ENDPOINTS"),
+        ("--etcd-prefix", "ETCD_PREFIX"),
+        ("--log-format", "LOG_FORMAT"),
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+        assert!(help.contains(&format!("[env: {env}")), "--help lacks env {env}:\n{help}");
+    }
+    let bad = std::process::Command::new(harness::binary("dnsd")).args(["--domain", "a..b"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "an invalid domain is a usage error");
+}
+
+#[tokio::test]
+async fn env_vars_configure_it_and_sigterm_stops_it_cleanly() {
+    let etcd = Etcd::start();
+    let (http, dns) = (free_port(), free_port());
+    let mut service = Service::start(
+        "dnsd",
+        &[],
+        &[
+            ("LISTEN", &format!("127.0.0.1:{http}")),
+            ("DNS_LISTEN", &format!("127.0.0.1:{dns}")),
+            ("DOMAIN", "redis.test"),
+            ("TTL", "30"),
+            ("CLUSTER", "main"),
+            ("ETCD_ENDPOINTS", &etcd.endpoint()),
+            ("ETCD_PREFIX", "/staging"),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    service.wait_http(http);
+    let dnsd = Dnsd { service, http, dns };
+    let (status, body) = put(&dnsd.url("/dns"), json!({"master": {"address": "127.0.0.5"}}).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cluster"], "main");
+    assert!(etcd.client().await.get("/staging/dns/main", None).await.unwrap().kvs().len() == 1);
+    let out = dnsd.dig(&["master.main.redis.test", "SRV", "+noall", "+answer"]);
+    assert!(out.contains("master.main.redis.test.\t30\tIN\tSRV\t0 0 6379 addr-7f000005.main.redis.test."), "{out}");
+    assert_eq!(dnsd.status(&["master.main.cluster.local", "SRV"]), "REFUSED");
+
+    let mut dnsd = dnsd;
+    let status = dnsd.service.process().terminate(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "did not exit cleanly on SIGTERM: {status:?}");
+    let log = dnsd.service.log();
+    assert!(log.lines().any(|l| l.starts_with('{') && l.contains("DNS listening")), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn a_taken_dns_port_fails_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = std::process::Command::new(harness::binary("dnsd"))
+        .args(["--dns-listen", &format!("127.0.0.1:{port}"), "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--etcd-endpoints", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bind DNS"), "{}", String::from_utf8_lossy(&out.stderr));
+}
