@@ -124,7 +124,7 @@ fn target(cli: &Cli) -> Result<Target, String> {
             topology::validate_label("cluster", cluster)?;
             let names = topology::Names::new(&cli.domain)?;
             let resolver = MemberResolver::new(cli.nameserver).map_err(|e| e.to_string())?;
-            Ok(Target::Srv { name: names.master(cluster), resolver })
+            Ok(Target::Srv { name: names.master(cluster), resolver: Box::new(resolver) })
         }
         (None, None) => Err("give --redis host:port or --cluster (with --nameserver)".into()),
     }

@@ -21,7 +21,7 @@ pub enum Target {
     Fixed(SocketAddr),
     /// An SRV name (`master.<cluster>.<domain>`) looked up through `resolver`
     /// (dnsd) again after each error.
-    Srv { name: String, resolver: MemberResolver },
+    Srv { name: String, resolver: Box<MemberResolver> },
     /// The writable master among these nodes, found by asking each for `ROLE`
     /// (for tests that run without DNS).
     Discover(Vec<SocketAddr>),
@@ -196,8 +196,8 @@ pub async fn read_list(target: &Target, key: &str, patience: Duration) -> Result
     let mut conns = Connections::new(Duration::from_secs(10));
     let mut last_error = "no master found".to_string();
     while Instant::now() < deadline {
-        if let Some(addr) = target.locate(&mut conns).await {
-            if let Some(conn) = conns.get(addr).await {
+        if let Some(addr) = target.locate(&mut conns).await
+            && let Some(conn) = conns.get(addr).await {
                 match redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async::<Vec<String>>(conn).await {
                     Ok(list) => return Ok(list),
                     Err(e) => {
@@ -206,7 +206,6 @@ pub async fn read_list(target: &Target, key: &str, patience: Duration) -> Result
                     }
                 }
             }
-        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(last_error)

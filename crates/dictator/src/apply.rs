@@ -273,13 +273,11 @@ impl Dictator {
         let mut conns = HashMap::new();
         let members: Vec<SocketAddr> = std::iter::once(desired.master).chain(desired.slaves.iter().copied()).collect();
         self.observe_into(&members, &mut observed, &mut conns).await;
-        if let Some(Observed::Up(n)) = observed.get(&desired.master) {
-            if let Role::Slave { upstream: Some(u), .. } = n.role {
-                if !observed.contains_key(&u) {
+        if let Some(Observed::Up(n)) = observed.get(&desired.master)
+            && let Role::Slave { upstream: Some(u), .. } = n.role
+                && !observed.contains_key(&u) {
                     self.observe_into(&[u], &mut observed, &mut conns).await;
                 }
-            }
-        }
         (observed, conns)
     }
 

@@ -164,14 +164,13 @@ pub fn plan(
     }
     // An upstream outside the topology that is still a master would keep taking
     // writes nobody fences.
-    if let Some(u) = upstream.filter(|u| *u != new && !desired.slaves.contains(u)) {
-        if up(&u).is_some_and(Replication::is_master) {
+    if let Some(u) = upstream.filter(|u| *u != new && !desired.slaves.contains(u))
+        && up(&u).is_some_and(Replication::is_master) {
             reasons.push(format!(
                 "new master {new} replicates from {u}, which is not in the topology and still \
                  accepts writes; add it as a slave so it is fenced and demoted, or stop it"
             ));
         }
-    }
     // Without a live source to catch up from, a member further along the same
     // history holds writes the new master would never get.
     if !n.is_master() && catch_up_from.is_none() {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The real `dictator` binary: HTTP API status codes, the CLI mode, --help, SIGTERM.
 
 use std::time::Duration;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The promise: a writer pushing unique ids through 20 switchovers loses none
 //! and has none applied that errored.
 

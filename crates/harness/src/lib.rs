@@ -10,12 +10,15 @@
 //! - [`process`]: the child-process wrapper all of the above share.
 //! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart.
 //! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
+//! - [`stack`]: the whole system (etcd, redis + node-agent per node, dnsd, dictator,
+//!   observer, HAProxy with the repository's config), as an operator runs it.
 
 pub mod bin;
 pub mod etcd;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod stack;
 
 pub use bin::{binary, Service};
 pub use etcd::Etcd;

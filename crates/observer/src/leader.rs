@@ -153,12 +153,11 @@ impl Term {
 
     /// Tells the cluster's worker to look again, starting it if needed.
     fn wake(&mut self, cluster: &str) {
-        if let Some((notify, task)) = self.workers.get(cluster) {
-            if !task.is_finished() {
+        if let Some((notify, task)) = self.workers.get(cluster)
+            && !task.is_finished() {
                 notify.send_modify(|generation| *generation += 1);
                 return;
             }
-        }
         let (notify, notified) = watch::channel(0);
         let task = tokio::spawn(worker::run(self.cx.clone(), cluster.to_string(), notified));
         self.workers.insert(cluster.to_string(), (notify, task));

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The observer on real processes: etcd, redis-server, the dictator and dnsd
 //! binaries, and one or two observers.
 

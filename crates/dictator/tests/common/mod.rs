@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Shared set-up for the dictator's tests against real redis-server.
 #![allow(dead_code)]
 
