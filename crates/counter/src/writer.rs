@@ -56,19 +56,12 @@ impl Connections {
         Connections { conns: HashMap::new(), timeout }
     }
 
-    pub async fn get(&mut self, addr: SocketAddr) -> Option<&mut MultiplexedConnection> {
+    pub async fn get(&mut self, addr: SocketAddr) -> Result<&mut MultiplexedConnection, String> {
         if !self.conns.contains_key(&addr) {
-            match connect(addr, self.timeout).await {
-                Ok(conn) => {
-                    self.conns.insert(addr, conn);
-                }
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "cannot connect");
-                    return None;
-                }
-            }
+            let conn = connect(addr, self.timeout).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            self.conns.insert(addr, conn);
         }
-        self.conns.get_mut(&addr)
+        self.conns.get_mut(&addr).ok_or_else(|| format!("no connection to {addr}"))
     }
 
     pub fn forget(&mut self, addr: SocketAddr) {
@@ -129,9 +122,13 @@ async fn run(target: Target, key: String, pace: Pace, stop: Arc<AtomicBool>) -> 
             master = target.locate(&mut conns).await;
             continue;
         };
-        let Some(conn) = conns.get(addr).await else {
-            master = None;
-            continue;
+        let conn = match conns.get(addr).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(error = %e, "no connection to the master");
+                master = None;
+                continue;
+            }
         };
         let id = format!("{run_id}-{n}");
         n += 1;
@@ -158,7 +155,7 @@ async fn run(target: Target, key: String, pace: Pace, stop: Arc<AtomicBool>) -> 
 /// The writable master among `nodes`: role master and not fenced by the dictator.
 async fn discover(nodes: &[SocketAddr], conns: &mut Connections) -> Option<SocketAddr> {
     for addr in nodes {
-        let Some(conn) = conns.get(*addr).await else { continue };
+        let Ok(conn) = conns.get(*addr).await else { continue };
         let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(conn).await;
         let is_master = match &role {
             Ok(redis::Value::Array(v)) => matches!(v.first(), Some(redis::Value::BulkString(b)) if b == b"master"),
@@ -196,16 +193,19 @@ pub async fn read_list(target: &Target, key: &str, patience: Duration) -> Result
     let mut conns = Connections::new(Duration::from_secs(10));
     let mut last_error = "no master found".to_string();
     while Instant::now() < deadline {
-        if let Some(addr) = target.locate(&mut conns).await
-            && let Some(conn) = conns.get(addr).await {
-                match redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async::<Vec<String>>(conn).await {
+        match target.locate(&mut conns).await {
+            None => last_error = "no master found".to_string(),
+            Some(addr) => match conns.get(addr).await {
+                Err(e) => last_error = e,
+                Ok(conn) => match redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async::<Vec<String>>(conn).await {
                     Ok(list) => return Ok(list),
                     Err(e) => {
                         last_error = format!("LRANGE on {addr}: {e}");
                         conns.forget(addr);
                     }
-                }
-            }
+                },
+            },
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(last_error)

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `<domain>` | SOA (`ns.<domain>`, `hostmaster.<domain>`, serial), NS `ns.<domain>` |
 //! | `ns.<domain>` | A/AAAA of the DNS listen address (unless it is unspecified) |
-//! | `<node>.<cluster>` | A/AAAA of the node's address, SRV `0 0 <port> <node>.<cluster>` |
+//! | `<node>.<cluster>` | A/AAAA of the node's address, SRV `0 100 <port> <node>.<cluster>` |
 //! | `master.<cluster>` | SRV to the master's target, A/AAAA of the master |
 //! | `_redis._tcp.master.<cluster>` | the same SRV |
 //! | `slaves.<cluster>`, `_redis._tcp.slaves.<cluster>` | one SRV per slave, all `0 0` |
@@ -42,6 +42,12 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
+
+/// Weight of every SRV record. Not 0: HAProxy's `server-template` takes the SRV
+/// weight as the server's weight, and a server of weight 0 gets no traffic, so a
+/// master published with weight 0 would be UP yet unreachable through HAProxy.
+/// All records weigh the same, so clients spread evenly over the slaves.
+pub const SRV_WEIGHT: u16 = 100;
 use topology::Names;
 
 /// Node registrations by (cluster, node).
@@ -364,9 +370,9 @@ impl<'c> Builder<'c> {
         }
     }
 
-    /// Adds `0 0 <port> <target>` at `name`, with the target's address as glue.
+    /// Adds `0 100 <port> <target>` at `name`, with the target's address as glue.
     fn srv(&mut self, name: &Name, target: &Target) {
-        let srv = self.record(name, RData::SRV(SRV::new(0, 0, target.port, target.name.clone())));
+        let srv = self.record(name, RData::SRV(SRV::new(0, SRV_WEIGHT, target.port, target.name.clone())));
         self.answer(name, srv);
         if let Some(ip) = target.address {
             let glue = address_record(self, &target.name, ip);

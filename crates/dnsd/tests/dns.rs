@@ -25,19 +25,19 @@ async fn published() -> (Etcd, Dnsd) {
 async fn answers_every_design_name_via_dig() {
     let (_etcd, dnsd) = published().await;
     let srv = |name: &str| dnsd.short(&[name, "SRV"]);
-    let master = vec!["0 0 7001 node-1.redis-1.cluster.local.".to_string()];
+    let master = vec!["0 100 7001 node-1.redis-1.cluster.local.".to_string()];
     assert_eq!(srv("master.redis-1.cluster.local"), master);
     assert_eq!(srv("_redis._tcp.master.redis-1.cluster.local"), master);
     let slaves = vec![
-        "0 0 7002 node-2.redis-1.cluster.local.".to_string(),
-        "0 0 7003 node-3.redis-1.cluster.local.".to_string(),
+        "0 100 7002 node-2.redis-1.cluster.local.".to_string(),
+        "0 100 7003 node-3.redis-1.cluster.local.".to_string(),
     ];
     assert_eq!(srv("slaves.redis-1.cluster.local"), slaves);
     assert_eq!(srv("_REDIS._tcp.Slaves.redis-1.cluster.local."), slaves, "names are case-insensitive");
     assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "A"]), vec!["127.0.0.11"]);
     assert_eq!(dnsd.short(&["node-2.redis-1.cluster.local", "A"]), vec!["127.0.0.12"]);
     assert_eq!(dnsd.short(&["node-3.redis-1.cluster.local", "AAAA"]), vec!["::1"]);
-    assert_eq!(srv("node-2.redis-1.cluster.local"), vec!["0 0 7002 node-2.redis-1.cluster.local."]);
+    assert_eq!(srv("node-2.redis-1.cluster.local"), vec!["0 100 7002 node-2.redis-1.cluster.local."]);
     let revision = dnsd.short(&["version.redis-1.cluster.local", "TXT"]);
     assert_eq!(revision.len(), 1);
     assert!(revision[0].trim_matches('"').parse::<u64>().is_ok(), "{revision:?}");
@@ -47,7 +47,7 @@ async fn answers_every_design_name_via_dig() {
     // Full answer: authoritative, targets' addresses in the additional section, TTL 1.
     let out = dnsd.dig(&["slaves.redis-1.cluster.local", "SRV", "+noall", "+answer", "+additional", "+comments"]);
     assert!(out.contains("flags: qr aa"), "{out}");
-    assert!(out.contains("slaves.redis-1.cluster.local. 1\tIN\tSRV\t0 0 7002 node-2"), "{out}");
+    assert!(out.contains("slaves.redis-1.cluster.local. 1\tIN\tSRV\t0 100 7002 node-2"), "{out}");
     assert!(out.contains("node-2.redis-1.cluster.local. 1\tIN\tA\t127.0.0.12"), "{out}");
     assert!(out.contains("node-3.redis-1.cluster.local. 1\tIN\tAAAA\t::1"), "{out}");
 
@@ -166,8 +166,8 @@ async fn malformed_packets_do_not_crash_it() {
         let _ = tcp.write_all(&[0xff, 0xff]);
     }
     assert!(dnsd.service.process().is_running());
-    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 0 7001 node-1.redis-1.cluster.local."]);
-    assert_eq!(dnsd.short(&["+tcp", "master.redis-1.cluster.local", "SRV"]), vec!["0 0 7001 node-1.redis-1.cluster.local."]);
+    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 100 7001 node-1.redis-1.cluster.local."]);
+    assert_eq!(dnsd.short(&["+tcp", "master.redis-1.cluster.local", "SRV"]), vec!["0 100 7001 node-1.redis-1.cluster.local."]);
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn registrations_appearing_and_disappearing_change_answers() {
     assert_eq!(dnsd.status(&["node-7.redis-3.cluster.local", "A"]), "NXDOMAIN");
     register(&etcd, "redis-3", "node-7", "127.0.0.77", 7777).await;
     eventually("node-7 to appear", || dnsd.short(&["node-7.redis-3.cluster.local", "A"]) == ["127.0.0.77"]);
-    assert_eq!(dnsd.short(&["node-7.redis-3.cluster.local", "SRV"]), vec!["0 0 7777 node-7.redis-3.cluster.local."]);
+    assert_eq!(dnsd.short(&["node-7.redis-3.cluster.local", "SRV"]), vec!["0 100 7777 node-7.redis-3.cluster.local."]);
     assert_eq!(dnsd.status(&["redis-3.cluster.local", "A"]), "NOERROR");
     // The node moves.
     register(&etcd, "redis-3", "node-7", "127.0.0.78", 7778).await;
@@ -203,7 +203,7 @@ async fn version_txt_and_soa_serial_follow_changes() {
     assert!(txt() > version);
     assert_eq!(txt(), body["revision"].as_i64().unwrap(), "TXT carries the revision the PUT returned");
     assert!(dnsd.serial() > serial);
-    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 0 7002 node-2.redis-1.cluster.local."]);
+    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 100 7002 node-2.redis-1.cluster.local."]);
     let serial = dnsd.serial();
     register(&etcd, "redis-1", "node-4", "127.0.0.14", 7004).await;
     eventually("serial to increase on a registration", || dnsd.serial() > serial);
@@ -211,7 +211,7 @@ async fn version_txt_and_soa_serial_follow_changes() {
     let topology = json!({"master": {"address": "127.0.0.50", "port": 7050}}).to_string();
     let (status, body) = put(&dnsd.url("/dns"), topology).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 0 7050 addr-7f000032.redis-1.cluster.local."]);
+    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 100 7050 addr-7f000032.redis-1.cluster.local."]);
     assert_eq!(dnsd.short(&["addr-7f000032.redis-1.cluster.local", "A"]), vec!["127.0.0.50"]);
     assert!(dnsd.short(&["slaves.redis-1.cluster.local", "SRV"]).is_empty());
 }

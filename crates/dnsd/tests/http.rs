@@ -154,7 +154,7 @@ async fn env_vars_configure_it_and_sigterm_stops_it_cleanly() {
     assert_eq!(body["cluster"], "main");
     assert!(etcd.client().await.get("/staging/dns/main", None).await.unwrap().kvs().len() == 1);
     let out = dnsd.dig(&["master.main.redis.test", "SRV", "+noall", "+answer"]);
-    assert!(out.contains("master.main.redis.test.\t30\tIN\tSRV\t0 0 6379 addr-7f000005.main.redis.test."), "{out}");
+    assert!(out.contains("master.main.redis.test.\t30\tIN\tSRV\t0 100 6379 addr-7f000005.main.redis.test."), "{out}");
     assert_eq!(dnsd.status(&["master.main.cluster.local", "SRV"]), "REFUSED");
 
     let mut dnsd = dnsd;

@@ -21,7 +21,7 @@ async fn two_replicas_agree_after_a_put_to_one() {
         let to = if round % 2 == 0 { &a } else { &b };
         let (status, body) = put(&to.url("/dns"), nodes_topology(master, &slaves)).await;
         assert_eq!(status, 200, "{body}");
-        let want = vec![format!("0 0 {} {master}.redis-1.cluster.local.", body["master"]["port"])];
+        let want = vec![format!("0 100 {} {master}.redis-1.cluster.local.", body["master"]["port"])];
         // The replica that took the PUT serves it as soon as the PUT returns.
         assert_eq!(master_of(to), want, "round {round}");
         let other = if round % 2 == 0 { &b } else { &a };
@@ -79,7 +79,7 @@ async fn keeps_answering_while_etcd_is_down_and_catches_up_after() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(published.is_some(), "PUT never succeeded after etcd came back");
-    assert_eq!(master_of(&dnsd), vec!["0 0 7012 node-2.redis-1.cluster.local."]);
+    assert_eq!(master_of(&dnsd), vec!["0 100 7012 node-2.redis-1.cluster.local."]);
     // A change made directly in etcd (another replica's PUT) arrives too.
     etcd.client().await.delete("/dns/redis-1", None).await.unwrap();
     eventually("the deletion", || dnsd.status(&["master.redis-1.cluster.local", "SRV"]) == "NXDOMAIN");

@@ -69,7 +69,7 @@ fn master_srv_in_both_forms_with_glue() {
     for name in ["master.redis-1.cluster.local", "_redis._tcp.master.redis-1.cluster.local."] {
         let a = answer(&zone, name, RecordType::SRV);
         let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
-        assert_eq!(rdata(&a.answers), vec![format!("{fqdn} SRV 0 0 7001 node-1.redis-1.cluster.local.")]);
+        assert_eq!(rdata(&a.answers), vec![format!("{fqdn} SRV 0 100 7001 node-1.redis-1.cluster.local.")]);
         assert_eq!(rdata(&a.additionals), vec!["node-1.redis-1.cluster.local. A 10.0.0.1"]);
         assert!(a.answers.iter().all(|r| r.ttl == 7));
     }
@@ -94,9 +94,9 @@ fn slaves_srv_one_per_slave_with_every_target_address() {
         assert_eq!(
             targets,
             vec![
-                "0 0 7002 node-2.redis-1.cluster.local.",
-                "0 0 6380 addr-0a000009.redis-1.cluster.local.",
-                "0 0 7003 node-3.redis-1.cluster.local.",
+                "0 100 7002 node-2.redis-1.cluster.local.",
+                "0 100 6380 addr-0a000009.redis-1.cluster.local.",
+                "0 100 7003 node-3.redis-1.cluster.local.",
             ]
         );
         assert_eq!(
@@ -119,7 +119,7 @@ fn node_names_have_address_and_srv() {
     let a = answer(&zone, "NODE-2.redis-1.Cluster.Local.", RecordType::A);
     assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"]);
     let a = answer(&zone, "node-2.redis-1.cluster.local", RecordType::SRV);
-    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. SRV 0 0 7002 node-2.redis-1.cluster.local."]);
+    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. SRV 0 100 7002 node-2.redis-1.cluster.local."]);
     assert_eq!(rdata(&a.additionals), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"]);
     let a = answer(&zone, "node-3.redis-1.cluster.local", RecordType::AAAA);
     assert_eq!(rdata(&a.answers), vec!["node-3.redis-1.cluster.local. AAAA fd00::3"]);
@@ -244,7 +244,7 @@ fn host_names_become_srv_targets_without_glue() {
     regs.insert(("c".into(), "node-2".into()), reg("not a host!", 6379));
     let zone = Zone::build(&config(), &regs, &published, 3);
     let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
-    assert_eq!(rdata(&a.answers), vec!["master.c.cluster.local. SRV 0 0 6379 redis.example.com."]);
+    assert_eq!(rdata(&a.answers), vec!["master.c.cluster.local. SRV 0 100 6379 redis.example.com."]);
     assert!(a.additionals.is_empty());
     assert_eq!(zone.lookup_str("master.c.cluster.local", RecordType::A), Lookup::NoData);
     assert_eq!(zone.lookup_str("node-1.c.cluster.local", RecordType::A), Lookup::NoData);
