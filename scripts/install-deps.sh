@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt, only what is missing of the system packages the tests and the
-# demo need. Safe to run again and again: with everything present it does nothing.
+# demo need (systemd only for systemd-analyze, which verifies the units).
+# Safe to run again and again: with everything present it does nothing.
 set -euo pipefail
 
 # package -> a command it provides (how we tell it is installed)
@@ -13,6 +14,7 @@ declare -A provides=(
     [haproxy]=haproxy
     [dnsutils]=dig
     [dnsperf]=dnsperf
+    [systemd]=systemd-analyze
 )
 
 missing=()

@@ -71,15 +71,28 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), until_stopped(stopped.clone())));
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
+    let follower =
+        tokio::spawn(store::follow(config.etcd.clone(), live.clone(), until_stopped(stopped.clone()), Some(listed_tx)));
     let app = api::router(live, config.etcd, config.cluster);
-    let mut http = tokio::spawn(service::http::serve(config.listen, app, until_stopped(stopped.clone())));
+    let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
+    let mut http = tokio::spawn(service::http::serve_then(config.listen, app, until_stopped(stopped.clone()), |address| {
+        let _ = http_bound_tx.send(address);
+    }));
+    // systemd: ready once DNS and HTTP are bound and the first etcd list was tried
+    // (a failed one is retried in the background; the zone fills in when etcd answers).
+    let readiness = tokio::spawn(async move {
+        let (Ok(http_address), Ok(etcd_listed)) = (http_bound.await, listed.await) else { return };
+        let etcd = if etcd_listed { "etcd listed" } else { "etcd unavailable, retrying" };
+        service::systemd::ready(&format!("serving DNS on {dns_address}, HTTP on {http_address}; {etcd}"));
+    });
 
     let http_result = tokio::select! {
         () = shutdown => None,
         result = &mut http => Some(result),
     };
     let _ = stop.send(true);
+    readiness.abort();
     let http_result = match http_result {
         Some(result) => result,
         None => http.await,

@@ -70,7 +70,8 @@ async fn main() -> ExitCode {
         udp_sockets: cli.dns_udp_sockets.unwrap_or(cpus).max(1),
         etcd: cli.etcd,
     };
-    match dnsd::run(config, service::shutdown::signal_received()).await {
+    service::systemd::spawn_watchdog();
+    match dnsd::run(config, service::systemd::stopping_after(service::shutdown::signal_received())).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "dnsd failed");

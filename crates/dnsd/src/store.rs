@@ -23,22 +23,32 @@ use crate::zone::{Published, Registrations};
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Follows etcd until `shutdown` completes.
-pub async fn follow(etcd: EtcdArgs, live: Arc<Live>, shutdown: impl std::future::Future<Output = ()>) {
+/// Follows etcd until `shutdown` completes. `first_list` (if given) is told once the
+/// first list was attempted: `true` when it succeeded, `false` when etcd did not
+/// answer (dnsd then serves an empty zone until it does).
+pub async fn follow(
+    etcd: EtcdArgs,
+    live: Arc<Live>,
+    shutdown: impl std::future::Future<Output = ()>,
+    first_list: Option<tokio::sync::oneshot::Sender<bool>>,
+) {
     tokio::select! {
-        () = follow_forever(&etcd, &live) => {}
+        () = follow_forever(&etcd, &live, first_list) => {}
         () = shutdown => tracing::debug!("etcd follower stopped"),
     }
 }
 
-async fn follow_forever(etcd: &EtcdArgs, live: &Live) {
+async fn follow_forever(etcd: &EtcdArgs, live: &Live, mut first_list: Option<tokio::sync::oneshot::Sender<bool>>) {
     let keys = etcd.keys();
     let mut backoff = BACKOFF_MIN;
     // Log the transitions (lost, still lost, back), not every retry.
     let mut reported = false;
     loop {
         let mut watching = false;
-        let result = round(etcd, &keys, live, &mut watching).await;
+        let result = round(etcd, &keys, live, &mut watching, &mut first_list).await;
+        if let Some(first) = first_list.take() {
+            let _ = first.send(false);
+        }
         if watching {
             backoff = BACKOFF_MIN;
             reported = false;
@@ -61,13 +71,22 @@ async fn follow_forever(etcd: &EtcdArgs, live: &Live) {
 }
 
 /// One connect, list, watch cycle. Returns when the watch ends.
-async fn round(etcd: &EtcdArgs, keys: &Keys, live: &Live, watching: &mut bool) -> anyhow::Result<()> {
+async fn round(
+    etcd: &EtcdArgs,
+    keys: &Keys,
+    live: &Live,
+    watching: &mut bool,
+    first_list: &mut Option<tokio::sync::oneshot::Sender<bool>>,
+) -> anyhow::Result<()> {
     let mut client = etcd.connect().await.context("connect to etcd")?;
     let listed = list(&mut client, keys).await?;
     let revision = listed.revision();
     let (registrations, published) = (listed.registrations().len(), listed.published().len());
     let changed = live.relist(listed);
     tracing::info!(revision, registrations, published, changed, "listed etcd; watching /dns/ and /nodes/");
+    if let Some(first) = first_list.take() {
+        let _ = first.send(true);
+    }
 
     let options = || Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1));
     let mut stream = client.watch(keys.dns_prefix(), options()).await.context("watch /dns/")?;

@@ -15,7 +15,7 @@ use harness::stack::{Stack, StackOptions};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let stack = Stack::start(StackOptions { nodes: 3, haproxy: true });
+    let stack = Stack::start(StackOptions { haproxy: true, ..StackOptions::default() });
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;

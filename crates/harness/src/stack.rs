@@ -17,6 +17,16 @@ pub const DOMAIN: &str = "cluster.local";
 pub struct StackOptions {
     pub nodes: usize,
     pub haproxy: bool,
+    /// Observers to run (they elect one leader); at least one.
+    pub observers: usize,
+    /// Extra flags for every observer (e.g. `--failover-cooldown-secs 0`).
+    pub observer_args: &'static [&'static str],
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[] }
+    }
 }
 
 /// One node: a redis-server and its node-agent.
@@ -35,9 +45,10 @@ pub struct Stack {
     pub dictator_url: String,
     pub write: Option<SocketAddr>,
     pub read: Option<SocketAddr>,
+    /// The observers with their HTTP ports (`GET /status` says who leads).
+    pub observers: Vec<(Service, u16)>,
     _dnsd: Service,
     _dictator: Service,
-    _observer: Service,
     _haproxy: Option<(Process, tempfile::TempDir)>,
 }
 
@@ -48,7 +59,7 @@ impl Stack {
         let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"))).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let (dnsd_port, dictator_port, observer_port) = (free_port(), free_port(), free_port());
+        let (dnsd_port, dictator_port) = (free_port(), free_port());
         let mut dnsd = Service::start(
             "dnsd",
             &["--listen", &format!("127.0.0.1:{dnsd_port}"), "--dns-listen", &dns.to_string(),
@@ -64,14 +75,20 @@ impl Stack {
         dictator.wait_http(dictator_port);
         let dictator_url = format!("http://127.0.0.1:{dictator_port}");
         let dnsd_url = format!("http://127.0.0.1:{dnsd_port}");
-        let mut observer = Service::start(
-            "observer",
-            &["--listen", &format!("127.0.0.1:{observer_port}"), "--etcd-endpoints", &endpoint,
-              "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", "observer-1",
-              "--retry-min-ms", "100", "--retry-max-ms", "1000"],
-            &[],
-        );
-        observer.wait_http(observer_port);
+        let observers = (1..=options.observers.max(1))
+            .map(|i| {
+                let port = free_port();
+                let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), dns.to_string());
+                let mut args = vec!["--listen", &listen, "--etcd-endpoints", &endpoint,
+                    "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", &id,
+                    "--nameserver", &nameserver, "--election-ttl-secs", "2",
+                    "--retry-min-ms", "100", "--retry-max-ms", "1000"];
+                args.extend_from_slice(options.observer_args);
+                let mut observer = Service::start("observer", &args, &[]);
+                observer.wait_http(port);
+                (observer, port)
+            })
+            .collect();
 
         let haproxy = options.haproxy.then(|| start_haproxy(dns));
         let (write, read, haproxy) = match haproxy {
@@ -80,7 +97,7 @@ impl Stack {
         };
         Stack {
             etcd, nodes, dns, dnsd_url, dictator_url, write, read,
-            _dnsd: dnsd, _dictator: dictator, _observer: observer, _haproxy: haproxy,
+            observers, _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
         }
     }
 
@@ -118,6 +135,13 @@ impl Stack {
             })
         })
         .await;
+    }
+
+    /// The observer that leads now, if any.
+    pub fn leader(&self) -> Option<usize> {
+        self.observers.iter().position(|(_, port)| {
+            crate::etcd::http_get(*port, "/status").is_some_and(|body| body.contains("\"leader\":true"))
+        })
     }
 
     /// Waits until every node is registered by its agent.

@@ -82,6 +82,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot serve HTTP on {}", config.listen))?;
+    // systemd: ready once the first registration is in etcd (the HTTP API is bound).
+    let mut registered = status_rx.clone();
+    let ready_key = node_key.clone();
+    let readiness = tokio::spawn(async move {
+        if registered.wait_for(|s| s.registered).await.is_ok() {
+            service::systemd::ready(&format!("registered at {ready_key}"));
+        }
+    });
     let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone());
     tracing::info!(address = %config.listen, "HTTP API listening");
     let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().wait_owned()).into_future());
@@ -110,6 +118,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
         }),
     };
     let _ = stop_tx.send(true);
+    readiness.abort();
     let _ = probing.await;
     let _ = registering.await;
     if let Some(error) = http_failed {

@@ -142,7 +142,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match node_agent::run(config, service::shutdown::signal_received()).await {
+    service::systemd::spawn_watchdog();
+    match node_agent::run(config, service::systemd::stopping_after(service::shutdown::signal_received())).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "node-agent failed");

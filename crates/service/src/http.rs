@@ -89,7 +89,21 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_then(listen, app, shutdown, |_| {}).await
+}
+
+/// Like [`serve`], and calls `on_listening` with the bound address once the listener
+/// is bound, before serving (connections made meanwhile wait in the backlog). Used to
+/// tell systemd the service is ready only when it really is.
+pub async fn serve_then(
+    listen: SocketAddr,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr) + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "HTTP API listening");
+    on_listening(address);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -6,11 +6,14 @@
 //!   serving with graceful shutdown;
 //! - [`shutdown`]: a future that completes on SIGTERM or SIGINT;
 //! - [`resolve`]: turning topology members (IP, A/AAAA name or SRV name) into socket
-//!   addresses through a configurable nameserver (dnsd).
+//!   addresses through a configurable nameserver (dnsd);
+//! - [`systemd`]: `Type=notify` readiness, the watchdog and `STOPPING=1` (sd_notify),
+//!   all no-ops when not started by systemd.
 
 pub mod cli;
 pub mod http;
 pub mod resolve;
 pub mod shutdown;
+pub mod systemd;
 
 pub use http::ApiError;
