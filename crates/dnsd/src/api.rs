@@ -131,8 +131,16 @@ async fn publish(state: &AppState, cluster: &str, body: Result<Bytes, BytesRejec
             return Err(unreachable(&state.etcd.args, &e));
         }
     };
+    // What was published before: an unregistered node keeps its address from it.
+    let previous = match client.get(state.keys.dns(cluster), None).await {
+        Ok(got) => got.kvs().first().and_then(|kv| serde_json::from_slice::<PublishedTopology>(kv.value()).ok()),
+        Err(e) => {
+            state.etcd.reset().await;
+            return Err(unreachable(&state.etcd.args, &e));
+        }
+    };
     let names = &state.live.config().names;
-    let resolved = publish::resolve(names, cluster, &topology, &registrations)
+    let resolved = publish::resolve(names, cluster, &topology, &registrations, previous.as_ref())
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let value = serde_json::to_string(&resolved)
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -31,16 +31,20 @@ impl std::fmt::Display for Unpublishable {
 }
 
 /// Resolves `topology` for `cluster` against its registrations (by node name).
+/// A node that is no longer registered (a dead node kept in the topology as a
+/// slave after a failover, or whose agent died) keeps the address it had in
+/// `previous`, the topology published before; only a node never seen is refused.
 pub fn resolve(
     names: &Names,
     cluster: &str,
     topology: &Topology,
     registrations: &BTreeMap<String, NodeRecord>,
+    previous: Option<&PublishedTopology>,
 ) -> Result<PublishedTopology, Unpublishable> {
     let fields = std::iter::once("master".to_string()).chain((0..topology.slaves.len()).map(|i| format!("slaves[{i}]")));
     let mut members: Vec<(String, PublishedMember)> = Vec::new();
     for (field, member) in fields.zip(topology.members()) {
-        let published = resolve_member(names, cluster, member, registrations)
+        let published = resolve_member(names, cluster, member, registrations, previous)
             .map_err(|message| Unpublishable { field: format!("{field}.address"), message })?;
         if let Some((other, _)) =
             members.iter().find(|(_, m)| m.host == published.host && m.port == published.port)
@@ -68,6 +72,7 @@ fn resolve_member(
     cluster: &str,
     member: &Member,
     registrations: &BTreeMap<String, NodeRecord>,
+    previous: Option<&PublishedTopology>,
 ) -> Result<PublishedMember, String> {
     match &member.address {
         Address::Ip(ip) => {
@@ -85,9 +90,18 @@ fn resolve_member(
                     port: member.port.unwrap_or(r.port),
                     node: Some(node),
                 }),
-                None => Err(format!(
-                    "node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)"
-                )),
+                None => match previous.and_then(|p| {
+                    std::iter::once(&p.master).chain(&p.slaves).find(|m| m.node.as_deref() == Some(node.as_str()))
+                }) {
+                    Some(last) => Ok(PublishedMember {
+                        host: last.host.clone(),
+                        port: member.port.unwrap_or(last.port),
+                        node: Some(node),
+                    }),
+                    None => Err(format!(
+                        "node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)"
+                    )),
+                },
             },
             _ => Err(format!(
                 "{name} is not a node of cluster {cluster}; only node names (<node>.{}) and IP addresses can be published",
@@ -115,8 +129,24 @@ mod tests {
         BTreeMap::from([("node-1".into(), r("10.0.0.1", 7001)), ("node-2".into(), r("10.0.0.2", 6379))])
     }
 
+    #[test]
+    fn an_unregistered_node_keeps_its_last_published_address() {
+        let t: Topology = r#"{"master":{"address":"node-1.redis-1.cluster.local"},
+            "slaves":[{"address":"node-7.redis-1.cluster.local"}]}"#.parse().unwrap();
+        let previous = PublishedTopology {
+            master: member("10.0.0.7", 7007, Some("node-7")),
+            slaves: vec![member("10.0.0.1", 7001, Some("node-1"))],
+        };
+        let names = Names::default();
+        let t = resolve(&names, "redis-1", &t, &regs(), Some(&previous)).unwrap();
+        assert_eq!(t.slaves, vec![member("10.0.0.7", 7007, Some("node-7"))]);
+        // Never published and not registered: refused.
+        let t: Topology = r#"{"master":{"address":"node-8.redis-1.cluster.local"}}"#.parse().unwrap();
+        assert!(resolve(&names, "redis-1", &t, &regs(), Some(&previous)).is_err());
+    }
+
     fn resolve_json(json: &str) -> Result<PublishedTopology, Unpublishable> {
-        resolve(&Names::default(), "redis-1", &Topology::from_json(json.as_bytes()).unwrap(), &regs())
+        resolve(&Names::default(), "redis-1", &Topology::from_json(json.as_bytes()).unwrap(), &regs(), None)
     }
 
     fn member(host: &str, port: u16, node: Option<&str>) -> PublishedMember {

@@ -10,7 +10,7 @@ const PACE: Pace = Pace { per_second: 500, count: None, timeout: Duration::from_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_rotations_through_haproxy_lose_nothing() {
-    let stack = Stack::start(StackOptions { nodes: 3, haproxy: true });
+    let stack = Stack::start(StackOptions { haproxy: true, ..StackOptions::default() });
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
@@ -42,7 +42,7 @@ async fn twenty_rotations_through_haproxy_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_slave_rejoins_by_itself() {
-    let mut stack = Stack::start(StackOptions { nodes: 3, haproxy: false });
+    let mut stack = Stack::start(StackOptions::default());
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
@@ -65,7 +65,7 @@ async fn a_replaced_slave_rejoins_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_leaves_the_topology_and_dns() {
-    let mut stack = Stack::start(StackOptions { nodes: 3, haproxy: false });
+    let mut stack = Stack::start(StackOptions::default());
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;

@@ -14,6 +14,7 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use topology::keys::Key;
+use topology::records::NodeRecord;
 
 use crate::schedule::backoff;
 use crate::worker::{self, Context};
@@ -34,7 +35,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut failures = 0;
     loop {
-        let mut term = Term { cx: cx.clone(), lease: None, workers: HashMap::new() };
+        let mut term = Term { cx: cx.clone(), lease: None, workers: HashMap::new(), health: HashMap::new() };
         let outcome = tokio::select! {
             outcome = term.campaign_and_lead(lease_ttl, &state) => outcome,
             () = &mut shutdown => {
@@ -62,6 +63,8 @@ struct Term {
     cx: Arc<Context>,
     lease: Option<i64>,
     workers: HashMap<String, (watch::Sender<u64>, JoinHandle<()>)>,
+    /// Last seen health of every registration, to wake workers only on a change.
+    health: HashMap<(String, String), bool>,
 }
 
 impl Term {
@@ -123,22 +126,48 @@ impl Term {
             self.wake(&cluster);
         }
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut stream = etcd.watch(prefix.as_str(), Some(options)).await.map_err(|e| format!("watch {prefix}: {e}"))?;
+        let mut config = etcd.watch(prefix.as_str(), Some(options.clone())).await.map_err(|e| format!("watch {prefix}: {e}"))?;
+        // Registrations matter only for automatic failover.
+        let nodes_prefix = self.cx.keys.nodes_prefix();
+        let mut nodes = match self.cx.failover {
+            Some(_) => Some(etcd.watch(nodes_prefix.as_str(), Some(options)).await.map_err(|e| format!("watch {nodes_prefix}: {e}"))?),
+            None => None,
+        };
         loop {
-            let message = stream.message().await.map_err(|e| format!("watch {prefix}: {e}"))?;
-            let Some(response) = message else { return Err("watch stream ended".into()) };
+            let (what, message) = tokio::select! {
+                m = config.message() => (prefix.as_str(), m),
+                m = next_message(&mut nodes) => (nodes_prefix.as_str(), m),
+            };
+            let message = message.map_err(|e| format!("watch {what}: {e}"))?;
+            let Some(response) = message else { return Err(format!("watch {what}: stream ended")) };
             if response.canceled() {
                 return Err(format!(
-                    "watch canceled (compacted at {}): {}",
+                    "watch {what} canceled (compacted at {}): {}",
                     response.compact_revision(),
                     response.cancel_reason()
                 ));
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
-                if let Some(cluster) = self.cluster_of(kv.key_str().unwrap_or_default()) {
-                    tracing::debug!(cluster, key = kv.key_str().unwrap_or_default(), deleted = event.event_type() == EventType::Delete, "config changed");
-                    self.wake(&cluster);
+                let key = kv.key_str().unwrap_or_default();
+                match self.cx.keys.parse(key) {
+                    Some(Key::Node { cluster, node }) => {
+                        // Agents rewrite their key every interval: wake the worker only
+                        // when a node's health flips, or it appears or disappears.
+                        let healthy = event.event_type() == EventType::Put
+                            && serde_json::from_slice::<NodeRecord>(kv.value()).is_ok_and(|r| r.healthy);
+                        let before = self.health.insert((cluster.clone(), node), healthy);
+                        if before != Some(healthy) && self.workers.contains_key(&cluster) {
+                            self.wake(&cluster);
+                        }
+                    }
+                    Some(_) => {
+                        if let Some(cluster) = self.cluster_of(key) {
+                            tracing::debug!(cluster, key, deleted = event.event_type() == EventType::Delete, "config changed");
+                            self.wake(&cluster);
+                        }
+                    }
+                    None => {}
                 }
             }
         }
@@ -204,6 +233,16 @@ async fn keep_alive(mut etcd: Client, lease: i64, ttl: Duration, lost: tokio::sy
     .await;
     if let Err(reason) = reason {
         let _ = lost.send(reason);
+    }
+}
+
+/// The next message of an optional watch; never completes when there is none.
+async fn next_message(
+    stream: &mut Option<etcd_client::WatchStream>,
+) -> Result<Option<etcd_client::WatchResponse>, etcd_client::Error> {
+    match stream {
+        Some(stream) => stream.message().await,
+        None => std::future::pending().await,
     }
 }
 

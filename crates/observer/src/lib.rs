@@ -7,11 +7,14 @@
 //!   differ from what was last applied, runs a round; records `/status/<cluster>`;
 //! - [`round`]: PUT to the dictator, then (only after a 2xx) to dnsd;
 //! - [`schedule`]: the pure parts: is a round due, how long to back off;
+//! - [`failover`]: the pure parts of automatic failover: is the master dead long
+//!   enough, may we act, whom to promote;
 //! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name.
 //!
 //! Rounds for one cluster are sequential and coalesce; clusters are independent.
 
 pub mod endpoint;
+pub mod failover;
 pub mod leader;
 pub mod round;
 pub mod schedule;

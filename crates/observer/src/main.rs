@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
 use observer::endpoint::Endpoint;
+use observer::failover::Policy;
 use observer::leader::{self, State};
 use observer::round::Targets;
 use observer::worker::Context;
@@ -58,6 +59,19 @@ struct Cli {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
 
+    /// Fail over automatically when the master has been unhealthy or unregistered
+    /// this long (and does not answer redis directly); 0 turns automatic failover off.
+    #[arg(long, env = "FAILOVER_AFTER_MS", default_value_t = 1000)]
+    failover_after_ms: u64,
+
+    /// At most one automatic failover per cluster within this many seconds.
+    #[arg(long, env = "FAILOVER_COOLDOWN_SECS", default_value_t = 60)]
+    failover_cooldown_secs: u64,
+
+    /// DNS zone of node names in topologies (`<node>.<cluster>.<domain>`).
+    #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
+    domain: String,
+
     #[command(flatten)]
     etcd: EtcdArgs,
 
@@ -79,6 +93,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    service::systemd::spawn_watchdog();
     let dictator = Endpoint::parse(&cli.dictator).map_err(|e| anyhow::anyhow!("--dictator: {e}"))?;
     let dnsd = Endpoint::parse(&cli.dnsd).map_err(|e| anyhow::anyhow!("--dnsd: {e}"))?;
     let resolver = MemberResolver::new(cli.nameserver).map_err(|e| anyhow::anyhow!("--nameserver: {e}"))?;
@@ -86,27 +101,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let observer_id = cli.id.clone().unwrap_or_else(default_id);
     let etcd = connect(&cli.etcd).await;
+    let names = topology::Names::new(&cli.domain).map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
+    let failover = (cli.failover_after_ms > 0).then(|| Policy {
+        failover_after: Duration::from_millis(cli.failover_after_ms),
+        cooldown: Duration::from_secs(cli.failover_cooldown_secs),
+    });
     let cx = Arc::new(Context {
         etcd,
         keys: cli.etcd.keys(),
+        names,
         targets,
         observer_id,
         retry_min: Duration::from_millis(cli.retry_min_ms),
         retry_max: Duration::from_millis(cli.retry_max_ms),
+        failover,
+        failovers: Default::default(),
     });
 
     let state = Arc::new(State::default());
     let health_state = state.clone();
+    let status_cx = cx.clone();
     let app = service::http::with_conventions(Router::new()).route(
         "/status",
         get(move || {
             let leader = health_state.leader.load(Ordering::SeqCst);
-            async move { Json(serde_json::json!({ "leader": leader })) }
+            let failovers = status_cx.failover_counts();
+            async move { Json(serde_json::json!({ "leader": leader, "failovers": failovers })) }
         }),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(service::http::serve(cli.listen, app, wait_for(stop_rx.clone())));
-    leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, service::shutdown::signal_received()).await;
+    // systemd: ready once etcd answered (above) and the HTTP endpoint is bound.
+    let ready = |address| service::systemd::ready(&format!("connected to etcd, serving HTTP on {address}"));
+    let http = tokio::spawn(service::http::serve_then(cli.listen, app, wait_for(stop_rx.clone()), ready));
+    let shutdown = service::systemd::stopping_after(service::shutdown::signal_received());
+    leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, shutdown).await;
     let _ = stop_tx.send(true);
     http.await??;
     Ok(())

@@ -3,16 +3,23 @@
 //! off after failures. Notifications only say "look again": the worker always
 //! reads the newest topology itself, so a burst of triggers becomes one round and
 //! a stale topology is never applied after a newer one.
+//!
+//! The worker also watches its master's registration and fails over
+//! automatically when it stays down (see [`crate::failover`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
 use topology::keys::Key;
-use topology::records::{now_ms, StatusRecord};
-use topology::Keys;
+use topology::records::{now_ms, NodeRecord, StatusRecord};
+use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
+use crate::failover::{self, Candidate, Policy, Verdict};
 use crate::round::{RoundError, Stage, Targets};
 use crate::schedule::{backoff, round_due, Target};
 
@@ -20,86 +27,271 @@ use crate::schedule::{backoff, round_due, Target};
 pub struct Context {
     pub etcd: Client,
     pub keys: Keys,
+    pub names: Names,
     pub targets: Targets,
     pub observer_id: String,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// `None`: automatic failover is off.
+    pub failover: Option<Policy>,
+    /// Automatic failovers per cluster since this observer started.
+    pub failovers: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+impl Context {
+    fn count_failover(&self, cluster: &str) {
+        let mut counts = self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.entry(cluster.to_string()).or_default().fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Failovers per cluster, for `/status`.
+    pub fn failover_counts(&self) -> HashMap<String, u64> {
+        let counts = self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(k, v)| (k.clone(), v.load(Ordering::SeqCst))).collect()
+    }
+}
+
+/// What one read of etcd found for a cluster.
+struct Snapshot {
+    target: Target,
+    topology: Vec<u8>,
+    maintenance: bool,
+    nodes: HashMap<String, NodeRecord>,
 }
 
 /// Runs until aborted (the leader stops its workers when it loses leadership).
 pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receiver<u64>) {
     let mut last_applied: Option<Target> = None;
     let mut failures: u32 = 0;
+    let mut health = failover::Watch::default();
+    // Where each node was last registered, to reach a master whose lease expired.
+    let mut known: HashMap<String, NodeRecord> = HashMap::new();
+    // The last automatic failover's summary, recorded with the round that applies it.
+    let mut failover_note: Option<String> = None;
     loop {
         notified.borrow_and_update();
-        let outcome = match read(&cx, &cluster).await {
-            Err(e) => Some(Err((Target::default(), e))),
-            Ok((target, topology)) if round_due(&target, last_applied.as_ref()) => {
-                let started_ms = now_ms();
-                tracing::info!(cluster, topology_revision = target.topology_revision, trigger = ?target.trigger, "round: applying the topology");
-                let result = cx.targets.round(&cluster, &topology).await;
-                record(&cx, &cluster, &target, started_ms, result.as_ref().err(), if result.is_ok() { 0 } else { failures + 1 }).await;
-                Some(result.map(|_| target.clone()).map_err(|e| (target, e)))
-            }
-            Ok(_) => None,
-        };
-        match outcome {
-            None => {
-                // Nothing new: sleep until etcd changes.
-                if notified.changed().await.is_err() {
-                    return;
-                }
-            }
-            Some(Ok(target)) => {
-                tracing::info!(cluster, topology_revision = target.topology_revision, "round: applied and published");
-                last_applied = Some(target);
-                failures = 0;
-            }
-            Some(Err((_, error))) => {
+        let mut wait = None; // None: until notified
+        match read(&cx, &cluster).await {
+            Err(error) => {
                 failures += 1;
-                let wait = backoff(failures, cx.retry_min, cx.retry_max);
-                tracing::warn!(cluster, %error, failures, retry_in_ms = wait.as_millis() as u64, "round failed");
-                // A newer trigger or topology retries at once; otherwise after the backoff.
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    changed = notified.changed() => if changed.is_err() { return },
+                tracing::warn!(cluster, %error, "cannot read the cluster from etcd");
+                wait = Some(backoff(failures, cx.retry_min, cx.retry_max));
+            }
+            Ok(snapshot) => {
+                known.extend(snapshot.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if round_due(&snapshot.target, last_applied.as_ref()) {
+                    let target = snapshot.target.clone();
+                    let started_ms = now_ms();
+                    tracing::info!(cluster, topology_revision = target.topology_revision, trigger = ?target.trigger, "round: applying the topology");
+                    match cx.targets.round(&cluster, &snapshot.topology).await {
+                        Ok(_) => {
+                            record(&cx, &cluster, &target, started_ms, None, 0, failover_note.take()).await;
+                            tracing::info!(cluster, topology_revision = target.topology_revision, "round: applied and published");
+                            last_applied = Some(target);
+                            failures = 0;
+                        }
+                        Err(error) => {
+                            failures += 1;
+                            record(&cx, &cluster, &target, started_ms, Some(&error), failures, failover_note.clone()).await;
+                            let retry = backoff(failures, cx.retry_min, cx.retry_max);
+                            tracing::warn!(cluster, %error, failures, retry_in_ms = retry.as_millis() as u64, "round failed");
+                            wait = Some(retry);
+                        }
+                    }
+                }
+                if let Some(policy) = cx.failover {
+                    let (look_again, summary) = watch_master(&cx, &cluster, &snapshot, &known, &policy, &mut health).await;
+                    failover_note = summary.or(failover_note);
+                    wait = match (wait, look_again) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
             }
+        }
+        // A newer trigger, topology or registration looks again at once.
+        let changed = match wait {
+            Some(wait) => tokio::select! {
+                _ = tokio::time::sleep(wait) => Ok(()),
+                changed = notified.changed() => changed,
+            },
+            None => notified.changed().await,
+        };
+        if changed.is_err() {
+            return;
         }
     }
 }
 
-/// Reads the cluster's topology and trigger in one request.
-async fn read(cx: &Context, cluster: &str) -> Result<(Target, Vec<u8>), RoundError> {
+/// Reads the cluster's configuration and registrations.
+async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, RoundError> {
     let fail = |message: String| RoundError { stage: Stage::Read, message };
-    let prefix = format!("{}{cluster}/", cx.keys.config_prefix());
     let mut etcd = cx.etcd.clone();
-    let response = etcd
+    let prefix = format!("{}{cluster}/", cx.keys.config_prefix());
+    let config = etcd
         .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
         .await
         .map_err(|e| fail(format!("etcd: {e}")))?;
-    let mut target = Target::default();
-    let mut topology = Vec::new();
-    for kv in response.kvs() {
+    let mut snapshot =
+        Snapshot { target: Target::default(), topology: Vec::new(), maintenance: false, nodes: HashMap::new() };
+    for kv in config.kvs() {
         match kv.key_str().ok().and_then(|k| cx.keys.parse(k)) {
             Some(Key::Topology { .. }) => {
-                target.topology_revision = kv.mod_revision();
-                topology = kv.value().to_vec();
+                snapshot.target.topology_revision = kv.mod_revision();
+                snapshot.topology = kv.value().to_vec();
             }
             Some(Key::Trigger { .. }) => {
-                target.trigger_revision = kv.mod_revision();
-                target.trigger = kv.value_str().ok().map(str::to_string);
+                snapshot.target.trigger_revision = kv.mod_revision();
+                snapshot.target.trigger = kv.value_str().ok().map(str::to_string);
             }
+            Some(Key::Maintenance { .. }) => snapshot.maintenance = true,
             _ => {}
         }
     }
-    if !target.has_topology() && target.trigger.is_some() {
-        return Err(fail(format!("cluster {cluster} has a trigger but no topology at {}", cx.keys.topology(cluster))));
+    if cx.failover.is_some() {
+        let nodes = etcd
+            .get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| fail(format!("etcd: {e}")))?;
+        for kv in nodes.kvs() {
+            if let (Some(Key::Node { node, .. }), Ok(record)) =
+                (kv.key_str().ok().and_then(|k| cx.keys.parse(k)), serde_json::from_slice::<NodeRecord>(kv.value()))
+            {
+                snapshot.nodes.insert(node, record);
+            }
+        }
     }
-    Ok((target, topology))
+    Ok(snapshot)
 }
 
-async fn record(cx: &Context, cluster: &str, target: &Target, started_ms: u64, error: Option<&RoundError>, failures: u32) {
+/// Watches the master's registration and fails over when it stays down. Returns
+/// when to look again (while the master is down), and a failover's summary.
+async fn watch_master(
+    cx: &Context,
+    cluster: &str,
+    snapshot: &Snapshot,
+    known: &HashMap<String, NodeRecord>,
+    policy: &Policy,
+    health: &mut failover::Watch,
+) -> (Option<Duration>, Option<String>) {
+    let Ok(topology) = Topology::from_json(&snapshot.topology) else { return (None, None) };
+    let master_node = node_of(cx, cluster, &topology.master, known);
+    let seen = failover::seen(master_node.as_ref().and_then(|n| snapshot.nodes.get(n)));
+    match failover::assess(seen, health, policy, snapshot.maintenance, now_ms()) {
+        Verdict::Fine => (None, None),
+        Verdict::WaitFor(wait) => (Some(wait), None),
+        Verdict::Held(reason) => {
+            tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
+            (Some(policy.failover_after.max(Duration::from_secs(1))), None)
+        }
+        Verdict::Suspect => match fail_over(cx, cluster, snapshot, known, &topology).await {
+            Ok(Some(summary)) => {
+                health.last_failover_ms = Some(now_ms());
+                health.down_since_ms = None;
+                tracing::warn!(cluster, %summary, "automatic failover");
+                (None, Some(summary))
+            }
+            Ok(None) => (Some(policy.failover_after), None),
+            Err(error) => {
+                tracing::warn!(cluster, %error, "automatic failover did not happen");
+                (Some(policy.failover_after), None)
+            }
+        },
+    }
+}
+
+/// Confirms the master is dead by asking redis, chooses the slave to promote,
+/// and writes the new topology if nobody changed it meanwhile. `Ok(None)`: the
+/// master answers after all.
+async fn fail_over(
+    cx: &Context,
+    cluster: &str,
+    snapshot: &Snapshot,
+    known: &HashMap<String, NodeRecord>,
+    topology: &Topology,
+) -> Result<Option<String>, String> {
+    let timeouts = dictator::observe::Timeouts { connect: Duration::from_millis(300), command: Duration::from_millis(300) };
+    let master_addr = address_of(cx, cluster, &topology.master, known).await;
+    if let Some(addr) = master_addr
+        && let Ok(mut conn) = dictator::observe::connect(addr, timeouts).await {
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.is_ok() {
+                tracing::info!(cluster, %addr, "etcd says the master is down but it answers PING: no failover");
+                return Ok(None);
+            }
+        }
+    let mut candidates = Vec::new();
+    for (index, slave) in topology.slaves.iter().enumerate() {
+        let Some(addr) = address_of(cx, cluster, slave, known).await else { continue };
+        let Ok(mut conn) = dictator::observe::connect(addr, timeouts).await else { continue };
+        let Ok(replication) = dictator::observe::read_replication(&mut conn).await else { continue };
+        let healthy = node_of(cx, cluster, slave, known)
+            .and_then(|n| snapshot.nodes.get(&n))
+            .is_some_and(|r| r.healthy);
+        candidates.push(Candidate {
+            index,
+            follows_master: master_addr.is_some() && replication.upstream() == master_addr,
+            replid: replication.replid.clone(),
+            offset: replication.offset,
+            // An instance that restarted empty is a master: never a candidate.
+            healthy: healthy && !replication.is_master(),
+        });
+    }
+    let chosen = failover::choose(&candidates).ok_or_else(|| {
+        format!("master {} is down and no healthy slave can be promoted ({} reachable)", topology.master, candidates.len())
+    })?;
+    let new = failover::promote(topology, chosen.index).ok_or("cannot build the new topology")?;
+    let summary = format!(
+        "master {} down for longer than the failover delay; promoting {} (offset {})",
+        topology.master, new.master, chosen.offset
+    );
+    let key = cx.keys.topology(cluster);
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, snapshot.target.topology_revision)])
+        .and_then([TxnOp::put(key.as_str(), new.to_json(), None)]);
+    let mut etcd = cx.etcd.clone();
+    let response = etcd.txn(txn).await.map_err(|e| format!("etcd: {e}"))?;
+    if !response.succeeded() {
+        return Err("the topology changed meanwhile (another observer or an operator); not failing over".into());
+    }
+    cx.count_failover(cluster);
+    record(cx, cluster, &snapshot.target, now_ms(), None, 0, Some(summary.clone())).await;
+    Ok(Some(summary))
+}
+
+/// The registered node a member names: `<node>.<cluster>.<domain>`, or an IP
+/// literal matching a registration's address and port.
+fn node_of(cx: &Context, cluster: &str, member: &Member, known: &HashMap<String, NodeRecord>) -> Option<String> {
+    match &member.address {
+        Address::Name(name) => match cx.names.parse(name) {
+            QueryName::Node { cluster: c, node } if c == cluster => Some(node),
+            _ => None,
+        },
+        Address::Ip(ip) => known
+            .iter()
+            .find(|(_, r)| r.address == ip.to_string() && r.port == member.port_or_default())
+            .map(|(n, _)| n.clone()),
+    }
+}
+
+/// Where to reach a member's redis: its registration (current or last known), or DNS.
+async fn address_of(cx: &Context, cluster: &str, member: &Member, known: &HashMap<String, NodeRecord>) -> Option<SocketAddr> {
+    if let Some(record) = node_of(cx, cluster, member, known).and_then(|n| known.get(&n))
+        && let Ok(ip) = record.address.parse() {
+            return Some(SocketAddr::new(ip, member.port.unwrap_or(record.port)));
+        }
+    cx.targets.resolver.resolve_one(member).await.ok()
+}
+
+async fn record(
+    cx: &Context,
+    cluster: &str,
+    target: &Target,
+    started_ms: u64,
+    error: Option<&RoundError>,
+    failures: u32,
+    failover: Option<String>,
+) {
     let status = StatusRecord {
         trigger: target.trigger.clone(),
         topology_revision: target.topology_revision,
@@ -109,7 +301,7 @@ async fn record(cx: &Context, cluster: &str, target: &Target, started_ms: u64, e
         failures,
         started_ms,
         finished_ms: now_ms(),
-        failover: None,
+        failover,
     };
     let value = serde_json::to_string(&status).unwrap_or_default();
     let mut etcd = cx.etcd.clone();
