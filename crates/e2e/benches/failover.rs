@@ -34,6 +34,8 @@ fn report(what: &str, recoveries: &[Duration], lost: &[usize], verdict: &counter
     let lost_total: usize = lost.iter().sum();
     println!("{what}: {} kill -9 of the master", recoveries.len());
     println!("  kill -> first write acknowledged again: median {median:.0} ms, max {max:.0} ms");
+    let each: Vec<String> = recoveries.iter().map(|d| format!("{}", d.as_millis())).collect();
+    println!("  each (ms): {}", each.join(" "));
     println!("  acknowledged writes lost: {lost_total} in total ({lost:?} per kill)");
     println!("  {verdict}");
 }

@@ -84,15 +84,19 @@ impl Redis {
         cmd.query(&mut self.conn()).unwrap_or_else(|e| panic!("{args:?} on {}: {e}", self.port))
     }
 
-    /// A field of `INFO replication`, e.g. `role` or `master_repl_offset`.
+    /// A field of `INFO replication`, e.g. `role` or `master_repl_offset`; `None`
+    /// also when redis cannot be asked (so it can be polled while it restarts).
     pub fn info_field(&self, field: &str) -> Option<String> {
-        let info: String = self.cmd(&["INFO", "replication"]);
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut conn).ok()?;
         info.lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .map(|v| v.trim().to_string())
     }
 
-    /// `master` or `slave`.
+    /// `master` or `slave` (empty when redis cannot be asked).
     pub fn role(&self) -> String {
         self.info_field("role").unwrap_or_default()
     }

@@ -3,7 +3,11 @@
 //!
 //! The rules, in order:
 //! - the master named by the topology must have been unhealthy or unregistered in
-//!   etcd for `failover_after` (a blip is not a failure);
+//!   etcd for `failover_after` (a blip is not a failure) or, when its own port
+//!   refuses connections (the host answers, nothing listens: the process is gone),
+//!   for `failover_after_refused` (default 0: a timeout may be a pause or a
+//!   partition, a refusal is not; and a master that restarts empty must not be
+//!   waited for, or its slaves would resync from it and lose everything);
 //! - not while the cluster is in maintenance, nor within `cooldown` of the last
 //!   automatic failover (no flapping);
 //! - the caller then asks redis directly: a reachable master is never failed over,
@@ -39,7 +43,18 @@ pub struct Watch {
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub failover_after: Duration,
+    /// The delay instead when the master's port refuses connections.
+    pub failover_after_refused: Duration,
     pub cooldown: Duration,
+}
+
+/// What the observer's own connection attempt to the master found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Connection refused: nothing listens on the master's port.
+    Refused,
+    /// A timeout or another error: the master may be paused or partitioned away.
+    NoAnswer,
 }
 
 /// What to do about the master.
@@ -55,16 +70,28 @@ pub enum Verdict {
     Suspect,
 }
 
-/// Updates `watch` with what etcd says and decides.
-pub fn assess(seen: MasterSeen, watch: &mut Watch, policy: &Policy, maintenance: bool, now_ms: u64) -> Verdict {
+/// Updates `watch` with what etcd says (and, when it says down, what the
+/// observer's own probe found) and decides.
+pub fn assess(
+    seen: MasterSeen,
+    probe: Probe,
+    watch: &mut Watch,
+    policy: &Policy,
+    maintenance: bool,
+    now_ms: u64,
+) -> Verdict {
     if seen == MasterSeen::Healthy {
         watch.down_since_ms = None;
         return Verdict::Fine;
     }
     let since = *watch.down_since_ms.get_or_insert(now_ms);
     let down_for = Duration::from_millis(now_ms.saturating_sub(since));
-    if down_for < policy.failover_after {
-        return Verdict::WaitFor(policy.failover_after - down_for);
+    let delay = match probe {
+        Probe::Refused => policy.failover_after_refused.min(policy.failover_after),
+        Probe::NoAnswer => policy.failover_after,
+    };
+    if down_for < delay {
+        return Verdict::WaitFor(delay - down_for);
     }
     if maintenance {
         return Verdict::Held("the cluster is in maintenance: automatic failover is paused".into());
@@ -144,28 +171,49 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy { failover_after: Duration::from_millis(1000), cooldown: Duration::from_secs(60) }
+        Policy {
+            failover_after: Duration::from_millis(1000),
+            failover_after_refused: Duration::ZERO,
+            cooldown: Duration::from_secs(60),
+        }
     }
+
+    const N: Probe = Probe::NoAnswer;
 
     #[test]
     fn waits_for_the_master_to_stay_down() {
         let mut w = Watch::default();
-        assert_eq!(assess(MasterSeen::Healthy, &mut w, &policy(), false, 0), Verdict::Fine);
-        assert_eq!(assess(MasterSeen::Down, &mut w, &policy(), false, 10_000), Verdict::WaitFor(Duration::from_millis(1000)));
-        assert_eq!(assess(MasterSeen::Down, &mut w, &policy(), false, 10_400), Verdict::WaitFor(Duration::from_millis(600)));
-        assert_eq!(assess(MasterSeen::Down, &mut w, &policy(), false, 11_000), Verdict::Suspect);
+        assert_eq!(assess(MasterSeen::Healthy, N, &mut w, &policy(), false, 0), Verdict::Fine);
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 10_000), Verdict::WaitFor(Duration::from_millis(1000)));
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 10_400), Verdict::WaitFor(Duration::from_millis(600)));
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 11_000), Verdict::Suspect);
         // A blip resets the clock.
-        assert_eq!(assess(MasterSeen::Healthy, &mut w, &policy(), false, 11_100), Verdict::Fine);
-        assert_eq!(assess(MasterSeen::Down, &mut w, &policy(), false, 11_200), Verdict::WaitFor(Duration::from_millis(1000)));
+        assert_eq!(assess(MasterSeen::Healthy, N, &mut w, &policy(), false, 11_100), Verdict::Fine);
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 11_200), Verdict::WaitFor(Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn a_refused_port_needs_no_waiting_but_still_respects_the_holds() {
+        let mut w = Watch::default();
+        assert_eq!(assess(MasterSeen::Down, Probe::Refused, &mut w, &policy(), false, 10_000), Verdict::Suspect);
+        let mut w = Watch::default();
+        assert!(matches!(assess(MasterSeen::Down, Probe::Refused, &mut w, &policy(), true, 10_000), Verdict::Held(_)));
+        let slow = Policy { failover_after_refused: Duration::from_millis(300), ..policy() };
+        let mut w = Watch::default();
+        assert_eq!(assess(MasterSeen::Down, Probe::Refused, &mut w, &slow, false, 0), Verdict::WaitFor(Duration::from_millis(300)));
+        // Never longer than the ordinary delay.
+        let odd = Policy { failover_after_refused: Duration::from_secs(5), ..policy() };
+        let mut w = Watch::default();
+        assert_eq!(assess(MasterSeen::Down, Probe::Refused, &mut w, &odd, false, 0), Verdict::WaitFor(Duration::from_millis(1000)));
     }
 
     #[test]
     fn maintenance_and_cooldown_hold_it() {
         let mut w = Watch { down_since_ms: Some(0), last_failover_ms: None };
-        assert!(matches!(assess(MasterSeen::Down, &mut w, &policy(), true, 5_000), Verdict::Held(r) if r.contains("maintenance")));
+        assert!(matches!(assess(MasterSeen::Down, N, &mut w, &policy(), true, 5_000), Verdict::Held(r) if r.contains("maintenance")));
         w.last_failover_ms = Some(4_000);
-        assert!(matches!(assess(MasterSeen::Down, &mut w, &policy(), false, 5_000), Verdict::Held(r) if r.contains("cooldown")));
-        assert_eq!(assess(MasterSeen::Down, &mut w, &policy(), false, 64_001), Verdict::Suspect);
+        assert!(matches!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 5_000), Verdict::Held(r) if r.contains("cooldown")));
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 64_001), Verdict::Suspect);
     }
 
     fn cand(index: usize, replid: &str, offset: u64, follows: bool, healthy: bool) -> Candidate {

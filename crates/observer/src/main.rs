@@ -64,6 +64,11 @@ struct Cli {
     #[arg(long, env = "FAILOVER_AFTER_MS", default_value_t = 1000)]
     failover_after_ms: u64,
 
+    /// The delay instead of --failover-after-ms when the master's own port refuses
+    /// connections (the host answers but redis is gone, or restarting empty).
+    #[arg(long, env = "FAILOVER_AFTER_REFUSED_MS", default_value_t = 0)]
+    failover_after_refused_ms: u64,
+
     /// At most one automatic failover per cluster within this many seconds.
     #[arg(long, env = "FAILOVER_COOLDOWN_SECS", default_value_t = 60)]
     failover_cooldown_secs: u64,
@@ -104,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let names = topology::Names::new(&cli.domain).map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
     let failover = (cli.failover_after_ms > 0).then(|| Policy {
         failover_after: Duration::from_millis(cli.failover_after_ms),
+        failover_after_refused: Duration::from_millis(cli.failover_after_refused_ms),
         cooldown: Duration::from_secs(cli.failover_cooldown_secs),
     });
     let cx = Arc::new(Context {

@@ -19,7 +19,7 @@ use topology::keys::Key;
 use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
-use crate::failover::{self, Candidate, Policy, Verdict};
+use crate::failover::{self, Candidate, MasterSeen, Policy, Probe, Verdict};
 use crate::round::{RoundError, Stage, Targets};
 use crate::schedule::{backoff, round_due, Target};
 
@@ -177,7 +177,11 @@ async fn watch_master(
     let Ok(topology) = Topology::from_json(&snapshot.topology) else { return (None, None) };
     let master_node = node_of(cx, cluster, &topology.master, known);
     let seen = failover::seen(master_node.as_ref().and_then(|n| snapshot.nodes.get(n)));
-    match failover::assess(seen, health, policy, snapshot.maintenance, now_ms()) {
+    let probe = match seen {
+        MasterSeen::Healthy => Probe::NoAnswer,
+        MasterSeen::Down => probe(cx, cluster, &topology.master, known).await,
+    };
+    match failover::assess(seen, probe, health, policy, snapshot.maintenance, now_ms()) {
         Verdict::Fine => (None, None),
         Verdict::WaitFor(wait) => (Some(wait), None),
         Verdict::Held(reason) => {
@@ -197,6 +201,19 @@ async fn watch_master(
                 (Some(policy.failover_after), None)
             }
         },
+    }
+}
+
+/// Tries to connect to the master's redis: a refusal means nothing listens there.
+async fn probe(cx: &Context, cluster: &str, master: &Member, known: &HashMap<String, NodeRecord>) -> Probe {
+    let Some(addr) = address_of(cx, cluster, master, known).await else { return Probe::NoAnswer };
+    let Ok(client) = redis::Client::open(format!("redis://{addr}/")) else { return Probe::NoAnswer };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(300)))
+        .set_response_timeout(Some(Duration::from_millis(300)));
+    match client.get_multiplexed_async_connection_with_config(&config).await {
+        Err(e) if e.is_connection_refusal() => Probe::Refused,
+        _ => Probe::NoAnswer,
     }
 }
 

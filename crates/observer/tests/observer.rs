@@ -226,6 +226,7 @@ fn help_documents_every_flag_with_its_env_var() {
         ("--retry-max-ms", "RETRY_MAX_MS"),
         ("--request-timeout-ms", "REQUEST_TIMEOUT_MS"),
         ("--failover-after-ms", "FAILOVER_AFTER_MS"),
+        ("--failover-after-refused-ms", "FAILOVER_AFTER_REFUSED_MS"),
         ("--failover-cooldown-secs", "FAILOVER_COOLDOWN_SECS"),
         ("--domain", "DOMAIN"),
         ("--etcd-endpoints", "ETCD_ENDPOINTS"),
