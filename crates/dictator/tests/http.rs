@@ -24,10 +24,7 @@ fn start_dictator(extra: &[&str]) -> Api {
 }
 
 async fn put(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let resp = reqwest::Client::new().put(url).body(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}")))
+    harness::put_json(url, body).await
 }
 
 fn topo(master: &Redis, slaves: &[&Redis]) -> String {
@@ -77,12 +74,7 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         ),
         ("too large", "x".repeat(100 * 1024), 413, ""),
     ];
-    for (what, body, status, names) in cases {
-        let (got, err) = put(&url, body).await;
-        assert_eq!(got, status, "{what}: {err}");
-        let message = err["error"].as_str().unwrap_or_else(|| panic!("{what}: no error text: {err}"));
-        assert!(message.contains(names), "{what}: {message}");
-    }
+    harness::assert_json_errors(&url, cases).await;
     // Wrong method, unknown path, bad query, bad cluster name.
     let client = reqwest::Client::new();
     let resp = client.get(&url).send().await.unwrap();
@@ -152,24 +144,22 @@ async fn cli_apply_prints_a_report_and_exits_by_outcome() {
 
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
-    let out = std::process::Command::new(harness::binary("dictator")).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
-    for (flag, env) in [
-        ("--listen", "LISTEN"),
-        ("--cluster", "CLUSTER"),
-        ("--nameserver", "NAMESERVER"),
-        ("--catch-up-timeout-ms", "CATCH_UP_TIMEOUT_MS"),
-        ("--verify-timeout-ms", "VERIFY_TIMEOUT_MS"),
-        ("--lock-wait-ms", "LOCK_WAIT_MS"),
-        ("--redis-connect-timeout-ms", "REDIS_CONNECT_TIMEOUT_MS"),
-        ("--redis-command-timeout-ms", "REDIS_COMMAND_TIMEOUT_MS"),
-        ("--min-replicas-to-write", "MIN_REPLICAS_TO_WRITE"),
-        ("--min-replicas-max-lag", "MIN_REPLICAS_MAX_LAG"),
-        ("--log-format", "LOG_FORMAT"),
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
-        assert!(help.contains(&format!("[env: {env}=")), "--help lacks env {env}:\n{help}");
-    }
+    harness::assert_documents_flags(
+        "dictator",
+        &[
+            ("--listen", "LISTEN"),
+            ("--cluster", "CLUSTER"),
+            ("--nameserver", "NAMESERVER"),
+            ("--catch-up-timeout-ms", "CATCH_UP_TIMEOUT_MS"),
+            ("--verify-timeout-ms", "VERIFY_TIMEOUT_MS"),
+            ("--lock-wait-ms", "LOCK_WAIT_MS"),
+            ("--redis-connect-timeout-ms", "REDIS_CONNECT_TIMEOUT_MS"),
+            ("--redis-command-timeout-ms", "REDIS_COMMAND_TIMEOUT_MS"),
+            ("--min-replicas-to-write", "MIN_REPLICAS_TO_WRITE"),
+            ("--min-replicas-max-lag", "MIN_REPLICAS_MAX_LAG"),
+            ("--log-format", "LOG_FORMAT"),
+        ],
+    );
 }
 
 #[tokio::test]

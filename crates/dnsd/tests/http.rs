@@ -82,12 +82,7 @@ async fn bad_input_gets_a_json_error_and_publishes_nothing() {
         ),
         ("too large", "x".repeat(100 * 1024), 413, ""),
     ];
-    for (what, body, status, names) in cases {
-        let (got, err) = put(&url, body).await;
-        assert_eq!(got, status, "{what}: {err}");
-        let message = err["error"].as_str().unwrap_or_else(|| panic!("{what}: no error text: {err}"));
-        assert!(message.contains(names), "{what}: {message}");
-    }
+    harness::assert_json_errors(&url, cases).await;
     assert!(etcd.client().await.get("/dns/redis-1", None).await.unwrap().kvs().is_empty(), "nothing stored");
     assert_eq!(dnsd.status(&["master.redis-1.cluster.local", "SRV"]), "NXDOMAIN");
 
@@ -109,22 +104,20 @@ async fn bad_input_gets_a_json_error_and_publishes_nothing() {
 
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
-    let out = std::process::Command::new(harness::binary("dnsd")).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
-    for (flag, env) in [
-        ("--listen", "LISTEN"),
-        ("--dns-listen", "DNS_LISTEN"),
-        ("--domain", "DOMAIN"),
-        ("--ttl", "TTL"),
-        ("--cluster", "CLUSTER"),
-        ("--dns-udp-sockets", "DNS_UDP_SOCKETS"),
-        ("--etcd-endpoints", "ETCD_ENDPOINTS"),
-        ("--etcd-prefix", "ETCD_PREFIX"),
-        ("--log-format", "LOG_FORMAT"),
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
-        assert!(help.contains(&format!("[env: {env}")), "--help lacks env {env}:\n{help}");
-    }
+    harness::assert_documents_flags(
+        "dnsd",
+        &[
+            ("--listen", "LISTEN"),
+            ("--dns-listen", "DNS_LISTEN"),
+            ("--domain", "DOMAIN"),
+            ("--ttl", "TTL"),
+            ("--cluster", "CLUSTER"),
+            ("--dns-udp-sockets", "DNS_UDP_SOCKETS"),
+            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
+            ("--etcd-prefix", "ETCD_PREFIX"),
+            ("--log-format", "LOG_FORMAT"),
+        ],
+    );
     let bad = std::process::Command::new(harness::binary("dnsd")).args(["--domain", "a..b"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "an invalid domain is a usage error");
 }

@@ -24,6 +24,44 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Asserts that `name --help` documents every flag with its environment variable
+/// (as clap prints it: `[env: NAME=...]`, or `[env: NAME]` when unset); returns the
+/// help text for further checks.
+pub fn assert_documents_flags(name: &str, flags: &[(&str, &str)]) -> String {
+    let out = Command::new(binary(name)).arg("--help").output().expect("run --help");
+    assert!(out.status.success(), "{name} --help failed");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    for (flag, env) in flags {
+        assert!(help.contains(flag), "{name} --help lacks {flag}:\n{help}");
+        assert!(
+            help.contains(&format!("[env: {env}=")) || help.contains(&format!("[env: {env}]")),
+            "{name} --help lacks the environment variable {env}:\n{help}"
+        );
+    }
+    help
+}
+
+/// PUTs `body` to `url`; returns the status and the JSON answer (panics if the
+/// answer is not JSON: every answer of our APIs is).
+pub async fn put_json(url: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new().put(url).body(body).send().await.expect("PUT");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("read the answer");
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+    (status, json)
+}
+
+/// For each `(what, body, status, named)`: PUT `body` to `url`, expect `status` and a
+/// JSON `error` whose text contains `named` (the field or thing at fault).
+pub async fn assert_json_errors(url: &str, cases: Vec<(&str, String, u16, &str)>) {
+    for (what, body, status, named) in cases {
+        let (got, err) = put_json(url, body).await;
+        assert_eq!(got, status, "{what}: {err}");
+        let message = err["error"].as_str().unwrap_or_else(|| panic!("{what}: no error text: {err}"));
+        assert!(message.contains(named), "{what}: {message}");
+    }
+}
+
 /// One of the project's services, running with its log in a temp dir.
 pub struct Service {
     process: Process,

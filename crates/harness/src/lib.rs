@@ -20,7 +20,7 @@ pub mod process;
 pub mod redis;
 pub mod stack;
 
-pub use bin::{binary, Service};
+pub use bin::{assert_documents_flags, assert_json_errors, binary, put_json, Service};
 pub use etcd::Etcd;
 pub use ports::free_port;
 pub use redis::Redis;

@@ -11,29 +11,26 @@ use topology::records::Role;
 
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
-    let out = Command::new(harness::binary("node-agent")).arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
-    for (flag, env) in [
-        ("--cluster", "CLUSTER"),
-        ("--node", "NODE"),
-        ("--redis", "REDIS"),
-        ("--advertise-address", "ADVERTISE_ADDRESS"),
-        ("--advertise-port", "ADVERTISE_PORT"),
-        ("--interval", "INTERVAL_MS"),
-        ("--redis-timeout-ms", "REDIS_TIMEOUT_MS"),
-        ("--lease-ttl", "LEASE_TTL_SECS"),
-        ("--down-grace-secs", "DOWN_GRACE_SECS"),
-        ("--redis-user", "REDIS_USER"),
-        ("--redis-password-file", "REDIS_PASSWORD_FILE"),
-        ("--listen", "LISTEN"),
-        ("--etcd-endpoints", "ETCD_ENDPOINTS"),
-        ("--etcd-prefix", "ETCD_PREFIX"),
-        ("--log-format", "LOG_FORMAT"),
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
-        assert!(help.contains(&format!("[env: {env}")), "--help lacks env {env}:\n{help}");
-    }
+    let help = harness::assert_documents_flags(
+        "node-agent",
+        &[
+            ("--cluster", "CLUSTER"),
+            ("--node", "NODE"),
+            ("--redis", "REDIS"),
+            ("--advertise-address", "ADVERTISE_ADDRESS"),
+            ("--advertise-port", "ADVERTISE_PORT"),
+            ("--interval", "INTERVAL_MS"),
+            ("--redis-timeout-ms", "REDIS_TIMEOUT_MS"),
+            ("--lease-ttl", "LEASE_TTL_SECS"),
+            ("--down-grace-secs", "DOWN_GRACE_SECS"),
+            ("--redis-user", "REDIS_USER"),
+            ("--redis-password-file", "REDIS_PASSWORD_FILE"),
+            ("--listen", "LISTEN"),
+            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
+            ("--etcd-prefix", "ETCD_PREFIX"),
+            ("--log-format", "LOG_FORMAT"),
+        ],
+    );
     for alias in ["interval-ms", "lease-ttl-secs", "REDIS_PASSWORD"] {
         assert!(help.contains(alias), "--help lacks {alias}:\n{help}");
     }

@@ -213,27 +213,25 @@ async fn a_restarted_observer_reconciles_what_it_missed() {
 
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
-    let out = std::process::Command::new(harness::binary("observer")).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
-    for (flag, env) in [
-        ("--dictator", "DICTATOR"),
-        ("--dnsd", "DNSD"),
-        ("--nameserver", "NAMESERVER"),
-        ("--listen", "LISTEN"),
-        ("--id", "OBSERVER_ID"),
-        ("--election-ttl-secs", "ELECTION_TTL_SECS"),
-        ("--retry-min-ms", "RETRY_MIN_MS"),
-        ("--retry-max-ms", "RETRY_MAX_MS"),
-        ("--request-timeout-ms", "REQUEST_TIMEOUT_MS"),
-        ("--failover-after-ms", "FAILOVER_AFTER_MS"),
-        ("--failover-after-refused-ms", "FAILOVER_AFTER_REFUSED_MS"),
-        ("--failover-cooldown-secs", "FAILOVER_COOLDOWN_SECS"),
-        ("--domain", "DOMAIN"),
-        ("--etcd-endpoints", "ETCD_ENDPOINTS"),
-        ("--etcd-prefix", "ETCD_PREFIX"),
-        ("--log-format", "LOG_FORMAT"),
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
-        assert!(help.contains(&format!("[env: {env}=")) || help.contains(&format!("[env: {env}]")), "--help lacks env {env}:\n{help}");
-    }
+    harness::assert_documents_flags(
+        "observer",
+        &[
+            ("--dictator", "DICTATOR"),
+            ("--dnsd", "DNSD"),
+            ("--nameserver", "NAMESERVER"),
+            ("--listen", "LISTEN"),
+            ("--id", "OBSERVER_ID"),
+            ("--election-ttl-secs", "ELECTION_TTL_SECS"),
+            ("--retry-min-ms", "RETRY_MIN_MS"),
+            ("--retry-max-ms", "RETRY_MAX_MS"),
+            ("--request-timeout-ms", "REQUEST_TIMEOUT_MS"),
+            ("--failover-after-ms", "FAILOVER_AFTER_MS"),
+            ("--failover-after-refused-ms", "FAILOVER_AFTER_REFUSED_MS"),
+            ("--failover-cooldown-secs", "FAILOVER_COOLDOWN_SECS"),
+            ("--domain", "DOMAIN"),
+            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
+            ("--etcd-prefix", "ETCD_PREFIX"),
+            ("--log-format", "LOG_FORMAT"),
+        ],
+    );
 }

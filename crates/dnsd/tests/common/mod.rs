@@ -127,10 +127,7 @@ pub async fn unregister(etcd: &Etcd, cluster: &str, node: &str) {
 }
 
 pub async fn put(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let resp = reqwest::Client::new().put(url).body(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}")))
+    harness::put_json(url, body).await
 }
 
 pub async fn get(url: &str) -> (u16, Value) {
