@@ -96,3 +96,28 @@ async fn a_removed_node_leaves_the_topology_and_dns() {
 fn port(url: &str) -> u16 {
     url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dictator_resolves_node_names_through_dnsd_and_names_what_does_not_resolve() {
+    let stack = Stack::start(StackOptions::default());
+    stack.wait_registered().await;
+    // Publish once so dnsd serves the cluster's records.
+    let revision = stack.define(0, &[1, 2]).await;
+    stack.wait_applied(revision).await;
+    let url = format!("{}/clusters/{CLUSTER}/master", stack.dictator_url);
+
+    // Node names (SRV <node>.<cluster>.<domain> gives the port) are resolved via dnsd.
+    let (status, report) = harness::put_json(&url, stack.topology(1, &[0, 2])).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["master"], stack.nodes[1].redis.host_port());
+
+    // A name dnsd does not know is a 422 naming the field, and nothing changes.
+    let unknown = serde_json::json!({
+        "master": {"address": stack.node_name(1)},
+        "slaves": [{"address": format!("node-9.{CLUSTER}.cluster.local")}],
+    });
+    let (status, err) = harness::put_json(&url, unknown.to_string()).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("slaves[0]: node-9"), "{err}");
+    assert_eq!(stack.nodes[1].redis.role(), "master");
+}
