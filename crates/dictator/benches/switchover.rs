@@ -26,6 +26,7 @@ const ROTATIONS: usize = 20;
 
 fn dictator() -> Dictator {
     let settings = Settings {
+        credentials: Default::default(),
         timeouts: Timeouts::default(),
         exec: ExecSettings {
             writes: WriteSettings { min_replicas_to_write: 0, min_replicas_max_lag: 10 },

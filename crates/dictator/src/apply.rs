@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
+use service::redis_auth::Credentials;
 use service::resolve::{MemberResolver, ResolveError};
 use topology::Topology;
 
@@ -18,9 +19,11 @@ use crate::observe::{connect, read_replication, Observed, Role, Timeouts};
 use crate::plan::{plan, Desired, Refusal, Step};
 
 /// Everything an apply is tuned by.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub timeouts: Timeouts,
+    /// Redis AUTH for every instance.
+    pub credentials: Credentials,
     pub exec: ExecSettings,
     /// How long a second apply to the same cluster waits before a 409.
     pub lock_wait: Duration,
@@ -288,9 +291,10 @@ impl Dictator {
         conns: &mut HashMap<SocketAddr, MultiplexedConnection>,
     ) {
         let timeouts = self.settings.timeouts;
+        let credentials = &self.settings.credentials;
         let results = join_all(addrs.iter().map(|addr| async move {
             let result = async {
-                let mut conn = connect(*addr, timeouts).await?;
+                let mut conn = connect(*addr, timeouts, credentials).await?;
                 let replication = read_replication(&mut conn).await?;
                 Ok::<_, String>((conn, replication))
             }

@@ -96,11 +96,15 @@ struct Tuning {
     /// `min-replicas-max-lag` set while fencing an instance that has it at 0.
     #[arg(long, env = "MIN_REPLICAS_MAX_LAG", default_value_t = 10, global = true)]
     min_replicas_max_lag: u32,
+
+    #[command(flatten)]
+    redis_auth: service::redis_auth::RedisAuthArgs,
 }
 
 impl Tuning {
-    fn settings(&self) -> Settings {
-        Settings {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            credentials: self.redis_auth.credentials()?,
             timeouts: Timeouts {
                 connect: Duration::from_millis(self.redis_connect_timeout_ms),
                 command: Duration::from_millis(self.redis_command_timeout_ms),
@@ -114,7 +118,7 @@ impl Tuning {
                 verify_timeout: Duration::from_millis(self.verify_timeout_ms),
             },
             lock_wait: Duration::from_millis(self.lock_wait_ms),
-        }
+        })
     }
 }
 
@@ -136,7 +140,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dictator = Dictator::new(resolver, cli.tuning.settings());
+    let settings = match cli.tuning.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let dictator = Dictator::new(resolver, settings);
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
         Some(Command::Check { .. }) => ExitCode::SUCCESS,

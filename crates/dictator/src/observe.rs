@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
+use service::redis_auth::Credentials;
 
 /// `min-replicas-to-write` at or above this value is our fence: no deployment has a
 /// million replicas, so writes are refused (`NOREPLICAS`) while it is set.
@@ -133,9 +134,13 @@ impl Default for Timeouts {
     }
 }
 
-/// Connects to one instance.
-pub async fn connect(addr: SocketAddr, timeouts: Timeouts) -> Result<MultiplexedConnection, String> {
-    let client = redis::Client::open(format!("redis://{addr}/")).map_err(|e| e.to_string())?;
+/// Connects to one instance (authenticating with `credentials`, if any).
+pub async fn connect(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    credentials: &Credentials,
+) -> Result<MultiplexedConnection, String> {
+    let client = credentials.client_for(addr).map_err(|e| e.to_string())?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeouts.connect))
         .set_response_timeout(Some(timeouts.command));

@@ -209,3 +209,29 @@ async fn concurrent_applies_to_one_cluster_are_serialized() {
     let (r1, r2) = (r1.unwrap(), r2.unwrap());
     assert!(r1.changed ^ r2.changed, "exactly one changes: {} {}", r1.changed, r2.changed);
 }
+
+#[tokio::test]
+async fn authenticates_to_password_protected_instances() {
+    let (a, b) = (Redis::start(), Redis::start());
+    for r in [&a, &b] {
+        r.cmd::<()>(&["CONFIG", "SET", "masterauth", "s3cret"]);
+        r.cmd::<()>(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    }
+    let role = |r: &Redis| -> String {
+        let client = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", r.port())).unwrap();
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut client.get_connection().unwrap()).unwrap();
+        info.lines().find_map(|l| l.strip_prefix("role:")).unwrap().trim().to_string()
+    };
+    let without = dictator().apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
+    assert_eq!(without.status.as_u16(), 502, "{without}");
+    assert!(without.error.contains("NOAUTH") || without.error.contains("Authentication"), "{}", without.error);
+    assert_eq!(role(&b), "master", "nothing changed");
+
+    let with = dictator_with(Settings {
+        credentials: service::redis_auth::Credentials::new(None, Some("s3cret".into())),
+        ..settings()
+    });
+    let report = with.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap();
+    assert!(report.changed && report.lagging.is_empty(), "{report:?}");
+    assert_eq!(role(&b), "slave");
+}

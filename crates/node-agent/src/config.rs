@@ -2,11 +2,11 @@
 //! advertise, how often, and how to authenticate.
 
 use std::fmt;
+
+pub use service::redis_auth::Credentials;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 
 /// `host:port` of the redis-server to watch (`--redis`). The host may be an IPv4
 /// literal, `[ipv6]`, or a name; without a port, 6379.
@@ -56,49 +56,6 @@ impl fmt::Display for RedisTarget {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
-    }
-}
-
-/// Redis AUTH: an optional ACL user and an optional password. The password is
-/// never printed, not even by `Debug`.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    pub user: Option<String>,
-    password: Option<String>,
-}
-
-impl Credentials {
-    pub fn new(user: Option<String>, password: Option<String>) -> Credentials {
-        Credentials { user, password }
-    }
-
-    /// Reads the password from `path` (its first line; a trailing newline is not
-    /// part of it).
-    pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the redis password file {}", path.display()))?;
-        let password = text.strip_suffix('\n').unwrap_or(&text);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        if password.is_empty() {
-            anyhow::bail!("the redis password file {} is empty", path.display());
-        }
-        if password.contains('\n') {
-            anyhow::bail!("the redis password file {} holds more than one line", path.display());
-        }
-        Ok(password.to_string())
-    }
-
-    pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
     }
 }
 
@@ -153,26 +110,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn password_file_loses_only_its_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pw");
-        for (content, expected) in [("s3cret\n", "s3cret"), ("s3cret", "s3cret"), ("s3cret\r\n", "s3cret"), (" sp ace \n", " sp ace ")] {
-            std::fs::write(&path, content).unwrap();
-            assert_eq!(Credentials::read_password_file(&path).unwrap(), expected);
-        }
-        for bad in ["", "\n", "a\nb\n"] {
-            std::fs::write(&path, bad).unwrap();
-            assert!(Credentials::read_password_file(&path).is_err(), "{bad:?}");
-        }
-        let err = Credentials::read_password_file(&dir.path().join("missing")).unwrap_err();
-        assert!(format!("{err:#}").contains("missing"), "{err:#}");
-    }
-
-    #[test]
-    fn debug_never_shows_the_password() {
-        let c = Credentials::new(Some("agent".into()), Some("hunter2".into()));
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("agent") && shown.contains("redacted"), "{shown}");
-    }
 }

@@ -1,12 +1,11 @@
 //! `node-agent`: parse flags, then run the agent until SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use node_agent::{Config, Credentials, RedisTarget};
+use node_agent::{Config, RedisTarget};
 use service::cli::{EtcdArgs, LogArgs};
 
 /// Registers one redis-server in etcd under a lease, reports its health, role and
@@ -64,13 +63,8 @@ struct Cli {
     #[arg(long, env = "DOWN_GRACE_SECS", default_value_t = 30)]
     down_grace_secs: u64,
 
-    /// ACL user to authenticate to redis as (needs --redis-password-file or REDIS_PASSWORD).
-    #[arg(long, env = "REDIS_USER")]
-    redis_user: Option<String>,
-
-    /// File holding the redis password (read once at start).
-    #[arg(long, env = "REDIS_PASSWORD_FILE")]
-    redis_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    redis_auth: service::redis_auth::RedisAuthArgs,
 
     /// Address of the HTTP API (`GET /status`, `GET /healthz`).
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8003")]
@@ -101,18 +95,7 @@ fn parse_address(s: &str) -> Result<String, String> {
 
 impl Cli {
     fn config(self) -> anyhow::Result<Config> {
-        let password = match &self.redis_password_file {
-            Some(path) => {
-                if std::env::var_os("REDIS_PASSWORD").is_some() {
-                    tracing::warn!("both REDIS_PASSWORD and --redis-password-file are set; using the file");
-                }
-                Some(Credentials::read_password_file(path)?)
-            }
-            None => std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()),
-        };
-        if self.redis_user.is_some() && password.is_none() {
-            anyhow::bail!("--redis-user needs a password (--redis-password-file or REDIS_PASSWORD)");
-        }
+        let credentials = self.redis_auth.credentials()?;
         let interval = Duration::from_millis(self.interval_ms);
         Ok(Config {
             advertise_address: self.advertise_address.unwrap_or_else(|| self.redis.host.clone()),
@@ -120,7 +103,7 @@ impl Cli {
             cluster: self.cluster,
             node: self.node,
             redis: self.redis,
-            credentials: Credentials::new(self.redis_user, password),
+            credentials,
             interval,
             redis_timeout: self.redis_timeout_ms.map_or(interval, Duration::from_millis),
             lease_ttl: Duration::from_secs(self.lease_ttl_secs),

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use topology::records::Role;
 
 use crate::config::{Credentials, RedisTarget};
@@ -57,18 +56,9 @@ pub struct Prober {
 
 impl Prober {
     pub fn new(target: &RedisTarget, credentials: &Credentials, timeout: Duration) -> anyhow::Result<Prober> {
-        let mut settings = RedisConnectionInfo::default();
-        if let Some(user) = &credentials.user {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = credentials.password() {
-            settings = settings.set_password(password);
-        }
-        let info = ConnectionAddr::Tcp(target.host.clone(), target.port)
-            .into_connection_info()
-            .map_err(|e| anyhow::anyhow!("redis address {target}: {e}"))?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| anyhow::anyhow!("redis client for {target}: {e}"))?;
+        let client = credentials
+            .client(&target.host, target.port)
+            .map_err(|e| anyhow::anyhow!("redis client for {target}: {e}"))?;
         Ok(Prober { target: target.clone(), client, timeout, conn: None })
     }
 

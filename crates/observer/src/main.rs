@@ -78,6 +78,9 @@ struct Cli {
     domain: String,
 
     #[command(flatten)]
+    redis_auth: service::redis_auth::RedisAuthArgs,
+
+    #[command(flatten)]
     etcd: EtcdArgs,
 
     #[command(flatten)]
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         retry_max: Duration::from_millis(cli.retry_max_ms),
         failover,
         failovers: Default::default(),
+        redis_auth: cli.redis_auth.credentials()?,
     });
 
     let state = Arc::new(State::default());

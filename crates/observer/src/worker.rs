@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
+use service::redis_auth::Credentials;
 use topology::keys::Key;
 use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
@@ -36,6 +37,8 @@ pub struct Context {
     pub failover: Option<Policy>,
     /// Automatic failovers per cluster since this observer started.
     pub failovers: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Redis AUTH, to ask a master and its slaves directly before failing over.
+    pub redis_auth: Credentials,
 }
 
 impl Context {
@@ -207,7 +210,7 @@ async fn watch_master(
 /// Tries to connect to the master's redis: a refusal means nothing listens there.
 async fn probe(cx: &Context, cluster: &str, master: &Member, known: &HashMap<String, NodeRecord>) -> Probe {
     let Some(addr) = address_of(cx, cluster, master, known).await else { return Probe::NoAnswer };
-    let Ok(client) = redis::Client::open(format!("redis://{addr}/")) else { return Probe::NoAnswer };
+    let Ok(client) = cx.redis_auth.client_for(addr) else { return Probe::NoAnswer };
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(300)))
         .set_response_timeout(Some(Duration::from_millis(300)));
@@ -230,7 +233,7 @@ async fn fail_over(
     let timeouts = dictator::observe::Timeouts { connect: Duration::from_millis(300), command: Duration::from_millis(300) };
     let master_addr = address_of(cx, cluster, &topology.master, known).await;
     if let Some(addr) = master_addr
-        && let Ok(mut conn) = dictator::observe::connect(addr, timeouts).await {
+        && let Ok(mut conn) = dictator::observe::connect(addr, timeouts, &cx.redis_auth).await {
             let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
             if pong.is_ok() {
                 tracing::info!(cluster, %addr, "etcd says the master is down but it answers PING: no failover");
@@ -240,7 +243,7 @@ async fn fail_over(
     let mut candidates = Vec::new();
     for (index, slave) in topology.slaves.iter().enumerate() {
         let Some(addr) = address_of(cx, cluster, slave, known).await else { continue };
-        let Ok(mut conn) = dictator::observe::connect(addr, timeouts).await else { continue };
+        let Ok(mut conn) = dictator::observe::connect(addr, timeouts, &cx.redis_auth).await else { continue };
         let Ok(replication) = dictator::observe::read_replication(&mut conn).await else { continue };
         let healthy = node_of(cx, cluster, slave, known)
             .and_then(|n| snapshot.nodes.get(&n))

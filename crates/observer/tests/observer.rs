@@ -232,6 +232,8 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--etcd-endpoints", "ETCD_ENDPOINTS"),
             ("--etcd-prefix", "ETCD_PREFIX"),
             ("--log-format", "LOG_FORMAT"),
+            ("--redis-user", "REDIS_USER"),
+            ("--redis-password-file", "REDIS_PASSWORD_FILE"),
         ],
     );
 }

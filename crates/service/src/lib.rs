@@ -4,6 +4,8 @@
 //!   their environment variables, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown;
+//! - [`redis_auth`]: redis AUTH (`--redis-user`, `--redis-password-file`) for every
+//!   service that talks to redis;
 //! - [`shutdown`]: a future that completes on SIGTERM or SIGINT;
 //! - [`resolve`]: turning topology members (IP, A/AAAA name or SRV name) into socket
 //!   addresses through a configurable nameserver (dnsd);
@@ -12,6 +14,7 @@
 
 pub mod cli;
 pub mod http;
+pub mod redis_auth;
 pub mod resolve;
 pub mod shutdown;
 pub mod systemd;

@@ -14,6 +14,7 @@ use topology::{Member, Topology};
 
 pub fn settings() -> Settings {
     Settings {
+        credentials: Default::default(),
         timeouts: Timeouts::default(),
         exec: ExecSettings {
             writes: WriteSettings { min_replicas_to_write: 0, min_replicas_max_lag: 10 },
