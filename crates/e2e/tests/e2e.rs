@@ -121,3 +121,32 @@ async fn the_dictator_resolves_node_names_through_dnsd_and_names_what_does_not_r
     assert!(err["error"].as_str().unwrap().contains("slaves[0]: node-9"), "{err}");
     assert_eq!(stack.nodes[1].redis.role(), "master");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_finds_the_dictator_and_dnsd_by_srv_records() {
+    let mut stack = Stack::start(StackOptions::default());
+    stack.wait_registered().await;
+    // Publish the services themselves as nodes of an "ops" cluster, so dnsd serves
+    // SRV records `dictator.ops.cluster.local` and `dnsd.ops.cluster.local`.
+    let port = |url: &str| url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut client = stack.etcd.client().await;
+    for (node, url) in [("dictator", &stack.dictator_url), ("dnsd", &stack.dnsd_url)] {
+        let record = serde_json::json!({"address": "127.0.0.1", "port": port(url), "role": "unknown",
+            "repl_offset": 0, "run_id": "", "healthy": true, "updated_ms": 0});
+        client.put(format!("/nodes/ops/{node}"), record.to_string(), None).await.unwrap();
+    }
+    // Replace the stack's observer with one that knows only the SRV names.
+    stack.observers[0].0.process().kill();
+    let http = harness::free_port();
+    let (listen, dns, etcd) = (format!("127.0.0.1:{http}"), stack.dns.to_string(), stack.etcd.endpoint());
+    let mut observer = harness::Service::start(
+        "observer",
+        &["--listen", &listen, "--etcd-endpoints", &etcd, "--nameserver", &dns, "--election-ttl-secs", "2",
+          "--dictator", "http://dictator.ops.cluster.local", "--dnsd", "http://dnsd.ops.cluster.local"],
+        &[],
+    );
+    observer.wait_http(http);
+    let revision = stack.define(1, &[0, 2]).await;
+    stack.wait_applied(revision).await;
+    assert_eq!(stack.nodes[1].redis.role(), "master");
+}
