@@ -170,7 +170,10 @@ async fn discover(nodes: &[SocketAddr], conns: &mut Connections) -> Option<Socke
         }
         let fence: redis::RedisResult<Vec<String>> =
             redis::cmd("CONFIG").arg("GET").arg("min-replicas-to-write").query_async(conn).await;
-        let fenced = fence.ok().and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok())).is_some_and(|n| n >= 1_000_000);
+        let fenced = fence
+            .ok()
+            .and_then(|v| v.get(1).and_then(|n| n.parse::<u32>().ok()))
+            .is_some_and(|n| n >= topology::FENCE_MIN_REPLICAS);
         if !fenced {
             return Some(*addr);
         }

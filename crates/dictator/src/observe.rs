@@ -12,9 +12,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use service::redis_auth::Credentials;
 
-/// `min-replicas-to-write` at or above this value is our fence: no deployment has a
-/// million replicas, so writes are refused (`NOREPLICAS`) while it is set.
-pub const FENCE_MIN_REPLICAS: u32 = 1_000_000;
+pub use topology::FENCE_MIN_REPLICAS;
 
 /// One member as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -21,6 +21,12 @@ pub use keys::Keys;
 pub use names::{Names, QueryName};
 pub use spec::{Address, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
 
+/// `min-replicas-to-write` at or above this value is the dictator's write fence on
+/// a master being demoted: no deployment has a million replicas, so writes are
+/// refused (`NOREPLICAS`) while it is set. Anything that must tell a fenced master
+/// from a writable one (the dictator, the counter) compares against this.
+pub const FENCE_MIN_REPLICAS: u32 = 1_000_000;
+
 /// Checks that `name` can be a cluster or node name: one DNS label of lowercase
 /// letters, digits and inner hyphens, at most 63 characters. Names end up both in
 /// etcd keys and in DNS names, so the stricter of the two rules applies.
