@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
+use service::backoff::Backoff;
 use service::cli::EtcdArgs;
 use topology::keys::Key;
 use topology::records::{NodeRecord, PublishedTopology};
@@ -40,7 +41,7 @@ pub async fn follow(
 
 async fn follow_forever(etcd: &EtcdArgs, live: &Live, mut first_list: Option<tokio::sync::oneshot::Sender<bool>>) {
     let keys = etcd.keys();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     // Log the transitions (lost, still lost, back), not every retry.
     let mut reported = false;
     loop {
@@ -50,23 +51,23 @@ async fn follow_forever(etcd: &EtcdArgs, live: &Live, mut first_list: Option<tok
             let _ = first.send(false);
         }
         if watching {
-            backoff = BACKOFF_MIN;
+            backoff.reset();
             reported = false;
         }
+        let delay = backoff.next_delay();
         match result {
             Ok(()) => tracing::info!("etcd watch ended; listing again"),
             Err(error) if !reported => {
                 reported = true;
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = delay.as_millis() as u64,
                     "etcd unavailable; serving the last known records meanwhile"
                 );
             }
             Err(error) => tracing::debug!(error = format!("{error:#}"), "etcd still unavailable"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(delay).await;
     }
 }
 

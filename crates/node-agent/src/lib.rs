@@ -17,11 +17,10 @@
 //!    reconnecting with backoff under a new lease; on shutdown it revokes the lease.
 //!
 //! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`);
-//! [`config`] holds the settings, [`backoff`] the retry schedule.
+//! [`config`] holds the settings; the retry schedule is `service::backoff`.
 
 pub mod agent;
 pub mod api;
-pub mod backoff;
 pub mod config;
 pub mod probe;
 pub mod registry;

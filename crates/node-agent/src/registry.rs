@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::{Shutdown, Status};
-use crate::backoff::{jittered, Backoff};
+use service::backoff::{jittered, Backoff};
 use crate::tracker::Registration;
 
 /// What etcd should hold, as the probe loop last decided.

@@ -152,14 +152,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Connects to etcd, retrying until it answers (the observer is useless without it).
 async fn connect(args: &EtcdArgs) -> etcd_client::Client {
-    let mut wait = Duration::from_millis(100);
+    let mut backoff = service::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match args.connect().await {
             Ok(client) => return client,
             Err(e) => {
+                let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "etcd unreachable");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Plumbing shared by every redis-topology service, so each `main.rs` stays thin:
 //!
+//! - [`backoff`]: capped exponential backoff for reconnection loops;
 //! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, `--log-format`) with
 //!   their environment variables, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
@@ -12,6 +13,7 @@
 //! - [`systemd`]: `Type=notify` readiness, the watchdog and `STOPPING=1` (sd_notify),
 //!   all no-ops when not started by systemd.
 
+pub mod backoff;
 pub mod cli;
 pub mod http;
 pub mod redis_auth;

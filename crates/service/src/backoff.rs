@@ -1,4 +1,5 @@
-//! Capped exponential backoff between etcd reconnection attempts.
+//! Capped exponential backoff between reconnection attempts (etcd, mostly), shared
+//! by every service so they all retry the same way.
 
 use std::time::Duration;
 
