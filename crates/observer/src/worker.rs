@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ pub struct Context {
     /// `None`: automatic failover is off.
     pub failover: Option<Policy>,
     /// Automatic failovers per cluster since this observer started.
-    pub failovers: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    pub failovers: Mutex<HashMap<String, u64>>,
     /// Redis AUTH, to ask a master and its slaves directly before failing over.
     pub redis_auth: Credentials,
 }
@@ -44,13 +43,12 @@ pub struct Context {
 impl Context {
     fn count_failover(&self, cluster: &str) {
         let mut counts = self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        counts.entry(cluster.to_string()).or_default().fetch_add(1, Ordering::SeqCst);
+        *counts.entry(cluster.to_string()).or_default() += 1;
     }
 
     /// Failovers per cluster, for `/status`.
     pub fn failover_counts(&self) -> HashMap<String, u64> {
-        let counts = self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        counts.iter().map(|(k, v)| (k.clone(), v.load(Ordering::SeqCst))).collect()
+        self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
