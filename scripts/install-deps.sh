@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Installs, with apt, only what is missing of the system packages the tests and the
-# demo need (systemd only for systemd-analyze, which verifies the units).
-# Safe to run again and again: with everything present it does nothing.
+# Installs, with apt, the system packages that `scripts/test.sh` and `scripts/demo.sh`
+# need and that are missing, on Debian 12 (bookworm) and Debian 13 (trixie).
+#
+# A package counts as present only if dpkg says it is installed: a command of the
+# same name on the PATH proves nothing about, say, the .proto files the build reads.
+# Safe to run again and again: with everything present it changes nothing.
 set -euo pipefail
 
-# package -> a command it provides (how we tell it is installed)
-declare -A provides=(
-    [protobuf-compiler]=protoc
-    [etcd-server]=etcd
-    [etcd-client]=etcdctl
-    [redis-server]=redis-server
-    [redis-tools]=redis-cli
-    [haproxy]=haproxy
-    [dnsutils]=dig
-    [dnsperf]=dnsperf
-    [systemd]=systemd-analyze
+# Each package, and what needs it.
+packages=(
+    gcc                # build: the C parts of `ring` (rustls) and the linker driver
+    libc6-dev          # build: the C library headers and crt files gcc links against
+    protobuf-compiler  # build: `protoc`, run by etcd-client's build script
+    libprotobuf-dev    # build: google/protobuf/*.proto, which etcd-client's protos import
+    etcd-server        # tests, demo: every etcd the harness and the demo start
+    etcd-client        # demo, operator scripts: etcdctl
+    redis-server       # tests, demo: every redis-server (and the Sentinel benchmark)
+    redis-tools        # operator scripts: redis-cli
+    haproxy            # tests, demo: the write path through deploy/haproxy/haproxy.cfg
+    bind9-dnsutils     # tests, demo, operator scripts: dig
+    dnsperf            # dnsd tests and benchmark: DNS load
+    systemd            # deploy tests: systemd-analyze verify on the shipped units
 )
 
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
 missing=()
-for package in "${!provides[@]}"; do
-    command -v "${provides[$package]}" >/dev/null 2>&1 || \
-        [ -x "/usr/sbin/${provides[$package]}" ] || missing+=("$package")
+for package in "${packages[@]}"; do
+    installed "$package" || missing+=("$package")
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -33,7 +42,12 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
+# No recommends: only what is listed here, so this list has to be complete.
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+for package in "${missing[@]}"; do
+    installed "$package" || { echo "install-deps: $package did not install" >&2; exit 1; }
+done
 
 # Debian starts packaged servers right away; our tests and demo run their own
 # instances on other ports, so stop the system ones to keep the machine quiet.
