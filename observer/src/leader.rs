@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use topology::keys::Key;
 use topology::records::NodeRecord;
 
-use crate::schedule::backoff;
+use service::backoff::delay_after;
 use crate::worker::{self, Context};
 
 /// Observable state, for `/healthz`.
@@ -46,7 +46,7 @@ pub async fn run(
         term.stop(&state).await;
         if let Err(error) = outcome {
             failures += 1;
-            let wait = backoff(failures, Duration::from_millis(200), Duration::from_secs(5));
+            let wait = delay_after(failures, Duration::from_millis(200), Duration::from_secs(5));
             tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "lost leadership or etcd; campaigning again");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -99,7 +99,7 @@ impl Term {
                 Ok(()) => failures = 0,
                 Err(error) => {
                     failures += 1;
-                    let wait = backoff(failures, Duration::from_millis(100), Duration::from_secs(2));
+                    let wait = delay_after(failures, Duration::from_millis(100), Duration::from_secs(2));
                     tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "watch on /config/ broken; listing again");
                     tokio::time::sleep(wait).await;
                 }

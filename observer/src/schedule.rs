@@ -1,7 +1,4 @@
-//! Pure decisions of a cluster's worker: whether a round is due, and how long to
-//! back off after failures.
-
-use std::time::Duration;
+//! Pure decisions of a cluster's worker: whether a round is due.
 
 /// What a round applies: the topology and trigger as last seen in etcd. A new
 /// trigger value or topology revision makes a round due.
@@ -26,12 +23,6 @@ pub fn round_due(target: &Target, last_applied: Option<&Target>) -> bool {
     target.has_topology() && last_applied != Some(target)
 }
 
-/// Capped exponential backoff after `failures` consecutive failed rounds.
-pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
-    min.saturating_mul(factor).min(max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,14 +39,5 @@ mod tests {
         assert!(round_due(&target(6, 7), Some(&target(5, 7))), "new topology");
         assert!(!round_due(&Target::default(), None), "nothing defined yet");
         assert!(!round_due(&target(0, 3), None), "a trigger without a topology");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
-        let got: Vec<u128> = (1..=7).map(|f| backoff(f, min, max).as_millis()).collect();
-        assert_eq!(got, [100, 200, 400, 800, 1600, 2000, 2000]);
-        assert_eq!(backoff(0, min, max), min);
-        assert_eq!(backoff(u32::MAX, min, max), max);
     }
 }

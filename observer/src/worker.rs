@@ -21,7 +21,8 @@ use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
 use crate::failover::{self, Candidate, MasterSeen, Policy, Probe, Verdict};
 use crate::round::{RoundError, Stage, Targets};
-use crate::schedule::{backoff, round_due, Target};
+use crate::schedule::{round_due, Target};
+use service::backoff::delay_after;
 
 /// Shared by every worker.
 pub struct Context {
@@ -76,7 +77,7 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
             Err(error) => {
                 failures += 1;
                 tracing::warn!(cluster, %error, "cannot read the cluster from etcd");
-                wait = Some(backoff(failures, cx.retry_min, cx.retry_max));
+                wait = Some(delay_after(failures, cx.retry_min, cx.retry_max));
             }
             Ok(snapshot) => {
                 known.extend(snapshot.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -94,7 +95,7 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
                         Err(error) => {
                             failures += 1;
                             record(&cx, &cluster, &target, started_ms, Some(&error), failures, failover_note.clone()).await;
-                            let retry = backoff(failures, cx.retry_min, cx.retry_max);
+                            let retry = delay_after(failures, cx.retry_min, cx.retry_max);
                             tracing::warn!(cluster, %error, failures, retry_in_ms = retry.as_millis() as u64, "round failed");
                             wait = Some(retry);
                         }
