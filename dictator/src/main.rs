@@ -177,9 +177,9 @@ fn check(file: &str) -> ExitCode {
 async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitCode {
     let app = dictator::api::router(dictator, cluster);
     service::systemd::spawn_watchdog();
-    let shutdown = service::systemd::stopping_after(service::shutdown::signal_received());
+    let shutdown = service::Shutdown::on_signals();
     let ready = |address| service::systemd::ready(&format!("serving HTTP on {address}"));
-    match service::http::serve_then(listen, app, shutdown, ready).await {
+    match service::http::serve_then(listen, app, shutdown.requested(), ready).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(%listen, error = %e, "cannot serve");

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use service::cli::{EtcdArgs, LogArgs, LogFormat};
+use service::Shutdown;
 use topology::Names;
 use tracing_subscriber::EnvFilter;
 
@@ -57,7 +58,7 @@ pub struct Config {
 
 /// Serves DNS and HTTP and follows etcd until `shutdown` completes, then stops
 /// gracefully. Fails if a listener cannot be bound.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let listeners = Listeners::bind(config.dns_listen, config.udp_sockets)
         .with_context(|| format!("bind DNS (UDP and TCP) on {}", config.dns_listen))?;
     let dns_address = listeners.local_addr().context("DNS listener address")?;
@@ -67,16 +68,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!(address = %dns_address, domain = config.names.domain(), ttl = config.ttl,
         udp_sockets = config.udp_sockets, "DNS listening (UDP and TCP)");
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
-    let follower =
-        tokio::spawn(store::follow(config.etcd.clone(), live.clone(), until_stopped(stopped.clone()), Some(listed_tx)));
+    let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
     let app = api::router(live, config.etcd, config.cluster);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
-    let mut http = tokio::spawn(service::http::serve_then(config.listen, app, until_stopped(stopped.clone()), |address| {
+    let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {
         let _ = http_bound_tx.send(address);
     }));
     // systemd: ready once DNS and HTTP are bound and the first etcd list was tried
@@ -88,10 +84,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     });
 
     let http_result = tokio::select! {
-        () = shutdown => None,
+        () = shutdown.requested() => None,
         result = &mut http => Some(result),
     };
-    let _ = stop.send(true);
+    // An HTTP server that failed takes the rest down with it.
+    shutdown.trigger();
     readiness.abort();
     let http_result = match http_result {
         Some(result) => result,

@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
         etcd: cli.etcd,
     };
     service::systemd::spawn_watchdog();
-    match dnsd::run(config, service::systemd::stopping_after(service::shutdown::signal_received())).await {
+    match dnsd::run(config, service::Shutdown::on_signals()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "dnsd failed");

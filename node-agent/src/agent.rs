@@ -6,12 +6,13 @@
 //! (and noticing restarts) while the registry retries, and the registry always
 //! writes the latest state when etcd answers again.
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
+use service::Shutdown;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -37,29 +38,10 @@ pub struct Status {
     pub last_trigger: Option<String>,
 }
 
-/// A cloneable "stop now" signal shared by the agent's tasks.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
-    }
-
-    /// Completes once stop was sent (or its sender is gone).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-
-    async fn wait_owned(mut self) {
-        self.wait().await;
-    }
-}
-
-/// Runs the agent until `stop` completes, then deregisters and returns. Fails only
-/// when it cannot start (bad settings, the HTTP address is taken).
-pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the agent until `shutdown`, then deregisters and returns. Fails only when
+/// it cannot start (bad settings, the HTTP address is taken) or its HTTP server
+/// fails, which stops the rest too.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let keys = config.keys();
     let node_key = keys.node(&config.cluster, &config.node);
     let trigger_key = keys.trigger(&config.cluster);
@@ -75,7 +57,6 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     let tracker = Tracker::new(config.advertise_address.clone(), config.advertise_port, config.down_grace);
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (desired_tx, desired_rx) = watch::channel(Desired::default());
-    let (stop_tx, shutdown) = Shutdown::new();
 
     // Bound before anything is registered: an agent that cannot start must not
     // have written a registration or a trigger.
@@ -92,11 +73,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     });
     let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone());
     tracing::info!(address = %config.listen, "HTTP API listening");
-    let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().wait_owned()).into_future());
+    let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.requested()).into_future());
     let registry = Registry::new(config.etcd.clone(), node_key.clone(), trigger_key, config.lease_ttl, status_tx.clone());
     let registering = tokio::spawn(registry.run(desired_rx, shutdown.clone()).instrument(span.clone()));
     let probing = tokio::spawn(
-        probe_loop(prober, tracker, config.interval, desired_tx, status_tx, shutdown).instrument(span.clone()),
+        probe_loop(prober, tracker, config.interval, desired_tx, status_tx, shutdown.clone()).instrument(span.clone()),
     );
     span.in_scope(|| {
         tracing::info!(
@@ -110,14 +91,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Resu
     });
 
     let http_failed = tokio::select! {
-        () = stop => None,
+        () = shutdown.requested() => None,
         result = &mut http => Some(match result {
             Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
             Ok(Err(e)) => anyhow::Error::new(e).context(format!("HTTP server on {}", config.listen)),
             Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
         }),
     };
-    let _ = stop_tx.send(true);
+    shutdown.trigger();
     readiness.abort();
     let _ = probing.await;
     let _ = registering.await;
@@ -139,18 +120,18 @@ async fn probe_loop(
     interval: std::time::Duration,
     desired: watch::Sender<Desired>,
     status: watch::Sender<Status>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut triggers = 0u64;
     loop {
         tokio::select! {
-            () = shutdown.wait() => break,
+            () = shutdown.requested() => break,
             _ = ticker.tick() => {}
         }
         let probe = tokio::select! {
-            () = shutdown.wait() => break,
+            () = shutdown.requested() => break,
             probe = prober.probe() => probe,
         };
         let (error, up) = match &probe {

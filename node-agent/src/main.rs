@@ -126,7 +126,7 @@ async fn main() -> ExitCode {
         }
     };
     service::systemd::spawn_watchdog();
-    match node_agent::run(config, service::systemd::stopping_after(service::shutdown::signal_received())).await {
+    match node_agent::run(config, service::Shutdown::on_signals()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "node-agent failed");

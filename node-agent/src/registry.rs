@@ -14,12 +14,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-use crate::agent::{Shutdown, Status};
+use etcd_client::{Client, PutOptions};
 use service::backoff::{jittered, Backoff};
+use service::etcd::{KeptLease, LeaseLost};
+use service::Shutdown;
+use tokio::sync::watch;
+
+use crate::agent::Status;
 use crate::tracker::Registration;
 
 /// What etcd should hold, as the probe loop last decided.
@@ -41,7 +42,7 @@ pub struct Registry {
     etcd: service::cli::EtcdArgs,
     node_key: String,
     trigger_key: String,
-    lease_ttl_secs: i64,
+    lease_ttl: Duration,
     session: Option<Session>,
     backoff: Backoff,
     /// When the current outage began.
@@ -57,22 +58,11 @@ pub struct Registry {
 /// A connection with a live lease.
 struct Session {
     client: Client,
-    lease: i64,
-    keep_alive: KeepAliveTask,
+    lease: KeptLease,
     /// The key was deleted in this session (the tracker wants it absent).
     deleted: bool,
     /// The key was put in this session.
     registered: bool,
-}
-
-/// The keep-alive task; it ends (with the reason) when the lease is lost, and is
-/// aborted when its session is dropped.
-struct KeepAliveTask(JoinHandle<String>);
-
-impl Drop for KeepAliveTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Registry {
@@ -87,7 +77,7 @@ impl Registry {
             etcd,
             node_key,
             trigger_key,
-            lease_ttl_secs: i64::try_from(lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX),
+            lease_ttl,
             session: None,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             outage_since: None,
@@ -100,11 +90,11 @@ impl Registry {
 
     /// Writes every change of `desired` until `shutdown`, then revokes the lease,
     /// which deletes the registration.
-    pub async fn run(mut self, mut desired: watch::Receiver<Desired>, mut shutdown: Shutdown) {
+    pub async fn run(mut self, mut desired: watch::Receiver<Desired>, shutdown: Shutdown) {
         let mut retry_at: Option<Instant> = None;
         loop {
             tokio::select! {
-                () = shutdown.wait() => break,
+                () = shutdown.requested() => break,
                 changed = desired.changed() => if changed.is_err() { break },
                 reason = lease_lost(&mut self.session) => {
                     self.lost(&format!("lease lost: {reason}"));
@@ -118,7 +108,7 @@ impl Registry {
             let want = desired.borrow_and_update().clone();
             let result = tokio::select! {
                 // A stuck etcd must not hold up the shutdown.
-                () = shutdown.wait() => break,
+                () = shutdown.requested() => break,
                 result = tokio::time::timeout(SYNC_TIMEOUT, self.sync(&want)) => match result {
                     Ok(result) => result,
                     Err(_) => Err(anyhow::anyhow!("no answer within {} ms", SYNC_TIMEOUT.as_millis())),
@@ -154,7 +144,7 @@ impl Registry {
     async fn sync(&mut self, want: &Desired) -> anyhow::Result<()> {
         let Some(registration) = &want.registration else { return Ok(()) };
         if self.session.is_none() {
-            let session = Session::open(&self.etcd, self.lease_ttl_secs).await?;
+            let session = Session::open(&self.etcd, self.lease_ttl).await?;
             self.session = Some(session);
         }
         let Some(session) = self.session.as_mut() else { return Ok(()) };
@@ -163,14 +153,14 @@ impl Registry {
                 let value = serde_json::to_string(record).context("encode the registration")?;
                 session
                     .client
-                    .put(self.node_key.as_str(), value, Some(PutOptions::new().with_lease(session.lease)))
+                    .put(self.node_key.as_str(), value, Some(PutOptions::new().with_lease(session.lease.id())))
                     .await
                     .with_context(|| format!("put {}", self.node_key))?;
                 session.deleted = false;
                 self.ever_registered = true;
                 if !session.registered {
                     session.registered = true;
-                    tracing::info!(key = %self.node_key, lease = session.lease, healthy = record.healthy, "registered in etcd");
+                    tracing::info!(key = %self.node_key, lease = session.lease.id(), healthy = record.healthy, "registered in etcd");
                 }
             }
             Registration::Absent => {
@@ -211,7 +201,7 @@ impl Registry {
     /// Drops the session after an error; the next attempt starts afresh.
     fn lost(&mut self, error: &str) {
         if let Some(session) = self.session.take() {
-            self.stale_lease = Some(session.lease);
+            self.stale_lease = Some(session.lease.id());
         }
         if self.outage_since.is_none() {
             self.outage_since = Some(Instant::now());
@@ -236,8 +226,8 @@ impl Registry {
             }
             return;
         };
-        match tokio::time::timeout(REVOKE_TIMEOUT, session.client.lease_revoke(session.lease)).await {
-            Ok(Ok(_)) => tracing::info!(key = %self.node_key, lease = session.lease, "deregistered (lease revoked)"),
+        match tokio::time::timeout(REVOKE_TIMEOUT, session.client.lease_revoke(session.lease.id())).await {
+            Ok(Ok(_)) => tracing::info!(key = %self.node_key, lease = session.lease.id(), "deregistered (lease revoked)"),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot revoke the lease; the registration expires with it"),
             Err(_) => tracing::warn!("etcd did not answer the lease revoke; the registration expires with the lease"),
         }
@@ -249,43 +239,18 @@ impl Registry {
 }
 
 impl Session {
-    async fn open(etcd: &service::cli::EtcdArgs, ttl_secs: i64) -> anyhow::Result<Session> {
+    async fn open(etcd: &service::cli::EtcdArgs, ttl: Duration) -> anyhow::Result<Session> {
         let mut client = etcd.connect().await.context("connect to etcd")?;
-        let lease = client.lease_grant(ttl_secs, None).await.context("grant a lease")?;
-        let (keeper, stream) = client.lease_keep_alive(lease.id()).await.context("start the lease keep-alive")?;
-        // etcd may round the TTL up to its minimum; keep alive at a third of what it granted.
-        let granted = Duration::from_secs(u64::try_from(lease.ttl()).unwrap_or(1).max(1));
-        let task = tokio::spawn(keep_alive(keeper, stream, granted / 3));
-        tracing::info!(lease = lease.id(), ttl_s = granted.as_secs(), "etcd session opened");
-        Ok(Session { client, lease: lease.id(), keep_alive: KeepAliveTask(task), deleted: false, registered: false })
+        let lease = KeptLease::grant(&mut client, ttl).await.context("grant a lease and keep it alive")?;
+        tracing::info!(lease = lease.id(), ttl_s = lease.ttl().as_secs(), "etcd session opened");
+        Ok(Session { client, lease, deleted: false, registered: false })
     }
 }
 
-/// Renews the lease every `period` until it cannot; returns why.
-async fn keep_alive(mut keeper: LeaseKeeper, mut stream: LeaseKeepAliveStream, period: Duration) -> String {
-    let answer_timeout = period.max(Duration::from_millis(500));
-    loop {
-        if let Err(e) = keeper.keep_alive().await {
-            return format!("cannot send a keep-alive: {e}");
-        }
-        match tokio::time::timeout(answer_timeout, stream.message()).await {
-            Err(_) => return format!("no keep-alive answer within {} ms", answer_timeout.as_millis()),
-            Ok(Err(e)) => return format!("keep-alive failed: {e}"),
-            Ok(Ok(None)) => return "keep-alive stream closed".to_string(),
-            Ok(Ok(Some(resp))) if resp.ttl() <= 0 => return format!("lease {} expired", resp.id()),
-            Ok(Ok(Some(_))) => {}
-        }
-        tokio::time::sleep(period).await;
-    }
-}
-
-/// Completes when the session's keep-alive task ends; never without a session.
-async fn lease_lost(session: &mut Option<Session>) -> String {
+/// Completes when the session's lease is lost; never without a session.
+async fn lease_lost(session: &mut Option<Session>) -> LeaseLost {
     match session {
-        Some(session) => match (&mut session.keep_alive.0).await {
-            Ok(reason) => reason,
-            Err(e) => format!("keep-alive task failed: {e}"),
-        },
+        Some(session) => session.lease.lost().await,
         None => std::future::pending().await,
     }
 }

@@ -139,13 +139,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             async move { Json(serde_json::json!({ "leader": leader, "failovers": failovers })) }
         }),
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = service::Shutdown::on_signals();
     // systemd: ready once etcd answered (above) and the HTTP endpoint is bound.
     let ready = |address| service::systemd::ready(&format!("connected to etcd, serving HTTP on {address}"));
-    let http = tokio::spawn(service::http::serve_then(cli.listen, app, wait_for(stop_rx.clone()), ready));
-    let shutdown = service::systemd::stopping_after(service::shutdown::signal_received());
-    leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, shutdown).await;
-    let _ = stop_tx.send(true);
+    let http = tokio::spawn(service::http::serve_then(cli.listen, app, shutdown.requested(), ready));
+    leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, shutdown.clone()).await;
     http.await??;
     Ok(())
 }
@@ -163,10 +161,6 @@ async fn connect(args: &EtcdArgs) -> etcd_client::Client {
             }
         }
     }
-}
-
-async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 fn default_id() -> String {

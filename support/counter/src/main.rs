@@ -76,21 +76,16 @@ async fn main() -> ExitCode {
     let pace = Pace { per_second: cli.rate.max(1), count: cli.count, timeout: Duration::from_millis(cli.timeout_ms) };
     let writer = Writer::start(target.clone(), &key, pace);
     let stop = writer.stopper();
-    if cli.count.is_none() {
-        let duration = Duration::from_secs(cli.duration_secs.unwrap_or(10));
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(duration) => {}
-                () = service::shutdown::signal_received() => {}
-            }
-            stop.store(true, Ordering::SeqCst);
-        });
-    } else {
-        tokio::spawn(async move {
-            service::shutdown::signal_received().await;
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let shutdown = service::Shutdown::on_signals();
+    // With --count the writer stops by itself; otherwise after --duration-secs.
+    let duration = cli.count.is_none().then(|| Duration::from_secs(cli.duration_secs.unwrap_or(10)));
+    tokio::spawn(async move {
+        tokio::select! {
+            () = sleep_for(duration) => {}
+            () = shutdown.requested() => {}
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
     let tally = writer.finish().await;
     let list = match read_list(&target, &key, Duration::from_secs(10)).await {
         Ok(list) => list,
@@ -127,5 +122,13 @@ fn target(cli: &Cli) -> Result<Target, String> {
             Ok(Target::Srv { name: names.master(cluster), resolver: Box::new(resolver) })
         }
         (None, None) => Err("give --redis host:port or --cluster (with --nameserver)".into()),
+    }
+}
+
+/// Sleeps for `duration`; for ever without one.
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
     }
 }

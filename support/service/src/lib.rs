@@ -1,13 +1,16 @@
 //! Plumbing shared by every redis-topology service, so each `main.rs` stays thin:
 //!
 //! - [`backoff`]: capped exponential backoff for reconnection loops;
+//! - [`etcd`]: the list-then-watch loop and the kept-alive lease every service
+//!   holds etcd with;
 //! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, `--log-format`) with
 //!   their environment variables, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown;
 //! - [`redis_auth`]: redis AUTH (`--redis-user`, `--redis-password-file`) for every
 //!   service that talks to redis;
-//! - [`shutdown`]: a future that completes on SIGTERM or SIGINT;
+//! - [`shutdown`]: the one [`Shutdown`] handle every task gets, triggered by
+//!   SIGTERM or SIGINT;
 //! - [`resolve`]: turning topology members (IP, A/AAAA name or SRV name) into socket
 //!   addresses through a configurable nameserver (dnsd);
 //! - [`systemd`]: `Type=notify` readiness, the watchdog and `STOPPING=1` (sd_notify),
@@ -15,6 +18,7 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod etcd;
 pub mod http;
 pub mod redis_auth;
 pub mod resolve;
@@ -22,3 +26,4 @@ pub mod shutdown;
 pub mod systemd;
 
 pub use http::ApiError;
+pub use shutdown::Shutdown;

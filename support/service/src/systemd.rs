@@ -49,13 +49,6 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// Completes after `shutdown`, having sent `STOPPING=1`: wrap the shutdown future
-/// a service waits on with this.
-pub async fn stopping_after(shutdown: impl std::future::Future<Output = ()>) {
-    shutdown.await;
-    stopping();
-}
-
 /// The watchdog interval systemd asked for, if any (and only with `NOTIFY_SOCKET`).
 pub fn watchdog_interval() -> Option<Duration> {
     if !enabled() {
