@@ -1,5 +1,7 @@
 //! `service::etcd` against a real etcd: the list-then-watch loop and the kept lease.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
