@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use dictator::execute::{ExecSettings, WriteSettings};
 use dictator::observe::Timeouts;
 use dictator::{ApplyOptions, Dictator, Settings};
-use counter::{median_max_ms, read_list, Pace, Target, Writer};
+use counter::{median_max_ms, read_list, Pace, Destination, Writer};
 use harness::Redis;
 
 const PACE: Pace = Pace { per_second: 1000, count: None, timeout: Duration::from_secs(10) };
@@ -53,7 +53,7 @@ async fn dictator_rotations() {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let d = dictator();
     apply(&d, &nodes, 0).await;
-    let writer = Writer::start(Target::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
+    let writer = Writer::start(Destination::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut spans = Vec::new();
     let mut pauses = Vec::new();
@@ -69,7 +69,7 @@ async fn dictator_rotations() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let tally = writer.stop().await;
-    let verdict = tally.check(&read_list(&Target::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
+    let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("dictator", &tally, &spans, verdict);
     let (median, max) = median_max_ms(&pauses);
     println!("  dictator-measured write pause (fence -> promoted): median {median:.2} ms, max {max:.2} ms");
@@ -82,7 +82,7 @@ async fn dictator_rotations() {
 async fn redis_failover_rotations() {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     apply(&dictator(), &nodes, 0).await;
-    let writer = Writer::start(Target::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
+    let writer = Writer::start(Destination::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut spans = Vec::new();
     for round in 1..=ROTATIONS {
@@ -99,7 +99,7 @@ async fn redis_failover_rotations() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let tally = writer.stop().await;
-    let verdict = tally.check(&read_list(&Target::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
+    let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("redis FAILOVER", &tally, &spans, verdict);
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use counter::{median_max_ms, read_list, Pace, Target, Writer};
+use counter::{median_max_ms, read_list, Pace, Destination, Writer};
 use harness::Redis;
 
 const PACE: Pace = Pace { per_second: 1000, count: None, timeout: Duration::from_secs(10) };
@@ -18,7 +18,7 @@ async fn twenty_switchovers_under_continuous_writes_lose_nothing() {
     let d = dictator();
     apply(&d, &nodes[0], &[&nodes[1], &nodes[2]]).await;
 
-    let writer = Writer::start(Target::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
+    let writer = Writer::start(Destination::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut windows = Vec::new();
     for round in 1..=20 {
@@ -32,7 +32,7 @@ async fn twenty_switchovers_under_continuous_writes_lose_nothing() {
     }
     let tally = writer.stop().await;
     let final_master = &nodes[20 % 3];
-    let verdict = tally.check(&read_list(&Target::Fixed(final_master.addr()), "ids", Duration::from_secs(5)).await.unwrap());
+    let verdict = tally.check(&read_list(&Destination::Fixed(final_master.addr()), "ids", Duration::from_secs(5)).await.unwrap());
     println!("{verdict}");
     let gaps: Vec<Duration> = windows.iter().map(|(a, b)| tally.longest_gap(*a, *b)).collect();
     let (median, max) = median_max_ms(&gaps);

@@ -31,10 +31,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use service::cli::{EtcdArgs, LogArgs, LogFormat};
+use service::cli::EtcdArgs;
 use service::Shutdown;
 use topology::Names;
-use tracing_subscriber::EnvFilter;
 
 use crate::authority::Listeners;
 use crate::live::Live;
@@ -105,18 +104,3 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Like [`LogArgs::init`], but hickory-server's one-line-per-query logs are off
-/// unless `RUST_LOG` names hickory: at thousands of queries per second they would
-/// cost more than answering.
-pub fn init_logs(args: &LogArgs) {
-    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if let (false, Ok(directive)) = (rust_log.contains("hickory"), "hickory_server=warn".parse()) {
-        filter = filter.add_directive(directive);
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}

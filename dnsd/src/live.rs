@@ -2,27 +2,27 @@
 //!
 //! DNS queries read the current [`Zone`] with one atomic load and never wait; writers
 //! (the etcd watch and this replica's own `PUT /dns`) take a mutex, change the
-//! [`State`], build a whole new zone and swap it in. A query therefore sees either the
+//! [`Records`], build a whole new zone and swap it in. A query therefore sees either the
 //! old zone or the new one, never a mix: no gap and no half-applied change.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use crate::state::{Change, State};
+use crate::state::{Change, Records};
 use crate::zone::{Zone, ZoneConfig};
 
 /// The state, and the zone built from it.
 pub struct Live {
     config: ZoneConfig,
-    state: Mutex<State>,
+    state: Mutex<Records>,
     zone: ArcSwap<Zone>,
 }
 
 impl Live {
     /// Starts with nothing published (until the first etcd listing arrives).
     pub fn new(config: ZoneConfig) -> Live {
-        let state = State::default();
+        let state = Records::default();
         let zone = Zone::build(&config, state.registrations(), state.published(), state.serial());
         Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone) }
     }
@@ -56,7 +56,7 @@ impl Live {
     }
 
     /// Replaces the state with a fresh listing; swaps in a new zone if it differs.
-    pub fn relist(&self, listed: State) -> bool {
+    pub fn relist(&self, listed: Records) -> bool {
         let mut state = self.lock();
         let changed = state.relist(listed);
         if changed {
@@ -66,11 +66,11 @@ impl Live {
     }
 
     /// A copy of the state (for the HTTP API and tests).
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> Records {
         self.lock().clone()
     }
 
-    fn rebuild(&self, state: &State) {
+    fn rebuild(&self, state: &Records) {
         let zone = Zone::build(&self.config, state.registrations(), state.published(), state.serial());
         for warning in zone.warnings() {
             tracing::warn!(%warning, "record not served");
@@ -81,7 +81,7 @@ impl Live {
 
     // A panic while holding the lock cannot leave the state half-changed in a way that
     // matters (each change is one map operation), so a poisoned lock is still usable.
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Records> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -48,7 +48,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    dnsd::init_logs(&cli.log);
+    // hickory-server logs a line per query: at thousands a second that would cost
+    // more than answering.
+    cli.log.init_quieting(&["hickory_server"]);
     if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
         eprintln!("--cluster: {e}");
         return ExitCode::from(2);

@@ -22,7 +22,7 @@ pub enum Change {
 
 /// The registrations and published topologies, with the revisions that order them.
 #[derive(Debug, Clone, Default)]
-pub struct State {
+pub struct Records {
     registrations: Registrations,
     published: Published,
     /// Revision of the last put or delete of `/dns/<cluster>` seen, per cluster.
@@ -33,17 +33,17 @@ pub struct State {
     revision: i64,
 }
 
-impl State {
+impl Records {
     /// The state as a listing at `revision` found it. `published` carries each
     /// key's modification revision.
-    pub fn listed(registrations: Registrations, published: Published, revision: i64) -> State {
+    pub fn listed(registrations: Registrations, published: Published, revision: i64) -> Records {
         let dns_revisions = published.iter().map(|(c, (_, rev))| (c.clone(), *rev)).collect();
-        State { registrations, published, dns_revisions, listed_at: revision, revision }
+        Records { registrations, published, dns_revisions, listed_at: revision, revision }
     }
 
     /// Replaces everything with a fresh listing (after a reconnect), keeping the serial
     /// from going backwards. Returns whether what is served changed.
-    pub fn relist(&mut self, listed: State) -> bool {
+    pub fn relist(&mut self, listed: Records) -> bool {
         let changed = !same_registrations(&self.registrations, &listed.registrations)
             || self.published != listed.published;
         let revision = self.revision.max(listed.revision);
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn an_older_publication_never_overwrites_a_newer_one() {
-        let mut s = State::listed(Default::default(), Default::default(), 10);
+        let mut s = Records::listed(Default::default(), Default::default(), 10);
         assert!(s.apply(publish("c", Some(1)), 12), "local apply of our PUT");
         assert!(!s.apply(publish("c", Some(1)), 12), "the watch echo of the same PUT");
         assert!(!s.apply(publish("c", Some(9)), 11), "an older event arriving late");
@@ -161,14 +161,14 @@ mod tests {
 
     #[test]
     fn changes_older_than_the_listing_are_dropped() {
-        let mut s = State::listed(Default::default(), Default::default(), 20);
+        let mut s = Records::listed(Default::default(), Default::default(), 20);
         assert!(!s.apply(publish("new", Some(1)), 19), "the listing at 20 already reflects it");
         assert!(s.apply(publish("new", Some(1)), 21));
     }
 
     #[test]
     fn refreshing_a_registration_is_not_a_change_moving_it_is() {
-        let mut s = State::default();
+        let mut s = Records::default();
         assert!(s.apply(register("n1", Some(record("10.0.0.1", 6379, 1))), 2));
         assert!(!s.apply(register("n1", Some(record("10.0.0.1", 6379, 2))), 3), "offset refresh");
         assert_eq!(s.registrations()[&("c".into(), "n1".into())].repl_offset, 2, "still stored");
@@ -181,21 +181,21 @@ mod tests {
 
     #[test]
     fn relisting_keeps_the_serial_increasing_and_reports_changes() {
-        let mut s = State::default();
+        let mut s = Records::default();
         s.apply(publish("c", Some(1)), 30);
         let mut published = Published::new();
         published.insert("c".into(), (topo(1), 30));
-        assert!(!s.relist(State::listed(Default::default(), published.clone(), 25)));
+        assert!(!s.relist(Records::listed(Default::default(), published.clone(), 25)));
         assert_eq!(s.revision(), 30);
         published.insert("c".into(), (topo(2), 40));
-        assert!(s.relist(State::listed(Default::default(), published, 41)));
+        assert!(s.relist(Records::listed(Default::default(), published, 41)));
         assert_eq!(s.revision(), 41);
         assert!(!s.apply(publish("c", Some(1)), 35), "older than the listing");
     }
 
     #[test]
     fn serial_is_the_low_32_bits() {
-        let s = State::listed(Default::default(), Default::default(), (1 << 32) + 5);
+        let s = Records::listed(Default::default(), Default::default(), (1 << 32) + 5);
         assert_eq!(s.serial(), 5);
     }
 }

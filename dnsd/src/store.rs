@@ -16,7 +16,7 @@ use topology::records::{NodeRecord, PublishedTopology};
 use topology::Keys;
 
 use crate::live::Live;
-use crate::state::{Change, State};
+use crate::state::{Change, Records};
 use crate::zone::{Published, Registrations};
 
 /// Follows etcd until `shutdown`. `first_list` (if given) is told once the first
@@ -61,7 +61,7 @@ impl Follower for ZoneFollower {
             }
         }
         let (registration_count, published_count) = (registrations.len(), published.len());
-        let changed = self.live.relist(State::listed(registrations, published, revision));
+        let changed = self.live.relist(Records::listed(registrations, published, revision));
         tracing::info!(revision, registrations = registration_count, published = published_count, changed,
             "listed etcd; watching /dns/ and /nodes/");
         if let Some(first) = self.first_list.take() {

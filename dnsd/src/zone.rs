@@ -21,7 +21,7 @@
 //!
 //! SRV answers carry their targets' A/AAAA records in the additional section.
 //!
-//! Target of a published member: its node name when it is a node, else a synthesized
+//! SrvTarget of a published member: its node name when it is a node, else a synthesized
 //! `addr-<hex ip>` name. A node's address is its registration's when it is registered,
 //! else the host recorded when it was published (so a published master always
 //! resolves, even while its node-agent's lease has lapsed).
@@ -158,7 +158,7 @@ impl Zone {
                 b.srv(&name, &master);
             }
 
-            let slaves: Vec<Target> = topology
+            let slaves: Vec<SrvTarget> = topology
                 .slaves
                 .iter()
                 .map(|slave| b.target(config, registrations, cluster, slave))
@@ -230,7 +230,7 @@ impl Zone {
 
 /// Where a published member's SRV record points.
 #[derive(Debug, Clone)]
-struct Target {
+struct SrvTarget {
     name: Name,
     port: u16,
     /// Its address, served at `name` and as glue; `None` for external host names.
@@ -308,10 +308,10 @@ impl<'c> Builder<'c> {
         let target = match address.parse::<IpAddr>() {
             Ok(ip) => {
                 self.answer(name, address_record(self, name, ip));
-                Target { name: name.clone(), port, address: Some(ip) }
+                SrvTarget { name: name.clone(), port, address: Some(ip) }
             }
             Err(_) => match self.host_name(address) {
-                Some(host) => Target { name: host, port, address: None },
+                Some(host) => SrvTarget { name: host, port, address: None },
                 None => return,
             },
         };
@@ -340,7 +340,7 @@ impl<'c> Builder<'c> {
         registrations: &Registrations,
         cluster: &str,
         member: &PublishedMember,
-    ) -> Target {
+    ) -> SrvTarget {
         let port = member.port;
         if let Some(node) = &member.node {
             let name = self.name(&config.names.node(cluster, node));
@@ -348,10 +348,10 @@ impl<'c> Builder<'c> {
             let address = registered.map_or(member.host.as_str(), |r| r.address.as_str());
             self.node(&name, address, registered.map_or(port, |r| r.port));
             return match address.parse::<IpAddr>() {
-                Ok(ip) => Target { name, port, address: Some(ip) },
+                Ok(ip) => SrvTarget { name, port, address: Some(ip) },
                 Err(_) => match self.host_name(address) {
-                    Some(host) => Target { name: host, port, address: None },
-                    None => Target { name, port, address: None },
+                    Some(host) => SrvTarget { name: host, port, address: None },
+                    None => SrvTarget { name, port, address: None },
                 },
             };
         }
@@ -361,17 +361,17 @@ impl<'c> Builder<'c> {
                 if self.names.get(&LowerName::new(&name)).is_none_or(|e| e.is_empty()) {
                     self.answer(&name, address_record(self, &name, ip));
                 }
-                Target { name, port, address: Some(ip) }
+                SrvTarget { name, port, address: Some(ip) }
             }
             Err(_) => match self.host_name(&member.host) {
-                Some(host) => Target { name: host, port, address: None },
-                None => Target { name: self.apex.clone(), port, address: None },
+                Some(host) => SrvTarget { name: host, port, address: None },
+                None => SrvTarget { name: self.apex.clone(), port, address: None },
             },
         }
     }
 
     /// Adds `0 100 <port> <target>` at `name`, with the target's address as glue.
-    fn srv(&mut self, name: &Name, target: &Target) {
+    fn srv(&mut self, name: &Name, target: &SrvTarget) {
         let srv = self.record(name, RData::SRV(SRV::new(0, SRV_WEIGHT, target.port, target.name.clone())));
         self.answer(name, srv);
         if let Some(ip) = target.address {

@@ -24,7 +24,7 @@ use crate::worker::{self, Context};
 
 /// Observable state, for `/status`.
 #[derive(Default)]
-pub struct State {
+pub struct Leadership {
     pub leader: AtomicBool,
 }
 
@@ -42,7 +42,7 @@ enum TermEnded {
 }
 
 /// Campaigns, leads, and campaigns again, until `shutdown`.
-pub async fn run(cx: Arc<Context>, lease_ttl: Duration, state: Arc<State>, shutdown: Shutdown) {
+pub async fn run(cx: Arc<Context>, lease_ttl: Duration, state: Arc<Leadership>, shutdown: Shutdown) {
     let mut failures = 0;
     loop {
         let mut term = Term { cx: cx.clone(), lease: None, workers: HashMap::new(), health: HashMap::new() };
@@ -75,7 +75,7 @@ struct Term {
 
 impl Term {
     /// Returns only when the term ends: leading never finishes by itself.
-    async fn campaign_and_lead(&mut self, lease_ttl: Duration, state: &State) -> TermEnded {
+    async fn campaign_and_lead(&mut self, lease_ttl: Duration, state: &Leadership) -> TermEnded {
         let mut etcd = self.cx.etcd.clone();
         let mut lease = match KeptLease::grant(&mut etcd, lease_ttl).await {
             Ok(lease) => lease,
@@ -126,7 +126,7 @@ impl Term {
     }
 
     /// Stops the workers, then gives up the lease (and with it leadership).
-    async fn stop(&mut self, state: &State) {
+    async fn stop(&mut self, state: &Leadership) {
         for (_, (_, task)) in self.workers.drain() {
             task.abort();
         }

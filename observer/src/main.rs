@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use clap::Parser;
 use observer::endpoint::Endpoint;
 use observer::failover::Policy;
-use observer::leader::{self, State};
+use observer::leader::{self, Leadership};
 use observer::round::Targets;
 use observer::worker::Context;
 use service::cli::{EtcdArgs, LogArgs};
@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         redis_auth: cli.redis_auth.credentials()?,
     });
 
-    let state = Arc::new(State::default());
+    let state = Arc::new(Leadership::default());
     let health_state = state.clone();
     let status_cx = cx.clone();
     let app = service::http::with_conventions(Router::new()).route(

@@ -10,4 +10,4 @@ pub mod tally;
 pub mod writer;
 
 pub use tally::{median_max_ms, Tally, Verdict, Window};
-pub use writer::{read_list, Pace, Target, Writer};
+pub use writer::{read_list, Pace, Destination, Writer};

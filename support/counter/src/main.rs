@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
-use counter::{read_list, Pace, Target, Writer};
+use counter::{read_list, Pace, Destination, Writer};
 use service::cli::LogArgs;
 use service::resolve::MemberResolver;
 
@@ -112,14 +112,14 @@ async fn main() -> ExitCode {
     if verdict.lossless() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-fn target(cli: &Cli) -> Result<Target, String> {
+fn target(cli: &Cli) -> Result<Destination, String> {
     match (&cli.redis, &cli.cluster) {
-        (Some(addr), _) => Ok(Target::Fixed(*addr)),
+        (Some(addr), _) => Ok(Destination::Fixed(*addr)),
         (None, Some(cluster)) => {
             topology::validate_label("cluster", cluster)?;
             let names = topology::Names::new(&cli.domain)?;
             let resolver = MemberResolver::new(cli.nameserver).map_err(|e| e.to_string())?;
-            Ok(Target::Srv { name: names.master(cluster), resolver: Box::new(resolver) })
+            Ok(Destination::Srv { name: names.master(cluster), resolver: Box::new(resolver) })
         }
         (None, None) => Err("give --redis host:port or --cluster (with --nameserver)".into()),
     }

@@ -16,7 +16,7 @@ use crate::tally::Tally;
 
 /// How the writer finds the master.
 #[derive(Clone)]
-pub enum Target {
+pub enum Destination {
     /// One address: HAProxy's write frontend, or a redis directly.
     Fixed(SocketAddr),
     /// An SRV name (`master.<cluster>.<domain>`) looked up through `resolver`
@@ -27,19 +27,19 @@ pub enum Target {
     Discover(Vec<SocketAddr>),
 }
 
-impl Target {
+impl Destination {
     /// Where the master is now, if it can be told.
     pub async fn locate(&self, conns: &mut Connections) -> Option<SocketAddr> {
         match self {
-            Target::Fixed(addr) => Some(*addr),
-            Target::Srv { name, resolver } => match resolver.srv(name).await {
+            Destination::Fixed(addr) => Some(*addr),
+            Destination::Srv { name, resolver } => match resolver.srv(name).await {
                 Ok(addrs) => addrs.first().copied(),
                 Err(e) => {
                     tracing::debug!(%name, error = %e, "cannot resolve the master");
                     None
                 }
             },
-            Target::Discover(nodes) => discover(nodes, conns).await,
+            Destination::Discover(nodes) => discover(nodes, conns).await,
         }
     }
 }
@@ -86,7 +86,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(target: Target, key: &str, pace: Pace) -> Writer {
+    pub fn start(target: Destination, key: &str, pace: Pace) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(run(target, key.to_string(), pace, stop.clone()));
         Writer { stop, task }
@@ -108,7 +108,7 @@ impl Writer {
     }
 }
 
-async fn run(target: Target, key: String, pace: Pace, stop: Arc<AtomicBool>) -> Tally {
+async fn run(target: Destination, key: String, pace: Pace, stop: Arc<AtomicBool>) -> Tally {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut tally = Tally::default();
     let mut conns = Connections::new(pace.timeout);
@@ -191,7 +191,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<Mult
 
 /// Reads the whole list back from wherever `target` says the master is now,
 /// retrying for up to `patience` while the master cannot be reached.
-pub async fn read_list(target: &Target, key: &str, patience: Duration) -> Result<Vec<String>, String> {
+pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> Result<Vec<String>, String> {
     let deadline = Instant::now() + patience;
     let mut conns = Connections::new(Duration::from_secs(10));
     let mut last_error = "no master found".to_string();

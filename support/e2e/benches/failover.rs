@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use counter::{median_max_ms, read_list, Pace, Tally, Target, Writer};
+use counter::{median_max_ms, read_list, Pace, Tally, Destination, Writer};
 use harness::process::Process;
 use harness::stack::{Stack, StackOptions};
 use harness::{free_port, Redis};
@@ -60,7 +60,7 @@ async fn ours() {
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
-    let target = Target::Fixed(stack.write.expect("haproxy"));
+    let target = Destination::Fixed(stack.write.expect("haproxy"));
     let writer = Writer::start(target.clone(), "bench-ids", PACE);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut kills = Vec::new();
@@ -122,7 +122,7 @@ async fn redis_sentinel() {
     let _sentinels: Vec<Sentinel> = (0..3).map(|_| sentinel(nodes[0].port())).collect();
     tokio::time::sleep(Duration::from_secs(3)).await; // sentinels discover each other
     let addrs: Vec<SocketAddr> = nodes.iter().map(Redis::addr).collect();
-    let target = Target::Discover(addrs);
+    let target = Destination::Discover(addrs);
     let writer = Writer::start(target.clone(), "bench-ids", PACE);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut kills = Vec::new();

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use counter::{median_max_ms, read_list, Pace, Target, Writer};
+use counter::{median_max_ms, read_list, Pace, Destination, Writer};
 use harness::stack::{Stack, StackOptions};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,7 @@ async fn main() {
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
-    let target = Target::Fixed(stack.write.expect("haproxy"));
+    let target = Destination::Fixed(stack.write.expect("haproxy"));
     let pace = Pace { per_second: 1000, count: None, timeout: Duration::from_secs(5) };
     let writer = Writer::start(target.clone(), "bench-ids", pace);
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use counter::{median_max_ms, read_list, Pace, Target, Writer};
+use counter::{median_max_ms, read_list, Pace, Destination, Writer};
 use harness::stack::{Stack, StackOptions, CLUSTER};
 
 const PACE: Pace = Pace { per_second: 500, count: None, timeout: Duration::from_secs(5) };
@@ -15,7 +15,7 @@ async fn twenty_rotations_through_haproxy_lose_nothing() {
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
 
-    let through_haproxy = Target::Fixed(stack.write.unwrap());
+    let through_haproxy = Destination::Fixed(stack.write.unwrap());
     let writer = Writer::start(through_haproxy.clone(), "e2e-ids", PACE);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut spans = Vec::new();

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use counter::{read_list, Pace, Target, Writer};
+use counter::{read_list, Pace, Destination, Writer};
 use harness::stack::{Stack, StackOptions, CLUSTER};
 
 const PACE: Pace = Pace { per_second: 500, count: None, timeout: Duration::from_secs(5) };
@@ -56,7 +56,7 @@ async fn set_maintenance(stack: &Stack, on: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_master_fails_over_and_the_old_one_rejoins_as_a_slave() {
     let mut stack = started(StackOptions { haproxy: true, ..StackOptions::default() }).await;
-    let through_haproxy = Target::Fixed(stack.write.unwrap());
+    let through_haproxy = Destination::Fixed(stack.write.unwrap());
     let writer = Writer::start(through_haproxy.clone(), "failover-ids", PACE);
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -23,7 +23,21 @@ pub struct LogArgs {
 impl LogArgs {
     /// Installs the global subscriber. Call once, first thing in `main`.
     pub fn init(&self) {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        self.init_quieting(&[]);
+    }
+
+    /// Like [`LogArgs::init`], with the `noisy` targets (crates that log a line per
+    /// request) at `warn` unless `RUST_LOG` names their family (`hickory` for
+    /// `hickory_server`).
+    pub fn init_quieting(&self, noisy: &[&str]) {
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+        let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let named = |target: &str| rust_log.contains(target.split('_').next().unwrap_or(target));
+        for target in noisy.iter().filter(|target| !named(target)) {
+            if let Ok(directive) = format!("{target}=warn").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
         let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Text => builder.init(),
