@@ -1,6 +1,6 @@
 //! Where the dictator and dnsd are: a base URL, whose host may be an SRV name
 //! (as the original etcd-trigger allowed). SRV names are resolved through
-//! `--nameserver` on every round, so a moved service is followed.
+//! `--nameserver` every time a topology is applied, so a moved service is followed.
 
 use std::net::SocketAddr;
 

@@ -32,7 +32,7 @@ pub enum MasterSeen {
 
 /// The worker's memory between looks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Watch {
+pub struct FailoverClock {
     /// When the master was first seen down (ms since the epoch), while it stays down.
     pub down_since_ms: Option<u64>,
     /// When this cluster last failed over automatically.
@@ -50,7 +50,7 @@ pub struct Policy {
 
 /// What the observer's own connection attempt to the master found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
+pub enum MasterCheck {
     /// Connection refused: nothing listens on the master's port.
     Refused,
     /// A timeout or another error: the master may be paused or partitioned away.
@@ -59,7 +59,7 @@ pub enum Probe {
 
 /// What to do about the master.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum FailoverDecision {
     /// Healthy: nothing to do.
     Fine,
     /// Down, but not for long enough yet: look again after this long.
@@ -70,43 +70,43 @@ pub enum Verdict {
     Suspect,
 }
 
-/// Updates `watch` with what etcd says (and, when it says down, what the
+/// Updates `clock` with what etcd says (and, when it says down, what the
 /// observer's own probe found) and decides.
 pub fn assess(
     seen: MasterSeen,
-    probe: Probe,
-    watch: &mut Watch,
+    probe: MasterCheck,
+    clock: &mut FailoverClock,
     policy: &Policy,
     maintenance: bool,
     now_ms: u64,
-) -> Verdict {
+) -> FailoverDecision {
     if seen == MasterSeen::Healthy {
-        watch.down_since_ms = None;
-        return Verdict::Fine;
+        clock.down_since_ms = None;
+        return FailoverDecision::Fine;
     }
-    let since = *watch.down_since_ms.get_or_insert(now_ms);
+    let since = *clock.down_since_ms.get_or_insert(now_ms);
     let down_for = Duration::from_millis(now_ms.saturating_sub(since));
     let delay = match probe {
-        Probe::Refused => policy.failover_after_refused.min(policy.failover_after),
-        Probe::NoAnswer => policy.failover_after,
+        MasterCheck::Refused => policy.failover_after_refused.min(policy.failover_after),
+        MasterCheck::NoAnswer => policy.failover_after,
     };
     if down_for < delay {
-        return Verdict::WaitFor(delay - down_for);
+        return FailoverDecision::WaitFor(delay - down_for);
     }
     if maintenance {
-        return Verdict::Held("the cluster is in maintenance: automatic failover is paused".into());
+        return FailoverDecision::Held("the cluster is in maintenance: automatic failover is paused".into());
     }
-    if let Some(last) = watch.last_failover_ms {
+    if let Some(last) = clock.last_failover_ms {
         let since_last = Duration::from_millis(now_ms.saturating_sub(last));
         if since_last < policy.cooldown {
-            return Verdict::Held(format!(
+            return FailoverDecision::Held(format!(
                 "the last automatic failover was {:.1} s ago; the cooldown is {} s",
                 since_last.as_secs_f64(),
                 policy.cooldown.as_secs()
             ));
         }
     }
-    Verdict::Suspect
+    FailoverDecision::Suspect
 }
 
 /// A slave as its redis answered (unreachable slaves are not candidates).
@@ -178,42 +178,42 @@ mod tests {
         }
     }
 
-    const N: Probe = Probe::NoAnswer;
+    const N: MasterCheck = MasterCheck::NoAnswer;
 
     #[test]
     fn waits_for_the_master_to_stay_down() {
-        let mut w = Watch::default();
-        assert_eq!(assess(MasterSeen::Healthy, N, &mut w, &policy(), false, 0), Verdict::Fine);
-        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 10_000), Verdict::WaitFor(Duration::from_millis(1000)));
-        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 10_400), Verdict::WaitFor(Duration::from_millis(600)));
-        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 11_000), Verdict::Suspect);
+        let mut w = FailoverClock::default();
+        assert_eq!(assess(MasterSeen::Healthy, N, &mut w, &policy(), false, 0), FailoverDecision::Fine);
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 10_000), FailoverDecision::WaitFor(Duration::from_millis(1000)));
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 10_400), FailoverDecision::WaitFor(Duration::from_millis(600)));
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 11_000), FailoverDecision::Suspect);
         // A blip resets the clock.
-        assert_eq!(assess(MasterSeen::Healthy, N, &mut w, &policy(), false, 11_100), Verdict::Fine);
-        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 11_200), Verdict::WaitFor(Duration::from_millis(1000)));
+        assert_eq!(assess(MasterSeen::Healthy, N, &mut w, &policy(), false, 11_100), FailoverDecision::Fine);
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 11_200), FailoverDecision::WaitFor(Duration::from_millis(1000)));
     }
 
     #[test]
     fn a_refused_port_needs_no_waiting_but_still_respects_the_holds() {
-        let mut w = Watch::default();
-        assert_eq!(assess(MasterSeen::Down, Probe::Refused, &mut w, &policy(), false, 10_000), Verdict::Suspect);
-        let mut w = Watch::default();
-        assert!(matches!(assess(MasterSeen::Down, Probe::Refused, &mut w, &policy(), true, 10_000), Verdict::Held(_)));
+        let mut w = FailoverClock::default();
+        assert_eq!(assess(MasterSeen::Down, MasterCheck::Refused, &mut w, &policy(), false, 10_000), FailoverDecision::Suspect);
+        let mut w = FailoverClock::default();
+        assert!(matches!(assess(MasterSeen::Down, MasterCheck::Refused, &mut w, &policy(), true, 10_000), FailoverDecision::Held(_)));
         let slow = Policy { failover_after_refused: Duration::from_millis(300), ..policy() };
-        let mut w = Watch::default();
-        assert_eq!(assess(MasterSeen::Down, Probe::Refused, &mut w, &slow, false, 0), Verdict::WaitFor(Duration::from_millis(300)));
+        let mut w = FailoverClock::default();
+        assert_eq!(assess(MasterSeen::Down, MasterCheck::Refused, &mut w, &slow, false, 0), FailoverDecision::WaitFor(Duration::from_millis(300)));
         // Never longer than the ordinary delay.
         let odd = Policy { failover_after_refused: Duration::from_secs(5), ..policy() };
-        let mut w = Watch::default();
-        assert_eq!(assess(MasterSeen::Down, Probe::Refused, &mut w, &odd, false, 0), Verdict::WaitFor(Duration::from_millis(1000)));
+        let mut w = FailoverClock::default();
+        assert_eq!(assess(MasterSeen::Down, MasterCheck::Refused, &mut w, &odd, false, 0), FailoverDecision::WaitFor(Duration::from_millis(1000)));
     }
 
     #[test]
     fn maintenance_and_cooldown_hold_it() {
-        let mut w = Watch { down_since_ms: Some(0), last_failover_ms: None };
-        assert!(matches!(assess(MasterSeen::Down, N, &mut w, &policy(), true, 5_000), Verdict::Held(r) if r.contains("maintenance")));
+        let mut w = FailoverClock { down_since_ms: Some(0), last_failover_ms: None };
+        assert!(matches!(assess(MasterSeen::Down, N, &mut w, &policy(), true, 5_000), FailoverDecision::Held(r) if r.contains("maintenance")));
         w.last_failover_ms = Some(4_000);
-        assert!(matches!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 5_000), Verdict::Held(r) if r.contains("cooldown")));
-        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 64_001), Verdict::Suspect);
+        assert!(matches!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 5_000), FailoverDecision::Held(r) if r.contains("cooldown")));
+        assert_eq!(assess(MasterSeen::Down, N, &mut w, &policy(), false, 64_001), FailoverDecision::Suspect);
     }
 
     fn cand(index: usize, replid: &str, offset: u64, follows: bool, healthy: bool) -> Candidate {

@@ -12,7 +12,7 @@ use clap::Parser;
 use observer::endpoint::Endpoint;
 use observer::failover::Policy;
 use observer::leader::{self, State};
-use observer::round::Targets;
+use observer::apply::Targets;
 use observer::worker::Context;
 use service::cli::{EtcdArgs, LogArgs};
 use service::resolve::MemberResolver;

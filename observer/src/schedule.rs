@@ -1,9 +1,9 @@
-//! Pure decisions of a cluster's worker: whether a round is due.
+//! Pure decisions of a cluster's worker: whether applying the topology is due.
 
-/// What a round applies: the topology and trigger as last seen in etcd. A new
-/// trigger value or topology revision makes a round due.
+/// What the operator asked for, by etcd revision: the topology and trigger as
+/// last seen. A new trigger value or topology revision makes applying due.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Target {
+pub struct DesiredRevision {
     /// etcd mod revision of `/config/<cluster>/topology` (0: not defined).
     pub topology_revision: i64,
     /// etcd mod revision of the trigger (0: none), and its value.
@@ -11,33 +11,33 @@ pub struct Target {
     pub trigger: Option<String>,
 }
 
-impl Target {
+impl DesiredRevision {
     pub fn has_topology(&self) -> bool {
         self.topology_revision > 0
     }
 }
 
-/// A round is due when what etcd holds differs from what was last applied.
+/// Applying is due when what etcd holds differs from what was last applied.
 /// Level-triggered: a missed event, a restart or a new leader still converges.
-pub fn round_due(target: &Target, last_applied: Option<&Target>) -> bool {
-    target.has_topology() && last_applied != Some(target)
+pub fn apply_due(desired: &DesiredRevision, applied: Option<&DesiredRevision>) -> bool {
+    desired.has_topology() && applied != Some(desired)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn target(topology: i64, trigger: i64) -> Target {
-        Target { topology_revision: topology, trigger_revision: trigger, trigger: Some(format!("t{trigger}")) }
+    fn desired(topology: i64, trigger: i64) -> DesiredRevision {
+        DesiredRevision { topology_revision: topology, trigger_revision: trigger, trigger: Some(format!("t{trigger}")) }
     }
 
     #[test]
-    fn a_round_is_due_for_anything_new() {
-        assert!(round_due(&target(5, 0), None));
-        assert!(!round_due(&target(5, 7), Some(&target(5, 7))));
-        assert!(round_due(&target(5, 8), Some(&target(5, 7))), "new trigger");
-        assert!(round_due(&target(6, 7), Some(&target(5, 7))), "new topology");
-        assert!(!round_due(&Target::default(), None), "nothing defined yet");
-        assert!(!round_due(&target(0, 3), None), "a trigger without a topology");
+    fn applying_is_due_for_anything_new() {
+        assert!(apply_due(&desired(5, 0), None));
+        assert!(!apply_due(&desired(5, 7), Some(&desired(5, 7))));
+        assert!(apply_due(&desired(5, 8), Some(&desired(5, 7))), "new trigger");
+        assert!(apply_due(&desired(6, 7), Some(&desired(5, 7))), "new topology");
+        assert!(!apply_due(&DesiredRevision::default(), None), "nothing defined yet");
+        assert!(!apply_due(&desired(0, 3), None), "a trigger without a topology");
     }
 }

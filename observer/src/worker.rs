@@ -19,9 +19,9 @@ use topology::keys::Key;
 use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
-use crate::failover::{self, Candidate, MasterSeen, Policy, Probe, Verdict};
-use crate::round::{RoundError, Stage, Targets};
-use crate::schedule::{round_due, Target};
+use crate::failover::{self, Candidate, MasterSeen, Policy, MasterCheck, FailoverDecision};
+use crate::apply::{ApplyError, Stage, Targets};
+use crate::schedule::{apply_due, DesiredRevision};
 use service::backoff::delay_after;
 
 /// Shared by every worker.
@@ -55,7 +55,7 @@ impl Context {
 
 /// What one read of etcd found for a cluster.
 struct Snapshot {
-    target: Target,
+    target: DesiredRevision,
     topology: Vec<u8>,
     maintenance: bool,
     nodes: HashMap<String, NodeRecord>,
@@ -63,9 +63,9 @@ struct Snapshot {
 
 /// Runs until aborted (the leader stops its workers when it loses leadership).
 pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receiver<u64>) {
-    let mut last_applied: Option<Target> = None;
+    let mut last_applied: Option<DesiredRevision> = None;
     let mut failures: u32 = 0;
-    let mut health = failover::Watch::default();
+    let mut health = failover::FailoverClock::default();
     // Where each node was last registered, to reach a master whose lease expired.
     let mut known: HashMap<String, NodeRecord> = HashMap::new();
     // The last automatic failover's summary, recorded with the round that applies it.
@@ -81,11 +81,11 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
             }
             Ok(snapshot) => {
                 known.extend(snapshot.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
-                if round_due(&snapshot.target, last_applied.as_ref()) {
+                if apply_due(&snapshot.target, last_applied.as_ref()) {
                     let target = snapshot.target.clone();
                     let started_ms = now_ms();
                     tracing::info!(cluster, topology_revision = target.topology_revision, trigger = ?target.trigger, "round: applying the topology");
-                    match cx.targets.round(&cluster, &snapshot.topology).await {
+                    match cx.targets.apply_and_publish(&cluster, &snapshot.topology).await {
                         Ok(_) => {
                             record(&cx, &cluster, &target, started_ms, None, 0, failover_note.take()).await;
                             tracing::info!(cluster, topology_revision = target.topology_revision, "round: applied and published");
@@ -126,8 +126,8 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
 }
 
 /// Reads the cluster's configuration and registrations.
-async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, RoundError> {
-    let fail = |message: String| RoundError { stage: Stage::Read, message };
+async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ApplyError> {
+    let fail = |message: String| ApplyError { stage: Stage::Read, message };
     let mut etcd = cx.etcd.clone();
     let prefix = format!("{}{cluster}/", cx.keys.config_prefix());
     let config = etcd
@@ -135,7 +135,7 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, RoundError> {
         .await
         .map_err(|e| fail(format!("etcd: {e}")))?;
     let mut snapshot =
-        Snapshot { target: Target::default(), topology: Vec::new(), maintenance: false, nodes: HashMap::new() };
+        Snapshot { target: DesiredRevision::default(), topology: Vec::new(), maintenance: false, nodes: HashMap::new() };
     for kv in config.kvs() {
         match kv.key_str().ok().and_then(|k| cx.keys.parse(k)) {
             Some(Key::Topology { .. }) => {
@@ -174,23 +174,23 @@ async fn watch_master(
     snapshot: &Snapshot,
     known: &HashMap<String, NodeRecord>,
     policy: &Policy,
-    health: &mut failover::Watch,
+    health: &mut failover::FailoverClock,
 ) -> (Option<Duration>, Option<String>) {
     let Ok(topology) = Topology::from_json(&snapshot.topology) else { return (None, None) };
     let master_node = node_of(cx, cluster, &topology.master, known);
     let seen = failover::seen(master_node.as_ref().and_then(|n| snapshot.nodes.get(n)));
     let probe = match seen {
-        MasterSeen::Healthy => Probe::NoAnswer,
+        MasterSeen::Healthy => MasterCheck::NoAnswer,
         MasterSeen::Down => probe(cx, cluster, &topology.master, known).await,
     };
     match failover::assess(seen, probe, health, policy, snapshot.maintenance, now_ms()) {
-        Verdict::Fine => (None, None),
-        Verdict::WaitFor(wait) => (Some(wait), None),
-        Verdict::Held(reason) => {
+        FailoverDecision::Fine => (None, None),
+        FailoverDecision::WaitFor(wait) => (Some(wait), None),
+        FailoverDecision::Held(reason) => {
             tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
             (Some(policy.failover_after.max(Duration::from_secs(1))), None)
         }
-        Verdict::Suspect => match fail_over(cx, cluster, snapshot, known, &topology).await {
+        FailoverDecision::Suspect => match fail_over(cx, cluster, snapshot, known, &topology).await {
             Ok(Some(summary)) => {
                 health.last_failover_ms = Some(now_ms());
                 health.down_since_ms = None;
@@ -207,15 +207,15 @@ async fn watch_master(
 }
 
 /// Tries to connect to the master's redis: a refusal means nothing listens there.
-async fn probe(cx: &Context, cluster: &str, master: &Member, known: &HashMap<String, NodeRecord>) -> Probe {
-    let Some(addr) = address_of(cx, cluster, master, known).await else { return Probe::NoAnswer };
-    let Ok(client) = cx.redis_auth.client_for(addr) else { return Probe::NoAnswer };
+async fn probe(cx: &Context, cluster: &str, master: &Member, known: &HashMap<String, NodeRecord>) -> MasterCheck {
+    let Some(addr) = address_of(cx, cluster, master, known).await else { return MasterCheck::NoAnswer };
+    let Ok(client) = cx.redis_auth.client_for(addr) else { return MasterCheck::NoAnswer };
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(300)))
         .set_response_timeout(Some(Duration::from_millis(300)));
     match client.get_multiplexed_async_connection_with_config(&config).await {
-        Err(e) if e.is_connection_refusal() => Probe::Refused,
-        _ => Probe::NoAnswer,
+        Err(e) if e.is_connection_refusal() => MasterCheck::Refused,
+        _ => MasterCheck::NoAnswer,
     }
 }
 
@@ -305,9 +305,9 @@ async fn address_of(cx: &Context, cluster: &str, member: &Member, known: &HashMa
 async fn record(
     cx: &Context,
     cluster: &str,
-    target: &Target,
+    target: &DesiredRevision,
     started_ms: u64,
-    error: Option<&RoundError>,
+    error: Option<&ApplyError>,
     failures: u32,
     failover: Option<String>,
 ) {

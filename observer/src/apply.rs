@@ -1,5 +1,5 @@
-//! One round for one cluster: PUT the topology to the dictator and, only after it
-//! answered 2xx, to dnsd. A failure stops the round: DNS never points at a master
+//! Applying a topology to one cluster: PUT it to the dictator and, only after it
+//! answered 2xx, to dnsd. A failure stops there: DNS never points at a master
 //! the dictator did not make.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use service::resolve::MemberResolver;
 
 use crate::endpoint::Endpoint;
 
-/// Where a round failed.
+/// Where applying failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Read,
@@ -29,12 +29,12 @@ impl Stage {
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {message}", .stage.as_str())]
-pub struct RoundError {
+pub struct ApplyError {
     pub stage: Stage,
     pub message: String,
 }
 
-/// What a round needs to talk to the dictator and dnsd.
+/// What applying needs to talk to the dictator and dnsd.
 pub struct Targets {
     pub http: reqwest::Client,
     pub resolver: MemberResolver,
@@ -53,14 +53,14 @@ impl Targets {
 
     /// Applies `topology` (the JSON as stored in etcd) to `cluster`. Returns the
     /// dictator's report.
-    pub async fn round(&self, cluster: &str, topology: &[u8]) -> Result<Value, RoundError> {
+    pub async fn apply_and_publish(&self, cluster: &str, topology: &[u8]) -> Result<Value, ApplyError> {
         let report = self.put(Stage::Dictator, &self.dictator, &format!("/clusters/{cluster}/master"), topology).await?;
         self.put(Stage::Dnsd, &self.dnsd, &format!("/clusters/{cluster}/dns"), topology).await?;
         Ok(report)
     }
 
-    async fn put(&self, stage: Stage, endpoint: &Endpoint, path: &str, body: &[u8]) -> Result<Value, RoundError> {
-        let fail = |message: String| RoundError { stage, message };
+    async fn put(&self, stage: Stage, endpoint: &Endpoint, path: &str, body: &[u8]) -> Result<Value, ApplyError> {
+        let fail = |message: String| ApplyError { stage, message };
         let url = endpoint.url(&self.resolver, path).await.map_err(fail)?;
         let response = self
             .http
