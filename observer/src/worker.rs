@@ -20,7 +20,7 @@ use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
 use crate::failover::{self, Candidate, MasterSeen, Policy, MasterCheck, FailoverDecision};
-use crate::apply::{ApplyError, Stage, Targets};
+use crate::apply::{ApplyError, Targets};
 use crate::schedule::{apply_due, DesiredRevision};
 use service::backoff::delay_after;
 
@@ -51,6 +51,24 @@ impl Context {
     pub fn failover_counts(&self) -> HashMap<String, u64> {
         self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
+}
+
+/// etcd did not answer the worker's read.
+#[derive(Debug, thiserror::Error)]
+#[error("read: etcd: {0}")]
+pub struct ReadError(#[from] etcd_client::Error);
+
+/// Why an automatic failover did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error("master {master} is down and no healthy slave can be promoted ({reachable} reachable)")]
+    NoCandidate { master: Member, reachable: usize },
+    #[error("cannot build the new topology")]
+    NoTopology,
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the topology changed meanwhile (another observer or an operator); not failing over")]
+    Raced,
 }
 
 /// What one read of etcd found for a cluster.
@@ -126,14 +144,12 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
 }
 
 /// Reads the cluster's configuration and registrations.
-async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ApplyError> {
-    let fail = |message: String| ApplyError { stage: Stage::Read, message };
+async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
     let mut etcd = cx.etcd.clone();
     let prefix = format!("{}{cluster}/", cx.keys.config_prefix());
     let config = etcd
         .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| fail(format!("etcd: {e}")))?;
+        .await?;
     let mut snapshot =
         Snapshot { target: DesiredRevision::default(), topology: Vec::new(), maintenance: false, nodes: HashMap::new() };
     for kv in config.kvs() {
@@ -153,8 +169,7 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ApplyError> {
     if cx.failover.is_some() {
         let nodes = etcd
             .get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| fail(format!("etcd: {e}")))?;
+            .await?;
         for kv in nodes.kvs() {
             if let (Some(Key::Node { node, .. }), Ok(record)) =
                 (kv.key_str().ok().and_then(|k| cx.keys.parse(k)), serde_json::from_slice::<NodeRecord>(kv.value()))
@@ -228,7 +243,7 @@ async fn fail_over(
     snapshot: &Snapshot,
     known: &HashMap<String, NodeRecord>,
     topology: &Topology,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, FailoverError> {
     let timeouts = dictator::observe::Timeouts { connect: Duration::from_millis(300), command: Duration::from_millis(300) };
     let master_addr = address_of(cx, cluster, &topology.master, known).await;
     if let Some(addr) = master_addr
@@ -256,10 +271,9 @@ async fn fail_over(
             healthy: healthy && !replication.is_master(),
         });
     }
-    let chosen = failover::choose(&candidates).ok_or_else(|| {
-        format!("master {} is down and no healthy slave can be promoted ({} reachable)", topology.master, candidates.len())
-    })?;
-    let new = failover::promote(topology, chosen.index).ok_or("cannot build the new topology")?;
+    let chosen = failover::choose(&candidates)
+        .ok_or_else(|| FailoverError::NoCandidate { master: topology.master.clone(), reachable: candidates.len() })?;
+    let new = failover::promote(topology, chosen.index).ok_or(FailoverError::NoTopology)?;
     let summary = format!(
         "master {} down for longer than the failover delay; promoting {} (offset {})",
         topology.master, new.master, chosen.offset
@@ -269,9 +283,9 @@ async fn fail_over(
         .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, snapshot.target.topology_revision)])
         .and_then([TxnOp::put(key.as_str(), new.to_json(), None)]);
     let mut etcd = cx.etcd.clone();
-    let response = etcd.txn(txn).await.map_err(|e| format!("etcd: {e}"))?;
+    let response = etcd.txn(txn).await?;
     if !response.succeeded() {
-        return Err("the topology changed meanwhile (another observer or an operator); not failing over".into());
+        return Err(FailoverError::Raced);
     }
     cx.count_failover(cluster);
     record(cx, cluster, &snapshot.target, now_ms(), None, 0, Some(summary.clone())).await;
@@ -315,7 +329,7 @@ async fn record(
         trigger: target.trigger.clone(),
         topology_revision: target.topology_revision,
         result: error.map_or("ok", |e| e.stage.as_str()).to_string(),
-        error: error.map(|e| e.message.clone()),
+        error: error.map(|e| e.cause.to_string()),
         observer: cx.observer_id.clone(),
         failures,
         started_ms,
