@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod endpoint;
 pub mod failover;
+pub mod inspect;
 pub mod leader;
 pub mod schedule;
 pub mod worker;

@@ -19,7 +19,8 @@ use topology::keys::Key;
 use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
-use crate::failover::{self, Candidate, MasterSeen, Policy, MasterCheck, FailoverDecision};
+use crate::failover::{self, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts};
+use crate::inspect;
 use crate::apply::{ApplyError, Targets};
 use crate::schedule::{apply_due, DesiredRevision};
 use service::backoff::delay_after;
@@ -61,10 +62,8 @@ pub struct ReadError(#[from] etcd_client::Error);
 /// Why an automatic failover did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
-    #[error("master {master} is down and no healthy slave can be promoted ({reachable} reachable)")]
-    NoCandidate { master: Member, reachable: usize },
-    #[error("cannot build the new topology")]
-    NoTopology,
+    #[error(transparent)]
+    NoPromotion(#[from] NoPromotion),
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
     #[error("the topology changed meanwhile (another observer or an operator); not failing over")]
@@ -83,7 +82,7 @@ struct Snapshot {
 pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receiver<u64>) {
     let mut last_applied: Option<DesiredRevision> = None;
     let mut failures: u32 = 0;
-    let mut health = failover::FailoverClock::default();
+    let mut clock = FailoverClock::default();
     // Where each node was last registered, to reach a master whose lease expired.
     let mut known: HashMap<String, NodeRecord> = HashMap::new();
     // The last automatic failover's summary, recorded with the round that applies it.
@@ -120,7 +119,7 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
                     }
                 }
                 if let Some(policy) = cx.failover {
-                    let (look_again, summary) = watch_master(&cx, &cluster, &snapshot, &known, &policy, &mut health).await;
+                    let (look_again, summary) = watch_master(&cx, &cluster, &snapshot, &known, &policy, &mut clock).await;
                     failover_note = summary.or(failover_note);
                     wait = match (wait, look_again) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -189,30 +188,40 @@ async fn watch_master(
     snapshot: &Snapshot,
     known: &HashMap<String, NodeRecord>,
     policy: &Policy,
-    health: &mut failover::FailoverClock,
+    clock: &mut FailoverClock,
 ) -> (Option<Duration>, Option<String>) {
     let Ok(topology) = Topology::from_json(&snapshot.topology) else { return (None, None) };
     let master_node = node_of(cx, cluster, &topology.master, known);
-    let seen = failover::seen(master_node.as_ref().and_then(|n| snapshot.nodes.get(n)));
-    let probe = match seen {
-        MasterSeen::Healthy => MasterCheck::NoAnswer,
-        MasterSeen::Down => probe(cx, cluster, &topology.master, known).await,
+    // Redis is asked only when etcd says down: a healthy master costs no I/O.
+    let (seen, master_addr) = if failover::serving(master_node.as_ref().and_then(|n| snapshot.nodes.get(n))) {
+        (MasterSeen::Healthy, None)
+    } else {
+        let addr = address_of(cx, cluster, &topology.master, known).await;
+        let check = match addr {
+            Some(addr) => inspect::master(addr, &cx.redis_auth).await,
+            None => MasterCheck::NoAnswer,
+        };
+        (MasterSeen::Down(check), addr)
     };
-    match failover::assess(seen, probe, health, policy, snapshot.maintenance, now_ms()) {
-        FailoverDecision::Fine => (None, None),
+    match clock.assess(seen, policy, snapshot.maintenance, now_ms()) {
+        FailoverDecision::Healthy => (None, None),
         FailoverDecision::WaitFor(wait) => (Some(wait), None),
         FailoverDecision::Held(reason) => {
             tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
             (Some(policy.failover_after.max(Duration::from_secs(1))), None)
         }
-        FailoverDecision::Suspect => match fail_over(cx, cluster, snapshot, known, &topology).await {
-            Ok(Some(summary)) => {
-                health.last_failover_ms = Some(now_ms());
-                health.down_since_ms = None;
+        FailoverDecision::MasterAnswers => {
+            if let Some(addr) = master_addr {
+                tracing::info!(cluster, %addr, "etcd says the master is down but it answers PING: no failover");
+            }
+            (Some(policy.failover_after), None)
+        }
+        FailoverDecision::FailOver => match fail_over(cx, cluster, snapshot, known, &topology, master_addr).await {
+            Ok(summary) => {
+                clock.failed_over(now_ms());
                 tracing::warn!(cluster, %summary, "automatic failover");
                 (None, Some(summary))
             }
-            Ok(None) => (Some(policy.failover_after), None),
             Err(error) => {
                 tracing::warn!(cluster, %error, "automatic failover did not happen");
                 (Some(policy.failover_after), None)
@@ -221,67 +230,31 @@ async fn watch_master(
     }
 }
 
-/// Tries to connect to the master's redis: a refusal means nothing listens there.
-async fn probe(cx: &Context, cluster: &str, master: &Member, known: &HashMap<String, NodeRecord>) -> MasterCheck {
-    let Some(addr) = address_of(cx, cluster, master, known).await else { return MasterCheck::NoAnswer };
-    let Ok(client) = cx.redis_auth.client_for(addr) else { return MasterCheck::NoAnswer };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(300)))
-        .set_response_timeout(Some(Duration::from_millis(300)));
-    match client.get_multiplexed_async_connection_with_config(&config).await {
-        Err(e) if e.is_connection_refusal() => MasterCheck::Refused,
-        _ => MasterCheck::NoAnswer,
-    }
-}
-
-/// Confirms the master is dead by asking redis, chooses the slave to promote,
-/// and writes the new topology if nobody changed it meanwhile. `Ok(None)`: the
-/// master answers after all.
+/// Asks the slaves where they stand, chooses one to promote, and writes the new
+/// topology if nobody changed it meanwhile.
 async fn fail_over(
     cx: &Context,
     cluster: &str,
     snapshot: &Snapshot,
     known: &HashMap<String, NodeRecord>,
     topology: &Topology,
-) -> Result<Option<String>, FailoverError> {
-    let timeouts = dictator::observe::Timeouts { connect: Duration::from_millis(300), command: Duration::from_millis(300) };
-    let master_addr = address_of(cx, cluster, &topology.master, known).await;
-    if let Some(addr) = master_addr
-        && let Ok(mut conn) = dictator::observe::connect(addr, timeouts, &cx.redis_auth).await {
-            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-            if pong.is_ok() {
-                tracing::info!(cluster, %addr, "etcd says the master is down but it answers PING: no failover");
-                return Ok(None);
-            }
-        }
-    let mut candidates = Vec::new();
-    for (index, slave) in topology.slaves.iter().enumerate() {
-        let Some(addr) = address_of(cx, cluster, slave, known).await else { continue };
-        let Ok(mut conn) = dictator::observe::connect(addr, timeouts, &cx.redis_auth).await else { continue };
-        let Ok(replication) = dictator::observe::read_replication(&mut conn).await else { continue };
-        let healthy = node_of(cx, cluster, slave, known)
-            .and_then(|n| snapshot.nodes.get(&n))
-            .is_some_and(|r| r.healthy);
-        candidates.push(Candidate {
-            index,
-            follows_master: master_addr.is_some() && replication.upstream() == master_addr,
-            replid: replication.replid.clone(),
-            offset: replication.offset,
-            // An instance that restarted empty is a master: never a candidate.
-            healthy: healthy && !replication.is_master(),
-        });
+    master_addr: Option<SocketAddr>,
+) -> Result<String, FailoverError> {
+    let mut slaves = Vec::new();
+    for slave in &topology.slaves {
+        let replication = match address_of(cx, cluster, slave, known).await {
+            Some(addr) => inspect::slave(addr, &cx.redis_auth).await,
+            None => None,
+        };
+        let registration = node_of(cx, cluster, slave, known).and_then(|n| snapshot.nodes.get(&n));
+        slaves.push(SlaveFacts { member: slave.clone(), registered_healthy: failover::serving(registration), replication });
     }
-    let chosen = failover::choose(&candidates)
-        .ok_or_else(|| FailoverError::NoCandidate { master: topology.master.clone(), reachable: candidates.len() })?;
-    let new = failover::promote(topology, chosen.index).ok_or(FailoverError::NoTopology)?;
-    let summary = format!(
-        "master {} down for longer than the failover delay; promoting {} (offset {})",
-        topology.master, new.master, chosen.offset
-    );
+    let promotion = failover::plan(topology, master_addr, &slaves)?;
+    let summary = promotion.to_string();
     let key = cx.keys.topology(cluster);
     let txn = Txn::new()
         .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, snapshot.target.topology_revision)])
-        .and_then([TxnOp::put(key.as_str(), new.to_json(), None)]);
+        .and_then([TxnOp::put(key.as_str(), promotion.topology.to_json(), None)]);
     let mut etcd = cx.etcd.clone();
     let response = etcd.txn(txn).await?;
     if !response.succeeded() {
@@ -289,7 +262,7 @@ async fn fail_over(
     }
     cx.count_failover(cluster);
     record(cx, cluster, &snapshot.target, now_ms(), None, 0, Some(summary.clone())).await;
-    Ok(Some(summary))
+    Ok(summary)
 }
 
 /// The registered node a member names: `<node>.<cluster>.<domain>`, or an IP
