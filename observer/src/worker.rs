@@ -104,14 +104,15 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receive
                     tracing::info!(cluster, topology_revision = target.topology_revision, trigger = ?target.trigger, "round: applying the topology");
                     match cx.targets.apply_and_publish(&cluster, &snapshot.topology).await {
                         Ok(_) => {
-                            record(&cx, &cluster, &target, started_ms, None, 0, failover_note.take()).await;
+                            record(&cx, &cluster, Outcome { desired: &target, started_ms, error: None, failures: 0, failover: failover_note.take() }).await;
                             tracing::info!(cluster, topology_revision = target.topology_revision, "round: applied and published");
                             last_applied = Some(target);
                             failures = 0;
                         }
                         Err(error) => {
                             failures += 1;
-                            record(&cx, &cluster, &target, started_ms, Some(&error), failures, failover_note.clone()).await;
+                            let outcome = Outcome { desired: &target, started_ms, error: Some(&error), failures, failover: failover_note.clone() };
+                            record(&cx, &cluster, outcome).await;
                             let retry = delay_after(failures, cx.retry_min, cx.retry_max);
                             tracing::warn!(cluster, %error, failures, retry_in_ms = retry.as_millis() as u64, "round failed");
                             wait = Some(retry);
@@ -261,7 +262,8 @@ async fn fail_over(
         return Err(FailoverError::Raced);
     }
     cx.count_failover(cluster);
-    record(cx, cluster, &snapshot.target, now_ms(), None, 0, Some(summary.clone())).await;
+    let outcome = Outcome { desired: &snapshot.target, started_ms: now_ms(), error: None, failures: 0, failover: Some(summary.clone()) };
+    record(cx, cluster, outcome).await;
     Ok(summary)
 }
 
@@ -289,29 +291,81 @@ async fn address_of(cx: &Context, cluster: &str, member: &Member, known: &HashMa
     cx.targets.resolver.resolve_one(member).await.ok()
 }
 
-async fn record(
-    cx: &Context,
-    cluster: &str,
-    target: &DesiredRevision,
+/// One `/status/<cluster>` record: what was applied, and how it went.
+struct Outcome<'a> {
+    desired: &'a DesiredRevision,
     started_ms: u64,
-    error: Option<&ApplyError>,
+    /// `None`: applied and published.
+    error: Option<&'a ApplyError>,
+    /// Consecutive failures, this one included (0 after a success).
     failures: u32,
+    /// The automatic failover this topology carries out, if any.
     failover: Option<String>,
-) {
-    let status = StatusRecord {
-        trigger: target.trigger.clone(),
-        topology_revision: target.topology_revision,
-        result: error.map_or("ok", |e| e.stage.as_str()).to_string(),
-        error: error.map(|e| e.cause.to_string()),
-        observer: cx.observer_id.clone(),
-        failures,
-        started_ms,
-        finished_ms: now_ms(),
-        failover,
-    };
+}
+
+impl Outcome<'_> {
+    fn status(self, observer: &str, finished_ms: u64) -> StatusRecord {
+        StatusRecord {
+            trigger: self.desired.trigger.clone(),
+            topology_revision: self.desired.topology_revision,
+            result: self.error.map_or("ok", |e| e.stage.as_str()).to_string(),
+            error: self.error.map(|e| e.cause.to_string()),
+            observer: observer.to_string(),
+            failures: self.failures,
+            started_ms: self.started_ms,
+            finished_ms,
+            failover: self.failover,
+        }
+    }
+}
+
+/// Writes `/status/<cluster>`; a failure is only logged (the next record wins).
+async fn record(cx: &Context, cluster: &str, outcome: Outcome<'_>) {
+    let status = outcome.status(&cx.observer_id, now_ms());
     let value = serde_json::to_string(&status).unwrap_or_default();
     let mut etcd = cx.etcd.clone();
     if let Err(e) = etcd.put(cx.keys.status(cluster), value, None).await {
         tracing::warn!(cluster, error = %e, "cannot record the round's status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{PutError, Stage};
+
+    #[test]
+    fn a_status_says_what_was_applied_and_how_it_went() {
+        let desired = DesiredRevision { topology_revision: 7, trigger_revision: 9, trigger: Some("t".into()) };
+        let ok = Outcome { desired: &desired, started_ms: 1, error: None, failures: 0, failover: Some("f".into()) };
+        assert_eq!(
+            ok.status("o1", 2),
+            StatusRecord {
+                trigger: Some("t".into()),
+                topology_revision: 7,
+                result: "ok".into(),
+                error: None,
+                observer: "o1".into(),
+                failures: 0,
+                started_ms: 1,
+                finished_ms: 2,
+                failover: Some("f".into()),
+            }
+        );
+        let cause = PutError::Rejected {
+            url: "http://d/clusters/c/master".into(),
+            status: reqwest::StatusCode::BAD_GATEWAY,
+            error: "unreachable".into(),
+        };
+        let error = ApplyError { stage: Stage::Dictator, cause };
+        let failed = Outcome { desired: &desired, started_ms: 1, error: Some(&error), failures: 3, failover: None };
+        let status = failed.status("o1", 2);
+        assert_eq!(status.result, "dictator", "the stage that failed");
+        assert_eq!(
+            status.error.as_deref(),
+            Some("PUT http://d/clusters/c/master: 502 Bad Gateway: unreachable"),
+            "the cause, without the stage"
+        );
+        assert_eq!(status.failures, 3);
     }
 }
