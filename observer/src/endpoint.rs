@@ -1,11 +1,22 @@
 //! Where the dictator and dnsd are: a base URL, whose host may be an SRV name
 //! (as the original etcd-trigger allowed). SRV names are resolved through
-//! `--nameserver` on every round, so a moved service is followed.
+//! `--nameserver` every time a topology is applied, so a moved service is followed.
 
 use std::net::SocketAddr;
 
-use service::resolve::MemberResolver;
+use service::resolve::{MemberResolver, ResolveError};
 use topology::{Address, Member};
+
+/// Why a `--dictator` or `--dnsd` URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{0:?}: expected http://host[:port]")]
+    NoScheme(String),
+    #[error("{0:?}: only http:// is supported")]
+    NotHttp(String),
+    #[error("{url:?}: {message}")]
+    BadHost { url: String, message: String },
+}
 
 /// A base URL like `http://127.0.0.1:8000` or `http://dictator.ops.cluster.local`.
 #[derive(Debug, Clone)]
@@ -17,16 +28,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?}: expected http://host[:port]"))?;
+    pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| UrlError::NoScheme(url.to_string()))?;
         if scheme != "http" {
-            return Err(format!("{url:?}: only http:// is supported"));
+            return Err(UrlError::NotHttp(url.to_string()));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        let member = Member::parse_host_port(authority).map_err(|e| format!("{url:?}: {e}"))?;
+        let member = Member::parse_host_port(authority)
+            .map_err(|message| UrlError::BadHost { url: url.to_string(), message })?;
         Ok(Endpoint {
             scheme: scheme.to_string(),
             host: member.address.to_string(),
@@ -37,12 +49,12 @@ impl Endpoint {
 
     /// The URL of `path` (starting with `/`), resolving an SRV host when the URL
     /// gave no port.
-    pub async fn url(&self, resolver: &MemberResolver, path: &str) -> Result<String, String> {
+    pub async fn url(&self, resolver: &MemberResolver, path: &str) -> Result<String, ResolveError> {
         let authority = match (Address::parse(&self.host), self.port) {
             (Ok(Address::Ip(ip)), port) => SocketAddr::new(ip, port.unwrap_or(80)).to_string(),
             (_, Some(port)) => format!("{}:{port}", self.host),
             (_, None) => {
-                let srv = resolver.srv(&self.host).await.map_err(|e| e.to_string())?;
+                let srv = resolver.srv(&self.host).await?;
                 match srv.first() {
                     Some(addr) => addr.to_string(),
                     None => self.host.clone(),
@@ -73,5 +85,10 @@ mod tests {
         assert!(Endpoint::parse("127.0.0.1:8000").is_err());
         assert!(Endpoint::parse("https://a").is_err());
         assert!(Endpoint::parse("http://a b").is_err());
+        // The text operators see after `--dictator: ` is unchanged.
+        let shown = |url: &str| Endpoint::parse(url).unwrap_err().to_string();
+        assert_eq!(shown("127.0.0.1:8000"), r#""127.0.0.1:8000": expected http://host[:port]"#);
+        assert_eq!(shown("https://a"), r#""https://a": only http:// is supported"#);
+        assert!(shown("http://a b").starts_with(r#""http://a b": "#));
     }
 }

@@ -1,21 +1,34 @@
 //! The observer turns what operators and node-agents write into etcd into applied
-//! topologies (it replaces the original etcd-trigger).
+//! topologies (it replaces the original etcd-trigger), and fails over a dead master.
 //!
+//! Modules, I/O shell first, then the pure core:
 //! - [`leader`]: etcd leader election among observers; the leader lists and watches
-//!   `/config/` and runs one worker per cluster;
-//! - [`worker`]: per cluster, reads the newest topology and trigger and, when they
-//!   differ from what was last applied, runs a round; records `/status/<cluster>`;
-//! - [`round`]: PUT to the dictator, then (only after a 2xx) to dnsd;
-//! - [`schedule`]: the pure parts: is a round due, how long to back off;
-//! - [`failover`]: the pure parts of automatic failover: is the master dead long
-//!   enough, may we act, whom to promote;
-//! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name.
+//!   `/config/` (and `/nodes/` with failover on) and runs one worker per cluster,
+//!   waking it on every change;
+//! - [`worker`]: per cluster, a [`worker::Reconciler`]: each pass reads etcd,
+//!   applies the desired topology when it is new, records `/status/<cluster>`,
+//!   looks at the master, and returns when to look again;
+//! - [`apply`]: PUT to the dictator, then (only after a 2xx) to dnsd;
+//! - [`inspect`]: the only code that talks to redis: does the master answer, where
+//!   do the slaves stand;
+//! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name;
+//! - [`schedule`] (pure): is applying due, and [`schedule::Action`], when to look
+//!   again, with the backoff after failures;
+//! - [`failover`] (pure): every failover rule: how long the master must stay down,
+//!   holds, the PING veto, which slaves are eligible, whom to promote.
 //!
-//! Rounds for one cluster are sequential and coalesce; clusters are independent.
+//! Flow: etcd change → leader wakes the cluster's worker → `reconcile` reads the
+//! topology, trigger, maintenance flag and registrations → if the topology or
+//! trigger is new, [`apply::Targets::apply_and_publish`] → `/status/<cluster>` →
+//! with the master down, [`inspect`] gathers facts and [`failover`] decides; a
+//! failover writes a new topology to etcd, which the next pass applies.
+//!
+//! Passes for one cluster are sequential and coalesce; clusters are independent.
 
+pub mod apply;
 pub mod endpoint;
 pub mod failover;
+pub mod inspect;
 pub mod leader;
-pub mod round;
 pub mod schedule;
 pub mod worker;

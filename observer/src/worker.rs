@@ -1,11 +1,14 @@
-//! One task per cluster: reads what etcd holds, runs a round when it differs from
-//! what was last applied, records the outcome at `/status/<cluster>`, and backs
-//! off after failures. Notifications only say "look again": the worker always
-//! reads the newest topology itself, so a burst of triggers becomes one round and
-//! a stale topology is never applied after a newer one.
+//! One reconciler per cluster. Each pass reads what etcd holds, applies the
+//! topology when it differs from what was last applied, records the outcome at
+//! `/status/<cluster>`, looks at the master, and says when to look again
+//! ([`Action`]). Level-triggered: a wake-up from the leader only says "look
+//! now"; the pass always reads the newest topology itself, so a burst of
+//! triggers becomes one apply and a stale topology is never applied after a
+//! newer one. Failures back off by [`error_policy`].
 //!
-//! The worker also watches its master's registration and fails over
-//! automatically when it stays down (see [`crate::failover`]).
+//! While the master is down in etcd the pass gathers the facts (registrations,
+//! what redis answers, through [`crate::inspect`]) and lets [`crate::failover`]
+//! decide; a failover is a new topology written to etcd, applied by a later pass.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,16 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
-use tokio::sync::watch;
 use service::redis_auth::Credentials;
+use tokio::sync::watch;
 use topology::keys::Key;
 use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
-use crate::failover::{self, Candidate, MasterSeen, Policy, Probe, Verdict};
-use crate::round::{RoundError, Stage, Targets};
-use crate::schedule::{round_due, Target};
-use service::backoff::delay_after;
+use crate::apply::{ApplyError, Targets};
+use crate::failover::{self, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts};
+use crate::inspect;
+use crate::schedule::{apply_due, error_policy, Action, DesiredRevision};
 
 /// Shared by every worker.
 pub struct Context {
@@ -53,108 +56,271 @@ impl Context {
     }
 }
 
+/// etcd did not answer the worker's read.
+#[derive(Debug, thiserror::Error)]
+#[error("read: etcd: {0}")]
+pub struct ReadError(#[from] etcd_client::Error);
+
+/// Why an automatic failover did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error(transparent)]
+    NoPromotion(#[from] NoPromotion),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the topology changed meanwhile (another observer or an operator); not failing over")]
+    Raced,
+}
+
 /// What one read of etcd found for a cluster.
 struct Snapshot {
-    target: Target,
+    desired: DesiredRevision,
     topology: Vec<u8>,
     maintenance: bool,
     nodes: HashMap<String, NodeRecord>,
 }
 
-/// Runs until aborted (the leader stops its workers when it loses leadership).
-pub async fn run(cx: Arc<Context>, cluster: String, mut notified: watch::Receiver<u64>) {
-    let mut last_applied: Option<Target> = None;
-    let mut failures: u32 = 0;
-    let mut health = failover::Watch::default();
-    // Where each node was last registered, to reach a master whose lease expired.
-    let mut known: HashMap<String, NodeRecord> = HashMap::new();
-    // The last automatic failover's summary, recorded with the round that applies it.
-    let mut failover_note: Option<String> = None;
+/// Runs the cluster's reconciler until aborted (the leader stops its workers
+/// when it loses leadership) or until the leader drops `wake`.
+pub async fn run(cx: Arc<Context>, cluster: String, mut wake: watch::Receiver<u64>) {
+    let mut reconciler = Reconciler::new(cx, cluster);
     loop {
-        notified.borrow_and_update();
-        let mut wait = None; // None: until notified
-        match read(&cx, &cluster).await {
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(cluster, %error, "cannot read the cluster from etcd");
-                wait = Some(delay_after(failures, cx.retry_min, cx.retry_max));
-            }
-            Ok(snapshot) => {
-                known.extend(snapshot.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
-                if round_due(&snapshot.target, last_applied.as_ref()) {
-                    let target = snapshot.target.clone();
-                    let started_ms = now_ms();
-                    tracing::info!(cluster, topology_revision = target.topology_revision, trigger = ?target.trigger, "round: applying the topology");
-                    match cx.targets.round(&cluster, &snapshot.topology).await {
-                        Ok(_) => {
-                            record(&cx, &cluster, &target, started_ms, None, 0, failover_note.take()).await;
-                            tracing::info!(cluster, topology_revision = target.topology_revision, "round: applied and published");
-                            last_applied = Some(target);
-                            failures = 0;
-                        }
-                        Err(error) => {
-                            failures += 1;
-                            record(&cx, &cluster, &target, started_ms, Some(&error), failures, failover_note.clone()).await;
-                            let retry = delay_after(failures, cx.retry_min, cx.retry_max);
-                            tracing::warn!(cluster, %error, failures, retry_in_ms = retry.as_millis() as u64, "round failed");
-                            wait = Some(retry);
-                        }
-                    }
-                }
-                if let Some(policy) = cx.failover {
-                    let (look_again, summary) = watch_master(&cx, &cluster, &snapshot, &known, &policy, &mut health).await;
-                    failover_note = summary.or(failover_note);
-                    wait = match (wait, look_again) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
-        }
-        // A newer trigger, topology or registration looks again at once.
-        let changed = match wait {
-            Some(wait) => tokio::select! {
-                _ = tokio::time::sleep(wait) => Ok(()),
-                changed = notified.changed() => changed,
-            },
-            None => notified.changed().await,
+        // Seen before the pass reads etcd: a change during the pass wakes the next one.
+        wake.borrow_and_update();
+        let action = match reconciler.reconcile().await {
+            Ok(action) => action,
+            Err(error) => reconciler.failed(&error),
         };
-        if changed.is_err() {
+        let woken = match action {
+            Action::AwaitChange => wake.changed().await,
+            Action::Requeue(after) => tokio::select! {
+                _ = tokio::time::sleep(after) => Ok(()),
+                woken = wake.changed() => woken,
+            },
+        };
+        if woken.is_err() {
             return;
         }
     }
 }
 
-/// Reads the cluster's configuration and registrations.
-async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, RoundError> {
-    let fail = |message: String| RoundError { stage: Stage::Read, message };
+/// One cluster's state between passes.
+pub struct Reconciler {
+    cx: Arc<Context>,
+    cluster: String,
+    /// What the dictator and dnsd both last accepted.
+    applied: Option<DesiredRevision>,
+    /// Consecutive failures (etcd reads and applies): the backoff, and `/status`.
+    failures: u32,
+    clock: FailoverClock,
+    /// Where each node was last registered, to reach a master whose lease expired.
+    known: HashMap<String, NodeRecord>,
+    /// The last automatic failover's summary, recorded with the apply that
+    /// carries it out.
+    failover_note: Option<String>,
+}
+
+impl Reconciler {
+    pub fn new(cx: Arc<Context>, cluster: String) -> Reconciler {
+        Reconciler {
+            cx,
+            cluster,
+            applied: None,
+            failures: 0,
+            clock: FailoverClock::default(),
+            known: HashMap::new(),
+            failover_note: None,
+        }
+    }
+
+    /// One pass: apply what etcd holds if it is new, then look at the master.
+    /// Idempotent: a second pass with nothing new applies nothing. Fails only
+    /// when etcd cannot be read; a failed apply is recorded and requeued here.
+    pub async fn reconcile(&mut self) -> Result<Action, ReadError> {
+        let snapshot = read(&self.cx, &self.cluster).await?;
+        self.known.extend(snapshot.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut action = self.apply_if_due(&snapshot).await;
+        if let Some(policy) = self.cx.failover {
+            action = action.sooner(self.watch_master(&snapshot, &policy).await);
+        }
+        Ok(action)
+    }
+
+    /// A pass that could not read etcd: count it and back off.
+    pub fn failed(&mut self, error: &ReadError) -> Action {
+        self.failures += 1;
+        tracing::warn!(cluster = self.cluster.as_str(), %error, "cannot read the cluster from etcd");
+        error_policy(self.failures, self.cx.retry_min, self.cx.retry_max)
+    }
+
+    /// Applies the desired topology unless it already is; records the outcome.
+    async fn apply_if_due(&mut self, snapshot: &Snapshot) -> Action {
+        let cluster = self.cluster.as_str();
+        let desired = &snapshot.desired;
+        if !apply_due(desired, self.applied.as_ref()) {
+            return Action::AwaitChange;
+        }
+        let started_ms = now_ms();
+        tracing::info!(cluster, topology_revision = desired.topology_revision, trigger = ?desired.trigger, "round: applying the topology");
+        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology).await {
+            Ok(_) => {
+                let outcome = Outcome { desired, started_ms, error: None, failures: 0, failover: self.failover_note.take() };
+                record(&self.cx, cluster, outcome).await;
+                tracing::info!(cluster, topology_revision = desired.topology_revision, "round: applied and published");
+                self.applied = Some(desired.clone());
+                self.failures = 0;
+                Action::AwaitChange
+            }
+            Err(error) => {
+                self.failures += 1;
+                let failures = self.failures;
+                let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover: self.failover_note.clone() };
+                record(&self.cx, cluster, outcome).await;
+                let retry = error_policy(failures, self.cx.retry_min, self.cx.retry_max);
+                let retry_in_ms = retry.requeue_after().unwrap_or_default().as_millis() as u64;
+                tracing::warn!(cluster, %error, failures, retry_in_ms, "round failed");
+                retry
+            }
+        }
+    }
+
+    /// Gathers what etcd and redis say about the master, lets the failover rules
+    /// decide, and fails over when they say so.
+    async fn watch_master(&mut self, snapshot: &Snapshot, policy: &Policy) -> Action {
+        let Ok(topology) = Topology::from_json(&snapshot.topology) else { return Action::AwaitChange };
+        let cluster = self.cluster.as_str();
+        let registration = self.node_of(&topology.master).and_then(|n| snapshot.nodes.get(&n));
+        // Redis is asked only when etcd says down: a healthy master costs no I/O.
+        let (seen, master_addr) = if failover::serving(registration) {
+            (MasterSeen::Healthy, None)
+        } else {
+            let addr = self.address_of(&topology.master).await;
+            let check = match addr {
+                Some(addr) => inspect::master(addr, &self.cx.redis_auth).await,
+                None => MasterCheck::NoAnswer,
+            };
+            (MasterSeen::Down(check), addr)
+        };
+        match self.clock.assess(seen, policy, snapshot.maintenance, now_ms()) {
+            FailoverDecision::Healthy => Action::AwaitChange,
+            FailoverDecision::WaitFor(wait) => Action::Requeue(wait),
+            FailoverDecision::Held(reason) => {
+                tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
+                Action::Requeue(policy.failover_after.max(Duration::from_secs(1)))
+            }
+            FailoverDecision::MasterAnswers => {
+                if let Some(addr) = master_addr {
+                    tracing::info!(cluster, %addr, "etcd says the master is down but it answers PING: no failover");
+                }
+                Action::Requeue(policy.failover_after)
+            }
+            FailoverDecision::FailOver => match self.fail_over(snapshot, &topology, master_addr).await {
+                Ok(summary) => {
+                    self.clock.failed_over(now_ms());
+                    tracing::warn!(cluster = self.cluster.as_str(), %summary, "automatic failover");
+                    self.failover_note = Some(summary);
+                    // Writing the topology wakes this worker through the leader's watch.
+                    Action::AwaitChange
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = self.cluster.as_str(), %error, "automatic failover did not happen");
+                    Action::Requeue(policy.failover_after)
+                }
+            },
+        }
+    }
+
+    /// Asks the slaves where they stand, lets [`failover::plan`] choose, and
+    /// writes the new topology if nobody changed it meanwhile.
+    async fn fail_over(
+        &self,
+        snapshot: &Snapshot,
+        topology: &Topology,
+        master_addr: Option<SocketAddr>,
+    ) -> Result<String, FailoverError> {
+        let mut slaves = Vec::new();
+        for slave in &topology.slaves {
+            let replication = match self.address_of(slave).await {
+                Some(addr) => inspect::slave(addr, &self.cx.redis_auth).await,
+                None => None,
+            };
+            let registration = self.node_of(slave).and_then(|n| snapshot.nodes.get(&n));
+            slaves.push(SlaveFacts { member: slave.clone(), registered_healthy: failover::serving(registration), replication });
+        }
+        let promotion = failover::plan(topology, master_addr, &slaves)?;
+        let summary = promotion.to_string();
+        let key = self.cx.keys.topology(&self.cluster);
+        // Only over the topology this pass read: an operator's or another
+        // observer's newer write wins.
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, snapshot.desired.topology_revision)])
+            .and_then([TxnOp::put(key.as_str(), promotion.topology.to_json(), None)]);
+        let mut etcd = self.cx.etcd.clone();
+        let response = etcd.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(FailoverError::Raced);
+        }
+        self.cx.count_failover(&self.cluster);
+        let outcome =
+            Outcome { desired: &snapshot.desired, started_ms: now_ms(), error: None, failures: 0, failover: Some(summary.clone()) };
+        record(&self.cx, &self.cluster, outcome).await;
+        Ok(summary)
+    }
+
+    /// The registered node a member names: `<node>.<cluster>.<domain>`, or an IP
+    /// literal matching a registration's address and port.
+    fn node_of(&self, member: &Member) -> Option<String> {
+        match &member.address {
+            Address::Name(name) => match self.cx.names.parse(name) {
+                QueryName::Node { cluster, node } if cluster == self.cluster => Some(node),
+                _ => None,
+            },
+            Address::Ip(ip) => self
+                .known
+                .iter()
+                .find(|(_, r)| r.address == ip.to_string() && r.port == member.port_or_default())
+                .map(|(n, _)| n.clone()),
+        }
+    }
+
+    /// Where to reach a member's redis: its registration (current or last known), or DNS.
+    async fn address_of(&self, member: &Member) -> Option<SocketAddr> {
+        if let Some(record) = self.node_of(member).and_then(|n| self.known.get(&n))
+            && let Ok(ip) = record.address.parse()
+        {
+            return Some(SocketAddr::new(ip, member.port.unwrap_or(record.port)));
+        }
+        self.cx.targets.resolver.resolve_one(member).await.ok()
+    }
+}
+
+/// Reads the cluster's configuration and, with failover on, its registrations.
+async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
     let mut etcd = cx.etcd.clone();
     let prefix = format!("{}{cluster}/", cx.keys.config_prefix());
-    let config = etcd
-        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| fail(format!("etcd: {e}")))?;
-    let mut snapshot =
-        Snapshot { target: Target::default(), topology: Vec::new(), maintenance: false, nodes: HashMap::new() };
+    let config = etcd.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
+    let mut snapshot = Snapshot {
+        desired: DesiredRevision::default(),
+        topology: Vec::new(),
+        maintenance: false,
+        nodes: HashMap::new(),
+    };
     for kv in config.kvs() {
         match kv.key_str().ok().and_then(|k| cx.keys.parse(k)) {
             Some(Key::Topology { .. }) => {
-                snapshot.target.topology_revision = kv.mod_revision();
+                snapshot.desired.topology_revision = kv.mod_revision();
                 snapshot.topology = kv.value().to_vec();
             }
             Some(Key::Trigger { .. }) => {
-                snapshot.target.trigger_revision = kv.mod_revision();
-                snapshot.target.trigger = kv.value_str().ok().map(str::to_string);
+                snapshot.desired.trigger_revision = kv.mod_revision();
+                snapshot.desired.trigger = kv.value_str().ok().map(str::to_string);
             }
             Some(Key::Maintenance { .. }) => snapshot.maintenance = true,
             _ => {}
         }
     }
     if cx.failover.is_some() {
-        let nodes = etcd
-            .get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| fail(format!("etcd: {e}")))?;
+        let nodes = etcd.get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix())).await?;
         for kv in nodes.kvs() {
             if let (Some(Key::Node { node, .. }), Ok(record)) =
                 (kv.key_str().ok().and_then(|k| cx.keys.parse(k)), serde_json::from_slice::<NodeRecord>(kv.value()))
@@ -166,165 +332,81 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, RoundError> {
     Ok(snapshot)
 }
 
-/// Watches the master's registration and fails over when it stays down. Returns
-/// when to look again (while the master is down), and a failover's summary.
-async fn watch_master(
-    cx: &Context,
-    cluster: &str,
-    snapshot: &Snapshot,
-    known: &HashMap<String, NodeRecord>,
-    policy: &Policy,
-    health: &mut failover::Watch,
-) -> (Option<Duration>, Option<String>) {
-    let Ok(topology) = Topology::from_json(&snapshot.topology) else { return (None, None) };
-    let master_node = node_of(cx, cluster, &topology.master, known);
-    let seen = failover::seen(master_node.as_ref().and_then(|n| snapshot.nodes.get(n)));
-    let probe = match seen {
-        MasterSeen::Healthy => Probe::NoAnswer,
-        MasterSeen::Down => probe(cx, cluster, &topology.master, known).await,
-    };
-    match failover::assess(seen, probe, health, policy, snapshot.maintenance, now_ms()) {
-        Verdict::Fine => (None, None),
-        Verdict::WaitFor(wait) => (Some(wait), None),
-        Verdict::Held(reason) => {
-            tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
-            (Some(policy.failover_after.max(Duration::from_secs(1))), None)
-        }
-        Verdict::Suspect => match fail_over(cx, cluster, snapshot, known, &topology).await {
-            Ok(Some(summary)) => {
-                health.last_failover_ms = Some(now_ms());
-                health.down_since_ms = None;
-                tracing::warn!(cluster, %summary, "automatic failover");
-                (None, Some(summary))
-            }
-            Ok(None) => (Some(policy.failover_after), None),
-            Err(error) => {
-                tracing::warn!(cluster, %error, "automatic failover did not happen");
-                (Some(policy.failover_after), None)
-            }
-        },
-    }
-}
-
-/// Tries to connect to the master's redis: a refusal means nothing listens there.
-async fn probe(cx: &Context, cluster: &str, master: &Member, known: &HashMap<String, NodeRecord>) -> Probe {
-    let Some(addr) = address_of(cx, cluster, master, known).await else { return Probe::NoAnswer };
-    let Ok(client) = cx.redis_auth.client_for(addr) else { return Probe::NoAnswer };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(300)))
-        .set_response_timeout(Some(Duration::from_millis(300)));
-    match client.get_multiplexed_async_connection_with_config(&config).await {
-        Err(e) if e.is_connection_refusal() => Probe::Refused,
-        _ => Probe::NoAnswer,
-    }
-}
-
-/// Confirms the master is dead by asking redis, chooses the slave to promote,
-/// and writes the new topology if nobody changed it meanwhile. `Ok(None)`: the
-/// master answers after all.
-async fn fail_over(
-    cx: &Context,
-    cluster: &str,
-    snapshot: &Snapshot,
-    known: &HashMap<String, NodeRecord>,
-    topology: &Topology,
-) -> Result<Option<String>, String> {
-    let timeouts = dictator::observe::Timeouts { connect: Duration::from_millis(300), command: Duration::from_millis(300) };
-    let master_addr = address_of(cx, cluster, &topology.master, known).await;
-    if let Some(addr) = master_addr
-        && let Ok(mut conn) = dictator::observe::connect(addr, timeouts, &cx.redis_auth).await {
-            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-            if pong.is_ok() {
-                tracing::info!(cluster, %addr, "etcd says the master is down but it answers PING: no failover");
-                return Ok(None);
-            }
-        }
-    let mut candidates = Vec::new();
-    for (index, slave) in topology.slaves.iter().enumerate() {
-        let Some(addr) = address_of(cx, cluster, slave, known).await else { continue };
-        let Ok(mut conn) = dictator::observe::connect(addr, timeouts, &cx.redis_auth).await else { continue };
-        let Ok(replication) = dictator::observe::read_replication(&mut conn).await else { continue };
-        let healthy = node_of(cx, cluster, slave, known)
-            .and_then(|n| snapshot.nodes.get(&n))
-            .is_some_and(|r| r.healthy);
-        candidates.push(Candidate {
-            index,
-            follows_master: master_addr.is_some() && replication.upstream() == master_addr,
-            replid: replication.replid.clone(),
-            offset: replication.offset,
-            // An instance that restarted empty is a master: never a candidate.
-            healthy: healthy && !replication.is_master(),
-        });
-    }
-    let chosen = failover::choose(&candidates).ok_or_else(|| {
-        format!("master {} is down and no healthy slave can be promoted ({} reachable)", topology.master, candidates.len())
-    })?;
-    let new = failover::promote(topology, chosen.index).ok_or("cannot build the new topology")?;
-    let summary = format!(
-        "master {} down for longer than the failover delay; promoting {} (offset {})",
-        topology.master, new.master, chosen.offset
-    );
-    let key = cx.keys.topology(cluster);
-    let txn = Txn::new()
-        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, snapshot.target.topology_revision)])
-        .and_then([TxnOp::put(key.as_str(), new.to_json(), None)]);
-    let mut etcd = cx.etcd.clone();
-    let response = etcd.txn(txn).await.map_err(|e| format!("etcd: {e}"))?;
-    if !response.succeeded() {
-        return Err("the topology changed meanwhile (another observer or an operator); not failing over".into());
-    }
-    cx.count_failover(cluster);
-    record(cx, cluster, &snapshot.target, now_ms(), None, 0, Some(summary.clone())).await;
-    Ok(Some(summary))
-}
-
-/// The registered node a member names: `<node>.<cluster>.<domain>`, or an IP
-/// literal matching a registration's address and port.
-fn node_of(cx: &Context, cluster: &str, member: &Member, known: &HashMap<String, NodeRecord>) -> Option<String> {
-    match &member.address {
-        Address::Name(name) => match cx.names.parse(name) {
-            QueryName::Node { cluster: c, node } if c == cluster => Some(node),
-            _ => None,
-        },
-        Address::Ip(ip) => known
-            .iter()
-            .find(|(_, r)| r.address == ip.to_string() && r.port == member.port_or_default())
-            .map(|(n, _)| n.clone()),
-    }
-}
-
-/// Where to reach a member's redis: its registration (current or last known), or DNS.
-async fn address_of(cx: &Context, cluster: &str, member: &Member, known: &HashMap<String, NodeRecord>) -> Option<SocketAddr> {
-    if let Some(record) = node_of(cx, cluster, member, known).and_then(|n| known.get(&n))
-        && let Ok(ip) = record.address.parse() {
-            return Some(SocketAddr::new(ip, member.port.unwrap_or(record.port)));
-        }
-    cx.targets.resolver.resolve_one(member).await.ok()
-}
-
-async fn record(
-    cx: &Context,
-    cluster: &str,
-    target: &Target,
+/// One `/status/<cluster>` record: what was applied, and how it went.
+struct Outcome<'a> {
+    desired: &'a DesiredRevision,
     started_ms: u64,
-    error: Option<&RoundError>,
+    /// `None`: applied and published.
+    error: Option<&'a ApplyError>,
+    /// Consecutive failures, this one included (0 after a success).
     failures: u32,
+    /// The automatic failover this topology carries out, if any.
     failover: Option<String>,
-) {
-    let status = StatusRecord {
-        trigger: target.trigger.clone(),
-        topology_revision: target.topology_revision,
-        result: error.map_or("ok", |e| e.stage.as_str()).to_string(),
-        error: error.map(|e| e.message.clone()),
-        observer: cx.observer_id.clone(),
-        failures,
-        started_ms,
-        finished_ms: now_ms(),
-        failover,
-    };
+}
+
+impl Outcome<'_> {
+    fn status(self, observer: &str, finished_ms: u64) -> StatusRecord {
+        StatusRecord {
+            trigger: self.desired.trigger.clone(),
+            topology_revision: self.desired.topology_revision,
+            result: self.error.map_or("ok", |e| e.stage.as_str()).to_string(),
+            error: self.error.map(|e| e.cause.to_string()),
+            observer: observer.to_string(),
+            failures: self.failures,
+            started_ms: self.started_ms,
+            finished_ms,
+            failover: self.failover,
+        }
+    }
+}
+
+/// Writes `/status/<cluster>`; a failure is only logged (the next record wins).
+async fn record(cx: &Context, cluster: &str, outcome: Outcome<'_>) {
+    let status = outcome.status(&cx.observer_id, now_ms());
     let value = serde_json::to_string(&status).unwrap_or_default();
     let mut etcd = cx.etcd.clone();
     if let Err(e) = etcd.put(cx.keys.status(cluster), value, None).await {
         tracing::warn!(cluster, error = %e, "cannot record the round's status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{PutError, Stage};
+
+    #[test]
+    fn a_status_says_what_was_applied_and_how_it_went() {
+        let desired = DesiredRevision { topology_revision: 7, trigger_revision: 9, trigger: Some("t".into()) };
+        let ok = Outcome { desired: &desired, started_ms: 1, error: None, failures: 0, failover: Some("f".into()) };
+        assert_eq!(
+            ok.status("o1", 2),
+            StatusRecord {
+                trigger: Some("t".into()),
+                topology_revision: 7,
+                result: "ok".into(),
+                error: None,
+                observer: "o1".into(),
+                failures: 0,
+                started_ms: 1,
+                finished_ms: 2,
+                failover: Some("f".into()),
+            }
+        );
+        let cause = PutError::Rejected {
+            url: "http://d/clusters/c/master".into(),
+            status: reqwest::StatusCode::BAD_GATEWAY,
+            error: "unreachable".into(),
+        };
+        let error = ApplyError { stage: Stage::Dictator, cause };
+        let failed = Outcome { desired: &desired, started_ms: 1, error: Some(&error), failures: 3, failover: None };
+        let status = failed.status("o1", 2);
+        assert_eq!(status.result, "dictator", "the stage that failed");
+        assert_eq!(
+            status.error.as_deref(),
+            Some("PUT http://d/clusters/c/master: 502 Bad Gateway: unreachable"),
+            "the cause, without the stage"
+        );
+        assert_eq!(status.failures, 3);
     }
 }

@@ -1,0 +1,46 @@
+//! What the observer asks redis directly before failing over: does the master
+//! answer, and where do its slaves stand. The only module that talks to redis;
+//! it borrows the dictator's connection code (`dictator::observe`), which is
+//! moving to `service`: switching is a change here alone.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dictator::observe;
+use service::redis_auth::Credentials;
+
+use crate::failover::{MasterCheck, SlaveReplication};
+
+/// Short: a live redis answers in microseconds, and the worker waits for this
+/// while the master is down.
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Connects to the master and PINGs it. Connects by hand, not through
+/// `observe::connect`, which does not say whether the port refused.
+pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck {
+    let Ok(client) = credentials.client_for(addr) else { return MasterCheck::NoAnswer };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    match client.get_multiplexed_async_connection_with_config(&config).await {
+        Err(e) if e.is_connection_refusal() => MasterCheck::Refused,
+        Err(_) => MasterCheck::NoAnswer,
+        Ok(mut conn) => {
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.is_ok() { MasterCheck::Answers } else { MasterCheck::NoAnswer }
+        }
+    }
+}
+
+/// A slave's replication state; `None` when it cannot be reached or read.
+pub async fn slave(addr: SocketAddr, credentials: &Credentials) -> Option<SlaveReplication> {
+    let timeouts = observe::Timeouts { connect: TIMEOUT, command: TIMEOUT };
+    let mut conn = observe::connect(addr, timeouts, credentials).await.ok()?;
+    let replication = observe::read_replication(&mut conn).await.ok()?;
+    Some(SlaveReplication {
+        is_master: replication.is_master(),
+        upstream: replication.upstream(),
+        replid: replication.replid,
+        offset: replication.offset,
+    })
+}
