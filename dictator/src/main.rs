@@ -191,8 +191,8 @@ async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitC
 async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> ExitCode {
     let members = std::iter::once(&args.master)
         .chain(args.slaves.iter())
-        .map(|m| Member::parse_host_port(m))
-        .collect::<Result<Vec<_>, _>>();
+        .map(|m| Member::parse_host_port(m).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, String>>();
     let topology = match members.and_then(|mut m| {
         let master = m.remove(0);
         Topology::new(master, m).map_err(|e| e.to_string())

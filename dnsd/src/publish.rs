@@ -18,16 +18,20 @@ use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
 use topology::{Address, Member, Names, QueryName, Topology};
 
 /// Why a topology cannot be published: the field and the reason (a 422).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
 pub struct Unpublishable {
     pub field: String,
     pub message: String,
 }
 
-impl std::fmt::Display for Unpublishable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
+/// Why one member cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum MemberError {
+    #[error("node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)")]
+    NotRegistered { node: String, cluster: String },
+    #[error("{name} is not a node of cluster {cluster}; only node names (<node>.{zone}) and IP addresses can be published")]
+    NotANode { name: String, cluster: String, zone: String },
 }
 
 /// Resolves `topology` for `cluster` against its registrations (by node name).
@@ -45,7 +49,7 @@ pub fn resolve(
     let mut members: Vec<(String, PublishedMember)> = Vec::new();
     for (field, member) in fields.zip(topology.members()) {
         let published = resolve_member(names, cluster, member, registrations, previous)
-            .map_err(|message| Unpublishable { field: format!("{field}.address"), message })?;
+            .map_err(|e| Unpublishable { field: format!("{field}.address"), message: e.to_string() })?;
         if let Some((other, _)) =
             members.iter().find(|(_, m)| m.host == published.host && m.port == published.port)
         {
@@ -73,7 +77,7 @@ fn resolve_member(
     member: &Member,
     registrations: &BTreeMap<String, NodeRecord>,
     previous: Option<&PublishedTopology>,
-) -> Result<PublishedMember, String> {
+) -> Result<PublishedMember, MemberError> {
     match &member.address {
         Address::Ip(ip) => {
             let port = member.port_or_default();
@@ -98,15 +102,14 @@ fn resolve_member(
                         port: member.port.unwrap_or(last.port),
                         node: Some(node),
                     }),
-                    None => Err(format!(
-                        "node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)"
-                    )),
+                    None => Err(MemberError::NotRegistered { node, cluster: cluster.to_string() }),
                 },
             },
-            _ => Err(format!(
-                "{name} is not a node of cluster {cluster}; only node names (<node>.{}) and IP addresses can be published",
-                names.cluster(cluster)
-            )),
+            _ => Err(MemberError::NotANode {
+                name: name.clone(),
+                cluster: cluster.to_string(),
+                zone: names.cluster(cluster),
+            }),
         },
     }
 }

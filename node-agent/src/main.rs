@@ -77,11 +77,11 @@ struct Cli {
     log: LogArgs,
 }
 
-fn parse_cluster(s: &str) -> Result<String, String> {
+fn parse_cluster(s: &str) -> Result<String, topology::NameError> {
     topology::validate_label("cluster", s).map(|()| s.to_string())
 }
 
-fn parse_node(s: &str) -> Result<String, String> {
+fn parse_node(s: &str) -> Result<String, topology::NameError> {
     topology::keys::validate_node_name(s).map(|()| s.to_string())
 }
 

@@ -14,8 +14,8 @@ pub enum UrlError {
     NoScheme(String),
     #[error("{0:?}: only http:// is supported")]
     NotHttp(String),
-    #[error("{url:?}: {message}")]
-    BadHost { url: String, message: String },
+    #[error("{url:?}: {source}")]
+    BadHost { url: String, source: topology::AddressError },
 }
 
 /// A base URL like `http://127.0.0.1:8000` or `http://dictator.ops.cluster.local`.
@@ -38,7 +38,7 @@ impl Endpoint {
             None => (rest, ""),
         };
         let member = Member::parse_host_port(authority)
-            .map_err(|message| UrlError::BadHost { url: url.to_string(), message })?;
+            .map_err(|source| UrlError::BadHost { url: url.to_string(), source })?;
         Ok(Endpoint {
             scheme: scheme.to_string(),
             host: member.address.to_string(),

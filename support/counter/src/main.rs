@@ -112,16 +112,16 @@ async fn main() -> ExitCode {
     if verdict.lossless() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-fn target(cli: &Cli) -> Result<Destination, String> {
+fn target(cli: &Cli) -> anyhow::Result<Destination> {
     match (&cli.redis, &cli.cluster) {
         (Some(addr), _) => Ok(Destination::Fixed(*addr)),
         (None, Some(cluster)) => {
             topology::validate_label("cluster", cluster)?;
             let names = topology::Names::new(&cli.domain)?;
-            let resolver = MemberResolver::new(cli.nameserver).map_err(|e| e.to_string())?;
+            let resolver = MemberResolver::new(cli.nameserver)?;
             Ok(Destination::Srv { name: names.master(cluster), resolver: Box::new(resolver) })
         }
-        (None, None) => Err("give --redis host:port or --cluster (with --nameserver)".into()),
+        (None, None) => Err(anyhow::anyhow!("give --redis host:port or --cluster (with --nameserver)")),
     }
 }
 

@@ -44,6 +44,14 @@ impl Destination {
     }
 }
 
+/// A connection that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {addr}: {source}")]
+pub struct ConnectError {
+    pub addr: SocketAddr,
+    pub source: redis::RedisError,
+}
+
 /// Connections by address, opened on demand and dropped after an error.
 #[derive(Default)]
 pub struct Connections {
@@ -56,12 +64,15 @@ impl Connections {
         Connections { conns: HashMap::new(), timeout }
     }
 
-    pub async fn get(&mut self, addr: SocketAddr) -> Result<&mut MultiplexedConnection, String> {
-        if !self.conns.contains_key(&addr) {
-            let conn = connect(addr, self.timeout).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-            self.conns.insert(addr, conn);
+    pub async fn get(&mut self, addr: SocketAddr) -> Result<&mut MultiplexedConnection, ConnectError> {
+        use std::collections::hash_map::Entry;
+        match self.conns.entry(addr) {
+            Entry::Occupied(conn) => Ok(conn.into_mut()),
+            Entry::Vacant(slot) => {
+                let conn = connect(addr, self.timeout).await.map_err(|source| ConnectError { addr, source })?;
+                Ok(slot.insert(conn))
+            }
         }
-        self.conns.get_mut(&addr).ok_or_else(|| format!("no connection to {addr}"))
     }
 
     pub fn forget(&mut self, addr: SocketAddr) {
@@ -191,7 +202,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<Mult
 
 /// Reads the whole list back from wherever `target` says the master is now,
 /// retrying for up to `patience` while the master cannot be reached.
-pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> Result<Vec<String>, String> {
+pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> Result<Vec<String>, ReadBackError> {
     let deadline = Instant::now() + patience;
     let mut conns = Connections::new(Duration::from_secs(10));
     let mut last_error = "no master found".to_string();
@@ -199,7 +210,7 @@ pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> R
         match target.locate(&mut conns).await {
             None => last_error = "no master found".to_string(),
             Some(addr) => match conns.get(addr).await {
-                Err(e) => last_error = e,
+                Err(e) => last_error = e.to_string(),
                 Ok(conn) => match redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async::<Vec<String>>(conn).await {
                     Ok(list) => return Ok(list),
                     Err(e) => {
@@ -211,5 +222,13 @@ pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> R
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(last_error)
+    Err(ReadBackError { patience, last_error })
+}
+
+/// The list could not be read back in time; `last_error` is the last attempt's.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the list back within {} ms: {last_error}", patience.as_millis())]
+pub struct ReadBackError {
+    pub patience: Duration,
+    pub last_error: String,
 }

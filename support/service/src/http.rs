@@ -1,5 +1,5 @@
 //! HTTP conventions every API shares: errors are `{"error": "..."}` with the status
-//! codes of DESIGN.md, routing misses are JSON too, and `GET /healthz` exists.
+//! codes of docs/architecture.md, routing misses are JSON too, and `GET /healthz` exists.
 
 use std::net::SocketAddr;
 
@@ -20,25 +20,26 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+    /// `message` is anything displayable: a sentence, or a typed error.
+    pub fn new(status: StatusCode, message: impl std::fmt::Display) -> Self {
+        ApiError { status, message: message.to_string() }
     }
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub fn bad_request(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
-    pub fn unprocessable(message: impl Into<String>) -> Self {
+    pub fn unprocessable(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
-    pub fn conflict(message: impl Into<String>) -> Self {
+    pub fn conflict(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::CONFLICT, message)
     }
-    pub fn bad_gateway(message: impl Into<String>) -> Self {
+    pub fn bad_gateway(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, message)
     }
-    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+    pub fn gateway_timeout(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, message)
     }
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub fn not_found(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 }

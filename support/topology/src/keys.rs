@@ -1,7 +1,7 @@
 //! The etcd key layout of DESIGN.md, behind an optional prefix (`--etcd-prefix`) so
 //! that several installations, or several tests, can share one etcd.
 
-use crate::validate_label;
+use crate::{validate_label, NameError};
 
 /// Builds and parses the keys of one installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,10 +112,10 @@ impl Keys {
 pub const RESERVED_NODE_NAMES: [&str; 3] = ["master", "slaves", "version"];
 
 /// A node name is a DNS label that does not collide with the cluster's own records.
-pub fn validate_node_name(node: &str) -> Result<(), String> {
+pub fn validate_node_name(node: &str) -> Result<(), NameError> {
     validate_label("node", node)?;
     if RESERVED_NODE_NAMES.contains(&node) {
-        return Err(format!("node name {node:?} is reserved for the cluster's records"));
+        return Err(NameError::Reserved(node.to_string()));
     }
     Ok(())
 }

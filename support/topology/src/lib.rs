@@ -18,8 +18,9 @@ pub mod records;
 pub mod spec;
 
 pub use keys::Keys;
+
 pub use names::{Names, QueryName};
-pub use spec::{Address, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
+pub use spec::{Address, AddressError, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
 
 /// `min-replicas-to-write` at or above this value is the dictator's write fence on
 /// a master being demoted: no deployment has a million replicas, so writes are
@@ -27,20 +28,35 @@ pub use spec::{Address, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
 /// from a writable one (the dictator, the counter) compares against this.
 pub const FENCE_MIN_REPLICAS: u32 = 1_000_000;
 
+/// Why a cluster, node or domain name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{kind} name must be 1 to 63 characters, got {len}")]
+    Length { kind: &'static str, len: usize },
+    #[error("{kind} name {name:?} may only hold lowercase letters, digits and '-'")]
+    Characters { kind: &'static str, name: String },
+    #[error("{kind} name {name:?} must not start or end with '-'")]
+    Hyphen { kind: &'static str, name: String },
+    #[error("node name {0:?} is reserved for the cluster's records")]
+    Reserved(String),
+    #[error("domain must not be empty")]
+    EmptyDomain,
+    #[error("domain {domain:?}: {label}")]
+    Domain { domain: String, label: Box<NameError> },
+}
+
 /// Checks that `name` can be a cluster or node name: one DNS label of lowercase
 /// letters, digits and inner hyphens, at most 63 characters. Names end up both in
 /// etcd keys and in DNS names, so the stricter of the two rules applies.
-pub fn validate_label(kind: &str, name: &str) -> Result<(), String> {
+pub fn validate_label(kind: &'static str, name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 63 {
-        return Err(format!("{kind} name must be 1 to 63 characters, got {}", name.len()));
+        return Err(NameError::Length { kind, len: name.len() });
     }
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(format!(
-            "{kind} name {name:?} may only hold lowercase letters, digits and '-'"
-        ));
+        return Err(NameError::Characters { kind, name: name.to_string() });
     }
     if name.starts_with('-') || name.ends_with('-') {
-        return Err(format!("{kind} name {name:?} must not start or end with '-'"));
+        return Err(NameError::Hyphen { kind, name: name.to_string() });
     }
     Ok(())
 }
@@ -61,5 +77,9 @@ mod tests {
         assert!(validate_label("cluster", "a/b").is_err());
         assert!(validate_label("cluster", &"a".repeat(64)).is_err());
         assert!(validate_label("cluster", &"a".repeat(63)).is_ok());
+        assert_eq!(
+            validate_label("node", "a_b").unwrap_err().to_string(),
+            "node name \"a_b\" may only hold lowercase letters, digits and '-'"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! - `version.<cluster>`: TXT with the etcd revision of the published topology;
 //! - `<node>.<cluster>`: A/AAAA and SRV of one registered node.
 
-use crate::validate_label;
+use crate::{validate_label, NameError};
 use crate::keys::validate_node_name;
 
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -37,13 +37,14 @@ pub enum QueryName {
 
 impl Names {
     /// `domain` is normalized to lowercase without a trailing dot.
-    pub fn new(domain: &str) -> Result<Names, String> {
+    pub fn new(domain: &str) -> Result<Names, NameError> {
         let domain = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();
         if domain.is_empty() {
-            return Err("domain must not be empty".into());
+            return Err(NameError::EmptyDomain);
         }
         for label in domain.split('.') {
-            validate_label("domain", label).map_err(|e| format!("domain {domain:?}: {e}"))?;
+            validate_label("domain", label)
+                .map_err(|e| NameError::Domain { domain: domain.clone(), label: Box::new(e) })?;
         }
         Ok(Names { domain })
     }

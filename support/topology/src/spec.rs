@@ -120,7 +120,7 @@ impl Member {
     }
 
     /// Parses `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port` (the CLI form).
-    pub fn parse_host_port(s: &str) -> Result<Member, String> {
+    pub fn parse_host_port(s: &str) -> Result<Member, AddressError> {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Member::new(Address::Ip(ip), None));
         }
@@ -130,12 +130,13 @@ impl Member {
                     .parse()
                     .ok()
                     .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("{s:?}: port must be a number in 1..65535"))?;
+                    .ok_or_else(|| AddressError::Port(s.to_string()))?;
                 (host.trim_start_matches('[').trim_end_matches(']'), Some(port))
             }
             None => (s, None),
         };
-        let address = Address::parse(host).map_err(|msg| format!("{s:?}: {msg}"))?;
+        let address = Address::parse(host)
+            .map_err(|e| AddressError::In { input: s.to_string(), error: Box::new(e) })?;
         Ok(Member::new(address, port))
     }
 
@@ -185,7 +186,7 @@ fn parse_member(value: &Value, field: &str) -> Result<Member, SpecError> {
     let member = as_object(value, field, &["address", "port"])?;
     let address = match member.get("address") {
         Some(Value::String(s)) => Address::parse(s)
-            .map_err(|msg| SpecError::invalid(format!("{field}.address"), msg))?,
+            .map_err(|e| SpecError::invalid(format!("{field}.address"), e.to_string()))?,
         None | Some(Value::Null) => {
             return Err(SpecError::invalid(format!("{field}.address"), "is required"));
         }
@@ -221,42 +222,65 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Why an address (or `host:port`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address must not be empty")]
+    Empty,
+    #[error("{0:?}: write IPv6 addresses without brackets")]
+    Brackets(String),
+    #[error("{0:?} is not an address; put the port in \"port\"")]
+    HasPort(String),
+    #[error("name is {0} characters, at most 253 are allowed")]
+    TooLong(usize),
+    #[error("{0:?}: every dot-separated label needs 1 to 63 characters")]
+    LabelLength(String),
+    #[error("{0:?} is neither an IP address nor a host name (letters, digits, '-', '_')")]
+    Characters(String),
+    #[error("{0:?}: a label must not start or end with '-'")]
+    Hyphen(String),
+    #[error("{0:?} is not a valid IP address")]
+    BadIp(String),
+    #[error("{0:?}: port must be a number in 1..65535")]
+    Port(String),
+    #[error("{input:?}: {error}")]
+    In { input: String, error: Box<AddressError> },
+}
+
 impl Address {
     /// Validates and normalizes an address: an IP literal or a DNS name.
-    pub fn parse(s: &str) -> Result<Address, String> {
+    pub fn parse(s: &str) -> Result<Address, AddressError> {
         if s.is_empty() {
-            return Err("address must not be empty".into());
+            return Err(AddressError::Empty);
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Address::Ip(ip));
         }
         if s.starts_with('[') && s.ends_with(']') {
-            return Err(format!("{s:?}: write IPv6 addresses without brackets"));
+            return Err(AddressError::Brackets(s.to_string()));
         }
         if s.contains(':') {
-            return Err(format!("{s:?} is not an address; put the port in \"port\""));
+            return Err(AddressError::HasPort(s.to_string()));
         }
         let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
         if name.len() > 253 {
-            return Err(format!("name is {} characters, at most 253 are allowed", name.len()));
+            return Err(AddressError::TooLong(name.len()));
         }
         let labels: Vec<&str> = name.split('.').collect();
         for label in &labels {
             if label.is_empty() || label.len() > 63 {
-                return Err(format!("{s:?}: every dot-separated label needs 1 to 63 characters"));
+                return Err(AddressError::LabelLength(s.to_string()));
             }
             if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(format!(
-                    "{s:?} is neither an IP address nor a host name (letters, digits, '-', '_')"
-                ));
+                return Err(AddressError::Characters(s.to_string()));
             }
             if label.starts_with('-') || label.ends_with('-') {
-                return Err(format!("{s:?}: a label must not start or end with '-'"));
+                return Err(AddressError::Hyphen(s.to_string()));
             }
         }
         // "10.0.0.256" is a mistyped IP, not a name: top-level labels are never numeric.
         if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
-            return Err(format!("{s:?} is not a valid IP address"));
+            return Err(AddressError::BadIp(s.to_string()));
         }
         Ok(Address::Name(name))
     }
