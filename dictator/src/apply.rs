@@ -15,7 +15,7 @@ use service::resolve::{MemberResolver, ResolveError};
 use topology::Topology;
 
 use crate::execute::{execute, ExecSettings, Failure, Outcome};
-use crate::observe::{connect, read_replication, Observed, Role, Timeouts};
+use crate::observe::{connect, read_replication, ObserveError, Observed, ReplicationRole, Timeouts};
 use crate::plan::{plan, Desired, Refusal, Step};
 
 /// Everything an apply is tuned by.
@@ -277,7 +277,7 @@ impl Dictator {
         let members: Vec<SocketAddr> = std::iter::once(desired.master).chain(desired.slaves.iter().copied()).collect();
         self.observe_into(&members, &mut observed, &mut conns).await;
         if let Some(Observed::Up(n)) = observed.get(&desired.master)
-            && let Role::Slave { upstream: Some(u), .. } = n.role
+            && let ReplicationRole::Slave { upstream: Some(u), .. } = n.role
                 && !observed.contains_key(&u) {
                     self.observe_into(&[u], &mut observed, &mut conns).await;
                 }
@@ -296,7 +296,7 @@ impl Dictator {
             let result = async {
                 let mut conn = connect(*addr, timeouts, credentials).await?;
                 let replication = read_replication(&mut conn).await?;
-                Ok::<_, String>((conn, replication))
+                Ok::<_, ObserveError>((conn, replication))
             }
             .await;
             (*addr, result)
@@ -310,7 +310,7 @@ impl Dictator {
                 }
                 Err(error) => {
                     tracing::warn!(%addr, %error, "member unreachable");
-                    observed.insert(addr, Observed::Unreachable { error });
+                    observed.insert(addr, Observed::Unreachable { error: error.to_string() });
                 }
             }
         }

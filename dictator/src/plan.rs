@@ -262,7 +262,7 @@ fn loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::{Role, FENCE_MIN_REPLICAS};
+    use crate::observe::{ReplicationRole, FENCE_MIN_REPLICAS};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -274,7 +274,7 @@ mod tests {
 
     fn master(replid: &str, offset: u64, keys: u64) -> Replication {
         Replication {
-            role: Role::Master,
+            role: ReplicationRole::Master,
             replid: replid.into(),
             replid2: "0".repeat(40),
             offset,
@@ -288,7 +288,7 @@ mod tests {
 
     fn slave_of(port: u16, replid: &str, offset: u64, keys: u64) -> Replication {
         Replication {
-            role: Role::Slave { upstream: Some(addr(port)), link_up: true },
+            role: ReplicationRole::Slave { upstream: Some(addr(port)), link_up: true },
             ..master(replid, offset, keys)
         }
     }
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn a_slave_whose_link_is_down_but_points_right_is_left_alone() {
         let mut b = slave_of(A, "r1", 100, 5);
-        b.role = Role::Slave { upstream: Some(addr(A)), link_up: false };
+        b.role = ReplicationRole::Slave { upstream: Some(addr(A)), link_up: false };
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
         assert!(!plan(&desired(A, &[B]), &w, false).unwrap().changes_anything());
     }
@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn a_slave_of_a_hostname_is_repointed_at_the_address() {
         let mut b = slave_of(A, "r1", 100, 5);
-        b.role = Role::Slave { upstream: None, link_up: true };
+        b.role = ReplicationRole::Slave { upstream: None, link_up: true };
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
         let p = plan(&desired(A, &[B]), &w, false).unwrap();
         assert_eq!(actions(&p)[0], "replicate 127.0.0.1:7001 from 127.0.0.1:7000");
