@@ -16,7 +16,7 @@ use topology::Topology;
 
 use crate::execute::{execute, ExecSettings, Failure, Outcome};
 use crate::observe::{connect, read_replication, ObserveError, Observed, ReplicationRole, Timeouts};
-use crate::plan::{plan, Desired, Refusal, Step};
+use crate::plan::{plan, Wanted, Refusal, Step};
 
 /// Everything an apply is tuned by.
 #[derive(Debug, Clone)]
@@ -151,14 +151,14 @@ impl Dictator {
                 )
             })?;
 
-        let desired = self.resolve(topology).await?;
-        let (observed, conns) = self.observe(&desired).await;
+        let wanted = self.resolve(topology).await?;
+        let (observed, conns) = self.observe(&wanted).await;
         let mut report = Report {
             cluster: cluster.to_string(),
             changed: false,
             dry_run: options.dry_run,
-            master: desired.master,
-            slaves: desired.slaves.clone(),
+            master: wanted.master,
+            slaves: wanted.slaves.clone(),
             steps: Vec::new(),
             write_pause_ms: 0.0,
             unreachable: Vec::new(),
@@ -173,12 +173,12 @@ impl Dictator {
         };
 
         if options.dry_run {
-            report.members = member_states(&desired, &observed);
-            let planned = match plan(&desired, &observed, options.force) {
+            report.members = member_states(&wanted, &observed);
+            let planned = match plan(&wanted, &observed, options.force) {
                 Ok(p) => p,
                 Err(refusal @ Refusal::WouldLoseData { .. }) => {
                     report.refusal = Some(refusal.to_string());
-                    plan(&desired, &observed, true).map_err(refused)?
+                    plan(&wanted, &observed, true).map_err(refused)?
                 }
                 Err(refusal) => return Err(refused(refusal)),
             };
@@ -190,14 +190,14 @@ impl Dictator {
             return Ok(report);
         }
 
-        let planned = plan(&desired, &observed, options.force).map_err(refused)?;
+        let planned = plan(&wanted, &observed, options.force).map_err(refused)?;
         report.unreachable = planned.unreachable.clone();
         report.forced = planned.overridden.clone();
         if !planned.overridden.is_empty() {
             tracing::warn!(cluster, reasons = ?planned.overridden, "forced apply discards data");
         }
         if !planned.changes_anything() {
-            tracing::info!(cluster, master = %desired.master, "topology already holds; nothing to do");
+            tracing::info!(cluster, master = %wanted.master, "topology already holds; nothing to do");
             report.total_ms = ms_since(started);
             return Ok(report);
         }
@@ -219,7 +219,7 @@ impl Dictator {
 
         match failure {
             None => {
-                tracing::info!(cluster, master = %desired.master, write_pause_ms = report.write_pause_ms, total_ms = report.total_ms, "applied");
+                tracing::info!(cluster, master = %wanted.master, write_pause_ms = report.write_pause_ms, total_ms = report.total_ms, "applied");
                 Ok(report)
             }
             Some(failure) => {
@@ -240,7 +240,7 @@ impl Dictator {
 
     /// Resolves every member to one address; 422 for names that do not resolve
     /// or two members that turn out to be one instance, 502 if DNS fails.
-    async fn resolve(&self, topology: &Topology) -> Result<Desired, ApplyError> {
+    async fn resolve(&self, topology: &Topology) -> Result<Wanted, ApplyError> {
         let fields = std::iter::once("master".to_string())
             .chain((0..topology.slaves.len()).map(|i| format!("slaves[{i}]")));
         let resolved = join_all(topology.members().map(|m| self.resolver.resolve_one(m))).await;
@@ -263,20 +263,20 @@ impl Dictator {
             addrs.push(addr);
         }
         let master = addrs.remove(0);
-        Ok(Desired { master, slaves: addrs })
+        Ok(Wanted { master, slaves: addrs })
     }
 
     /// Observes every member in parallel, plus the new master's upstream when that
     /// is not a member (the planner must know whether it still takes writes).
     async fn observe(
         &self,
-        desired: &Desired,
+        wanted: &Wanted,
     ) -> (HashMap<SocketAddr, Observed>, HashMap<SocketAddr, MultiplexedConnection>) {
         let mut observed = HashMap::new();
         let mut conns = HashMap::new();
-        let members: Vec<SocketAddr> = std::iter::once(desired.master).chain(desired.slaves.iter().copied()).collect();
+        let members: Vec<SocketAddr> = std::iter::once(wanted.master).chain(wanted.slaves.iter().copied()).collect();
         self.observe_into(&members, &mut observed, &mut conns).await;
-        if let Some(Observed::Up(n)) = observed.get(&desired.master)
+        if let Some(Observed::Up(n)) = observed.get(&wanted.master)
             && let ReplicationRole::Slave { upstream: Some(u), .. } = n.role
                 && !observed.contains_key(&u) {
                     self.observe_into(&[u], &mut observed, &mut conns).await;
@@ -325,7 +325,7 @@ fn refused(refusal: Refusal) -> ApplyError {
     ApplyError::new(status, refusal.to_string())
 }
 
-fn member_states(desired: &Desired, observed: &HashMap<SocketAddr, Observed>) -> Vec<MemberState> {
+fn member_states(wanted: &Wanted, observed: &HashMap<SocketAddr, Observed>) -> Vec<MemberState> {
     let furthest = |replid: &str| {
         observed
             .values()
@@ -336,8 +336,8 @@ fn member_states(desired: &Desired, observed: &HashMap<SocketAddr, Observed>) ->
             .max()
             .unwrap_or(0)
     };
-    std::iter::once(desired.master)
-        .chain(desired.slaves.iter().copied())
+    std::iter::once(wanted.master)
+        .chain(wanted.slaves.iter().copied())
         .filter_map(|addr| {
             let o = observed.get(&addr)?.clone();
             let lag_bytes = match &o {

@@ -6,7 +6,7 @@
 //!
 //! 1. [`apply`]: resolve every member (IP, A/AAAA or SRV via `--nameserver`), take the
 //!    cluster's lock, and [`observe`] every instance (role, history, offset, keys, fence);
-//! 2. [`plan`]: a pure function from (observed, desired) to ordered steps, or a refusal
+//! 2. [`plan`]: a pure function from (wanted, observed) to ordered steps, or a refusal
 //!    when promoting would discard acknowledged writes (409 unless `force`);
 //! 3. [`execute`]: run the steps with timeouts: fence the old master, let the new one
 //!    catch up, promote, re-point the slaves in parallel, release, verify, persist;
