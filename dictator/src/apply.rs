@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use futures::future::join_all;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use service::redis_auth::Credentials;
 use service::resolve::{MemberResolver, ResolveError};
 use topology::Topology;
 
-use crate::execute::{execute, ExecSettings, Failure, Outcome};
-use crate::observe::{connect, read_replication, ObserveError, Observed, ReplicationRole, Timeouts};
-use crate::plan::{plan, Wanted, Refusal, Step};
+use crate::execute::{execute, round_ms, ExecSettings, Failure, Outcome};
+use crate::observe::{observe, Members, Observed, Timeouts};
+use crate::plan::{plan, Refusal, Wanted};
 
 /// Everything an apply is tuned by.
 #[derive(Debug, Clone)]
@@ -38,7 +37,8 @@ pub struct ApplyOptions {
     pub dry_run: bool,
 }
 
-/// The answer to an apply (DESIGN.md), with per-step timings.
+/// The answer to an apply (DESIGN.md): what was asked and found, and the
+/// executor's [`Outcome`] (steps with timings, write pause, lagging slaves).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub cluster: String,
@@ -46,11 +46,10 @@ pub struct Report {
     pub dry_run: bool,
     pub master: SocketAddr,
     pub slaves: Vec<SocketAddr>,
-    pub steps: Vec<ReportStep>,
-    pub write_pause_ms: f64,
+    /// In a dry run, the planned steps only.
+    #[serde(flatten)]
+    pub outcome: Outcome,
     pub unreachable: Vec<SocketAddr>,
-    /// Slaves not yet showing the verification marker (still syncing).
-    pub lagging: Vec<SocketAddr>,
     /// Data-loss reasons `force=true` overrode; empty unless forced.
     pub forced: Vec<String>,
     /// With `dry_run`: why a real apply would be refused.
@@ -59,25 +58,7 @@ pub struct Report {
     /// With `dry_run`: every member as observed, with its replication lag.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberState>,
-    /// Planned steps that were not run because an earlier step failed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_done: Vec<Step>,
-    /// Fences lifted after an abort.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub undone: Vec<crate::execute::UndoReport>,
-    pub warnings: Vec<String>,
     pub total_ms: f64,
-}
-
-/// A step as reported: executed (with `ms`) or, in a dry run, only planned.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportStep {
-    #[serde(flatten)]
-    pub step: Step,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// One member in a dry run.
@@ -152,45 +133,40 @@ impl Dictator {
             })?;
 
         let wanted = self.resolve(topology).await?;
-        let (observed, conns) = self.observe(&wanted).await;
+        let members = observe(&wanted, self.settings.timeouts, &self.settings.credentials).await;
         let mut report = Report {
             cluster: cluster.to_string(),
             changed: false,
             dry_run: options.dry_run,
             master: wanted.master,
             slaves: wanted.slaves.clone(),
-            steps: Vec::new(),
-            write_pause_ms: 0.0,
+            outcome: Outcome::default(),
             unreachable: Vec::new(),
-            lagging: Vec::new(),
             forced: Vec::new(),
             refusal: None,
             members: Vec::new(),
-            not_done: Vec::new(),
-            undone: Vec::new(),
-            warnings: Vec::new(),
             total_ms: 0.0,
         };
 
         if options.dry_run {
-            report.members = member_states(&wanted, &observed);
-            let planned = match plan(&wanted, &observed, options.force) {
+            report.members = member_states(&wanted, &members);
+            let planned = match plan(&wanted, &members, options.force) {
                 Ok(p) => p,
                 Err(refusal @ Refusal::WouldLoseData { .. }) => {
                     report.refusal = Some(refusal.to_string());
-                    plan(&wanted, &observed, true).map_err(refused)?
+                    plan(&wanted, &members, true).map_err(refused)?
                 }
                 Err(refusal) => return Err(refused(refusal)),
             };
             report.changed = planned.changes_anything();
             report.unreachable = planned.unreachable;
             report.forced = if options.force { planned.overridden } else { Vec::new() };
-            report.steps = planned.steps.into_iter().map(|step| ReportStep { step, ms: None, error: None }).collect();
+            report.outcome = Outcome::planned(planned.steps);
             report.total_ms = ms_since(started);
             return Ok(report);
         }
 
-        let planned = plan(&wanted, &observed, options.force).map_err(refused)?;
+        let planned = plan(&wanted, &members, options.force).map_err(refused)?;
         report.unreachable = planned.unreachable.clone();
         report.forced = planned.overridden.clone();
         if !planned.overridden.is_empty() {
@@ -203,23 +179,15 @@ impl Dictator {
         }
         tracing::info!(cluster, steps = ?planned.steps.iter().map(ToString::to_string).collect::<Vec<_>>(), "applying");
 
-        let outcome = execute(&planned, &conns, &observed, &self.settings.exec).await;
-        let Outcome { steps, not_done, undone, write_pause_ms, lagging, warnings, failure } = outcome;
-        report.changed = !steps.is_empty();
-        report.steps = steps
-            .into_iter()
-            .map(|s| ReportStep { step: s.step, ms: Some(round(s.ms)), error: s.error })
-            .collect();
-        report.not_done = not_done;
-        report.undone = undone;
-        report.write_pause_ms = round(write_pause_ms);
-        report.lagging = lagging;
-        report.warnings = warnings;
+        let mut outcome = execute(&planned, &members, &self.settings.exec).await;
+        let failure = outcome.failure.take();
+        report.changed = !outcome.steps.is_empty();
+        report.outcome = outcome;
         report.total_ms = ms_since(started);
 
         match failure {
             None => {
-                tracing::info!(cluster, master = %wanted.master, write_pause_ms = report.write_pause_ms, total_ms = report.total_ms, "applied");
+                tracing::info!(cluster, master = %wanted.master, write_pause_ms = report.outcome.write_pause_ms, total_ms = report.total_ms, "applied");
                 Ok(report)
             }
             Some(failure) => {
@@ -265,56 +233,6 @@ impl Dictator {
         let master = addrs.remove(0);
         Ok(Wanted { master, slaves: addrs })
     }
-
-    /// Observes every member in parallel, plus the new master's upstream when that
-    /// is not a member (the planner must know whether it still takes writes).
-    async fn observe(
-        &self,
-        wanted: &Wanted,
-    ) -> (HashMap<SocketAddr, Observed>, HashMap<SocketAddr, MultiplexedConnection>) {
-        let mut observed = HashMap::new();
-        let mut conns = HashMap::new();
-        let members: Vec<SocketAddr> = std::iter::once(wanted.master).chain(wanted.slaves.iter().copied()).collect();
-        self.observe_into(&members, &mut observed, &mut conns).await;
-        if let Some(Observed::Up(n)) = observed.get(&wanted.master)
-            && let ReplicationRole::Slave { upstream: Some(u), .. } = n.role
-                && !observed.contains_key(&u) {
-                    self.observe_into(&[u], &mut observed, &mut conns).await;
-                }
-        (observed, conns)
-    }
-
-    async fn observe_into(
-        &self,
-        addrs: &[SocketAddr],
-        observed: &mut HashMap<SocketAddr, Observed>,
-        conns: &mut HashMap<SocketAddr, MultiplexedConnection>,
-    ) {
-        let timeouts = self.settings.timeouts;
-        let credentials = &self.settings.credentials;
-        let results = join_all(addrs.iter().map(|addr| async move {
-            let result = async {
-                let mut conn = connect(*addr, timeouts, credentials).await?;
-                let replication = read_replication(&mut conn).await?;
-                Ok::<_, ObserveError>((conn, replication))
-            }
-            .await;
-            (*addr, result)
-        }))
-        .await;
-        for (addr, result) in results {
-            match result {
-                Ok((conn, replication)) => {
-                    observed.insert(addr, Observed::Up(replication));
-                    conns.insert(addr, conn);
-                }
-                Err(error) => {
-                    tracing::warn!(%addr, %error, "member unreachable");
-                    observed.insert(addr, Observed::Unreachable { error: error.to_string() });
-                }
-            }
-        }
-    }
 }
 
 fn refused(refusal: Refusal) -> ApplyError {
@@ -325,34 +243,26 @@ fn refused(refusal: Refusal) -> ApplyError {
     ApplyError::new(status, refusal.to_string())
 }
 
-fn member_states(wanted: &Wanted, observed: &HashMap<SocketAddr, Observed>) -> Vec<MemberState> {
+fn member_states(wanted: &Wanted, members: &Members) -> Vec<MemberState> {
     let furthest = |replid: &str| {
-        observed
+        members
             .values()
-            .filter_map(|o| match o {
-                Observed::Up(r) if r.replid == replid => Some(r.offset),
-                _ => None,
-            })
+            .filter_map(Observed::replication)
+            .filter(|r| r.replid == replid)
+            .map(|r| r.offset)
             .max()
             .unwrap_or(0)
     };
-    std::iter::once(wanted.master)
-        .chain(wanted.slaves.iter().copied())
+    wanted
+        .members()
         .filter_map(|addr| {
-            let o = observed.get(&addr)?.clone();
-            let lag_bytes = match &o {
-                Observed::Up(r) => Some(furthest(&r.replid).saturating_sub(r.offset)),
-                Observed::Unreachable { .. } => None,
-            };
-            Some(MemberState { address: addr, observed: o, lag_bytes })
+            let observed = members.get(&addr)?.facts();
+            let lag_bytes = observed.replication().map(|r| furthest(&r.replid).saturating_sub(r.offset));
+            Some(MemberState { address: addr, observed, lag_bytes })
         })
         .collect()
 }
 
 fn ms_since(started: Instant) -> f64 {
-    round(started.elapsed().as_secs_f64() * 1000.0)
-}
-
-fn round(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
+    round_ms(started.elapsed().as_secs_f64() * 1000.0)
 }

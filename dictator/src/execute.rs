@@ -8,7 +8,6 @@
 //!   demoted master can never take writes again; the report says what was done and
 //!   what was not, and the next apply converges from there.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use crate::observe::{read_offset, Observed, FENCE_MIN_REPLICAS};
+use crate::observe::{read_offset, Members, Observed, FENCE_MIN_REPLICAS};
 use crate::plan::{Plan, Step};
 
 /// Write settings restored on members that carry a fence.
@@ -47,14 +46,22 @@ impl ExecSettings {
     }
 }
 
-/// One executed step: the step, how long it took, and its error if it failed.
+/// A step as reported: executed (with `ms`, and its error if it failed) or, in a
+/// dry run, only planned.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     #[serde(flatten)]
     pub step: Step,
-    pub ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl StepReport {
+    pub fn planned(step: Step) -> StepReport {
+        StepReport { step, ms: None, error: None }
+    }
 }
 
 /// Lifting a fence after an abort is reported like a step.
@@ -84,36 +91,39 @@ impl Failure {
     }
 }
 
-/// What happened.
+/// What happened, as the report shows it (times in ms, to the microsecond).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
     pub steps: Vec<StepReport>,
-    /// Steps that were planned but not run, because an earlier one failed.
-    pub not_done: Vec<Step>,
-    /// Fences lifted after an abort.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub undone: Vec<UndoReport>,
     /// From the first fence to the new master accepting writes.
     pub write_pause_ms: f64,
     /// Slaves that did not show the marker within the verify timeout.
     pub lagging: Vec<SocketAddr>,
+    /// Steps that were planned but not run, because an earlier one failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_done: Vec<Step>,
+    /// Fences lifted after an abort.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<UndoReport>,
     /// Problems that did not stop the apply (e.g. CONFIG REWRITE refused).
     pub warnings: Vec<String>,
+    /// What stopped the run; the caller takes it out to answer with.
     #[serde(skip)]
     pub failure: Option<Failure>,
 }
 
-/// Runs `plan`. `conns` holds a connection to every reachable member; `observed`
-/// is what the plan was made from (for the settings to restore).
-pub async fn execute(
-    plan: &Plan,
-    conns: &HashMap<SocketAddr, MultiplexedConnection>,
-    observed: &HashMap<SocketAddr, Observed>,
-    settings: &ExecSettings,
-) -> Outcome {
+impl Outcome {
+    /// A dry run's: the plan, nothing done.
+    pub fn planned(steps: impl IntoIterator<Item = Step>) -> Outcome {
+        Outcome { steps: steps.into_iter().map(StepReport::planned).collect(), ..Outcome::default() }
+    }
+}
+
+/// Runs `plan` through the connections in `members`, the observation the plan was
+/// made from (which also tells the settings to restore).
+pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) -> Outcome {
     let mut run = Run {
-        conns,
-        observed,
+        members,
         settings,
         outcome: Outcome::default(),
         fenced: Vec::new(),
@@ -139,7 +149,7 @@ pub async fn execute(
                     failure.get_or_insert(f);
                 }
             }
-            run.outcome.steps.push(StepReport { step: *step, ms, error });
+            run.outcome.steps.push(StepReport { step: *step, ms: Some(round_ms(ms)), error });
         }
         if let Some(failure) = failure {
             let stop = run.stop_after_failure(group[0]).await;
@@ -155,8 +165,7 @@ pub async fn execute(
 }
 
 struct Run<'a> {
-    conns: &'a HashMap<SocketAddr, MultiplexedConnection>,
-    observed: &'a HashMap<SocketAddr, Observed>,
+    members: &'a Members,
     settings: &'a ExecSettings,
     outcome: Outcome,
     /// Nodes whose fence we set during this run.
@@ -186,7 +195,7 @@ impl Run<'_> {
             }
             Step::Promote { .. } if ok => {
                 if let Some(started) = self.pause_started {
-                    self.outcome.write_pause_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    self.outcome.write_pause_ms = round_ms(started.elapsed().as_secs_f64() * 1000.0);
                 }
             }
             Step::Replicate { node, .. } if !ok => self.not_repointed.push(node),
@@ -271,8 +280,8 @@ impl Run<'_> {
 
     /// Restores write settings and releases paused clients.
     async fn lift_fence(&self, node: SocketAddr) -> Result<(), String> {
-        let restore = match self.observed.get(&node) {
-            Some(Observed::Up(r)) if !r.is_fenced() => r.min_replicas_to_write,
+        let restore = match self.members.get(&node).and_then(Observed::replication) {
+            Some(r) if !r.is_fenced() => r.min_replicas_to_write,
             _ => self.settings.writes.min_replicas_to_write,
         };
         let mut pipe = redis::pipe();
@@ -355,18 +364,21 @@ impl Run<'_> {
     }
 
     fn observed_max_lag(&self, node: SocketAddr) -> u32 {
-        match self.observed.get(&node) {
-            Some(Observed::Up(r)) => r.min_replicas_max_lag,
-            _ => 0,
-        }
+        self.members.get(&node).and_then(Observed::replication).map_or(0, |r| r.min_replicas_max_lag)
     }
 
     fn conn(&self, node: SocketAddr) -> Result<MultiplexedConnection, Failure> {
-        self.conns.get(&node).cloned().ok_or_else(|| Failure::Redis(format!("{node}: no connection")))
+        let conn = self.members.get(&node).and_then(Observed::conn);
+        conn.cloned().ok_or_else(|| Failure::Redis(format!("{node}: no connection")))
     }
 
     async fn pipeline(&self, node: SocketAddr, pipe: &redis::Pipeline) -> Result<(), Failure> {
         let mut conn = self.conn(node)?;
         pipe.query_async::<()>(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))
     }
+}
+
+/// Milliseconds as reported: rounded to the microsecond.
+pub(crate) fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }

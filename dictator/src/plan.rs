@@ -27,6 +27,13 @@ pub struct Wanted {
     pub slaves: Vec<SocketAddr>,
 }
 
+impl Wanted {
+    /// The master, then the slaves.
+    pub fn members(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.master).chain(self.slaves.iter().copied())
+    }
+}
+
 /// One action on one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -123,18 +130,15 @@ pub enum Refusal {
 
 /// Decides the steps. `observed` holds every member, and may hold the new master's
 /// upstream when that is not a member. `force` applies even when data would be lost.
-pub fn plan(
+pub fn plan<C>(
     wanted: &Wanted,
-    observed: &HashMap<SocketAddr, Observed>,
+    observed: &HashMap<SocketAddr, Observed<C>>,
     force: bool,
 ) -> Result<Plan, Refusal> {
-    let up = |addr: &SocketAddr| match observed.get(addr) {
-        Some(Observed::Up(r)) => Some(r),
-        _ => None,
-    };
+    let up = |addr: &SocketAddr| observed.get(addr).and_then(Observed::replication);
     let new = wanted.master;
     let n = match observed.get(&new) {
-        Some(Observed::Up(r)) => r,
+        Some(Observed::Up { replication, .. }) => replication,
         Some(Observed::Unreachable { error }) => {
             return Err(Refusal::MasterUnreachable { addr: new, error: error.clone() });
         }
@@ -307,7 +311,7 @@ mod tests {
     }
 
     fn up(r: Replication) -> Observed {
-        Observed::Up(r)
+        Observed::Up { conn: (), replication: r }
     }
 
     fn down() -> Observed {
@@ -541,7 +545,7 @@ mod tests {
             plan(&wanted(A, &[B]), &w, false),
             Err(Refusal::MasterUnreachable { addr: a, .. }) if a == addr(A)
         ));
-        assert!(matches!(plan(&wanted(A, &[B]), &HashMap::new(), true), Err(Refusal::MasterUnreachable { .. })));
+        assert!(matches!(plan(&wanted(A, &[B]), &world(vec![]), true), Err(Refusal::MasterUnreachable { .. })));
     }
 
     #[test]
@@ -642,7 +646,7 @@ mod tests {
                             // Running the plan's result again would change nothing: every
                             // slave ends pointing at the master.
                             for s in &s {
-                                let r = match w.get(&addr(*s)) { Some(Observed::Up(r)) => r, _ => continue };
+                                let Some(r) = w.get(&addr(*s)).and_then(Observed::replication) else { continue };
                                 let repointed = p.steps.contains(&Step::Replicate { node: addr(*s), master: addr(m) });
                                 assert!(repointed || (!r.is_master() && r.upstream() == Some(addr(m))), "{:?}", actions(&p));
                             }

@@ -16,7 +16,7 @@ async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
     let d = dictator();
     let report = apply(&d, &a, &[&b, &c]).await;
     assert!(report.changed);
-    assert!(report.lagging.is_empty(), "{report:?}");
+    assert!(report.outcome.lagging.is_empty(), "{report:?}");
     assert_follows(&b, &a);
     assert_follows(&c, &a);
     assert_eq!(b.cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"));
@@ -27,7 +27,7 @@ async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
 
     let again = apply(&d, &a, &[&b, &c]).await;
     assert!(!again.changed, "{:?}", actions(&again));
-    assert!(again.steps.is_empty());
+    assert!(again.outcome.steps.is_empty());
 }
 
 #[tokio::test]
@@ -42,7 +42,7 @@ async fn rotating_the_master_keeps_every_write() {
         let report = apply(&d, m, &[s1, s2]).await;
         if round > 0 {
             assert!(actions(&report).iter().any(|a| a.starts_with("catch_up")), "{:?}", actions(&report));
-            assert!(report.write_pause_ms > 0.0);
+            assert!(report.outcome.write_pause_ms > 0.0);
         }
         assert_eq!(m.role(), "master");
         assert_follows(s1, m);
@@ -89,7 +89,7 @@ async fn dry_run_plans_reports_lag_and_changes_nothing() {
     assert!(report.dry_run && report.changed);
     assert!(report.refusal.as_deref().unwrap_or("").contains("would lose"), "{report:?}");
     assert_eq!(report.members.len(), 2);
-    assert!(report.steps.iter().all(|s| s.ms.is_none()));
+    assert!(report.outcome.steps.iter().all(|s| s.ms.is_none()));
     assert_eq!(b.role(), "master");
     assert_writable(&b);
 }
@@ -177,8 +177,8 @@ async fn a_slow_catch_up_aborts_with_504_and_unfences_the_old_master() {
     let err = d.apply("test", &topology(&b, &[&a]), ApplyOptions::default()).await.unwrap_err();
     assert_eq!(err.status.as_u16(), 504, "{err}");
     let report = err.report.expect("a report of what was done");
-    assert_eq!(report.undone.len(), 1, "{report:?}");
-    assert!(report.not_done.iter().any(|s| matches!(s, dictator::plan::Step::Promote { .. })));
+    assert_eq!(report.outcome.undone.len(), 1, "{report:?}");
+    assert!(report.outcome.not_done.iter().any(|s| matches!(s, dictator::plan::Step::Promote { .. })));
     // Every role as it was, and the old master takes writes again.
     assert_eq!(a.role(), "master");
     assert_eq!(b.role(), "slave");
@@ -232,6 +232,6 @@ async fn authenticates_to_password_protected_instances() {
         ..settings()
     });
     let report = with.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap();
-    assert!(report.changed && report.lagging.is_empty(), "{report:?}");
+    assert!(report.changed && report.outcome.lagging.is_empty(), "{report:?}");
     assert_eq!(role(&b), "slave");
 }

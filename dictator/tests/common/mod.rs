@@ -62,5 +62,5 @@ pub fn assert_writable(r: &Redis) {
 }
 
 pub fn actions(report: &Report) -> Vec<String> {
-    report.steps.iter().map(|s| s.step.to_string()).collect()
+    report.outcome.steps.iter().map(|s| s.step.to_string()).collect()
 }
