@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use futures::future::join_all;
 use serde::Serialize;
 use service::redis_auth::Credentials;
@@ -72,30 +71,30 @@ pub struct MemberState {
     pub lag_bytes: Option<u64>,
 }
 
-/// A failed apply: the status, what went wrong, and what was done before.
-#[derive(Debug, Clone)]
-pub struct ApplyError {
-    pub status: StatusCode,
-    pub error: String,
-    pub report: Option<Box<Report>>,
+/// Why an apply failed. Only [`ApplyError::Failed`] changed anything, and it
+/// carries the report of what was done; api.rs turns each into a status code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApplyError {
+    #[error("another apply to cluster {cluster} is still running after {waited:?}; try again")]
+    Busy { cluster: String, waited: Duration },
+    /// `field` names the member (`master`, `slaves[0]`, ...).
+    #[error("{field}: {source}")]
+    Resolve { field: String, source: ResolveError },
+    #[error("{field}: resolves to {addr}, the same instance as {first}")]
+    SameInstance { field: String, addr: SocketAddr, first: String },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{failure}")]
+    Failed { failure: Failure, report: Box<Report> },
 }
 
 impl ApplyError {
-    fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        ApplyError { status, error: error.into(), report: None }
-    }
-}
-
-impl std::fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.error, self.status)
-    }
-}
-
-impl axum::response::IntoResponse for ApplyError {
-    fn into_response(self) -> axum::response::Response {
-        let body = serde_json::json!({ "error": self.error, "report": self.report });
-        (self.status, axum::Json(body)).into_response()
+    /// What was done before the failure, if anything was.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            ApplyError::Failed { report, .. } => Some(report),
+            _ => None,
+        }
     }
 }
 
@@ -122,15 +121,7 @@ impl Dictator {
         let lock = self.cluster_lock(cluster);
         let _guard = tokio::time::timeout(self.settings.lock_wait, lock.lock_owned())
             .await
-            .map_err(|_| {
-                ApplyError::new(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "another apply to cluster {cluster} is still running after {:?}; try again",
-                        self.settings.lock_wait
-                    ),
-                )
-            })?;
+            .map_err(|_| ApplyError::Busy { cluster: cluster.to_string(), waited: self.settings.lock_wait })?;
 
         let wanted = self.resolve(topology).await?;
         let members = observe(&wanted, self.settings.timeouts, &self.settings.credentials).await;
@@ -154,9 +145,9 @@ impl Dictator {
                 Ok(p) => p,
                 Err(refusal @ Refusal::WouldLoseData { .. }) => {
                     report.refusal = Some(refusal.to_string());
-                    plan(&wanted, &members, true).map_err(refused)?
+                    plan(&wanted, &members, true)?
                 }
-                Err(refusal) => return Err(refused(refusal)),
+                Err(refusal) => return Err(refusal.into()),
             };
             report.changed = planned.changes_anything();
             report.unreachable = planned.unreachable;
@@ -166,7 +157,7 @@ impl Dictator {
             return Ok(report);
         }
 
-        let planned = plan(&wanted, &members, options.force).map_err(refused)?;
+        let planned = plan(&wanted, &members, options.force)?;
         report.unreachable = planned.unreachable.clone();
         report.forced = planned.overridden.clone();
         if !planned.overridden.is_empty() {
@@ -191,12 +182,8 @@ impl Dictator {
                 Ok(report)
             }
             Some(failure) => {
-                let status = match failure {
-                    Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                    Failure::Redis(_) => StatusCode::BAD_GATEWAY,
-                };
-                tracing::error!(cluster, error = %failure.text(), "apply failed");
-                Err(ApplyError { status, error: failure.text(), report: Some(Box::new(report)) })
+                tracing::error!(cluster, error = %failure, "apply failed");
+                Err(ApplyError::Failed { failure, report: Box::new(report) })
             }
         }
     }
@@ -206,41 +193,27 @@ impl Dictator {
         locks.entry(cluster.to_string()).or_default().clone()
     }
 
-    /// Resolves every member to one address; 422 for names that do not resolve
-    /// or two members that turn out to be one instance, 502 if DNS fails.
+    /// Resolves every member to one address; two members that turn out to be one
+    /// instance are an error too.
     async fn resolve(&self, topology: &Topology) -> Result<Wanted, ApplyError> {
         let fields = std::iter::once("master".to_string())
             .chain((0..topology.slaves.len()).map(|i| format!("slaves[{i}]")));
         let resolved = join_all(topology.members().map(|m| self.resolver.resolve_one(m))).await;
         let mut addrs = Vec::with_capacity(resolved.len());
         for (field, result) in fields.zip(resolved) {
-            let addr = result.map_err(|e| {
-                let status = match e {
-                    ResolveError::Failed { .. } => StatusCode::BAD_GATEWAY,
-                    ResolveError::NotFound(_) | ResolveError::Ambiguous { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                ApplyError::new(status, format!("{field}: {e}"))
-            })?;
+            let addr = match result {
+                Ok(addr) => addr,
+                Err(source) => return Err(ApplyError::Resolve { field, source }),
+            };
             if let Some(i) = addrs.iter().position(|a| *a == addr) {
                 let first = if i == 0 { "master".to_string() } else { format!("slaves[{}]", i - 1) };
-                return Err(ApplyError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("{field}: resolves to {addr}, the same instance as {first}"),
-                ));
+                return Err(ApplyError::SameInstance { field, addr, first });
             }
             addrs.push(addr);
         }
         let master = addrs.remove(0);
         Ok(Wanted { master, slaves: addrs })
     }
-}
-
-fn refused(refusal: Refusal) -> ApplyError {
-    let status = match refusal {
-        Refusal::MasterUnreachable { .. } => StatusCode::BAD_GATEWAY,
-        Refusal::WouldLoseData { .. } => StatusCode::CONFLICT,
-    };
-    ApplyError::new(status, refusal.to_string())
 }
 
 fn member_states(wanted: &Wanted, members: &Members) -> Vec<MemberState> {

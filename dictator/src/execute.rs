@@ -16,6 +16,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::observe::{read_offset, Members, Observed, FENCE_MIN_REPLICAS};
+use service::redis_info::InfoError;
 use crate::plan::{Plan, Step};
 
 /// Write settings restored on members that carry a fence.
@@ -74,21 +75,22 @@ pub struct UndoReport {
     pub error: Option<String>,
 }
 
-/// Why the execution failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the execution failed: something took too long, or an instance failed us.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
-    /// The catch-up did not finish in time (504).
-    Timeout(String),
-    /// An instance failed a command (502).
-    Redis(String),
-}
-
-impl Failure {
-    pub fn text(&self) -> String {
-        match self {
-            Failure::Timeout(t) | Failure::Redis(t) => t.clone(),
-        }
-    }
+    #[error("{node} reached offset {offset} of {target} within {timeout:?}; aborted, nothing changed")]
+    CatchUpTimeout { node: SocketAddr, offset: u64, target: u64, timeout: Duration },
+    /// `last_error` says what was seen last: a failed write or read, or nothing yet.
+    #[error("{node} did not show the marker within {timeout:?} ({last_error})")]
+    VerifyTimeout { node: SocketAddr, timeout: Duration, last_error: String },
+    #[error("{node}: {source}")]
+    Redis { node: SocketAddr, source: redis::RedisError },
+    #[error("{node}: {source}")]
+    Info { node: SocketAddr, source: InfoError },
+    #[error("{0}: no connection")]
+    NoConnection(SocketAddr),
+    #[error("{0} was not re-pointed, so it stays fenced")]
+    NotRepointed(SocketAddr),
 }
 
 /// What happened, as the report shows it (times in ms, to the microsecond).
@@ -140,7 +142,7 @@ pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) ->
         let reports = join_all(group.iter().map(|step| run.timed(*step))).await;
         let mut failure = None;
         for (step, (ms, result)) in group.iter().zip(reports) {
-            let error = result.as_ref().err().map(Failure::text);
+            let error = result.as_ref().err().map(ToString::to_string);
             run.record(*step, ms, error.clone());
             if let Err(f) = result {
                 // A slow slave is reported as lagging, a refused CONFIG REWRITE as a
@@ -235,7 +237,7 @@ impl Run<'_> {
         }))
         .await;
         for (node, ms, result) in results {
-            self.outcome.undone.push(UndoReport { action: "unfence", node, ms, error: result.err() });
+            self.outcome.undone.push(UndoReport { action: "unfence", node, ms, error: result.err().map(|f| f.to_string()) });
         }
     }
 
@@ -251,7 +253,7 @@ impl Run<'_> {
                 self.pipeline(node, &pipe).await
             }
             Step::CatchUp { node, from } => self.catch_up(node, from).await,
-            Step::AllowWrites { node } => self.lift_fence(node).await.map_err(Failure::Redis),
+            Step::AllowWrites { node } => self.lift_fence(node).await,
             Step::Promote { node } => {
                 let mut pipe = redis::pipe();
                 pipe.cmd("REPLICAOF").arg("NO").arg("ONE").ignore();
@@ -265,9 +267,9 @@ impl Run<'_> {
             }
             Step::Release { node } => {
                 if self.not_repointed.contains(&node) {
-                    return Err(Failure::Redis(format!("{node} was not re-pointed, so it stays fenced")));
+                    return Err(Failure::NotRepointed(node));
                 }
-                self.lift_fence(node).await.map_err(Failure::Redis)
+                self.lift_fence(node).await
             }
             Step::Verify { node, master } => self.verify(node, master).await,
             Step::Persist { node } => {
@@ -279,7 +281,7 @@ impl Run<'_> {
     }
 
     /// Restores write settings and releases paused clients.
-    async fn lift_fence(&self, node: SocketAddr) -> Result<(), String> {
+    async fn lift_fence(&self, node: SocketAddr) -> Result<(), Failure> {
         let restore = match self.members.get(&node).and_then(Observed::replication) {
             Some(r) if !r.is_fenced() => r.min_replicas_to_write,
             _ => self.settings.writes.min_replicas_to_write,
@@ -287,25 +289,22 @@ impl Run<'_> {
         let mut pipe = redis::pipe();
         pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(restore).ignore();
         pipe.cmd("CLIENT").arg("UNPAUSE").ignore();
-        self.pipeline(node, &pipe).await.map_err(|f| f.text())
+        self.pipeline(node, &pipe).await
     }
 
     /// Waits until `node` has applied `from`'s whole history, reading both offsets
     /// from the instances themselves (no 1 s REPLCONF ACK floor).
     async fn catch_up(&self, node: SocketAddr, from: SocketAddr) -> Result<(), Failure> {
-        let target = read_offset(&mut self.conn(from)?).await.map_err(|e| Failure::Redis(format!("{from}: {e}")))?;
+        let target = read_offset(&mut self.conn(from)?).await.map_err(|source| Failure::Info { node: from, source })?;
         let deadline = Instant::now() + self.settings.catch_up_timeout;
         let mut conn = self.conn(node)?;
         loop {
-            let offset = read_offset(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))?;
+            let offset = read_offset(&mut conn).await.map_err(|source| Failure::Info { node, source })?;
             if offset >= target {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Failure::Timeout(format!(
-                    "{node} reached offset {offset} of {target} within {:?}; aborted, nothing changed",
-                    self.settings.catch_up_timeout
-                )));
+                return Err(Failure::CatchUpTimeout { node, offset, target, timeout: self.settings.catch_up_timeout });
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -340,10 +339,7 @@ impl Run<'_> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Err(Failure::Timeout(format!(
-            "{node} did not show the marker within {:?} ({last_error})",
-            self.settings.verify_timeout
-        )))
+        Err(Failure::VerifyTimeout { node, timeout: self.settings.verify_timeout, last_error })
     }
 
     /// Deletes the verification marker so it never counts as data (the planner
@@ -369,12 +365,12 @@ impl Run<'_> {
 
     fn conn(&self, node: SocketAddr) -> Result<MultiplexedConnection, Failure> {
         let conn = self.members.get(&node).and_then(Observed::conn);
-        conn.cloned().ok_or_else(|| Failure::Redis(format!("{node}: no connection")))
+        conn.cloned().ok_or(Failure::NoConnection(node))
     }
 
     async fn pipeline(&self, node: SocketAddr, pipe: &redis::Pipeline) -> Result<(), Failure> {
         let mut conn = self.conn(node)?;
-        pipe.query_async::<()>(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))
+        pipe.query_async::<()>(&mut conn).await.map_err(|source| Failure::Redis { node, source })
     }
 }
 

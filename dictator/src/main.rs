@@ -210,7 +210,8 @@ async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> Exit
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let body = serde_json::json!({ "error": e.error, "status": e.status.as_u16(), "report": e.report });
+            let status = dictator::api::status(&e).as_u16();
+            let body = serde_json::json!({ "error": e.to_string(), "status": status, "report": e.report() });
             println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
             ExitCode::FAILURE
         }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use dictator::api::status;
 use dictator::{ApplyOptions, Settings};
 use harness::Redis;
 
@@ -60,8 +61,8 @@ async fn a_master_of_its_own_data_is_refused_then_forced() {
     b.cmd::<()>(&["SET", "b-key", "1"]);
     let d = dictator();
     let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(err.status.as_u16(), 409, "{err}");
-    assert!(err.error.contains(&b.host_port()), "{}", err.error);
+    assert_eq!(status(&err).as_u16(), 409, "{err}");
+    assert!(err.to_string().contains(&b.host_port()), "{err}");
     // Nothing changed.
     assert_eq!(b.role(), "master");
     assert_eq!(b.cmd::<Option<String>>(&["GET", "b-key"]).as_deref(), Some("1"));
@@ -136,8 +137,8 @@ async fn unreachable_master_is_502_and_nothing_changes() {
     a.kill();
     let d = dictator();
     let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(err.status.as_u16(), 502, "{err}");
-    assert!(err.error.contains(&a.host_port()));
+    assert_eq!(status(&err).as_u16(), 502, "{err}");
+    assert!(err.to_string().contains(&a.host_port()));
     assert_eq!(b.role(), "master");
     assert_writable(&b);
 }
@@ -175,8 +176,8 @@ async fn a_slow_catch_up_aborts_with_504_and_unfences_the_old_master() {
     a.cmd::<()>(&["SET", "unreplicated", "1"]);
 
     let err = d.apply("test", &topology(&b, &[&a]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(err.status.as_u16(), 504, "{err}");
-    let report = err.report.expect("a report of what was done");
+    assert_eq!(status(&err).as_u16(), 504, "{err}");
+    let report = err.report().expect("a report of what was done");
     assert_eq!(report.outcome.undone.len(), 1, "{report:?}");
     assert!(report.outcome.not_done.iter().any(|s| matches!(s, dictator::plan::Step::Promote { .. })));
     // Every role as it was, and the old master takes writes again.
@@ -223,8 +224,9 @@ async fn authenticates_to_password_protected_instances() {
         info.lines().find_map(|l| l.strip_prefix("role:")).unwrap().trim().to_string()
     };
     let without = dictator().apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(without.status.as_u16(), 502, "{without}");
-    assert!(without.error.contains("NOAUTH") || without.error.contains("Authentication"), "{}", without.error);
+    assert_eq!(status(&without).as_u16(), 502, "{without}");
+    let error = without.to_string();
+    assert!(error.contains("NOAUTH") || error.contains("Authentication"), "{error}");
     assert_eq!(role(&b), "master", "nothing changed");
 
     let with = dictator_with(Settings {

@@ -47,7 +47,7 @@ pub fn topology(master: &Redis, slaves: &[&Redis]) -> Topology {
 pub async fn apply(d: &Dictator, master: &Redis, slaves: &[&Redis]) -> Report {
     d.apply("test", &topology(master, slaves), ApplyOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}: {:?}", e.report))
+        .unwrap_or_else(|e| panic!("apply failed: {e}: {:?}", e.report()))
 }
 
 /// Asserts `slave` follows `master` with a live link.

@@ -121,7 +121,7 @@ impl Default for Timeouts {
 }
 
 /// Why [`connect`] failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
     /// The address and credentials make no client.
     #[error("{0}")]

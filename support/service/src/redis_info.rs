@@ -14,7 +14,7 @@ use serde::Serialize;
 use topology::FENCE_MIN_REPLICAS;
 
 /// Why `INFO` (or reading it) gave no usable answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InfoError {
     #[error("INFO lacks {0}")]
     Missing(&'static str),
