@@ -80,9 +80,9 @@ async fn apply(
 pub fn status(error: &ApplyError) -> StatusCode {
     match error {
         ApplyError::Busy { .. } | ApplyError::Refused(Refusal::WouldLoseData { .. }) => StatusCode::CONFLICT,
-        ApplyError::Resolve { source: ResolveError::NotFound(_) | ResolveError::Ambiguous { .. }, .. }
+        ApplyError::Resolve { error: ResolveError::NotFound(_) | ResolveError::Ambiguous { .. }, .. }
         | ApplyError::SameInstance { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        ApplyError::Resolve { source: ResolveError::Failed { .. }, .. }
+        ApplyError::Resolve { error: ResolveError::Failed { .. }, .. }
         | ApplyError::Refused(Refusal::MasterUnreachable { .. }) => StatusCode::BAD_GATEWAY,
         ApplyError::Failed { failure, .. } => match failure {
             Failure::CatchUpTimeout { .. } | Failure::VerifyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

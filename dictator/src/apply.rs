@@ -78,8 +78,8 @@ pub enum ApplyError {
     #[error("another apply to cluster {cluster} is still running after {waited:?}; try again")]
     Busy { cluster: String, waited: Duration },
     /// `field` names the member (`master`, `slaves[0]`, ...).
-    #[error("{field}: {source}")]
-    Resolve { field: String, source: ResolveError },
+    #[error("{field}: {error}")]
+    Resolve { field: String, error: ResolveError },
     #[error("{field}: resolves to {addr}, the same instance as {first}")]
     SameInstance { field: String, addr: SocketAddr, first: String },
     #[error(transparent)]
@@ -203,7 +203,7 @@ impl Dictator {
         for (field, result) in fields.zip(resolved) {
             let addr = match result {
                 Ok(addr) => addr,
-                Err(source) => return Err(ApplyError::Resolve { field, source }),
+                Err(error) => return Err(ApplyError::Resolve { field, error }),
             };
             if let Some(i) = addrs.iter().position(|a| *a == addr) {
                 let first = if i == 0 { "master".to_string() } else { format!("slaves[{}]", i - 1) };

@@ -83,10 +83,10 @@ pub enum Failure {
     /// `last_error` says what was seen last: a failed write or read, or nothing yet.
     #[error("{node} did not show the marker within {timeout:?} ({last_error})")]
     VerifyTimeout { node: SocketAddr, timeout: Duration, last_error: String },
-    #[error("{node}: {source}")]
-    Redis { node: SocketAddr, source: redis::RedisError },
-    #[error("{node}: {source}")]
-    Info { node: SocketAddr, source: InfoError },
+    #[error("{node}: {error}")]
+    Redis { node: SocketAddr, error: redis::RedisError },
+    #[error("{node}: {error}")]
+    Info { node: SocketAddr, error: InfoError },
     #[error("{0}: no connection")]
     NoConnection(SocketAddr),
     #[error("{0} was not re-pointed, so it stays fenced")]
@@ -295,11 +295,11 @@ impl Run<'_> {
     /// Waits until `node` has applied `from`'s whole history, reading both offsets
     /// from the instances themselves (no 1 s REPLCONF ACK floor).
     async fn catch_up(&self, node: SocketAddr, from: SocketAddr) -> Result<(), Failure> {
-        let target = read_offset(&mut self.conn(from)?).await.map_err(|source| Failure::Info { node: from, source })?;
+        let target = read_offset(&mut self.conn(from)?).await.map_err(|error| Failure::Info { node: from, error })?;
         let deadline = Instant::now() + self.settings.catch_up_timeout;
         let mut conn = self.conn(node)?;
         loop {
-            let offset = read_offset(&mut conn).await.map_err(|source| Failure::Info { node, source })?;
+            let offset = read_offset(&mut conn).await.map_err(|error| Failure::Info { node, error })?;
             if offset >= target {
                 return Ok(());
             }
@@ -370,7 +370,7 @@ impl Run<'_> {
 
     async fn pipeline(&self, node: SocketAddr, pipe: &redis::Pipeline) -> Result<(), Failure> {
         let mut conn = self.conn(node)?;
-        pipe.query_async::<()>(&mut conn).await.map_err(|source| Failure::Redis { node, source })
+        pipe.query_async::<()>(&mut conn).await.map_err(|error| Failure::Redis { node, error })
     }
 }
 

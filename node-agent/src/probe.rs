@@ -19,12 +19,15 @@ use crate::tracker::{Probe, RedisState};
 /// Why a probe found redis unusable; its text is what the registration reports.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The target and credentials make no client (at start, not per probe).
+    #[error("redis client for {target}: {error}")]
+    Client { target: RedisTarget, error: redis::RedisError },
     #[error("no answer from {target} within {} ms", .timeout.as_millis())]
     Timeout { target: RedisTarget, timeout: Duration },
-    #[error("cannot connect to {target}: {source}")]
-    Connect { target: RedisTarget, source: redis::RedisError },
-    #[error("PING/INFO on {target} failed: {source}")]
-    Query { target: RedisTarget, source: redis::RedisError },
+    #[error("cannot connect to {target}: {error}")]
+    Connect { target: RedisTarget, error: redis::RedisError },
+    #[error("PING/INFO on {target} failed: {error}")]
+    Query { target: RedisTarget, error: redis::RedisError },
     #[error(transparent)]
     Info(#[from] InfoError),
 }
@@ -52,10 +55,10 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn new(target: &RedisTarget, credentials: &Credentials, timeout: Duration) -> anyhow::Result<Prober> {
+    pub fn new(target: &RedisTarget, credentials: &Credentials, timeout: Duration) -> Result<Prober, ProbeError> {
         let client = credentials
             .client(&target.host, target.port)
-            .map_err(|e| anyhow::anyhow!("redis client for {target}: {e}"))?;
+            .map_err(|error| ProbeError::Client { target: target.clone(), error })?;
         Ok(Prober { target: target.clone(), client, timeout, conn: None })
     }
 
@@ -98,7 +101,7 @@ impl Prober {
                     .client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(|source| ProbeError::Connect { target: self.target.clone(), source })?;
+                    .map_err(|error| ProbeError::Connect { target: self.target.clone(), error })?;
                 self.conn.insert(conn)
             }
         };
@@ -112,7 +115,7 @@ impl Prober {
             .arg("replication")
             .query_async(conn)
             .await
-            .map_err(|source| ProbeError::Query { target: self.target.clone(), source })?;
+            .map_err(|error| ProbeError::Query { target: self.target.clone(), error })?;
         Ok(redis_state(&format!("{server}\n{persistence}\n{replication}"))?)
     }
 }

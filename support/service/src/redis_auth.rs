@@ -125,10 +125,10 @@ impl Default for Timeouts {
 pub enum ConnectError {
     /// The address and credentials make no client.
     #[error("{0}")]
-    Client(#[source] redis::RedisError),
+    Client(redis::RedisError),
     /// Refused, timed out, or AUTH failed.
     #[error("cannot connect: {0}")]
-    Connect(#[source] redis::RedisError),
+    Connect(redis::RedisError),
 }
 
 /// Connects to one instance, authenticating with `credentials` (if any).

@@ -30,8 +30,8 @@ pub enum InfoError {
     /// Redis is still loading its dataset and cannot serve yet.
     #[error("redis is loading its dataset")]
     Loading,
-    #[error("{command} failed: {source}")]
-    Redis { command: &'static str, source: redis::RedisError },
+    #[error("{command} failed: {error}")]
+    Redis { command: &'static str, error: redis::RedisError },
 }
 
 /// A replica's or a master's place in replication.
@@ -218,13 +218,13 @@ pub async fn read_replication(conn: &mut MultiplexedConnection) -> Result<Replic
         .arg("server")
         .query_async(conn)
         .await
-        .map_err(|source| InfoError::Redis { command: "INFO", source })?;
+        .map_err(|error| InfoError::Redis { command: "INFO", error })?;
     let settings: HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("min-replicas-*")
         .query_async(conn)
         .await
-        .map_err(|source| InfoError::Redis { command: "CONFIG GET", source })?;
+        .map_err(|error| InfoError::Redis { command: "CONFIG GET", error })?;
     let setting = |name: &str| settings.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
     Replication::from_info(&Info::parse(&text), setting("min-replicas-to-write"), setting("min-replicas-max-lag"))
 }
@@ -236,7 +236,7 @@ pub async fn read_offset(conn: &mut MultiplexedConnection) -> Result<u64, InfoEr
         .arg("replication")
         .query_async(conn)
         .await
-        .map_err(|source| InfoError::Redis { command: "INFO", source })?;
+        .map_err(|error| InfoError::Redis { command: "INFO", error })?;
     Info::parse(&text).any_offset()
 }
 
