@@ -23,7 +23,7 @@ pub struct Settings {
     /// Redis AUTH for every instance.
     pub credentials: Credentials,
     pub exec: ExecSettings,
-    /// How long a second apply to the same cluster waits before a 409.
+    /// How long a second apply to the same cluster waits before [`ApplyError::Busy`].
     pub lock_wait: Duration,
 }
 

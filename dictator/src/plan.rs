@@ -10,7 +10,7 @@
 //! 6. verify that every slave sees a marker written on the new master;
 //! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
 //!
-//! It refuses (409) when promoting would discard acknowledged writes, unless forced.
+//! It refuses when promoting would discard acknowledged writes, unless forced.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -120,10 +120,10 @@ impl Plan {
 /// Why the planner will not move anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// The new master cannot be observed: 502, nothing changed.
+    /// The new master cannot be observed: nothing can change.
     #[error("master {addr} is unreachable: {error}")]
     MasterUnreachable { addr: SocketAddr, error: String },
-    /// Promoting would discard acknowledged writes: 409 unless forced.
+    /// Promoting would discard acknowledged writes: refused unless forced.
     #[error("applying would lose acknowledged writes: {}; pass force=true to apply anyway", .reasons.join("; "))]
     WouldLoseData { reasons: Vec<String> },
 }
