@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dictator::execute::{ExecSettings, WriteSettings};
-use dictator::observe::Timeouts;
+use service::redis_auth::Timeouts;
 use dictator::{ApplyOptions, Dictator, Settings};
 use counter::{median_max_ms, read_list, Pace, Destination, Writer};
 use harness::Redis;
@@ -62,8 +62,8 @@ async fn dictator_rotations() {
         let started = Instant::now();
         let report = apply(&d, &nodes, round % 3).await;
         spans.push((started, Instant::now()));
-        pauses.push(Duration::from_secs_f64(report.write_pause_ms / 1000.0));
-        if slowest.as_ref().is_none_or(|s| s.write_pause_ms < report.write_pause_ms) {
+        pauses.push(Duration::from_secs_f64(report.outcome.write_pause_ms / 1000.0));
+        if slowest.as_ref().is_none_or(|s| s.outcome.write_pause_ms < report.outcome.write_pause_ms) {
             slowest = Some(report);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -74,7 +74,7 @@ async fn dictator_rotations() {
     let (median, max) = median_max_ms(&pauses);
     println!("  dictator-measured write pause (fence -> promoted): median {median:.2} ms, max {max:.2} ms");
     if let Some(slowest) = slowest {
-        let steps: Vec<String> = slowest.steps.iter().map(|s| format!("{} {:.2}ms", s.step, s.ms.unwrap_or(0.0))).collect();
+        let steps: Vec<String> = slowest.outcome.steps.iter().map(|s| format!("{} {:.2}ms", s.step, s.ms.unwrap_or(0.0))).collect();
         println!("  slowest switchover's steps: {}", steps.join(", "));
     }
 }

@@ -1,18 +1,24 @@
 //! HTTP API: `PUT /master` (the original endpoint, for `--cluster`) and
 //! `PUT /clusters/{cluster}/master`, each with `?force=true` and `?dry_run=true`.
+//!
+//! The only place that knows status codes: [`status`] maps each [`ApplyError`].
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
 use service::http::{topology_from_body, with_conventions};
+use service::resolve::ResolveError;
 use service::ApiError;
 
-use crate::apply::{ApplyOptions, Dictator};
+use crate::apply::{ApplyError, ApplyOptions, Dictator};
+use crate::execute::Failure;
+use crate::plan::Refusal;
 
 struct AppState {
     dictator: Dictator,
@@ -67,5 +73,31 @@ async fn apply(
     match state.dictator.apply(cluster, &topology, options).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// The status code of a failed apply.
+pub fn status(error: &ApplyError) -> StatusCode {
+    match error {
+        ApplyError::Busy { .. } | ApplyError::Refused(Refusal::WouldLoseData { .. }) => StatusCode::CONFLICT,
+        ApplyError::Resolve { error: ResolveError::NotFound(_) | ResolveError::Ambiguous { .. }, .. }
+        | ApplyError::SameInstance { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ApplyError::Resolve { error: ResolveError::Failed { .. }, .. }
+        | ApplyError::Refused(Refusal::MasterUnreachable { .. }) => StatusCode::BAD_GATEWAY,
+        ApplyError::Failed { failure, .. } => match failure {
+            Failure::CatchUpTimeout { .. } | Failure::VerifyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Failure::Redis { .. }
+            | Failure::Info { .. }
+            | Failure::NoConnection(_)
+            | Failure::NotRepointed(_) => StatusCode::BAD_GATEWAY,
+        },
+    }
+}
+
+/// `{"error": "...", "report": {...}}`, the report `null` unless something was done.
+impl IntoResponse for ApplyError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string(), "report": self.report() });
+        (status(&self), Json(body)).into_response()
     }
 }

@@ -8,7 +8,6 @@
 //!   demoted master can never take writes again; the report says what was done and
 //!   what was not, and the next apply converges from there.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,10 @@ use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use crate::observe::{read_offset, Observed, FENCE_MIN_REPLICAS};
+use crate::observe::{Members, Observed};
+use service::redis_info::read_offset;
+use topology::FENCE_MIN_REPLICAS;
+use service::redis_info::InfoError;
 use crate::plan::{Plan, Step};
 
 /// Write settings restored on members that carry a fence.
@@ -47,14 +49,22 @@ impl ExecSettings {
     }
 }
 
-/// One executed step: the step, how long it took, and its error if it failed.
+/// A step as reported: executed (with `ms`, and its error if it failed) or, in a
+/// dry run, only planned.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     #[serde(flatten)]
     pub step: Step,
-    pub ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl StepReport {
+    pub fn planned(step: Step) -> StepReport {
+        StepReport { step, ms: None, error: None }
+    }
 }
 
 /// Lifting a fence after an abort is reported like a step.
@@ -67,53 +77,57 @@ pub struct UndoReport {
     pub error: Option<String>,
 }
 
-/// Why the execution failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the execution failed: something took too long, or an instance failed us.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
-    /// The catch-up did not finish in time (504).
-    Timeout(String),
-    /// An instance failed a command (502).
-    Redis(String),
+    #[error("{node} reached offset {offset} of {target} within {timeout:?}; aborted, nothing changed")]
+    CatchUpTimeout { node: SocketAddr, offset: u64, target: u64, timeout: Duration },
+    /// `last_error` says what was seen last: a failed write or read, or nothing yet.
+    #[error("{node} did not show the marker within {timeout:?} ({last_error})")]
+    VerifyTimeout { node: SocketAddr, timeout: Duration, last_error: String },
+    #[error("{node}: {error}")]
+    Redis { node: SocketAddr, error: redis::RedisError },
+    #[error("{node}: {error}")]
+    Info { node: SocketAddr, error: InfoError },
+    #[error("{0}: no connection")]
+    NoConnection(SocketAddr),
+    #[error("{0} was not re-pointed, so it stays fenced")]
+    NotRepointed(SocketAddr),
 }
 
-impl Failure {
-    pub fn text(&self) -> String {
-        match self {
-            Failure::Timeout(t) | Failure::Redis(t) => t.clone(),
-        }
-    }
-}
-
-/// What happened.
+/// What happened, as the report shows it (times in ms, to the microsecond).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
     pub steps: Vec<StepReport>,
-    /// Steps that were planned but not run, because an earlier one failed.
-    pub not_done: Vec<Step>,
-    /// Fences lifted after an abort.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub undone: Vec<UndoReport>,
     /// From the first fence to the new master accepting writes.
     pub write_pause_ms: f64,
     /// Slaves that did not show the marker within the verify timeout.
     pub lagging: Vec<SocketAddr>,
+    /// Steps that were planned but not run, because an earlier one failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_done: Vec<Step>,
+    /// Fences lifted after an abort.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<UndoReport>,
     /// Problems that did not stop the apply (e.g. CONFIG REWRITE refused).
     pub warnings: Vec<String>,
+    /// What stopped the run; the caller takes it out to answer with.
     #[serde(skip)]
     pub failure: Option<Failure>,
 }
 
-/// Runs `plan`. `conns` holds a connection to every reachable member; `observed`
-/// is what the plan was made from (for the settings to restore).
-pub async fn execute(
-    plan: &Plan,
-    conns: &HashMap<SocketAddr, MultiplexedConnection>,
-    observed: &HashMap<SocketAddr, Observed>,
-    settings: &ExecSettings,
-) -> Outcome {
+impl Outcome {
+    /// A dry run's: the plan, nothing done.
+    pub fn planned(steps: impl IntoIterator<Item = Step>) -> Outcome {
+        Outcome { steps: steps.into_iter().map(StepReport::planned).collect(), ..Outcome::default() }
+    }
+}
+
+/// Runs `plan` through the connections in `members`, the observation the plan was
+/// made from (which also tells the settings to restore).
+pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) -> Outcome {
     let mut run = Run {
-        conns,
-        observed,
+        members,
         settings,
         outcome: Outcome::default(),
         fenced: Vec::new(),
@@ -130,7 +144,7 @@ pub async fn execute(
         let reports = join_all(group.iter().map(|step| run.timed(*step))).await;
         let mut failure = None;
         for (step, (ms, result)) in group.iter().zip(reports) {
-            let error = result.as_ref().err().map(Failure::text);
+            let error = result.as_ref().err().map(ToString::to_string);
             run.record(*step, ms, error.clone());
             if let Err(f) = result {
                 // A slow slave is reported as lagging, a refused CONFIG REWRITE as a
@@ -139,7 +153,7 @@ pub async fn execute(
                     failure.get_or_insert(f);
                 }
             }
-            run.outcome.steps.push(StepReport { step: *step, ms, error });
+            run.outcome.steps.push(StepReport { step: *step, ms: Some(round_ms(ms)), error });
         }
         if let Some(failure) = failure {
             let stop = run.stop_after_failure(group[0]).await;
@@ -155,8 +169,7 @@ pub async fn execute(
 }
 
 struct Run<'a> {
-    conns: &'a HashMap<SocketAddr, MultiplexedConnection>,
-    observed: &'a HashMap<SocketAddr, Observed>,
+    members: &'a Members,
     settings: &'a ExecSettings,
     outcome: Outcome,
     /// Nodes whose fence we set during this run.
@@ -186,7 +199,7 @@ impl Run<'_> {
             }
             Step::Promote { .. } if ok => {
                 if let Some(started) = self.pause_started {
-                    self.outcome.write_pause_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    self.outcome.write_pause_ms = round_ms(started.elapsed().as_secs_f64() * 1000.0);
                 }
             }
             Step::Replicate { node, .. } if !ok => self.not_repointed.push(node),
@@ -226,7 +239,7 @@ impl Run<'_> {
         }))
         .await;
         for (node, ms, result) in results {
-            self.outcome.undone.push(UndoReport { action: "unfence", node, ms, error: result.err() });
+            self.outcome.undone.push(UndoReport { action: "unfence", node, ms, error: result.err().map(|f| f.to_string()) });
         }
     }
 
@@ -242,7 +255,7 @@ impl Run<'_> {
                 self.pipeline(node, &pipe).await
             }
             Step::CatchUp { node, from } => self.catch_up(node, from).await,
-            Step::AllowWrites { node } => self.lift_fence(node).await.map_err(Failure::Redis),
+            Step::AllowWrites { node } => self.lift_fence(node).await,
             Step::Promote { node } => {
                 let mut pipe = redis::pipe();
                 pipe.cmd("REPLICAOF").arg("NO").arg("ONE").ignore();
@@ -256,9 +269,9 @@ impl Run<'_> {
             }
             Step::Release { node } => {
                 if self.not_repointed.contains(&node) {
-                    return Err(Failure::Redis(format!("{node} was not re-pointed, so it stays fenced")));
+                    return Err(Failure::NotRepointed(node));
                 }
-                self.lift_fence(node).await.map_err(Failure::Redis)
+                self.lift_fence(node).await
             }
             Step::Verify { node, master } => self.verify(node, master).await,
             Step::Persist { node } => {
@@ -270,33 +283,30 @@ impl Run<'_> {
     }
 
     /// Restores write settings and releases paused clients.
-    async fn lift_fence(&self, node: SocketAddr) -> Result<(), String> {
-        let restore = match self.observed.get(&node) {
-            Some(Observed::Up(r)) if !r.is_fenced() => r.min_replicas_to_write,
+    async fn lift_fence(&self, node: SocketAddr) -> Result<(), Failure> {
+        let restore = match self.members.get(&node).and_then(Observed::replication) {
+            Some(r) if !r.is_fenced() => r.min_replicas_to_write,
             _ => self.settings.writes.min_replicas_to_write,
         };
         let mut pipe = redis::pipe();
         pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(restore).ignore();
         pipe.cmd("CLIENT").arg("UNPAUSE").ignore();
-        self.pipeline(node, &pipe).await.map_err(|f| f.text())
+        self.pipeline(node, &pipe).await
     }
 
     /// Waits until `node` has applied `from`'s whole history, reading both offsets
     /// from the instances themselves (no 1 s REPLCONF ACK floor).
     async fn catch_up(&self, node: SocketAddr, from: SocketAddr) -> Result<(), Failure> {
-        let target = read_offset(&mut self.conn(from)?).await.map_err(|e| Failure::Redis(format!("{from}: {e}")))?;
+        let target = read_offset(&mut self.conn(from)?).await.map_err(|error| Failure::Info { node: from, error })?;
         let deadline = Instant::now() + self.settings.catch_up_timeout;
         let mut conn = self.conn(node)?;
         loop {
-            let offset = read_offset(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))?;
+            let offset = read_offset(&mut conn).await.map_err(|error| Failure::Info { node, error })?;
             if offset >= target {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Failure::Timeout(format!(
-                    "{node} reached offset {offset} of {target} within {:?}; aborted, nothing changed",
-                    self.settings.catch_up_timeout
-                )));
+                return Err(Failure::CatchUpTimeout { node, offset, target, timeout: self.settings.catch_up_timeout });
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -331,10 +341,7 @@ impl Run<'_> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Err(Failure::Timeout(format!(
-            "{node} did not show the marker within {:?} ({last_error})",
-            self.settings.verify_timeout
-        )))
+        Err(Failure::VerifyTimeout { node, timeout: self.settings.verify_timeout, last_error })
     }
 
     /// Deletes the verification marker so it never counts as data (the planner
@@ -355,18 +362,21 @@ impl Run<'_> {
     }
 
     fn observed_max_lag(&self, node: SocketAddr) -> u32 {
-        match self.observed.get(&node) {
-            Some(Observed::Up(r)) => r.min_replicas_max_lag,
-            _ => 0,
-        }
+        self.members.get(&node).and_then(Observed::replication).map_or(0, |r| r.min_replicas_max_lag)
     }
 
     fn conn(&self, node: SocketAddr) -> Result<MultiplexedConnection, Failure> {
-        self.conns.get(&node).cloned().ok_or_else(|| Failure::Redis(format!("{node}: no connection")))
+        let conn = self.members.get(&node).and_then(Observed::conn);
+        conn.cloned().ok_or(Failure::NoConnection(node))
     }
 
     async fn pipeline(&self, node: SocketAddr, pipe: &redis::Pipeline) -> Result<(), Failure> {
         let mut conn = self.conn(node)?;
-        pipe.query_async::<()>(&mut conn).await.map_err(|e| Failure::Redis(format!("{node}: {e}")))
+        pipe.query_async::<()>(&mut conn).await.map_err(|error| Failure::Redis { node, error })
     }
+}
+
+/// Milliseconds as reported: rounded to the microsecond.
+pub(crate) fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }

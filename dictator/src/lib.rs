@@ -1,18 +1,26 @@
 //! The dictator applies a master/slave topology to redis-server instances without
 //! losing an acknowledged write, and without applying one that errored.
 //!
-//! Flow of one apply (`PUT /master`, `PUT /clusters/{cluster}/master`, or the
-//! `dictator apply` command):
+//! One apply (`PUT /master`, `PUT /clusters/{cluster}/master`, or `dictator apply`)
+//! flows through the modules in this order:
 //!
-//! 1. [`apply`]: resolve every member (IP, A/AAAA or SRV via `--nameserver`), take the
-//!    cluster's lock, and [`observe`] every instance (role, history, offset, keys, fence);
-//! 2. [`plan`]: a pure function from (observed, desired) to ordered steps, or a refusal
-//!    when promoting would discard acknowledged writes (409 unless `force`);
-//! 3. [`execute`]: run the steps with timeouts: fence the old master, let the new one
-//!    catch up, promote, re-point the slaves in parallel, release, verify, persist;
-//! 4. report each step with its duration and the write pause clients saw.
+//! 1. resolve ([`apply`]): every member to one address (IP, A/AAAA, or SRV via
+//!    `--nameserver`), giving the [`plan::Wanted`] topology; then take the cluster's lock;
+//! 2. [`observe`]: every member in parallel, into one map of
+//!    [`observe::Observed`] members, each up (its connection and its
+//!    `service::redis_info::Replication`: role, history, offset, keys, fence) or
+//!    unreachable (why);
+//! 3. [`plan`]: a pure function from (wanted, observed) to ordered steps, or a
+//!    [`plan::Refusal`] when promoting would discard acknowledged writes, unless forced;
+//! 4. [`execute`]: run the steps through those connections, with timeouts: fence the
+//!    old master, let the new one catch up, promote, re-point the slaves in parallel,
+//!    release, verify, persist; the [`execute::Outcome`] times each step;
+//! 5. report ([`apply`]): [`Report`] embeds the outcome with what was asked and
+//!    found; a failure is an [`ApplyError`], which carries the report of what was done.
 //!
-//! [`api`] is the HTTP surface around [`apply::Dictator`].
+//! [`apply::Dictator`] runs that flow, one apply at a time per cluster. [`api`] is the
+//! HTTP edge, and the only module that knows status codes; `main.rs` parses flags
+//! and calls into it.
 
 pub mod api;
 pub mod apply;

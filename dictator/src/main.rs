@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use dictator::execute::{ExecSettings, WriteSettings};
-use dictator::observe::Timeouts;
+use service::redis_auth::Timeouts;
 use dictator::{ApplyOptions, Dictator, Settings};
 use service::cli::LogArgs;
 use service::resolve::MemberResolver;
@@ -156,13 +156,7 @@ async fn main() -> ExitCode {
 }
 
 fn check(file: &str) -> ExitCode {
-    let bytes = if file == "-" {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
-    } else {
-        std::fs::read(file)
-    };
-    match bytes.map_err(|e| e.to_string()).and_then(|b| Topology::from_json(&b).map_err(|e| e.to_string())) {
+    match read_topology(file) {
         Ok(t) => {
             println!("{}", t.to_json());
             ExitCode::SUCCESS
@@ -172,6 +166,17 @@ fn check(file: &str) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn read_topology(file: &str) -> anyhow::Result<Topology> {
+    let bytes = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(file)?
+    };
+    Ok(Topology::from_json(&bytes)?)
 }
 
 async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitCode {
@@ -189,14 +194,7 @@ async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitC
 }
 
 async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> ExitCode {
-    let members = std::iter::once(&args.master)
-        .chain(args.slaves.iter())
-        .map(|m| Member::parse_host_port(m).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, String>>();
-    let topology = match members.and_then(|mut m| {
-        let master = m.remove(0);
-        Topology::new(master, m).map_err(|e| e.to_string())
-    }) {
+    let topology = match topology_from_args(&args) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");
@@ -210,9 +208,16 @@ async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> Exit
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let body = serde_json::json!({ "error": e.error, "status": e.status.as_u16(), "report": e.report });
+            let status = dictator::api::status(&e).as_u16();
+            let body = serde_json::json!({ "error": e.to_string(), "status": status, "report": e.report() });
             println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
             ExitCode::FAILURE
         }
     }
+}
+
+fn topology_from_args(args: &ApplyArgs) -> anyhow::Result<Topology> {
+    let master = Member::parse_host_port(&args.master)?;
+    let slaves = args.slaves.iter().map(|s| Member::parse_host_port(s)).collect::<Result<_, _>>()?;
+    Ok(Topology::new(master, slaves)?)
 }

@@ -1,4 +1,4 @@
-//! The planner: `plan(observed, desired)` decides, without any I/O, which steps
+//! The planner: `plan(wanted, observed, force)` decides, without any I/O, which steps
 //! move the instances from what they are to what the topology asks, in an order
 //! that loses no acknowledged write:
 //!
@@ -10,7 +10,7 @@
 //! 6. verify that every slave sees a marker written on the new master;
 //! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
 //!
-//! It refuses (409) when promoting would discard acknowledged writes, unless forced.
+//! It refuses when promoting would discard acknowledged writes, unless forced.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,13 +18,21 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::observe::{Observed, Replication};
+use crate::observe::Observed;
+use service::redis_info::Replication;
 
-/// The resolved topology: one address per member.
+/// The topology to apply, resolved to one address per member: the planner's goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desired {
+pub struct Wanted {
     pub master: SocketAddr,
     pub slaves: Vec<SocketAddr>,
+}
+
+impl Wanted {
+    /// The master, then the slaves.
+    pub fn members(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.master).chain(self.slaves.iter().copied())
+    }
 }
 
 /// One action on one instance.
@@ -113,28 +121,25 @@ impl Plan {
 /// Why the planner will not move anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// The new master cannot be observed: 502, nothing changed.
+    /// The new master cannot be observed: nothing can change.
     #[error("master {addr} is unreachable: {error}")]
     MasterUnreachable { addr: SocketAddr, error: String },
-    /// Promoting would discard acknowledged writes: 409 unless forced.
+    /// Promoting would discard acknowledged writes: refused unless forced.
     #[error("applying would lose acknowledged writes: {}; pass force=true to apply anyway", .reasons.join("; "))]
     WouldLoseData { reasons: Vec<String> },
 }
 
 /// Decides the steps. `observed` holds every member, and may hold the new master's
 /// upstream when that is not a member. `force` applies even when data would be lost.
-pub fn plan(
-    desired: &Desired,
-    observed: &HashMap<SocketAddr, Observed>,
+pub fn plan<C>(
+    wanted: &Wanted,
+    observed: &HashMap<SocketAddr, Observed<C>>,
     force: bool,
 ) -> Result<Plan, Refusal> {
-    let up = |addr: &SocketAddr| match observed.get(addr) {
-        Some(Observed::Up(r)) => Some(r),
-        _ => None,
-    };
-    let new = desired.master;
+    let up = |addr: &SocketAddr| observed.get(addr).and_then(Observed::replication);
+    let new = wanted.master;
     let n = match observed.get(&new) {
-        Some(Observed::Up(r)) => r,
+        Some(Observed::Up { replication, .. }) => replication,
         Some(Observed::Unreachable { error }) => {
             return Err(Refusal::MasterUnreachable { addr: new, error: error.clone() });
         }
@@ -142,16 +147,16 @@ pub fn plan(
     };
 
     let unreachable: Vec<SocketAddr> =
-        desired.slaves.iter().copied().filter(|s| up(s).is_none()).collect();
+        wanted.slaves.iter().copied().filter(|s| up(s).is_none()).collect();
     let slaves: Vec<(SocketAddr, &Replication)> =
-        desired.slaves.iter().filter_map(|s| up(s).map(|r| (*s, r))).collect();
+        wanted.slaves.iter().filter_map(|s| up(s).map(|r| (*s, r))).collect();
     let old_masters: Vec<(SocketAddr, &Replication)> =
         slaves.iter().copied().filter(|(_, r)| r.is_master()).collect();
 
     // Where the new master's missing writes would come from, if it can get them:
     // only from a member, since only members are fenced first.
     let upstream = n.upstream();
-    let catch_up_from = upstream.filter(|u| desired.slaves.contains(u)).and_then(|u| {
+    let catch_up_from = upstream.filter(|u| wanted.slaves.contains(u)).and_then(|u| {
         let source = up(&u).filter(|r| r.is_master())?;
         shares_history(n, source).then_some(u)
     });
@@ -164,7 +169,7 @@ pub fn plan(
     }
     // An upstream outside the topology that is still a master would keep taking
     // writes nobody fences.
-    if let Some(u) = upstream.filter(|u| *u != new && !desired.slaves.contains(u))
+    if let Some(u) = upstream.filter(|u| *u != new && !wanted.slaves.contains(u))
         && up(&u).is_some_and(Replication::is_master) {
             reasons.push(format!(
                 "new master {new} replicates from {u}, which is not in the topology and still \
@@ -219,7 +224,7 @@ pub fn plan(
             steps.push(Step::Verify { node: *s, master: new });
         }
         let role_changed = |addr: &SocketAddr| *addr == new && !n.is_master() || repointed.contains(addr);
-        for addr in std::iter::once(&new).chain(desired.slaves.iter()) {
+        for addr in std::iter::once(&new).chain(wanted.slaves.iter()) {
             if role_changed(addr) && up(addr).is_some_and(|r| r.has_config_file) {
                 steps.push(Step::Persist { node: *addr });
             }
@@ -262,7 +267,8 @@ fn loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::{Role, FENCE_MIN_REPLICAS};
+    use service::redis_info::ReplicationRole;
+use topology::FENCE_MIN_REPLICAS;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -274,7 +280,7 @@ mod tests {
 
     fn master(replid: &str, offset: u64, keys: u64) -> Replication {
         Replication {
-            role: Role::Master,
+            role: ReplicationRole::Master,
             replid: replid.into(),
             replid2: "0".repeat(40),
             offset,
@@ -288,7 +294,7 @@ mod tests {
 
     fn slave_of(port: u16, replid: &str, offset: u64, keys: u64) -> Replication {
         Replication {
-            role: Role::Slave { upstream: Some(addr(port)), link_up: true },
+            role: ReplicationRole::Slave { upstream: Some(addr(port)), link_up: true },
             ..master(replid, offset, keys)
         }
     }
@@ -302,12 +308,12 @@ mod tests {
         nodes.into_iter().map(|(p, o)| (addr(p), o)).collect()
     }
 
-    fn desired(m: u16, slaves: &[u16]) -> Desired {
-        Desired { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect() }
+    fn wanted(m: u16, slaves: &[u16]) -> Wanted {
+        Wanted { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect() }
     }
 
     fn up(r: Replication) -> Observed {
-        Observed::Up(r)
+        Observed::Up { conn: (), replication: r }
     }
 
     fn down() -> Observed {
@@ -325,16 +331,16 @@ mod tests {
             (B, up(slave_of(A, "r1", 100, 5))),
             (C, up(slave_of(A, "r1", 90, 5))),
         ]);
-        let p = plan(&desired(A, &[B, C]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B, C]), &w, false).unwrap();
         assert!(!p.changes_anything(), "{:?}", actions(&p));
     }
 
     #[test]
     fn a_slave_whose_link_is_down_but_points_right_is_left_alone() {
         let mut b = slave_of(A, "r1", 100, 5);
-        b.role = Role::Slave { upstream: Some(addr(A)), link_up: false };
+        b.role = ReplicationRole::Slave { upstream: Some(addr(A)), link_up: false };
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
-        assert!(!plan(&desired(A, &[B]), &w, false).unwrap().changes_anything());
+        assert!(!plan(&wanted(A, &[B]), &w, false).unwrap().changes_anything());
     }
 
     #[test]
@@ -344,7 +350,7 @@ mod tests {
             (B, up(master("rb", 0, 0))),
             (C, up(master("rc", 0, 0))),
         ]);
-        let p = plan(&desired(A, &[B, C]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B, C]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             [
@@ -367,7 +373,7 @@ mod tests {
             (B, up(slave_of(A, "r1", 98, 5))),
             (C, up(slave_of(A, "r1", 100, 5))),
         ]);
-        let p = plan(&desired(B, &[A, C]), &w, false).unwrap();
+        let p = plan(&wanted(B, &[A, C]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             [
@@ -389,10 +395,10 @@ mod tests {
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(slave_of(A, "r1", 100, 5)))]);
         // The old master is left out of the topology while still a master: refused,
         // because nobody would fence it.
-        let err = plan(&desired(B, &[]), &w, false).unwrap_err();
+        let err = plan(&wanted(B, &[]), &w, false).unwrap_err();
         assert!(matches!(err, Refusal::WouldLoseData { ref reasons } if reasons[0].contains("not in the topology")), "{err}");
         // With force, B is promoted without waiting.
-        let p = plan(&desired(B, &[]), &w, true).unwrap();
+        let p = plan(&wanted(B, &[]), &w, true).unwrap();
         assert_eq!(actions(&p), ["promote 127.0.0.1:7001"]);
         assert_eq!(p.overridden.len(), 1);
     }
@@ -405,7 +411,7 @@ mod tests {
             (B, up(slave_of(A, "r1", 100, 5))),
             (C, up(slave_of(A, "r1", 100, 5))),
         ]);
-        let p = plan(&desired(B, &[A, C]), &w, false).unwrap();
+        let p = plan(&wanted(B, &[A, C]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             [
@@ -424,9 +430,9 @@ mod tests {
             (B, up(slave_of(A, "r1", 90, 5))),
             (C, up(slave_of(A, "r1", 100, 5))),
         ]);
-        let err = plan(&desired(B, &[A, C]), &w, false).unwrap_err();
+        let err = plan(&wanted(B, &[A, C]), &w, false).unwrap_err();
         assert!(err.to_string().contains("127.0.0.1:7002 has applied 10 more bytes"), "{err}");
-        assert!(plan(&desired(C, &[A, B]), &w, false).is_ok());
+        assert!(plan(&wanted(C, &[A, B]), &w, false).is_ok());
     }
 
     #[test]
@@ -435,9 +441,9 @@ mod tests {
             (A, up(master("r1", 100, 5))),
             (B, up(master("other", 40, 2))),
         ]);
-        let err = plan(&desired(A, &[B]), &w, false).unwrap_err();
+        let err = plan(&wanted(A, &[B]), &w, false).unwrap_err();
         assert!(err.to_string().contains("127.0.0.1:7001 is a master holding 2 keys"), "{err}");
-        let p = plan(&desired(A, &[B]), &w, true).unwrap();
+        let p = plan(&wanted(A, &[B]), &w, true).unwrap();
         assert_eq!(p.overridden.len(), 1);
         assert_eq!(actions(&p)[..2], ["fence 127.0.0.1:7001", "replicate 127.0.0.1:7001 from 127.0.0.1:7000"]);
     }
@@ -445,16 +451,16 @@ mod tests {
     #[test]
     fn an_empty_new_master_may_not_replace_one_with_data() {
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(master("fresh", 0, 0)))]);
-        assert!(plan(&desired(B, &[A]), &w, false).is_err());
+        assert!(plan(&wanted(B, &[A]), &w, false).is_err());
         // The other way round is the ordinary join of a fresh instance.
-        assert!(plan(&desired(A, &[B]), &w, false).is_ok());
+        assert!(plan(&wanted(A, &[B]), &w, false).is_ok());
     }
 
     #[test]
     fn a_slave_that_never_synced_cannot_catch_up() {
         // B points at A but is still on its own history (full sync not done).
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(slave_of(A, "own", 0, 0)))]);
-        let err = plan(&desired(B, &[A]), &w, false).unwrap_err();
+        let err = plan(&wanted(B, &[A]), &w, false).unwrap_err();
         assert!(err.to_string().contains("127.0.0.1:7000 is a master holding 5 keys"), "{err}");
     }
 
@@ -466,7 +472,7 @@ mod tests {
         b.replid2 = "r1".into();
         b.second_offset = 101;
         let w = world(vec![(A, up(fenced(master("r1", 100, 5)))), (B, up(b.clone()))]);
-        let p = plan(&desired(B, &[A]), &w, false).unwrap();
+        let p = plan(&wanted(B, &[A]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             [
@@ -478,7 +484,7 @@ mod tests {
         );
         // Had A taken a write after the promotion, B would lack it.
         let w = world(vec![(A, up(master("r1", 120, 6))), (B, up(b))]);
-        assert!(plan(&desired(B, &[A]), &w, false).is_err());
+        assert!(plan(&wanted(B, &[A]), &w, false).is_err());
     }
 
     #[test]
@@ -487,7 +493,7 @@ mod tests {
             (A, up(fenced(master("r1", 100, 5)))),
             (B, up(slave_of(A, "r1", 100, 5))),
         ]);
-        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             ["allow_writes 127.0.0.1:7000", "verify 127.0.0.1:7001 follows 127.0.0.1:7000"]
@@ -500,7 +506,7 @@ mod tests {
             (A, up(master("r1", 100, 5))),
             (B, up(fenced(slave_of(A, "r1", 100, 5)))),
         ]);
-        let p = plan(&desired(B, &[A]), &w, false).unwrap();
+        let p = plan(&wanted(B, &[A]), &w, false).unwrap();
         assert_eq!(
             actions(&p)[..4],
             [
@@ -518,7 +524,7 @@ mod tests {
             (A, up(master("r1", 100, 5))),
             (B, up(fenced(slave_of(A, "r1", 100, 5)))),
         ]);
-        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             ["release 127.0.0.1:7001", "verify 127.0.0.1:7001 follows 127.0.0.1:7000"]
@@ -528,7 +534,7 @@ mod tests {
     #[test]
     fn unreachable_slaves_are_skipped_and_reported() {
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, down()), (C, up(master("rc", 0, 0)))]);
-        let p = plan(&desired(A, &[B, C]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B, C]), &w, false).unwrap();
         assert_eq!(p.unreachable, [addr(B)]);
         assert!(p.steps.iter().all(|s| s.node() != addr(B)));
         assert!(p.changes_anything());
@@ -538,10 +544,10 @@ mod tests {
     fn unreachable_master_is_refused() {
         let w = world(vec![(A, down()), (B, up(master("r1", 0, 0)))]);
         assert!(matches!(
-            plan(&desired(A, &[B]), &w, false),
+            plan(&wanted(A, &[B]), &w, false),
             Err(Refusal::MasterUnreachable { addr: a, .. }) if a == addr(A)
         ));
-        assert!(matches!(plan(&desired(A, &[B]), &HashMap::new(), true), Err(Refusal::MasterUnreachable { .. })));
+        assert!(matches!(plan(&wanted(A, &[B]), &world(vec![]), true), Err(Refusal::MasterUnreachable { .. })));
     }
 
     #[test]
@@ -551,7 +557,7 @@ mod tests {
             (B, up(slave_of(X, "r9", 10, 1))),
             (X, down()),
         ]);
-        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
         assert_eq!(
             actions(&p),
             ["replicate 127.0.0.1:7001 from 127.0.0.1:7000", "verify 127.0.0.1:7001 follows 127.0.0.1:7000"]
@@ -561,9 +567,9 @@ mod tests {
     #[test]
     fn a_slave_of_a_hostname_is_repointed_at_the_address() {
         let mut b = slave_of(A, "r1", 100, 5);
-        b.role = Role::Slave { upstream: None, link_up: true };
+        b.role = ReplicationRole::Slave { upstream: None, link_up: true };
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
-        let p = plan(&desired(A, &[B]), &w, false).unwrap();
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
         assert_eq!(actions(&p)[0], "replicate 127.0.0.1:7001 from 127.0.0.1:7000");
     }
 
@@ -578,7 +584,7 @@ mod tests {
             (B, up(with_file(slave_of(A, "r1", 100, 5)))),
             (C, up(slave_of(A, "r1", 100, 5))),
         ]);
-        let p = plan(&desired(B, &[A, C]), &w, false).unwrap();
+        let p = plan(&wanted(B, &[A, C]), &w, false).unwrap();
         let persisted: Vec<_> = p.steps.iter().filter(|s| matches!(s, Step::Persist { .. })).map(Step::node).collect();
         assert_eq!(persisted, [addr(B), addr(A)]);
     }
@@ -590,17 +596,17 @@ mod tests {
         b.replid2 = "r1".into();
         b.second_offset = 101;
         let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
-        let p = plan(&desired(B, &[A]), &w, false).unwrap();
+        let p = plan(&wanted(B, &[A]), &w, false).unwrap();
         assert_eq!(actions(&p)[0], "fence 127.0.0.1:7000");
         // Promoting A instead would lose B's writes after the promotion.
-        assert!(plan(&desired(A, &[B]), &w, false).is_err());
+        assert!(plan(&wanted(A, &[B]), &w, false).is_err());
     }
 
     #[test]
     fn every_plan_fences_before_promoting_and_promotes_before_repointing() {
         // Exhaustive over small worlds: each of 3 nodes is a master or a slave of
         // another, with or without data, fenced or not, and any of them may be the
-        // desired master. Whatever the planner returns must respect the ordering.
+        // wanted master. Whatever the planner returns must respect the ordering.
         let states = |port: u16| {
             let others: Vec<u16> = [A, B, C].into_iter().filter(|p| *p != port).collect();
             let mut v = vec![master("r1", 100, 5), master("own", 0, 0), fenced(master("r1", 100, 5))];
@@ -618,7 +624,7 @@ mod tests {
                     let w = world(vec![(A, up(a.clone())), (B, up(b.clone())), (C, up(c.clone()))]);
                     for (m, s) in [(A, [B, C]), (B, [A, C]), (C, [A, B])] {
                         for force in [false, true] {
-                            let Ok(p) = plan(&desired(m, &s), &w, force) else { continue };
+                            let Ok(p) = plan(&wanted(m, &s), &w, force) else { continue };
                             checked += 1;
                             let pos = |pred: &dyn Fn(&Step) -> bool| p.steps.iter().position(pred);
                             let last_fence = p.steps.iter().rposition(|s| matches!(s, Step::Fence { .. }));
@@ -642,7 +648,7 @@ mod tests {
                             // Running the plan's result again would change nothing: every
                             // slave ends pointing at the master.
                             for s in &s {
-                                let r = match w.get(&addr(*s)) { Some(Observed::Up(r)) => r, _ => continue };
+                                let Some(r) = w.get(&addr(*s)).and_then(Observed::replication) else { continue };
                                 let repointed = p.steps.contains(&Step::Replicate { node: addr(*s), master: addr(m) });
                                 assert!(repointed || (!r.is_master() && r.upstream() == Some(addr(m))), "{:?}", actions(&p));
                             }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use dictator::api::status;
 use dictator::{ApplyOptions, Settings};
 use harness::Redis;
 
@@ -16,7 +17,7 @@ async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
     let d = dictator();
     let report = apply(&d, &a, &[&b, &c]).await;
     assert!(report.changed);
-    assert!(report.lagging.is_empty(), "{report:?}");
+    assert!(report.outcome.lagging.is_empty(), "{report:?}");
     assert_follows(&b, &a);
     assert_follows(&c, &a);
     assert_eq!(b.cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"));
@@ -27,7 +28,7 @@ async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
 
     let again = apply(&d, &a, &[&b, &c]).await;
     assert!(!again.changed, "{:?}", actions(&again));
-    assert!(again.steps.is_empty());
+    assert!(again.outcome.steps.is_empty());
 }
 
 #[tokio::test]
@@ -42,7 +43,7 @@ async fn rotating_the_master_keeps_every_write() {
         let report = apply(&d, m, &[s1, s2]).await;
         if round > 0 {
             assert!(actions(&report).iter().any(|a| a.starts_with("catch_up")), "{:?}", actions(&report));
-            assert!(report.write_pause_ms > 0.0);
+            assert!(report.outcome.write_pause_ms > 0.0);
         }
         assert_eq!(m.role(), "master");
         assert_follows(s1, m);
@@ -60,8 +61,8 @@ async fn a_master_of_its_own_data_is_refused_then_forced() {
     b.cmd::<()>(&["SET", "b-key", "1"]);
     let d = dictator();
     let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(err.status.as_u16(), 409, "{err}");
-    assert!(err.error.contains(&b.host_port()), "{}", err.error);
+    assert_eq!(status(&err).as_u16(), 409, "{err}");
+    assert!(err.to_string().contains(&b.host_port()), "{err}");
     // Nothing changed.
     assert_eq!(b.role(), "master");
     assert_eq!(b.cmd::<Option<String>>(&["GET", "b-key"]).as_deref(), Some("1"));
@@ -89,7 +90,7 @@ async fn dry_run_plans_reports_lag_and_changes_nothing() {
     assert!(report.dry_run && report.changed);
     assert!(report.refusal.as_deref().unwrap_or("").contains("would lose"), "{report:?}");
     assert_eq!(report.members.len(), 2);
-    assert!(report.steps.iter().all(|s| s.ms.is_none()));
+    assert!(report.outcome.steps.iter().all(|s| s.ms.is_none()));
     assert_eq!(b.role(), "master");
     assert_writable(&b);
 }
@@ -136,8 +137,8 @@ async fn unreachable_master_is_502_and_nothing_changes() {
     a.kill();
     let d = dictator();
     let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(err.status.as_u16(), 502, "{err}");
-    assert!(err.error.contains(&a.host_port()));
+    assert_eq!(status(&err).as_u16(), 502, "{err}");
+    assert!(err.to_string().contains(&a.host_port()));
     assert_eq!(b.role(), "master");
     assert_writable(&b);
 }
@@ -175,10 +176,10 @@ async fn a_slow_catch_up_aborts_with_504_and_unfences_the_old_master() {
     a.cmd::<()>(&["SET", "unreplicated", "1"]);
 
     let err = d.apply("test", &topology(&b, &[&a]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(err.status.as_u16(), 504, "{err}");
-    let report = err.report.expect("a report of what was done");
-    assert_eq!(report.undone.len(), 1, "{report:?}");
-    assert!(report.not_done.iter().any(|s| matches!(s, dictator::plan::Step::Promote { .. })));
+    assert_eq!(status(&err).as_u16(), 504, "{err}");
+    let report = err.report().expect("a report of what was done");
+    assert_eq!(report.outcome.undone.len(), 1, "{report:?}");
+    assert!(report.outcome.not_done.iter().any(|s| matches!(s, dictator::plan::Step::Promote { .. })));
     // Every role as it was, and the old master takes writes again.
     assert_eq!(a.role(), "master");
     assert_eq!(b.role(), "slave");
@@ -223,8 +224,9 @@ async fn authenticates_to_password_protected_instances() {
         info.lines().find_map(|l| l.strip_prefix("role:")).unwrap().trim().to_string()
     };
     let without = dictator().apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
-    assert_eq!(without.status.as_u16(), 502, "{without}");
-    assert!(without.error.contains("NOAUTH") || without.error.contains("Authentication"), "{}", without.error);
+    assert_eq!(status(&without).as_u16(), 502, "{without}");
+    let error = without.to_string();
+    assert!(error.contains("NOAUTH") || error.contains("Authentication"), "{error}");
     assert_eq!(role(&b), "master", "nothing changed");
 
     let with = dictator_with(Settings {
@@ -232,6 +234,6 @@ async fn authenticates_to_password_protected_instances() {
         ..settings()
     });
     let report = with.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap();
-    assert!(report.changed && report.lagging.is_empty(), "{report:?}");
+    assert!(report.changed && report.outcome.lagging.is_empty(), "{report:?}");
     assert_eq!(role(&b), "slave");
 }

@@ -26,7 +26,7 @@ async fn twenty_switchovers_under_continuous_writes_lose_nothing() {
         let slaves = [&nodes[(round + 1) % 3], &nodes[(round + 2) % 3]];
         let started = Instant::now();
         let report = apply(&d, m, &slaves).await;
-        assert!(report.changed && report.lagging.is_empty(), "{report:?}");
+        assert!(report.changed && report.outcome.lagging.is_empty(), "{report:?}");
         windows.push((started, Instant::now()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

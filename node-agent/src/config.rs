@@ -2,11 +2,25 @@
 //! advertise, how often, and how to authenticate.
 
 use std::fmt;
-
-pub use service::redis_auth::Credentials;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use service::redis_auth::Credentials;
+
+/// Why `--redis` is not a usable `host:port`; each names the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0:?}: missing ']'")]
+    UnclosedBracket(String),
+    #[error("{0:?}: expected ':' after ']'")]
+    AfterBracket(String),
+    #[error("{0:?}: write IPv6 addresses as [addr]:port")]
+    BareIpv6(String),
+    #[error("{0:?}: expected host:port")]
+    BadHost(String),
+    #[error("{0:?}: port must be 1 to 65535")]
+    BadPort(String),
+}
 
 /// `host:port` of the redis-server to watch (`--redis`). The host may be an IPv4
 /// literal, `[ipv6]`, or a name; without a port, 6379.
@@ -18,31 +32,31 @@ pub struct RedisTarget {
 }
 
 impl RedisTarget {
-    pub fn parse(s: &str) -> Result<RedisTarget, String> {
+    pub fn parse(s: &str) -> Result<RedisTarget, TargetError> {
         let s = s.trim();
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(|| format!("{s:?}: missing ']'"))?;
+            let (host, after) = rest.split_once(']').ok_or_else(|| TargetError::UnclosedBracket(s.to_string()))?;
             match after {
                 "" => (host, None),
-                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| format!("{s:?}: expected ':' after ']'"))?)),
+                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| TargetError::AfterBracket(s.to_string()))?)),
             }
         } else {
             match s.rsplit_once(':') {
                 Some((host, _)) if host.contains(':') => {
-                    return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"));
+                    return Err(TargetError::BareIpv6(s.to_string()));
                 }
                 Some((host, port)) => (host, Some(port)),
                 None => (s, None),
             }
         };
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(format!("{s:?}: expected host:port"));
+            return Err(TargetError::BadHost(s.to_string()));
         }
         let port = match port {
             None => topology::DEFAULT_REDIS_PORT,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p > 0 => p,
-                _ => return Err(format!("{s:?}: port must be 1 to 65535")),
+                _ => return Err(TargetError::BadPort(s.to_string())),
             },
         };
         Ok(RedisTarget { host: host.to_string(), port })
@@ -109,5 +123,4 @@ mod tests {
             assert!(RedisTarget::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
-
 }

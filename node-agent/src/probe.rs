@@ -1,48 +1,48 @@
 //! Asking redis how it is: `PING`, then `INFO server`, `INFO persistence` and
 //! `INFO replication` in one round trip, within a timeout.
 //!
-//! [`parse_info`] is pure (tested on captured `INFO` text); [`Prober`] is the thin
-//! I/O around it. The whole probe (connect, AUTH, commands) is bounded by one
-//! timeout, so a frozen redis (SIGSTOP, swapping, a stuck disk) is seen as down
-//! within about one timeout, not after the kernel gives up on TCP.
+//! [`redis_state`] is pure (tested on captured `INFO` text, parsed by
+//! `service::redis_info`); [`Prober`] is the thin I/O around it. The whole probe
+//! (connect, AUTH, commands) is bounded by one timeout, so a frozen redis (SIGSTOP,
+//! swapping, a stuck disk) is seen as down within about one timeout, not after the
+//! kernel gives up on TCP.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use service::redis_info::{Info, InfoError};
 use topology::records::Role;
 
 use crate::config::{Credentials, RedisTarget};
 use crate::tracker::{Probe, RedisState};
 
+/// Why a probe found redis unusable; its text is what the registration reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The target and credentials make no client (at start, not per probe).
+    #[error("redis client for {target}: {error}")]
+    Client { target: RedisTarget, error: redis::RedisError },
+    #[error("no answer from {target} within {} ms", .timeout.as_millis())]
+    Timeout { target: RedisTarget, timeout: Duration },
+    #[error("cannot connect to {target}: {error}")]
+    Connect { target: RedisTarget, error: redis::RedisError },
+    #[error("PING/INFO on {target} failed: {error}")]
+    Query { target: RedisTarget, error: redis::RedisError },
+    #[error(transparent)]
+    Info(#[from] InfoError),
+}
+
 /// Reads role, offset and run_id from `INFO server`, `INFO persistence` and
 /// `INFO replication` text. An instance still loading its dataset is not usable
 /// yet, so it is an error too.
-pub fn parse_info(info: &str) -> Result<RedisState, String> {
-    let fields: HashMap<&str, &str> =
-        info.lines().filter_map(|line| line.trim_end().split_once(':')).collect();
-    let get = |name: &str| fields.get(name).copied().ok_or_else(|| format!("INFO lacks {name}"));
-    let number = |name: &str| -> Result<u64, String> {
-        let value = get(name)?;
-        // A replica that has not synced yet may report -1; it has applied nothing.
-        match value.parse::<i64>() {
-            Ok(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            Err(_) => Err(format!("INFO {name} is not a number: {value:?}")),
-        }
-    };
-    if fields.get("loading").is_some_and(|v| *v == "1") {
-        return Err("redis is loading its dataset".to_string());
+pub fn redis_state(text: &str) -> Result<RedisState, InfoError> {
+    let info = Info::parse(text);
+    if info.loading() {
+        return Err(InfoError::Loading);
     }
-    let run_id = get("run_id")?;
-    if run_id.is_empty() {
-        return Err("INFO run_id is empty".to_string());
-    }
-    let (role, offset) = match get("role")? {
-        "master" => (Role::Master, number("master_repl_offset")?),
-        "slave" => (Role::Slave, number("slave_repl_offset").or_else(|_| number("master_repl_offset"))?),
-        other => return Err(format!("unexpected role {other:?}")),
-    };
-    Ok(RedisState { run_id: run_id.to_string(), role, offset })
+    let run_id = info.run_id()?;
+    let role = if info.is_replica()? { Role::Slave } else { Role::Master };
+    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()? })
 }
 
 /// Probes one redis-server, keeping a connection between probes and dropping it
@@ -55,10 +55,10 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn new(target: &RedisTarget, credentials: &Credentials, timeout: Duration) -> anyhow::Result<Prober> {
+    pub fn new(target: &RedisTarget, credentials: &Credentials, timeout: Duration) -> Result<Prober, ProbeError> {
         let client = credentials
             .client(&target.host, target.port)
-            .map_err(|e| anyhow::anyhow!("redis client for {target}: {e}"))?;
+            .map_err(|error| ProbeError::Client { target: target.clone(), error })?;
         Ok(Prober { target: target.clone(), client, timeout, conn: None })
     }
 
@@ -66,18 +66,18 @@ impl Prober {
     pub async fn probe(&mut self) -> Probe {
         let result = match tokio::time::timeout(self.timeout, self.try_probe()).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer from {} within {} ms", self.target, self.timeout.as_millis())),
+            Err(_) => Err(ProbeError::Timeout { target: self.target.clone(), timeout: self.timeout }),
         };
         match result {
             Ok(state) => Probe::Up(state),
             Err(error) => {
                 self.conn = None;
-                Probe::Down { error }
+                Probe::Down { error: error.to_string() }
             }
         }
     }
 
-    async fn try_probe(&mut self) -> Result<RedisState, String> {
+    async fn try_probe(&mut self) -> Result<RedisState, ProbeError> {
         let reused = self.conn.is_some();
         match self.query().await {
             // A kept connection breaks when redis restarts; a fresh one tells
@@ -90,7 +90,7 @@ impl Prober {
         }
     }
 
-    async fn query(&mut self) -> Result<RedisState, String> {
+    async fn query(&mut self) -> Result<RedisState, ProbeError> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
@@ -101,7 +101,7 @@ impl Prober {
                     .client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(|e| format!("cannot connect to {}: {e}", self.target))?;
+                    .map_err(|error| ProbeError::Connect { target: self.target.clone(), error })?;
                 self.conn.insert(conn)
             }
         };
@@ -115,8 +115,8 @@ impl Prober {
             .arg("replication")
             .query_async(conn)
             .await
-            .map_err(|e| format!("PING/INFO on {} failed: {e}", self.target))?;
-        parse_info(&format!("{server}\n{persistence}\n{replication}"))
+            .map_err(|error| ProbeError::Query { target: self.target.clone(), error })?;
+        Ok(redis_state(&format!("{server}\n{persistence}\n{replication}"))?)
     }
 }
 
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn parses_a_master() {
-        let s = parse_info(&info(&[SERVER, PERSISTENCE, MASTER])).unwrap();
+        let s = redis_state(&info(&[SERVER, PERSISTENCE, MASTER])).unwrap();
         assert_eq!(
             s,
             RedisState { run_id: "4e2fa1c0b0f6a3e1e1b5cf6f0d1b9a5d2c3e4f50".into(), role: Role::Master, offset: 560 }
@@ -144,29 +144,31 @@ mod tests {
 
     #[test]
     fn a_replica_reports_the_offset_it_applied() {
-        let s = parse_info(&info(&[SERVER, PERSISTENCE, SLAVE])).unwrap();
+        let s = redis_state(&info(&[SERVER, PERSISTENCE, SLAVE])).unwrap();
         assert_eq!((s.role, s.offset), (Role::Slave, 550));
     }
 
     #[test]
     fn a_replica_without_slave_offset_falls_back_and_negative_is_zero() {
         let slave = SLAVE.replace("slave_repl_offset:550\r\n", "").replace("master_repl_offset:560", "master_repl_offset:-1");
-        let s = parse_info(&info(&[SERVER, &slave])).unwrap();
+        let s = redis_state(&info(&[SERVER, &slave])).unwrap();
         assert_eq!((s.role, s.offset), (Role::Slave, 0));
     }
 
     #[test]
     fn loading_is_not_usable() {
         let loading = PERSISTENCE.replace("loading:0", "loading:1");
-        assert_eq!(parse_info(&info(&[SERVER, &loading, MASTER])), Err("redis is loading its dataset".into()));
+        let err = redis_state(&info(&[SERVER, &loading, MASTER])).unwrap_err();
+        assert!(matches!(err, InfoError::Loading));
+        assert_eq!(err.to_string(), "redis is loading its dataset");
     }
 
     #[test]
     fn incomplete_or_odd_info_is_an_error_not_a_panic() {
-        assert!(parse_info("").is_err());
-        assert!(parse_info(MASTER).unwrap_err().contains("run_id"));
-        assert!(parse_info(&info(&[SERVER, "role:sentinel"])).unwrap_err().contains("sentinel"));
-        assert!(parse_info(&info(&[SERVER, "role:master\r\nmaster_repl_offset:x"])).unwrap_err().contains("not a number"));
-        assert!(parse_info(&info(&["run_id:", MASTER])).is_err());
+        assert!(redis_state("").is_err());
+        assert!(redis_state(MASTER).unwrap_err().to_string().contains("run_id"));
+        assert!(redis_state(&info(&[SERVER, "role:sentinel"])).unwrap_err().to_string().contains("sentinel"));
+        assert!(redis_state(&info(&[SERVER, "role:master\r\nmaster_repl_offset:x"])).unwrap_err().to_string().contains("not a number"));
+        assert!(redis_state(&info(&["run_id:", MASTER])).is_err());
     }
 }

@@ -1,13 +1,12 @@
 //! What the observer asks redis directly before failing over: does the master
-//! answer, and where do its slaves stand. The only module that talks to redis;
-//! it borrows the dictator's connection code (`dictator::observe`), which is
-//! moving to `service`: switching is a change here alone.
+//! answer, and where do its slaves stand. The only module that talks to redis,
+//! through the shared `service::redis_auth` and `service::redis_info`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dictator::observe;
-use service::redis_auth::Credentials;
+use service::redis_auth::{self, Credentials, Timeouts};
+use service::redis_info;
 
 use crate::failover::{MasterCheck, SlaveReplication};
 
@@ -16,7 +15,7 @@ use crate::failover::{MasterCheck, SlaveReplication};
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Connects to the master and PINGs it. Connects by hand, not through
-/// `observe::connect`, which does not say whether the port refused.
+/// `redis_auth::connect`, which does not say whether the port refused.
 pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck {
     let Ok(client) = credentials.client_for(addr) else { return MasterCheck::NoAnswer };
     let config = redis::AsyncConnectionConfig::new()
@@ -34,9 +33,9 @@ pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck 
 
 /// A slave's replication state; `None` when it cannot be reached or read.
 pub async fn slave(addr: SocketAddr, credentials: &Credentials) -> Option<SlaveReplication> {
-    let timeouts = observe::Timeouts { connect: TIMEOUT, command: TIMEOUT };
-    let mut conn = observe::connect(addr, timeouts, credentials).await.ok()?;
-    let replication = observe::read_replication(&mut conn).await.ok()?;
+    let timeouts = Timeouts { connect: TIMEOUT, command: TIMEOUT };
+    let mut conn = redis_auth::connect(addr, timeouts, credentials).await.ok()?;
+    let replication = redis_info::read_replication(&mut conn).await.ok()?;
     Some(SlaveReplication {
         is_master: replication.is_master(),
         upstream: replication.upstream(),

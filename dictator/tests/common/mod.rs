@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dictator::execute::{ExecSettings, WriteSettings};
-use dictator::observe::Timeouts;
+use service::redis_auth::Timeouts;
 use dictator::{ApplyOptions, Dictator, Report, Settings};
 use harness::Redis;
 use service::resolve::MemberResolver;
@@ -47,7 +47,7 @@ pub fn topology(master: &Redis, slaves: &[&Redis]) -> Topology {
 pub async fn apply(d: &Dictator, master: &Redis, slaves: &[&Redis]) -> Report {
     d.apply("test", &topology(master, slaves), ApplyOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}: {:?}", e.report))
+        .unwrap_or_else(|e| panic!("apply failed: {e}: {:?}", e.report()))
 }
 
 /// Asserts `slave` follows `master` with a live link.
@@ -62,5 +62,5 @@ pub fn assert_writable(r: &Redis) {
 }
 
 pub fn actions(report: &Report) -> Vec<String> {
-    report.steps.iter().map(|s| s.step.to_string()).collect()
+    report.outcome.steps.iter().map(|s| s.step.to_string()).collect()
 }

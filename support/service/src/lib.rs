@@ -8,7 +8,9 @@
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown;
 //! - [`redis_auth`]: redis AUTH (`--redis-user`, `--redis-password-file`) for every
-//!   service that talks to redis;
+//!   service that talks to redis, and connecting with it within timeouts;
+//! - [`redis_info`]: what an instance says in `INFO` (role, upstream, replication
+//!   history and offset, keys, run_id), parsed once for every service;
 //! - [`shutdown`]: the one [`Shutdown`] handle every task gets, triggered by
 //!   SIGTERM or SIGINT;
 //! - [`resolve`]: turning topology members (IP, A/AAAA name or SRV name) into socket
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod etcd;
 pub mod http;
 pub mod redis_auth;
+pub mod redis_info;
 pub mod resolve;
 pub mod shutdown;
 pub mod systemd;

@@ -1,13 +1,16 @@
 //! Redis AUTH, shared by every service that talks to redis: an optional ACL user
 //! and a password read from a file (never from the command line, where `ps` shows
 //! it), or from `REDIS_PASSWORD`. The password is never printed, not even by `Debug`.
+//! [`connect`] opens an authenticated connection to one instance, within [`Timeouts`].
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 /// `--redis-user`, `--redis-password-file` (global, so subcommands take them too).
@@ -102,6 +105,43 @@ impl Credentials {
     pub fn client_for(&self, addr: SocketAddr) -> redis::RedisResult<redis::Client> {
         self.client(&addr.ip().to_string(), addr.port())
     }
+}
+
+/// Timeouts for talking to redis.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_millis(1000), command: Duration::from_millis(2000) }
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// The address and credentials make no client.
+    #[error("{0}")]
+    Client(redis::RedisError),
+    /// Refused, timed out, or AUTH failed.
+    #[error("cannot connect: {0}")]
+    Connect(redis::RedisError),
+}
+
+/// Connects to one instance, authenticating with `credentials` (if any).
+pub async fn connect(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    credentials: &Credentials,
+) -> Result<MultiplexedConnection, ConnectError> {
+    let client = credentials.client_for(addr).map_err(ConnectError::Client)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeouts.connect))
+        .set_response_timeout(Some(timeouts.command));
+    client.get_multiplexed_async_connection_with_config(&config).await.map_err(ConnectError::Connect)
 }
 
 #[cfg(test)]
