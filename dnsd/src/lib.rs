@@ -6,7 +6,7 @@
 //! nodes or IP addresses ([`publish`]), stores it at `/dns/<cluster>` in etcd and
 //! applies it locally. Every replica follows `/dns/` and `/nodes/` in etcd ([`store`]:
 //! list, then watch; reconnect and list again after any failure), folds each change
-//! into its [`state`] (where a late event can never undo a newer one), builds a whole
+//! into its [`state::Records`] (where a late event can never undo a newer one), builds a whole
 //! new [`zone`] (every answer precomputed) and swaps it in atomically ([`live`]). The
 //! DNS [`authority`] answers each query from the current zone with one atomic load and
 //! one hash lookup, and keeps answering from the last zone while etcd is away.
@@ -15,7 +15,8 @@
 //! - [`state`]: pure: the registrations and topologies, and the revision rules;
 //! - [`publish`]: pure: a PUT topology to the `{host, port, node}` members stored;
 //! - [`live`]: the zone being served and the one path that replaces it;
-//! - [`store`]: the etcd list/watch loop;
+//! - [`store`]: turns etcd keys into zone changes (the list/watch loop itself is
+//!   `service::etcd::follow`);
 //! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
 //! - [`api`]: the axum routes.
 

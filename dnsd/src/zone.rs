@@ -15,13 +15,13 @@
 //! | `<node>.<cluster>` | A/AAAA of the node's address, SRV `0 100 <port> <node>.<cluster>` |
 //! | `master.<cluster>` | SRV to the master's target, A/AAAA of the master |
 //! | `_redis._tcp.master.<cluster>` | the same SRV |
-//! | `slaves.<cluster>`, `_redis._tcp.slaves.<cluster>` | one SRV per slave, all `0 0` |
+//! | `slaves.<cluster>`, `_redis._tcp.slaves.<cluster>` | one SRV per slave, each `0 100 <port> <target>` |
 //! | `version.<cluster>` | TXT: etcd revision of `/dns/<cluster>` |
 //! | `addr-<hex ip>.<cluster>` | A/AAAA of a published member that is not a registered node |
 //!
 //! SRV answers carry their targets' A/AAAA records in the additional section.
 //!
-//! SrvTarget of a published member: its node name when it is a node, else a synthesized
+//! The SRV target of a published member: its node name when it is a node, else a synthesized
 //! `addr-<hex ip>` name. A node's address is its registration's when it is registered,
 //! else the host recorded when it was published (so a published master always
 //! resolves, even while its node-agent's lease has lapsed).
