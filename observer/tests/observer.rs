@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use etcd_client::{GetOptions, SortOrder, SortTarget};
 use harness::{free_port, Etcd, Redis, Service};
 use serde_json::{json, Value};
 use topology::records::StatusRecord;
@@ -110,6 +111,14 @@ impl Stack {
         body.pointer("/master/port").and_then(Value::as_u64)
     }
 
+    /// The observers campaigning, in the order they joined the election (the
+    /// first is the leader).
+    async fn candidates(&self) -> Vec<String> {
+        let sorted = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
+        let got = self.etcd.client().await.get(format!("{}/", self.keys.election()), Some(sorted)).await.unwrap();
+        got.kvs().iter().map(|kv| kv.value_str().unwrap().to_string()).collect()
+    }
+
     async fn wait_applied(&self, master: usize, what: &str) {
         let port = self.nodes[master].port() as u64;
         harness::wait_until_async(what, Duration::from_secs(20), || async {
@@ -121,9 +130,10 @@ impl Stack {
     }
 }
 
-async fn leader_flag(port: u16) -> bool {
-    let body = harness::etcd::http_get(port, "/status").unwrap_or_default();
-    serde_json::from_str::<Value>(&body).ok().and_then(|v| v["leader"].as_bool()).unwrap_or(false)
+/// What the observer on `port` says about leading; `None` when it does not answer.
+async fn leader_flag(port: u16) -> Option<bool> {
+    let body = harness::etcd::http_get(port, "/status")?;
+    serde_json::from_str::<Value>(&body).ok()?["leader"].as_bool()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,17 +184,29 @@ async fn a_dictator_failure_publishes_nothing_and_is_retried() {
 async fn one_of_two_observers_acts_and_the_other_takes_over() {
     let stack = Stack::start(2).await;
     let (mut first, first_port) = stack.observer("first");
-    harness::wait_until_async("first leads", Duration::from_secs(10), || leader_flag(first_port)).await;
+    harness::wait_until_async("first leads", Duration::from_secs(10), || async {
+        leader_flag(first_port).await == Some(true)
+    })
+    .await;
     let (_second, second_port) = stack.observer("second");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!leader_flag(second_port).await, "two leaders");
+    // Once the second's key is in the election behind the first's, it has
+    // campaigned and waits: from then on both must answer, and only one leads.
+    harness::wait_until_async("second campaigns", Duration::from_secs(10), || async {
+        stack.candidates().await == ["first", "second"]
+    })
+    .await;
+    assert_eq!(leader_flag(first_port).await, Some(true), "the first stopped leading");
+    assert_eq!(leader_flag(second_port).await, Some(false), "two leaders (or the second does not answer)");
 
     stack.define(stack.topology(0, &[1])).await;
     stack.wait_applied(0, "applied by the leader").await;
     assert_eq!(stack.status().await.unwrap().observer, "first");
 
     first.process().kill();
-    harness::wait_until_async("second takes over", Duration::from_secs(15), || leader_flag(second_port)).await;
+    harness::wait_until_async("second takes over", Duration::from_secs(15), || async {
+        leader_flag(second_port).await == Some(true)
+    })
+    .await;
     stack.define(stack.topology(1, &[0])).await;
     stack.wait_applied(1, "applied by the new leader").await;
     assert_eq!(stack.status().await.unwrap().observer, "second");
