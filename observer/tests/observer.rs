@@ -1,19 +1,26 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The observer on real processes: etcd, redis-server, the dictator and dnsd
 //! binaries, and one or two observers.
+//!
+//! "Nothing happened" is only ever asserted after a positive synchronisation
+//! point: a log line saying the observer looked and decided, an election key, a
+//! status record. Observers log JSON so those lines can be read field by field.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use etcd_client::{GetOptions, SortOrder, SortTarget};
+use etcd_client::{CompactionOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use harness::{free_port, Etcd, Redis, Service};
 use serde_json::{json, Value};
 use topology::records::StatusRecord;
 use topology::Keys;
 
+const CLUSTER: &str = "redis-1";
+
 /// etcd, a dictator, a dnsd and `redis` instances registered as nodes.
 struct Stack {
     etcd: Etcd,
-    _dictator: Service,
+    dictator: Service,
     dictator_url: String,
     _dnsd: Service,
     dnsd_url: String,
@@ -32,52 +39,56 @@ impl Stack {
             &[],
         );
         dictator.wait_http(dictator_port);
-        let mut dnsd = Service::start(
-            "dnsd",
-            &[
-                "--listen", &format!("127.0.0.1:{dnsd_port}"),
-                "--dns-listen", &nameserver,
-                "--etcd-endpoints", &etcd.endpoint(),
-            ],
-            &[],
-        );
-        dnsd.wait_http(dnsd_port);
-        let nodes: Vec<Redis> = (0..redis_count).map(|_| Redis::start()).collect();
-        let stack = Stack {
+        let dnsd = start_dnsd(&etcd, dnsd_port, &nameserver);
+        let mut stack = Stack {
             dictator_url: format!("http://127.0.0.1:{dictator_port}"),
             dnsd_url: format!("http://127.0.0.1:{dnsd_port}"),
             etcd,
-            _dictator: dictator,
+            dictator,
             _dnsd: dnsd,
-            nodes,
+            nodes: Vec::new(),
             keys: Keys::new(""),
         };
-        // Register the nodes as a node-agent would, so dnsd can name them.
-        let mut client = stack.etcd.client().await;
-        for (i, node) in stack.nodes.iter().enumerate() {
-            let record = json!({"address": "127.0.0.1", "port": node.port(), "role": "master", "repl_offset": 0,
-                                "run_id": "x", "healthy": true, "updated_ms": 0});
-            client.put(stack.keys.node("redis-1", &format!("node-{}", i + 1)), record.to_string(), None).await.unwrap();
-        }
+        stack.add_nodes(CLUSTER, redis_count).await;
         stack
     }
 
+    /// Starts `count` more redis-servers and registers them in `cluster` as a
+    /// node-agent would (`node-1`, ... in the order added to that cluster), so
+    /// dnsd can name them and the observer can judge their health.
+    async fn add_nodes(&mut self, cluster: &str, count: usize) {
+        let prefix = self.keys.cluster_nodes_prefix(cluster);
+        let mut client = self.etcd.client().await;
+        let existing = client.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+        for i in 0..count {
+            let node = Redis::start();
+            let name = format!("node-{}", existing as usize + i + 1);
+            client.put(self.keys.node(cluster, &name), registration(node.port(), true), None).await.unwrap();
+            self.nodes.push(node);
+        }
+    }
+
     fn observer(&self, id: &str) -> (Service, u16) {
+        self.observer_with(id, &[])
+    }
+
+    fn observer_with(&self, id: &str, extra: &[&str]) -> (Service, u16) {
         let port = free_port();
-        let mut service = Service::start(
-            "observer",
-            &[
-                "--listen", &format!("127.0.0.1:{port}"),
-                "--etcd-endpoints", &self.etcd.endpoint(),
-                "--dictator", &self.dictator_url,
-                "--dnsd", &self.dnsd_url,
-                "--id", id,
-                "--election-ttl-secs", "2",
-                "--retry-min-ms", "100",
-                "--retry-max-ms", "500",
-            ],
-            &[],
-        );
+        let listen = format!("127.0.0.1:{port}");
+        let endpoint = self.etcd.endpoint();
+        let mut args = vec![
+            "--listen", &listen,
+            "--etcd-endpoints", &endpoint,
+            "--dictator", &self.dictator_url,
+            "--dnsd", &self.dnsd_url,
+            "--id", id,
+            "--election-ttl-secs", "2",
+            "--retry-min-ms", "100",
+            "--retry-max-ms", "500",
+            "--log-format", "json",
+        ];
+        args.extend_from_slice(extra);
+        let mut service = Service::start("observer", &args, &[]);
         service.wait_http(port);
         (service, port)
     }
@@ -87,28 +98,61 @@ impl Stack {
         json!({"master": member(master), "slaves": slaves.iter().map(|i| member(*i)).collect::<Vec<_>>()}).to_string()
     }
 
-    async fn define(&self, topology: String) {
-        self.etcd.client().await.put(self.keys.topology("redis-1"), topology, None).await.unwrap();
+    /// Writes the topology of `CLUSTER`, as an operator does; returns its revision.
+    async fn define(&self, topology: String) -> i64 {
+        self.define_in(CLUSTER, topology).await
+    }
+
+    async fn define_in(&self, cluster: &str, topology: String) -> i64 {
+        let put = self.etcd.client().await.put(self.keys.topology(cluster), topology, None).await.unwrap();
+        put.header().unwrap().revision()
+    }
+
+    /// The topology of `CLUSTER` in etcd, with its revision.
+    async fn stored_topology(&self) -> (String, i64) {
+        let got = self.etcd.client().await.get(self.keys.topology(CLUSTER), None).await.unwrap();
+        let kv = &got.kvs()[0];
+        (kv.value_str().unwrap().to_string(), kv.mod_revision())
     }
 
     async fn trigger(&self) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        self.etcd.client().await.put(self.keys.trigger("redis-1"), id.clone(), None).await.unwrap();
+        self.etcd.client().await.put(self.keys.trigger(CLUSTER), id.clone(), None).await.unwrap();
         id
     }
 
     async fn status(&self) -> Option<StatusRecord> {
-        let resp = self.etcd.client().await.get(self.keys.status("redis-1"), None).await.unwrap();
+        self.status_of(CLUSTER).await
+    }
+
+    async fn status_of(&self, cluster: &str) -> Option<StatusRecord> {
+        let resp = self.etcd.client().await.get(self.keys.status(cluster), None).await.unwrap();
         resp.kvs().first().map(|kv| serde_json::from_slice(kv.value()).unwrap())
     }
 
-    async fn published_master_port(&self) -> Option<u64> {
-        let resp = reqwest::get(format!("{}/clusters/redis-1/dns", self.dnsd_url)).await.ok()?;
+    async fn published_master_port(&self, cluster: &str) -> Option<u64> {
+        let resp = reqwest::get(format!("{}/clusters/{cluster}/dns", self.dnsd_url)).await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
         let body: Value = resp.json().await.ok()?;
         body.pointer("/master/port").and_then(Value::as_u64)
+    }
+
+    async fn wait_applied(&self, master: usize, what: &str) {
+        self.wait_applied_in(CLUSTER, master, what).await;
+    }
+
+    /// Waits until `cluster`'s last round succeeded and dnsd publishes `master`,
+    /// then checks that redis agrees.
+    async fn wait_applied_in(&self, cluster: &str, master: usize, what: &str) {
+        let port = self.nodes[master].port() as u64;
+        harness::wait_until_async(what, Duration::from_secs(20), || async {
+            self.published_master_port(cluster).await == Some(port)
+                && self.status_of(cluster).await.is_some_and(|s| s.result == "ok")
+        })
+        .await;
+        assert_eq!(self.nodes[master].role(), "master");
     }
 
     /// The observers campaigning, in the order they joined the election (the
@@ -118,22 +162,79 @@ impl Stack {
         let got = self.etcd.client().await.get(format!("{}/", self.keys.election()), Some(sorted)).await.unwrap();
         got.kvs().iter().map(|kv| kv.value_str().unwrap().to_string()).collect()
     }
+}
 
-    async fn wait_applied(&self, master: usize, what: &str) {
-        let port = self.nodes[master].port() as u64;
-        harness::wait_until_async(what, Duration::from_secs(20), || async {
-            self.published_master_port().await == Some(port)
-                && self.status().await.is_some_and(|s| s.result == "ok")
-        })
-        .await;
-        assert_eq!(self.nodes[master].role(), "master");
-    }
+fn start_dnsd(etcd: &Etcd, http_port: u16, dns: &str) -> Service {
+    let mut dnsd = Service::start(
+        "dnsd",
+        &[
+            "--listen", &format!("127.0.0.1:{http_port}"),
+            "--dns-listen", dns,
+            "--etcd-endpoints", &etcd.endpoint(),
+            "--log-format", "json",
+        ],
+        &[],
+    );
+    dnsd.wait_http(http_port);
+    dnsd
+}
+
+/// A node-agent's record of a redis on 127.0.0.1.
+fn registration(port: u16, healthy: bool) -> String {
+    json!({"address": "127.0.0.1", "port": port, "role": "master", "repl_offset": 0,
+           "run_id": "x", "healthy": healthy, "updated_ms": 0})
+    .to_string()
 }
 
 /// What the observer on `port` says about leading; `None` when it does not answer.
 async fn leader_flag(port: u16) -> Option<bool> {
     let body = harness::etcd::http_get(port, "/status")?;
     serde_json::from_str::<Value>(&body).ok()?["leader"].as_bool()
+}
+
+/// The automatic failovers the observer on `port` counts.
+fn failover_counts(port: u16) -> Value {
+    let body = harness::etcd::http_get(port, "/status").unwrap();
+    serde_json::from_str::<Value>(&body).unwrap()["failovers"].clone()
+}
+
+/// The lines a service started with `--log-format json` logged with `message`.
+fn logged(service: &Service, message: &str) -> Vec<Value> {
+    service
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == message)
+        .collect()
+}
+
+/// The port of the SRV record `_redis._tcp.master.<cluster>` that the DNS
+/// server at `nameserver` answers.
+fn dns_master_port(nameserver: &str, cluster: &str) -> Option<u16> {
+    let (host, port) = nameserver.split_once(':')?;
+    let out = std::process::Command::new("dig")
+        .args(["+short", "+time=1", "+tries=1", "-p", port, &format!("@{host}")])
+        .args(["SRV", &format!("_redis._tcp.master.{cluster}.cluster.local")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Whether process `pid` holds an established TCP connection to 127.0.0.1:`port`.
+fn holds_connection_to(pid: u32, port: u16) -> bool {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").unwrap_or_default().lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // rem_address, st (01: ESTABLISHED), inode.
+        fields.len() > 9 && fields[2] == remote && fields[3] == "01" && inodes.contains(fields[9])
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +274,7 @@ async fn a_dictator_failure_publishes_nothing_and_is_retried() {
     .await;
     let status = stack.status().await.unwrap();
     assert!(status.error.as_deref().unwrap_or("").contains("502"), "{status:?}");
-    assert_eq!(stack.published_master_port().await, Some(stack.nodes[0].port() as u64), "DNS must not move");
+    assert_eq!(stack.published_master_port(CLUSTER).await, Some(stack.nodes[0].port() as u64), "DNS must not move");
 
     // It comes back (empty): the retry applies without anyone writing again.
     stack.nodes[1].restart_empty();
@@ -231,6 +332,160 @@ async fn a_restarted_observer_reconciles_what_it_missed() {
     stack.etcd.restart();
     stack.define(stack.topology(0, &[1])).await;
     stack.wait_applied(0, "applied after etcd restarted under it").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_dying_in_the_middle_of_an_apply_ends_in_convergence() {
+    let mut stack = Stack::start(2).await;
+    let (observer, port) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1])).await;
+    stack.wait_applied(0, "first topology").await;
+
+    // A frozen dictator holds the apply in flight: it cannot have answered.
+    stack.dictator.process().signal(libc::SIGSTOP);
+    let revision = stack.define(stack.topology(1, &[0])).await;
+    harness::wait_until("the observer to start applying", Duration::from_secs(10), || {
+        logged(&observer, "round: applying the topology").iter().any(|l| l["topology_revision"] == revision)
+    });
+    stack.etcd.kill();
+    stack.dictator.process().signal(libc::SIGCONT);
+    // Without etcd the observer cannot keep its lease: it says it no longer leads.
+    harness::wait_until_async("the observer to step down", Duration::from_secs(10), || async {
+        leader_flag(port).await == Some(false)
+    })
+    .await;
+
+    stack.etcd.restart();
+    stack.wait_applied(1, "the topology applied and published after etcd returned").await;
+    let status = stack.status().await.unwrap();
+    assert_eq!((status.topology_revision, status.observer.as_str()), (revision, "o1"), "{status:?}");
+    assert_eq!(stack.nodes[0].role(), "slave");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_cancelled_by_a_compaction_list_again_and_converge() {
+    let stack = Stack::start(2).await;
+    // Its only way to learn of a new topology is its watch of /config/.
+    let (_observer, _) = stack.observer("o1");
+    // A second dnsd replica, which learns every publication through its watch only.
+    let (replica_http, replica_dns) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let mut replica = start_dnsd(&stack.etcd, replica_http, &replica_dns);
+    stack.define(stack.topology(0, &[1])).await;
+    stack.wait_applied(0, "first topology").await;
+    let first = Some(stack.nodes[0].port());
+    harness::wait_until("the replica serves the first master", Duration::from_secs(10), || {
+        dns_master_port(&replica_dns, CLUSTER) == first
+    });
+
+    // A stalled replica falls behind its watch: etcd stops sending to it (the
+    // HTTP/2 window and etcd's buffer fill), and compacting past what it has
+    // received leaves its watch no history to resume from, so etcd cancels it.
+    replica.process().signal(libc::SIGSTOP);
+    let mut client = stack.etcd.client().await;
+    let big = "x".repeat(8 * 1024);
+    for batch in 0..8 {
+        let puts = (0..100).map(|i| TxnOp::put(format!("/dns/_filler/{batch}-{i}"), big.as_str(), None));
+        client.txn(Txn::new().and_then(puts.collect::<Vec<_>>())).await.unwrap();
+    }
+    for i in 0..300 {
+        client.put(format!("/dns/_filler/small-{i}"), "x", None).await.unwrap();
+    }
+    // Gone again before the replica lists: a list over 4 MiB exceeds gRPC's limit.
+    let deleted = client.delete("/dns/_filler/", Some(DeleteOptions::new().with_prefix())).await.unwrap();
+    let revision = deleted.header().unwrap().revision();
+    client.compact(revision, Some(CompactionOptions::new().with_physical())).await.unwrap();
+    replica.process().signal(libc::SIGCONT);
+    harness::wait_until("the replica's watch to be cancelled by the compaction", Duration::from_secs(20), || {
+        logged(&replica, "etcd watch broken; listing again")
+            .iter()
+            .any(|l| l["error"].as_str().is_some_and(|e| e.contains("compacted at")))
+    });
+
+    // The observer's own watch ran through the compaction; both converge on what
+    // comes after it.
+    let moved = stack.define(stack.topology(1, &[0])).await;
+    assert!(moved > revision);
+    stack.wait_applied(1, "a topology written after the compaction").await;
+    let second = Some(stack.nodes[1].port());
+    harness::wait_until("the replica serves the new master", Duration::from_secs(10), || {
+        dns_master_port(&replica_dns, CLUSTER) == second
+    });
+    assert_eq!(stack.status().await.unwrap().topology_revision, moved);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_write_during_a_failover_wins() {
+    let mut stack = Stack::start(4).await;
+    let (mut observer, port) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1, 2, 3])).await;
+    stack.wait_applied(0, "first topology").await;
+    harness::wait_until("the slaves to replicate", Duration::from_secs(20), || {
+        stack.nodes[1..].iter().all(|n| n.info_field("master_link_status").as_deref() == Some("up"))
+    });
+
+    // Frozen slaves keep the failover busy (each inspection waits for its timeout)
+    // after it read the topology and before it writes the new one.
+    stack.nodes[2].freeze(true);
+    stack.nodes[3].freeze(true);
+    let mut etcd = stack.etcd.client().await;
+    stack.nodes[0].kill();
+    etcd.put(stack.keys.node(CLUSTER, "node-1"), registration(stack.nodes[0].port(), false), None).await.unwrap();
+
+    // Caught asking a frozen slave, the observer is frozen too: its failover is
+    // decided on the topology it read, and cannot move until the operator wrote.
+    let pid = observer.process().pid().unwrap();
+    let frozen = [stack.nodes[2].port(), stack.nodes[3].port()];
+    let asking = || frozen.iter().any(|p| holds_connection_to(pid, *p));
+    harness::wait_until("the failover to inspect a frozen slave", Duration::from_secs(10), asking);
+    observer.process().signal(libc::SIGSTOP);
+    assert!(asking(), "the observer got past the frozen slaves before it was stopped; cannot test the race");
+    let (read, read_revision) = stack.stored_topology().await;
+    assert_eq!(read, stack.topology(0, &[1, 2, 3]), "the failover has not written yet");
+    let operator = stack.topology(2, &[1, 3]);
+    let written = stack.define(operator.clone()).await;
+    observer.process().signal(libc::SIGCONT);
+    stack.nodes[2].freeze(false);
+    stack.nodes[3].freeze(false);
+
+    harness::wait_until("the failover to give way", Duration::from_secs(10), || {
+        logged(&observer, "automatic failover did not happen")
+            .iter()
+            .any(|l| l["error"].as_str().is_some_and(|e| e.contains("changed meanwhile")))
+    });
+    stack.wait_applied(2, "the operator's topology applied").await;
+    assert!(written > read_revision);
+    assert_eq!(stack.stored_topology().await, (operator, written), "the failover overwrote the operator");
+    let status = stack.status().await.unwrap();
+    assert_eq!((status.topology_revision, status.failover), (written, None), "recorded as a failover");
+    assert_eq!(failover_counts(port), json!({}), "counted as a failover");
+    assert_eq!(stack.nodes[1].role(), "slave", "the failover's choice was promoted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_are_applied_independently_and_a_failing_one_holds_up_no_other() {
+    const OTHER: &str = "redis-2";
+    let mut stack = Stack::start(2).await;
+    stack.add_nodes(OTHER, 2).await;
+    let (_observer, _) = stack.observer("o1");
+    stack.define_in(CLUSTER, stack.topology(0, &[1])).await;
+    stack.define_in(OTHER, stack.topology(2, &[3])).await;
+    stack.wait_applied_in(CLUSTER, 0, "the first cluster applied").await;
+    stack.wait_applied_in(OTHER, 2, "the second cluster applied").await;
+
+    // The first cluster's next apply fails (its new master is down) and is retried...
+    stack.nodes[1].kill();
+    let failing = stack.define_in(CLUSTER, stack.topology(1, &[0])).await;
+    harness::wait_until_async("the first cluster failing and retried", Duration::from_secs(10), || async {
+        stack.status_of(CLUSTER).await.is_some_and(|s| s.topology_revision == failing && s.failures >= 2)
+    })
+    .await;
+    // ... and the second cluster still moves.
+    let moved = stack.define_in(OTHER, stack.topology(3, &[2])).await;
+    stack.wait_applied_in(OTHER, 3, "the second cluster applied while the first fails").await;
+    assert_eq!(stack.status_of(OTHER).await.unwrap().topology_revision, moved);
+    let first = stack.status_of(CLUSTER).await.unwrap();
+    assert_eq!((first.result.as_str(), first.topology_revision), ("dictator", failing), "{first:?}");
+    assert_eq!(stack.published_master_port(CLUSTER).await, Some(stack.nodes[0].port() as u64), "DNS must not move");
 }
 
 #[test]
