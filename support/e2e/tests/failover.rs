@@ -99,6 +99,10 @@ fn signal(pid: u32, signal: &str) {
     assert!(sent.success(), "kill -{signal} {pid}");
 }
 
+fn llen(redis: &harness::Redis) -> usize {
+    redis.cmd::<i64>(&["LLEN", "failover-ids"]) as usize
+}
+
 async fn published_master(stack: &Stack) -> Option<u64> {
     let port: u16 = stack.dnsd_url.rsplit(':').next()?.parse().ok()?;
     let body = harness::etcd::http_get(port, &format!("/clusters/{CLUSTER}/dns"))?;
@@ -120,7 +124,7 @@ async fn kill_9_of_the_master_fails_over_and_the_old_one_rejoins_as_a_slave() {
     let mut stack = started(StackOptions { haproxy: true, ..StackOptions::default() }).await;
     let through_haproxy = Destination::Fixed(stack.write.unwrap());
     let writer = Writer::start(through_haproxy.clone(), "failover-ids", PACE);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness::wait_until("writes to reach the master", Duration::from_secs(10), || llen(&stack.nodes[0].redis) > 0);
 
     let killed = Instant::now();
     stack.nodes[0].redis.kill();
@@ -128,7 +132,12 @@ async fn kill_9_of_the_master_fails_over_and_the_old_one_rejoins_as_a_slave() {
     println!("failover to node-{} took {:?} (applied and published)", new + 1, killed.elapsed());
     let status = stack.status().await.unwrap();
     assert!(status["failover"].as_str().unwrap_or("").contains("promoting"), "{status}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Only writes after the kill can land on the new master: once it holds more
+    // than 100 of its own, the writer had that many acknowledged (or phantom).
+    let promoted = llen(&stack.nodes[new].redis);
+    harness::wait_until("writes to resume on the new master", Duration::from_secs(20), || {
+        llen(&stack.nodes[new].redis) > promoted + 100
+    });
 
     // The old master comes back empty: fenced and re-pointed, it must not wipe the data.
     stack.nodes[0].redis.restart_empty();
@@ -136,7 +145,10 @@ async fn kill_9_of_the_master_fails_over_and_the_old_one_rejoins_as_a_slave() {
     harness::wait_until("the old master to rejoin as a slave", Duration::from_secs(30), || {
         old.role() == "slave" && old.info_field("master_link_status").as_deref() == Some("up")
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rejoined = llen(&stack.nodes[new].redis);
+    harness::wait_until("writes to go on after the rejoin", Duration::from_secs(10), || {
+        llen(&stack.nodes[new].redis) > rejoined
+    });
     let tally = writer.stop().await;
     let list = read_list(&through_haproxy, "failover-ids", Duration::from_secs(10)).await.unwrap();
     let verdict = tally.check(&list);
@@ -215,10 +227,16 @@ async fn the_leader_dying_during_a_failover_does_not_stop_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_pauses_automatic_failover() {
-    let mut stack = started(StackOptions::default()).await;
+    let mut stack = started(StackOptions { observer_args: JSON_LOGS, ..StackOptions::default() }).await;
     set_maintenance(&stack, true).await;
+    let before = stored_topology(&stack).await;
     stack.nodes[0].redis.kill();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    harness::wait_until("the observer to hold the failover back", Duration::from_secs(20), || {
+        logged(&stack.observers[0].0, "master down; not failing over")
+            .iter()
+            .any(|l| l["reason"].as_str().is_some_and(|r| r.contains("maintenance")))
+    });
+    assert_eq!(stored_topology(&stack).await, before, "failed over in maintenance");
     assert!(stack.nodes[1..].iter().all(|n| n.redis.role() == "slave"), "failed over in maintenance");
     set_maintenance(&stack, false).await;
     wait_master_elsewhere(&stack, 0).await;
@@ -226,7 +244,8 @@ async fn maintenance_pauses_automatic_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_agent_alone_is_not_a_dead_master() {
-    let mut stack = started(StackOptions::default()).await;
+    let mut stack = started(StackOptions { observer_args: JSON_LOGS, ..StackOptions::default() }).await;
+    let before = stored_topology(&stack).await;
     if let Some(mut agent) = stack.nodes[0].agent.take() {
         agent.process().kill();
     }
@@ -236,7 +255,11 @@ async fn a_dead_agent_alone_is_not_a_dead_master() {
         stack.etcd.client().await.get(key.as_str(), None).await.is_ok_and(|g| g.kvs().is_empty())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the failover delay the observer asks redis itself, which answers.
+    harness::wait_until("the observer to find the master answering", Duration::from_secs(20), || {
+        !logged(&stack.observers[0].0, "etcd says the master is down but it answers PING: no failover").is_empty()
+    });
+    assert_eq!(stored_topology(&stack).await, before, "failed over a live master");
     assert_eq!(stack.nodes[0].redis.role(), "master");
     assert!(stack.nodes[1..].iter().all(|n| n.redis.role() == "slave"));
     assert!(stack.status().await.unwrap().get("failover").is_none());
