@@ -33,9 +33,11 @@ impl Stack {
         let etcd = Etcd::start();
         let (dictator_port, dnsd_port, dns_port) = (free_port(), free_port(), free_port());
         let nameserver = format!("127.0.0.1:{dns_port}");
+        // A frozen redis holds an apply in flight for as long as a test needs.
         let mut dictator = Service::start(
             "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &nameserver],
+            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &nameserver,
+              "--redis-command-timeout-ms", "60000"],
             &[],
         );
         dictator.wait_http(dictator_port);
@@ -198,14 +200,14 @@ fn failover_counts(port: u16) -> Value {
     serde_json::from_str::<Value>(&body).unwrap()["failovers"].clone()
 }
 
+/// What a service started with `--log-format json` logged, in order.
+fn log_lines(service: &Service) -> Vec<Value> {
+    service.log().lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect()
+}
+
 /// The lines a service started with `--log-format json` logged with `message`.
 fn logged(service: &Service, message: &str) -> Vec<Value> {
-    service
-        .log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["message"] == message)
-        .collect()
+    log_lines(service).into_iter().filter(|line| line["message"] == message).collect()
 }
 
 /// The port of the SRV record `_redis._tcp.master.<cluster>` that the DNS
@@ -462,27 +464,46 @@ async fn an_operators_write_during_a_failover_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clusters_are_applied_independently_and_a_failing_one_holds_up_no_other() {
+async fn clusters_are_applied_independently_and_a_stuck_or_failing_one_holds_up_no_other() {
     const OTHER: &str = "redis-2";
     let mut stack = Stack::start(2).await;
     stack.add_nodes(OTHER, 2).await;
-    let (_observer, _) = stack.observer("o1");
+    let (observer, _) = stack.observer("o1");
     stack.define_in(CLUSTER, stack.topology(0, &[1])).await;
     stack.define_in(OTHER, stack.topology(2, &[3])).await;
     stack.wait_applied_in(CLUSTER, 0, "the first cluster applied").await;
     stack.wait_applied_in(OTHER, 2, "the second cluster applied").await;
 
-    // The first cluster's next apply fails (its new master is down) and is retried...
+    // The first cluster's apply is stuck: its new master is frozen, so the
+    // dictator cannot answer (its redis timeout is a minute).
+    stack.nodes[1].freeze(true);
+    let stuck = stack.define_in(CLUSTER, stack.topology(1, &[0])).await;
+    harness::wait_until("the first cluster's apply to start", Duration::from_secs(10), || {
+        logged(&observer, "round: applying the topology").iter().any(|l| l["cluster"] == CLUSTER && l["topology_revision"] == stuck)
+    });
+    let moved = stack.define_in(OTHER, stack.topology(3, &[2])).await;
+    stack.wait_applied_in(OTHER, 3, "the second cluster applied while the first is stuck").await;
+    assert_eq!(stack.status_of(OTHER).await.unwrap().topology_revision, moved);
+    let first: Vec<Value> = log_lines(&observer).into_iter().filter(|l| l["cluster"] == CLUSTER).collect();
+    let started = first.iter().rposition(|l| l["topology_revision"] == stuck).unwrap();
+    assert!(
+        first[started..].iter().all(|l| l["message"] != "round failed" && l["message"] != "round: applied and published"),
+        "the first cluster's apply ended: {first:?}"
+    );
+    assert_eq!(stack.published_master_port(CLUSTER).await, Some(stack.nodes[0].port() as u64), "DNS must not move");
+
+    // Thawed, its master is killed instead: the apply fails and is retried...
+    stack.nodes[1].freeze(false);
     stack.nodes[1].kill();
     let failing = stack.define_in(CLUSTER, stack.topology(1, &[0])).await;
-    harness::wait_until_async("the first cluster failing and retried", Duration::from_secs(10), || async {
+    harness::wait_until_async("the first cluster failing and retried", Duration::from_secs(30), || async {
         stack.status_of(CLUSTER).await.is_some_and(|s| s.topology_revision == failing && s.failures >= 2)
     })
     .await;
     // ... and the second cluster still moves.
-    let moved = stack.define_in(OTHER, stack.topology(3, &[2])).await;
-    stack.wait_applied_in(OTHER, 3, "the second cluster applied while the first fails").await;
-    assert_eq!(stack.status_of(OTHER).await.unwrap().topology_revision, moved);
+    let back = stack.define_in(OTHER, stack.topology(2, &[3])).await;
+    stack.wait_applied_in(OTHER, 2, "the second cluster applied while the first fails").await;
+    assert_eq!(stack.status_of(OTHER).await.unwrap().topology_revision, back);
     let first = stack.status_of(CLUSTER).await.unwrap();
     assert_eq!((first.result.as_str(), first.topology_revision), ("dictator", failing), "{first:?}");
     assert_eq!(stack.published_master_port(CLUSTER).await, Some(stack.nodes[0].port() as u64), "DNS must not move");
