@@ -4,7 +4,7 @@
 //!
 //! 1. A writer pushes ~1000 ids/s while the dictator rotates the master 20 times
 //!    among 3 instances: per-switchover write-unavailable window (median, max),
-//!    errored writes, and the lossless verdict.
+//!    rejected and unknown writes, and the lossless verdict.
 //! 2. The same with Redis's own `FAILOVER` command, for comparison.
 //! 3. Apply latency (a full rotation, as the HTTP client would wait for it) for
 //!    1 master + 2 slaves and 1 master + 8 slaves.
@@ -68,7 +68,7 @@ async fn dictator_rotations() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("dictator", &tally, &spans, verdict);
     let (median, max) = median_max_ms(&pauses);
@@ -98,7 +98,7 @@ async fn redis_failover_rotations() {
         third.cmd::<()>(&["REPLICAOF", "127.0.0.1", &new.port().to_string()]);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("redis FAILOVER", &tally, &spans, verdict);
 }
@@ -113,7 +113,7 @@ fn report_windows(
     let (median, max) = median_max_ms(&gaps);
     println!("{what}: {ROTATIONS} switchovers among 3 instances at ~1000 writes/s");
     println!("  write-unavailable window per switchover: median {median:.1} ms, max {max:.1} ms");
-    println!("  errored writes: {} ({:.1} per switchover)", verdict.errored, verdict.errored as f64 / ROTATIONS as f64);
+    println!("  rejected writes: {} ({:.1} per switchover)", verdict.rejected, verdict.rejected as f64 / ROTATIONS as f64);
     println!("  {verdict}");
 }
 

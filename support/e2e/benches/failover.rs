@@ -80,7 +80,7 @@ async fn ours() {
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let list = read_list(&target, "bench-ids", Duration::from_secs(10)).await.expect("read back");
     let recoveries: Vec<Duration> = kills.iter().filter_map(|k| recovery(&tally, *k)).collect();
     report("redis-topology (through HAProxy)", &recoveries, &lost_per_kill(&tally, &list, &kills), &tally.check(&list));
@@ -142,7 +142,7 @@ async fn redis_sentinel() {
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let list = read_list(&target, "bench-ids", Duration::from_secs(10)).await.expect("read back");
     let recoveries: Vec<Duration> = kills.iter().filter_map(|k| recovery(&tally, *k)).collect();
     report("Redis Sentinel (down-after-milliseconds 1000)", &recoveries, &lost_per_kill(&tally, &list, &kills), &tally.check(&list));

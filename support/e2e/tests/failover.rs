@@ -75,7 +75,7 @@ async fn kill_9_of_the_master_fails_over_and_the_old_one_rejoins_as_a_slave() {
         old.role() == "slave" && old.info_field("master_link_status").as_deref() == Some("up")
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.unwrap();
     let list = read_list(&through_haproxy, "failover-ids", Duration::from_secs(10)).await.unwrap();
     let verdict = tally.check(&list);
     println!("{verdict}");
