@@ -1,6 +1,6 @@
 //! A failed master, side by side with Redis Sentinel (printed, never asserted):
 //!
-//!     cargo build --release --bins && cargo bench -p e2e --bench failover [-- ours|sentinel] [-- kill|stop]
+//!     cargo build --release --bins && cargo bench -p e2e --bench failover [-- [ours|sentinel] [kill|stop]]
 //!
 //! For each system and each way to fail, 10 times: a writer pushes ~500 ids/s, the
 //! master's redis fails, and we measure the time from the failure to the first
