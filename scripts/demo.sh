@@ -122,7 +122,7 @@ for q in "SRV _redis._tcp.master.$cluster.$domain" "SRV _redis._tcp.slaves.$clus
     dig +short -p $dns_port @127.0.0.1 $q | sed 's/^/    /'
 done
 echo
-if [ "$verdict" -ne 0 ]; then echo "demo: writes were lost or phantom (see $state/)"; exit 1; fi
+if [ "$verdict" -ne 0 ]; then echo "demo: the counter failed (exit $verdict: lost, phantom or no acknowledged writes; why in $state/counter.log)"; exit 1; fi
 if $keep; then
     cat <<EOF2
 demo: the cluster keeps running (pids in $state/pids; stop: kill \$(cat $state/pids)).

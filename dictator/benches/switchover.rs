@@ -1,13 +1,14 @@
 //! Switchover benchmark (printed, never asserted). Run:
 //!
-//!     cargo bench -p dictator --bench switchover [-- dictator|failover|latency]
+//!     cargo build --release --bins && cargo bench -p dictator --bench switchover [-- dictator|failover|latency]
 //!
 //! 1. A writer pushes ~1000 ids/s while the dictator rotates the master 20 times
 //!    among 3 instances: per-switchover write-unavailable window (median, max),
-//!    errored writes, and the lossless verdict.
+//!    rejected and unknown writes, and the lossless verdict.
 //! 2. The same with Redis's own `FAILOVER` command, for comparison.
-//! 3. Apply latency (a full rotation, as the HTTP client would wait for it) for
-//!    1 master + 2 slaves and 1 master + 8 slaves.
+//! 3. Apply latency: `PUT /master` to the real `dictator` binary until its answer
+//!    (a full rotation with verification), for 1 master + 2 slaves and 1 master +
+//!    8 slaves.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ async fn dictator_rotations() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("dictator", &tally, &spans, verdict);
     let (median, max) = median_max_ms(&pauses);
@@ -98,7 +99,7 @@ async fn redis_failover_rotations() {
         third.cmd::<()>(&["REPLICAOF", "127.0.0.1", &new.port().to_string()]);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
     report_windows("redis FAILOVER", &tally, &spans, verdict);
 }
@@ -113,23 +114,48 @@ fn report_windows(
     let (median, max) = median_max_ms(&gaps);
     println!("{what}: {ROTATIONS} switchovers among 3 instances at ~1000 writes/s");
     println!("  write-unavailable window per switchover: median {median:.1} ms, max {max:.1} ms");
-    println!("  errored writes: {} ({:.1} per switchover)", verdict.errored, verdict.errored as f64 / ROTATIONS as f64);
+    println!("  rejected writes: {} ({:.1} per switchover)", verdict.rejected, verdict.rejected as f64 / ROTATIONS as f64);
     println!("  {verdict}");
 }
 
+/// The topology as the HTTP API takes it.
+fn topology_json(nodes: &[Redis], master: usize) -> String {
+    let member = |r: &Redis| serde_json::json!({"address": "127.0.0.1", "port": r.port()});
+    let slaves: Vec<_> = nodes.iter().enumerate().filter(|(i, _)| *i != master).map(|(_, r)| member(r)).collect();
+    serde_json::json!({"master": member(&nodes[master]), "slaves": slaves}).to_string()
+}
+
+/// What an HTTP client waits for: `PUT /master` to the dictator binary until the
+/// answer, on one client warmed by the first PUT, so its setup is not in the figure.
 async fn apply_latency(members: usize) {
     let nodes: Vec<Redis> = (0..members).map(|_| Redis::start()).collect();
-    let d = dictator();
-    apply(&d, &nodes, 0).await;
+    let port = harness::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // A nameserver where nothing listens: members are addresses, nothing to resolve.
+    let nameserver = format!("127.0.0.1:{}", harness::free_port());
+    let mut service = harness::Service::start("dictator", &["--listen", &listen, "--nameserver", &nameserver, "--cluster", "bench"], &[]);
+    service.wait_http(port);
+    let url = format!("http://{listen}/master");
+    let client = reqwest::Client::new();
+    let put = |master: usize| {
+        let request = client.put(&url).body(topology_json(&nodes, master));
+        async move {
+            let resp = request.send().await.expect("PUT /master");
+            let status = resp.status();
+            let answer = resp.text().await.expect("the answer");
+            assert!(status.is_success(), "PUT /master: {status} {answer}");
+        }
+    };
+    put(0).await;
     let mut latencies = Vec::new();
     for round in 1..=10 {
         nodes[(round - 1) % 2].cmd::<()>(&["SET", "round", &round.to_string()]);
         let started = Instant::now();
-        apply(&d, &nodes, round % 2).await;
+        put(round % 2).await;
         latencies.push(started.elapsed());
     }
     let (median, max) = median_max_ms(&latencies);
-    println!("apply latency, 1 master + {} slaves (10 switchovers): median {median:.1} ms, max {max:.1} ms", members - 1);
+    println!("apply latency over HTTP (PUT to answer), 1 master + {} slaves (10 switchovers): median {median:.1} ms, max {max:.1} ms", members - 1);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

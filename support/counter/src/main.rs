@@ -12,8 +12,9 @@ use service::resolve::MemberResolver;
 
 /// Pushes fresh ids to a redis list at a fixed rate, reconnecting (and
 /// re-resolving) on errors, then reads the list back and prints
-/// `ack'd: N (M missing) err'd: E (P phantom)`. Exits 1 if anything acknowledged
-/// is missing or anything that errored was applied.
+/// `ack'd: N (M missing) err'd: E (P phantom) unknown: U (L landed)`. Exits 1 if
+/// anything acknowledged is missing, anything rejected was applied, or nothing
+/// was acknowledged; 2 if it could not count (usage, the writer died, no read-back).
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -49,7 +50,7 @@ struct Cli {
     #[arg(long, env = "KEY")]
     key: Option<String>,
 
-    /// Timeout of one write; a timed-out write counts as errored.
+    /// Timeout of one write; a timed-out write's outcome is unknown.
     #[arg(long, env = "TIMEOUT_MS", default_value_t = 2000)]
     timeout_ms: u64,
 
@@ -86,7 +87,13 @@ async fn main() -> ExitCode {
         }
         stop.store(true, Ordering::SeqCst);
     });
-    let tally = writer.finish().await;
+    let tally = match writer.finish().await {
+        Ok(tally) => tally,
+        Err(e) => {
+            eprintln!("counter: {e}; nothing can be said about the writes");
+            return ExitCode::from(2);
+        }
+    };
     let list = match read_list(&target, &key, Duration::from_secs(10)).await {
         Ok(list) => list,
         Err(e) => {
@@ -102,14 +109,21 @@ async fn main() -> ExitCode {
         let longest = windows.iter().map(|w| w.duration_ms).fold(0.0, f64::max);
         let body = serde_json::json!({
             "tally": verdict.to_string(), "key": key, "acked": verdict.acked, "missing": verdict.missing,
-            "errored": verdict.errored, "phantom": verdict.phantom,
+            "rejected": verdict.rejected, "phantom": verdict.phantom,
+            "unknown": verdict.unknown, "landed": verdict.landed,
             "windows": windows, "longest_window_ms": longest,
         });
         println!("{body}");
     } else {
         println!("{verdict}");
     }
-    if verdict.lossless() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    match verdict.failure() {
+        None => ExitCode::SUCCESS,
+        Some(failure) => {
+            eprintln!("counter: not lossless: {failure}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn target(cli: &Cli) -> anyhow::Result<Destination> {

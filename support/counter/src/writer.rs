@@ -1,7 +1,8 @@
 //! The writer: pushes fresh ids (`RPUSH <key> <id>`) at a steady rate to the
 //! master, reconnecting (and re-resolving) after every error, and tallies each
-//! write's outcome. Each attempt uses a new id: an errored id is never retried, so
-//! finding it in the list later means a write reported as failed was applied.
+//! write's outcome: acknowledged, rejected or unknown ([`Outcome`]). Each attempt
+//! uses a new id: a rejected id is never retried, so finding it in the list later
+//! means a write reported as failed was applied.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,9 +87,39 @@ pub struct Pace {
     pub per_second: u32,
     /// Stop after this many writes (acknowledged or not); `None` runs until stopped.
     pub count: Option<u64>,
-    /// Timeout of one write; longer means the outcome is unknown (counted as errored).
+    /// Timeout of one write; longer means the outcome is unknown.
     pub timeout: Duration,
 }
+
+/// What the client knows about one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Redis answered OK: the write must survive.
+    Acknowledged,
+    /// Redis answered with an error (`READONLY`, `NOREPLICAS`, `LOADING`, ...), or
+    /// the command was never sent: the write must not appear.
+    Rejected,
+    /// Sent, then timed out or lost its connection: it may or may not appear.
+    Unknown,
+}
+
+impl Outcome {
+    /// Only an error reply proves redis saw and refused the command; anything
+    /// else after sending (I/O, a dropped connection, a parse error) leaves it open.
+    pub fn of(reply: &redis::RedisResult<i64>) -> Outcome {
+        match reply {
+            Ok(_) => Outcome::Acknowledged,
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension) => Outcome::Rejected,
+            Err(_) => Outcome::Unknown,
+        }
+    }
+}
+
+/// The writer task ended without a tally: it panicked or was cancelled, so
+/// nothing can be said about the writes.
+#[derive(Debug, thiserror::Error)]
+#[error("the writer died: {0}")]
+pub struct WriterDied(#[from] tokio::task::JoinError);
 
 /// A running writer; [`Writer::stop`] ends it and returns the tally.
 pub struct Writer {
@@ -104,14 +135,15 @@ impl Writer {
     }
 
     /// Stops now and returns the tally.
-    pub async fn stop(self) -> Tally {
+    pub async fn stop(self) -> Result<Tally, WriterDied> {
         self.stop.store(true, Ordering::SeqCst);
         self.finish().await
     }
 
-    /// Waits for the writer to reach its count (or be stopped).
-    pub async fn finish(self) -> Tally {
-        self.task.await.unwrap_or_default()
+    /// Waits for the writer to reach its count (or be stopped). A writer that
+    /// died has no tally: an empty one would read as nothing lost.
+    pub async fn finish(self) -> Result<Tally, WriterDied> {
+        Ok(self.task.await?)
     }
 
     pub fn stopper(&self) -> Arc<AtomicBool> {
@@ -121,7 +153,7 @@ impl Writer {
 
 async fn run(target: Destination, key: String, pace: Pace, stop: Arc<AtomicBool>) -> Tally {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut tally = Tally::default();
+    let mut tally = Tally::new();
     let mut conns = Connections::new(pace.timeout);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / pace.per_second.max(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,33 +165,40 @@ async fn run(target: Destination, key: String, pace: Pace, stop: Arc<AtomicBool>
             master = target.locate(&mut conns).await;
             continue;
         };
+        let id = format!("{run_id}-{n}");
+        n += 1;
         let conn = match conns.get(addr).await {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::debug!(error = %e, "no connection to the master");
+                // Refused or unreachable: the command never left, so it cannot land.
+                tracing::debug!(%id, error = %e, "write rejected: no connection to the master");
+                tally.rejected.push((id, Instant::now()));
                 master = None;
                 continue;
             }
         };
-        let id = format!("{run_id}-{n}");
-        n += 1;
         let push = tokio::time::timeout(pace.timeout, redis::cmd("RPUSH").arg(&key).arg(&id).query_async::<i64>(conn)).await;
-        match push {
-            Ok(Ok(_)) => tally.acked.push((id, Instant::now())),
-            Ok(Err(e)) => {
-                tracing::debug!(%addr, error = %e, "write failed");
-                tally.errored.push((id, Instant::now()));
-                conns.forget(addr);
-                master = None;
-            }
-            Err(_) => {
-                tracing::debug!(%addr, "write timed out");
-                tally.errored.push((id, Instant::now()));
+        let outcome = match &push {
+            Ok(reply) => Outcome::of(reply),
+            Err(_) => Outcome::Unknown,
+        };
+        let at = Instant::now();
+        match outcome {
+            Outcome::Acknowledged => tally.acked.push((id, at)),
+            Outcome::Rejected | Outcome::Unknown => {
+                let error = match &push {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no reply within {} ms", pace.timeout.as_millis()),
+                };
+                tracing::debug!(%addr, %id, ?outcome, %error, "write failed");
+                let bucket = if outcome == Outcome::Rejected { &mut tally.rejected } else { &mut tally.unknown };
+                bucket.push((id, at));
                 conns.forget(addr);
                 master = None;
             }
         }
     }
+    tally.stopped = Instant::now();
     tally
 }
 
@@ -231,4 +270,26 @@ pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> R
 pub struct ReadBackError {
     pub patience: Duration,
     pub last_error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_writer_has_no_tally() {
+        let writer = Writer { stop: Arc::new(AtomicBool::new(false)), task: tokio::spawn(async { panic!("the writer fails") }) };
+        let died = writer.finish().await.expect_err("a panicked writer is an error, not an empty tally");
+        assert!(died.to_string().contains("the writer died"), "{died}");
+    }
+
+    #[test]
+    fn only_an_error_reply_is_a_rejection() {
+        let reply = |r: Result<i64, redis::RedisError>| Outcome::of(&r);
+        assert_eq!(reply(Ok(1)), Outcome::Acknowledged);
+        let readonly = redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly), "READONLY"));
+        assert_eq!(reply(Err(readonly)), Outcome::Rejected);
+        let dropped = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(reply(Err(dropped)), Outcome::Unknown);
+    }
 }

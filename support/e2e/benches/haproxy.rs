@@ -32,7 +32,7 @@ async fn main() {
         written.push(at);
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer");
     let verdict = tally.check(&read_list(&target, "bench-ids", Duration::from_secs(10)).await.expect("read back"));
 
     let mut windows = Vec::new();

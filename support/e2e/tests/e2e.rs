@@ -28,7 +28,7 @@ async fn twenty_rotations_through_haproxy_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.unwrap();
     let list = read_list(&through_haproxy, "e2e-ids", Duration::from_secs(10)).await.unwrap();
     let verdict = tally.check(&list);
     let gaps: Vec<Duration> = spans.iter().map(|(a, b)| tally.longest_gap(*a, *b + Duration::from_millis(300))).collect();

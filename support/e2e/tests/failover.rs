@@ -149,7 +149,7 @@ async fn kill_9_of_the_master_fails_over_and_the_old_one_rejoins_as_a_slave() {
     harness::wait_until("writes to go on after the rejoin", Duration::from_secs(10), || {
         llen(&stack.nodes[new].redis) > rejoined
     });
-    let tally = writer.stop().await;
+    let tally = writer.stop().await.expect("the writer ran to the end");
     let list = read_list(&through_haproxy, "failover-ids", Duration::from_secs(10)).await.unwrap();
     let verdict = tally.check(&list);
     println!("{verdict}");
