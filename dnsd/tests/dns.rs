@@ -116,6 +116,17 @@ async fn rcodes_nxdomain_refused_formerr_notimp() {
     assert_eq!(status_of(&out).unwrap(), "BADVERS", "{out}");
 }
 
+/// Asks for the master's SRV record over UDP from its own socket and requires the
+/// right answer: proof that the server still serves, not just that its pid lives.
+fn assert_serves(dnsd: &Dnsd, id: u16) {
+    let mut ask = query("master.redis-1.cluster.local.", RecordType::SRV);
+    ask.metadata.id = id;
+    let reply = dnsd.ask(&ask);
+    assert_eq!((reply.metadata.id, reply.metadata.response_code), (id, ResponseCode::NoError), "{reply:?}");
+    let answers: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(answers, ["0 100 7001 node-1.redis-1.cluster.local."], "{reply:?}");
+}
+
 #[tokio::test]
 async fn malformed_packets_do_not_crash_it() {
     let (_etcd, mut dnsd) = published().await;
@@ -129,7 +140,7 @@ async fn malformed_packets_do_not_crash_it() {
         seed ^= seed << 17;
         seed
     };
-    for i in 0..3000 {
+    for i in 0..3000u16 {
         let packet: Vec<u8> = if i % 2 == 0 {
             let len = (next() % 600) as usize;
             (0..len).map(|_| next() as u8).collect()
@@ -143,6 +154,11 @@ async fn malformed_packets_do_not_crash_it() {
             p
         };
         socket.send_to(&packet, dnsd.dns_addr()).unwrap();
+        // Paced by a round trip every 50 datagrams: a dropped probe would then mean
+        // a server that stopped serving, not a flooded socket buffer.
+        if i % 50 == 49 {
+            assert_serves(&dnsd, i);
+        }
     }
     // Extremes: empty, a lone header, a compression-pointer loop, a response.
     for packet in [
@@ -156,6 +172,7 @@ async fn malformed_packets_do_not_crash_it() {
         },
     ] {
         socket.send_to(&packet, dnsd.dns_addr()).unwrap();
+        assert_serves(&dnsd, packet.len() as u16);
     }
     // A TCP client that sends a length and then garbage, and one that hangs up.
     {
@@ -167,6 +184,7 @@ async fn malformed_packets_do_not_crash_it() {
         let _ = tcp.write_all(&[0xff, 0xff]);
     }
     assert!(dnsd.service.process().is_running());
+    assert_serves(&dnsd, 4242);
     assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), vec!["0 100 7001 node-1.redis-1.cluster.local."]);
     assert_eq!(dnsd.short(&["+tcp", "master.redis-1.cluster.local", "SRV"]), vec!["0 100 7001 node-1.redis-1.cluster.local."]);
 }
