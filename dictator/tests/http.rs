@@ -52,48 +52,90 @@ async fn applies_over_both_endpoints_and_reports_each_step() {
     let (status, report) = put(&format!("{}/master", api.base), topo(&b, &[&a])).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["cluster"], "redis-1");
-    assert!(report["write_pause_ms"].as_f64().unwrap() > 0.0);
+    // The pause's length is the benchmark's business; the report carries it.
+    assert!(report["write_pause_ms"].is_number(), "{report}");
     assert_eq!(b.role(), "master");
     drop(api);
+}
+
+/// What an apply could change on `r`: role, upstream, write fence, keys.
+fn state(r: &Redis) -> (String, Option<String>, String, i64) {
+    let min_replicas = r.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"]).remove(1);
+    (r.role(), r.info_field("master_port"), min_replicas, r.cmd(&["DBSIZE"]))
+}
+
+/// `json` padded with trailing spaces (still the same JSON) to exactly `len` bytes.
+fn padded(json: &str, len: usize) -> String {
+    assert!(json.len() <= len);
+    format!("{json}{}", " ".repeat(len - json.len()))
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_json_error_and_changes_nothing() {
     let (a, b) = (Redis::start(), Redis::start());
     let api = start_dictator(&[]);
-    let url = format!("{}/master", api.base);
-    let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("malformed JSON", "{\"master\":".into(), 400, "malformed JSON"),
-        ("unknown field", r#"{"master":{"address":"127.0.0.1"},"slave":[]}"#.into(), 422, "slave"),
-        ("bad port", r#"{"master":{"address":"127.0.0.1","port":70000}}"#.into(), 422, "master.port"),
-        (
-            "one instance twice",
-            json!({"master": {"address": "127.0.0.1", "port": a.port()}, "slaves": [{"address": "127.0.0.1", "port": a.port()}]}).to_string(),
-            422,
-            "slaves[0]",
-        ),
-        ("too large", "x".repeat(100 * 1024), 413, ""),
-    ];
-    harness::assert_json_errors(&url, cases).await;
-    // Wrong method, unknown path, bad query, bad cluster name.
+    let before = (state(&a), state(&b));
+    let unchanged = |what: &str| assert_eq!((state(&a), state(&b)), before, "{what} changed redis");
+    let limit = service::http::BODY_LIMIT;
+    assert_eq!(limit, 64 * 1024, "the documented limit");
+    // A topology that makes b a slave of a when it is accepted.
+    let good = topo(&a, &[&b]);
+    for url in [format!("{}/master", api.base), format!("{}/clusters/redis-2/master", api.base)] {
+        let cases: Vec<(&str, String, u16, &str)> = vec![
+            ("malformed JSON", "{\"master\":".into(), 400, "malformed JSON"),
+            ("unknown field", r#"{"master":{"address":"127.0.0.1"},"slave":[]}"#.into(), 422, "slave"),
+            ("bad port", r#"{"master":{"address":"127.0.0.1","port":70000}}"#.into(), 422, "master.port"),
+            (
+                "one instance twice",
+                json!({"master": {"address": "127.0.0.1", "port": a.port()}, "slaves": [{"address": "127.0.0.1", "port": a.port()}]}).to_string(),
+                422,
+                "slaves[0]",
+            ),
+            ("64 KiB, not JSON", "x".repeat(limit), 400, "malformed JSON"),
+            ("one byte over 64 KiB", padded(&good, limit + 1), 413, "length limit exceeded"),
+        ];
+        harness::assert_json_errors(&url, cases).await;
+        unchanged(&url);
+        for (query, named) in [
+            ("force=maybe", "query: Failed to deserialize query string: force: provided string was not `true` or `false`"),
+            ("dry_run=2", "query: Failed to deserialize query string: dry_run: provided string was not `true` or `false`"),
+            ("force=true&dry_run=yes", "query: Failed to deserialize query string: dry_run: provided string was not `true` or `false`"),
+        ] {
+            let (status, err) = put(&format!("{url}?{query}"), good.clone()).await;
+            assert_eq!(status, 400, "?{query}: {err}");
+            assert_eq!(err["error"], named, "?{query}");
+            unchanged(query);
+        }
+    }
+    // Wrong method, unknown path, cluster names that are no DNS label.
     let client = reqwest::Client::new();
-    let resp = client.get(&url).send().await.unwrap();
+    let resp = client.get(format!("{}/master", api.base)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 405);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
-    let resp = client.put(format!("{}/nope", api.base)).send().await.unwrap();
+    let resp = client.put(format!("{}/nope", api.base)).body(good.clone()).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
-    let (status, _) = put(&format!("{url}?force=maybe"), topo(&a, &[&b])).await;
-    assert_eq!(status, 400);
-    let (status, _) = put(&format!("{}/clusters/Bad_Name/master", api.base), topo(&a, &[&b])).await;
-    assert_eq!(status, 404);
+    let long = "a".repeat(64);
+    for cluster in ["Bad_Name", "-redis", long.as_str()] {
+        let (status, err) = put(&format!("{}/clusters/{cluster}/master", api.base), good.clone()).await;
+        assert_eq!(status, 404, "{cluster}: {err}");
+        assert!(err["error"].as_str().unwrap().starts_with("cluster name"), "{cluster}: {err}");
+    }
     // A name that cannot be resolved (the nameserver does not answer): 502, named.
+    let url = format!("{}/master", api.base);
     let (status, err) = put(&url, r#"{"master":{"address":"node-1.redis-1.cluster.local"}}"#).await;
     assert_eq!(status, 502, "{err}");
     assert!(err["error"].as_str().unwrap().contains("master: cannot resolve node-1.redis-1.cluster.local"), "{err}");
-    // Nothing was touched.
-    assert_eq!(a.role(), "master");
-    assert_eq!(b.role(), "master");
+    unchanged("the refusals");
+
+    // Exactly 64 KiB is within the limit: planned, then applied.
+    let (status, report) = put(&format!("{url}?dry_run=true"), padded(&good, limit)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!((report["dry_run"].clone(), report["changed"].clone()), (json!(true), json!(true)), "{report}");
+    unchanged("a dry run");
+    let (status, report) = put(&url, padded(&good, limit)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(b.role(), "slave", "{report}");
     drop(api);
 }
 
