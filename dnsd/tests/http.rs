@@ -58,7 +58,8 @@ fn padded(json: &str, len: usize) -> String {
 
 /// etcd's current revision: any write anywhere moves it.
 async fn etcd_revision(etcd: &Etcd) -> i64 {
-    etcd.client().await.get("/", None).await.unwrap().header().unwrap().revision()
+    let response = etcd.client().await.get("/", None).await.expect("etcd answers");
+    response.header().expect("a response header").revision()
 }
 
 #[tokio::test]
