@@ -1,5 +1,5 @@
 //! The dictator applies a master/slave topology to redis-server instances without
-//! losing an acknowledged write, and without applying one that errored.
+//! losing an acknowledged write, and without applying one that was rejected.
 //!
 //! One apply (`PUT /master`, `PUT /clusters/{cluster}/master`, or `dictator apply`)
 //! flows through the modules in this order:

@@ -2,11 +2,12 @@
 //! move the instances from what they are to what the topology asks, in an order
 //! that loses no acknowledged write:
 //!
-//! 1. fence every master that is to become a slave (writes wait, then fail);
+//! 1. fence every master that is to become a slave (its writes fail with NOREPLICAS:
+//!    redis checks `min-replicas-to-write` before `CLIENT PAUSE`);
 //! 2. let the new master catch up with the master it replicates from;
 //! 3. let the new master accept writes (undo a fence an earlier apply left) and promote it;
 //! 4. re-point every other member at it (in parallel);
-//! 5. release the demoted masters (their waiting writers now get READONLY and move on);
+//! 5. release the demoted masters (now slaves, they answer writes with READONLY);
 //! 6. verify that every slave sees a marker written on the new master;
 //! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
 //!

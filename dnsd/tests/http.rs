@@ -50,56 +50,93 @@ async fn put_stores_resolved_members_and_get_returns_them() {
     assert_eq!((status, got), (200, body));
 }
 
+/// `json` padded with trailing spaces (still the same JSON) to exactly `len` bytes.
+fn padded(json: &str, len: usize) -> String {
+    assert!(json.len() <= len);
+    format!("{json}{}", " ".repeat(len - json.len()))
+}
+
+/// etcd's current revision: any write anywhere moves it.
+async fn etcd_revision(etcd: &Etcd) -> i64 {
+    let response = etcd.client().await.get("/", None).await.expect("etcd answers");
+    response.header().expect("a response header").revision()
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_json_error_and_publishes_nothing() {
     let etcd = Etcd::start();
     register(&etcd, "redis-1", "node-1", "127.0.0.11", 7011).await;
     let dnsd = Dnsd::start(&etcd, &[]);
-    let url = dnsd.url("/dns");
-    let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("malformed JSON", "{\"master\":".into(), 400, "malformed JSON"),
-        ("unknown field", r#"{"master":{"address":"127.0.0.1"},"slave":[]}"#.into(), 422, "slave"),
-        ("bad port", r#"{"master":{"address":"127.0.0.1","port":70000}}"#.into(), 422, "master.port"),
-        ("no master", r#"{"slaves":[]}"#.into(), 422, "master"),
-        ("unregistered node", nodes_topology("node-1", &["node-9"]), 422, "slaves[0].address: node node-9 of cluster redis-1 is not registered"),
-        (
-            "node of another cluster",
-            json!({"master": {"address": "node-1.redis-2.cluster.local"}}).to_string(),
-            422,
-            "master.address: node-1.redis-2.cluster.local is not a node of cluster redis-1",
-        ),
-        (
-            "a host name",
-            json!({"master": {"address": "redis.example.com"}}).to_string(),
-            422,
-            "only node names (<node>.redis-1.cluster.local) and IP addresses",
-        ),
-        (
-            "one instance twice",
-            json!({"master": {"address": "node-1.redis-1.cluster.local"}, "slaves": [{"address": "127.0.0.11", "port": 7011}]}).to_string(),
-            422,
-            "slaves[0]",
-        ),
-        ("too large", "x".repeat(100 * 1024), 413, ""),
-    ];
-    harness::assert_json_errors(&url, cases).await;
-    assert!(etcd.client().await.get("/dns/redis-1", None).await.unwrap().kvs().is_empty(), "nothing stored");
+    let revision = etcd_revision(&etcd).await;
+    let limit = service::http::BODY_LIMIT;
+    assert_eq!(limit, 64 * 1024, "the documented limit");
+    // Bodies that would publish node-1 if they were accepted.
+    let good = nodes_topology("node-1", &[]);
+    for url in [dnsd.url("/dns"), dnsd.url("/clusters/redis-1/dns")] {
+        let cases: Vec<(&str, String, u16, &str)> = vec![
+            ("malformed JSON", "{\"master\":".into(), 400, "malformed JSON"),
+            ("unknown field", r#"{"master":{"address":"127.0.0.1"},"slave":[]}"#.into(), 422, "slave"),
+            ("bad port", r#"{"master":{"address":"127.0.0.1","port":70000}}"#.into(), 422, "master.port"),
+            ("no master", r#"{"slaves":[]}"#.into(), 422, "master"),
+            ("unregistered node", nodes_topology("node-1", &["node-9"]), 422, "slaves[0].address: node node-9 of cluster redis-1 is not registered"),
+            (
+                "node of another cluster",
+                json!({"master": {"address": "node-1.redis-2.cluster.local"}}).to_string(),
+                422,
+                "master.address: node-1.redis-2.cluster.local is not a node of cluster redis-1",
+            ),
+            (
+                "a host name",
+                json!({"master": {"address": "redis.example.com"}}).to_string(),
+                422,
+                "only node names (<node>.redis-1.cluster.local) and IP addresses",
+            ),
+            (
+                "one instance twice",
+                json!({"master": {"address": "node-1.redis-1.cluster.local"}, "slaves": [{"address": "127.0.0.11", "port": 7011}]}).to_string(),
+                422,
+                "slaves[0]",
+            ),
+            ("64 KiB, not JSON", "x".repeat(limit), 400, "malformed JSON"),
+            ("one byte over 64 KiB", padded(&good, limit + 1), 413, "length limit exceeded"),
+        ];
+        harness::assert_json_errors(&url, cases).await;
+    }
+    // Cluster names: invalid ones are no route; a valid one without nodes has nothing to publish.
+    let long = "a".repeat(64);
+    for (cluster, status, named) in [
+        ("Bad_Name", 404, "cluster name"),
+        ("-redis", 404, "cluster name"),
+        (long.as_str(), 404, "cluster name"),
+        ("redis-9", 422, "node node-1 of cluster redis-9 is not registered"),
+    ] {
+        let body = json!({"master": {"address": format!("node-1.{cluster}.cluster.local")}}).to_string();
+        let (got, err) = put(&dnsd.url(&format!("/clusters/{cluster}/dns")), body).await;
+        assert_eq!(got, status, "{cluster}: {err}");
+        assert!(err["error"].as_str().unwrap_or_default().contains(named), "{cluster}: {err}");
+    }
+    // Nothing was written to etcd, and nothing is served.
+    assert_eq!(etcd_revision(&etcd).await, revision, "a refused PUT wrote to etcd");
     assert_eq!(dnsd.status(&["master.redis-1.cluster.local", "SRV"]), "NXDOMAIN");
 
     let client = reqwest::Client::new();
-    let resp = client.delete(&url).send().await.unwrap();
+    let resp = client.delete(dnsd.url("/dns")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 405);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
     let resp = client.put(dnsd.url("/nope")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
-    let (status, err) = put(&dnsd.url("/clusters/Bad_Name/dns"), nodes_topology("node-1", &[])).await;
-    assert_eq!(status, 404, "{err}");
     let (status, err) = get(&dnsd.url("/clusters/redis-9/dns")).await;
     assert_eq!(status, 404, "{err}");
     assert!(err["error"].as_str().unwrap().contains("redis-9"), "{err}");
     let (status, body) = get(&dnsd.url("/healthz")).await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!(etcd_revision(&etcd).await, revision);
+
+    // Exactly 64 KiB is within the limit: the same topology is published.
+    let (status, body) = put(&dnsd.url("/dns"), padded(&good, limit)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(dnsd.short(&["master.redis-1.cluster.local", "SRV"]), ["0 100 7011 node-1.redis-1.cluster.local."]);
 }
 
 #[test]

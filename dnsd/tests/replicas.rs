@@ -5,8 +5,11 @@ mod common;
 use common::*;
 use harness::Etcd;
 
+const MASTER: [&str; 2] = ["_redis._tcp.master.redis-1.cluster.local", "SRV"];
+
+/// The master's SRV record; there must be one.
 fn master_of(dnsd: &Dnsd) -> Vec<String> {
-    dnsd.short(&["_redis._tcp.master.redis-1.cluster.local", "SRV"])
+    dnsd.short(&MASTER)
 }
 
 #[tokio::test]
@@ -25,7 +28,7 @@ async fn two_replicas_agree_after_a_put_to_one() {
         // The replica that took the PUT serves it as soon as the PUT returns.
         assert_eq!(master_of(to), want, "round {round}");
         let other = if round % 2 == 0 { &b } else { &a };
-        eventually("the other replica to follow", || master_of(other) == want);
+        eventually("the other replica to follow", || other.records(&MASTER) == want);
         for what in [
             &["slaves.redis-1.cluster.local", "SRV"][..],
             &["version.redis-1.cluster.local", "TXT"],
@@ -37,7 +40,8 @@ async fn two_replicas_agree_after_a_put_to_one() {
     }
     // A replica started later lists what is already there.
     let c = Dnsd::start(&etcd, &[]);
-    eventually("a new replica to list", || master_of(&c) == master_of(&a));
+    let want = master_of(&a);
+    eventually("a new replica to list", || c.records(&MASTER) == want);
 }
 
 #[tokio::test]
@@ -67,7 +71,7 @@ async fn keeps_answering_while_etcd_is_down_and_catches_up_after() {
     etcd.restart();
     // A registration written behind dnsd's back is picked up by the new watch.
     register(&etcd, "redis-1", "node-5", "127.0.0.15", 7015).await;
-    eventually("the re-watch to see node-5", || dnsd.short(&["node-5.redis-1.cluster.local", "A"]) == ["127.0.0.15"]);
+    eventually("the re-watch to see node-5", || dnsd.records(&["node-5.redis-1.cluster.local", "A"]) == ["127.0.0.15"]);
     // And publishing works again.
     let mut published = None;
     for _ in 0..50 {
@@ -94,5 +98,5 @@ async fn starts_without_etcd_and_lists_when_it_appears() {
     assert_eq!(dnsd.status(&["cluster.local", "SOA"]), "NOERROR", "serves its (empty) zone at once");
     assert_eq!(dnsd.status(&["node-1.redis-1.cluster.local", "A"]), "NXDOMAIN");
     etcd.restart();
-    eventually("the first listing", || dnsd.short(&["node-1.redis-1.cluster.local", "A"]) == ["127.0.0.11"]);
+    eventually("the first listing", || dnsd.records(&["node-1.redis-1.cluster.local", "A"]) == ["127.0.0.11"]);
 }

@@ -48,15 +48,46 @@ impl Dnsd {
         ([127, 0, 0, 1], self.dns).into()
     }
 
-    /// `dig @127.0.0.1 -p <port> <args> +short`, one line per record.
+    /// The records of a NOERROR answer (the data part, as `+short` prints it),
+    /// sorted. Panics on any other status or an empty answer: a timeout or an
+    /// NXDOMAIN must never pass for an expected answer.
     pub fn short(&self, args: &[&str]) -> Vec<String> {
-        let out = self.dig(&[args, &["+short"]].concat());
-        let mut lines: Vec<String> = out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
-        lines.sort();
-        lines
+        let answer = self.answer(args);
+        assert!(
+            answer.status == "NOERROR" && !answer.records.is_empty(),
+            "expected records for {args:?}, got {answer:?}"
+        );
+        answer.records
     }
 
-    /// Full `dig` output (for status, flags and sections).
+    /// The answer's records, possibly none: for polling until an answer appears
+    /// (the comparison with a non-empty expectation is what must hold).
+    pub fn records(&self, args: &[&str]) -> Vec<String> {
+        self.answer(args).records
+    }
+
+    /// Asserts a NODATA answer: NOERROR with an empty answer section.
+    pub fn assert_nodata(&self, args: &[&str]) {
+        let answer = self.answer(args);
+        assert_eq!((answer.status.as_str(), answer.records.len()), ("NOERROR", 0), "{args:?}: {answer:?}");
+    }
+
+    /// The status and answer records dig got; panics when dig got no answer at all.
+    pub fn answer(&self, args: &[&str]) -> Answer {
+        let out = self.dig(&[&["+noall", "+comments", "+answer"], args].concat());
+        let status = status_of(&out).unwrap_or_else(|| panic!("no status in dig output:\n{out}"));
+        let mut records: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            // `name ttl class type data...`: keep the data, as +short prints it.
+            .map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>().join(" "))
+            .collect();
+        records.sort();
+        Answer { status, records }
+    }
+
+    /// Full `dig` output (for status, flags and sections). Panics when dig fails
+    /// (exit status 9: no reply), so a timeout never reads as an empty answer.
     pub fn dig(&self, args: &[&str]) -> String {
         let port = self.dns.to_string();
         let out = Command::new("dig")
@@ -64,7 +95,14 @@ impl Dnsd {
             .args(args)
             .output()
             .expect("run dig");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "dig {args:?} failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     /// The status dig reports (NOERROR, NXDOMAIN, ...).
@@ -77,10 +115,10 @@ impl Dnsd {
         MemberResolver::new(Some(self.dns_addr())).unwrap()
     }
 
-    /// Sends raw bytes over UDP; the reply, if one comes within a second.
+    /// Sends raw bytes over UDP; the reply, if one comes within 5 s.
     pub fn raw(&self, packet: &[u8]) -> Option<Vec<u8>> {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         socket.send_to(packet, self.dns_addr()).unwrap();
         let mut buf = [0u8; 4096];
         socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
@@ -100,6 +138,13 @@ impl Dnsd {
             other => panic!("not an SOA: {other:?}"),
         }
     }
+}
+
+/// What one query got: dig's status and the answer's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: String,
+    pub records: Vec<String>,
 }
 
 pub fn status_of(dig_output: &str) -> Option<String> {

@@ -106,6 +106,18 @@ pub async fn wait_registration(
     panic!("timed out after {timeout:?} waiting for {what}; last: {:?}", registration(client, key).await);
 }
 
+/// Waits until the agent has rewritten its registration `count` times after
+/// `since`: proof that it kept ticking, and that every etcd round it started
+/// before `since` was written (the agent writes one round at a time).
+pub async fn wait_refreshes(client: &mut Client, key: &str, since: &Stored, count: usize) {
+    let mut seen = since.mod_revision;
+    for i in 0..count {
+        let what = format!("refresh {} of {count}", i + 1);
+        let (next, _) = wait_registration(client, key, &what, Duration::from_secs(20), |s| s.mod_revision > seen).await;
+        seen = next.mod_revision;
+    }
+}
+
 /// Polls until `key` is absent; returns how long it took.
 pub async fn wait_absent(client: &mut Client, key: &str, what: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
