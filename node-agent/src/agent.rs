@@ -90,24 +90,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )
     });
 
-    let http_failed = tokio::select! {
+    // The HTTP server stops on the same shutdown, so it ending is only a failure
+    // when nobody asked for a shutdown.
+    let http_ended = tokio::select! {
         () = shutdown.requested() => None,
-        result = &mut http => Some(match result {
-            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
-            Ok(Err(e)) => anyhow::Error::new(e).context(format!("HTTP server on {}", config.listen)),
-            Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
-        }),
+        result = &mut http => Some(result),
     };
+    let asked_to_stop = shutdown.is_triggered();
     shutdown.trigger();
     readiness.abort();
     let _ = probing.await;
     let _ = registering.await;
-    if let Some(error) = http_failed {
-        return Err(error);
-    }
-    match http.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server")),
+    let result = match http_ended {
+        Some(result) => result,
+        None => http.await,
+    };
+    match result {
+        Ok(Ok(())) if asked_to_stop => Ok(()),
+        Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped by itself")),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("HTTP server on {}", config.listen))),
         Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
     }
 }
