@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::free_port;
 use crate::process::Process;
+use rustix::process::Signal;
 
 /// How to start a redis-server.
 #[derive(Debug, Clone, Default)]
@@ -136,7 +137,8 @@ impl Redis {
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a hung, not a dead, redis.
     pub fn freeze(&self, frozen: bool) {
-        self.process.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        let sent = self.process.send(if frozen { Signal::STOP } else { Signal::CONT });
+        assert!(sent, "cannot freeze or thaw redis on port {}: it was killed or has exited", self.port);
     }
 
     fn wait_ready(&self) {
