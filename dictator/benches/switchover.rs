@@ -10,7 +10,6 @@
 //!    (a full rotation with verification), for 1 master + 2 slaves and 1 master +
 //!    8 slaves.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dictator::execute::{ExecSettings, WriteSettings};
@@ -36,8 +35,7 @@ fn dictator() -> Dictator {
         },
         lock_wait: Duration::from_secs(10),
     };
-    let nowhere: SocketAddr = ([127, 0, 0, 1], harness::free_port()).into();
-    Dictator::new(MemberResolver::new(Some(nowhere)).expect("resolver"), settings)
+    Dictator::new(MemberResolver::new(Some(harness::silent_nameserver())).expect("resolver"), settings)
 }
 
 fn topology(nodes: &[Redis], master: usize) -> Topology {

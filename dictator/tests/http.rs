@@ -14,8 +14,8 @@ struct Api {
 fn start_dictator(extra: &[&str]) -> Api {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    // A nameserver where nothing listens: tests must not use the machine's resolver.
-    let nameserver = format!("127.0.0.1:{}", free_port());
+    // A nameserver that never answers: tests must not use the machine's resolver.
+    let nameserver = harness::silent_nameserver().to_string();
     let mut args = vec!["--listen", &listen, "--nameserver", &nameserver, "--cluster", "redis-1"];
     args.extend_from_slice(extra);
     let mut service = Service::start("dictator", &args, &[]);
@@ -160,7 +160,7 @@ async fn refusal_is_409_with_the_reason_and_force_applies() {
 #[tokio::test]
 async fn cli_apply_prints_a_report_and_exits_by_outcome() {
     let (a, b) = (Redis::start(), Redis::start());
-    let nameserver = format!("127.0.0.1:{}", free_port());
+    let nameserver = harness::silent_nameserver().to_string();
     let run = |args: &[&str]| {
         std::process::Command::new(harness::binary("dictator"))
             .args(["--nameserver", &nameserver])
@@ -212,7 +212,7 @@ async fn sigterm_stops_it_cleanly_and_env_vars_configure_it() {
     let mut service = Service::start(
         "dictator",
         &[],
-        &[("LISTEN", &format!("127.0.0.1:{port}")), ("LOG_FORMAT", "json"), ("NAMESERVER", "127.0.0.1:1")],
+        &[("LISTEN", &format!("127.0.0.1:{port}")), ("LOG_FORMAT", "json"), ("NAMESERVER", &harness::silent_nameserver().to_string())],
     );
     service.wait_http(port);
     let status = service.process().terminate(Duration::from_secs(5));

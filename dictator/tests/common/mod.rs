@@ -2,7 +2,6 @@
 //! Shared set-up for the dictator's tests against real redis-server.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use dictator::execute::{ExecSettings, WriteSettings};
@@ -25,11 +24,10 @@ pub fn settings() -> Settings {
     }
 }
 
-/// A dictator whose resolver points at a loopback port where nothing listens:
-/// tests use IP literals, and must never query the machine's own resolver.
+/// A dictator whose resolver points at a nameserver that never answers: tests use
+/// IP literals, and must never query the machine's own resolver.
 pub fn dictator_with(settings: Settings) -> Dictator {
-    let nowhere: SocketAddr = ([127, 0, 0, 1], harness::free_port()).into();
-    Dictator::new(MemberResolver::new(Some(nowhere)).unwrap(), settings)
+    Dictator::new(MemberResolver::new(Some(harness::silent_nameserver())).unwrap(), settings)
 }
 
 pub fn dictator() -> Dictator {

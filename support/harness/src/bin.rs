@@ -1,14 +1,21 @@
 //! The project's own binaries, started as real processes.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::process::Process;
+
+const BUILD: &str = "cargo build --workspace --bins";
 
 /// Path of a workspace binary (`dictator`, `dnsd`, ...) next to the running test.
 /// Test executables live in `target/<profile>/deps/`, binaries one level up;
 /// `scripts/test.sh` builds them first.
+///
+/// Panics when the binary is missing or older than its sources: `cargo test -p X`
+/// builds X's tests but not the binaries of the crates they start, and a test of
+/// old code passes or fails for the wrong reason.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     let profile_dir = exe
@@ -16,12 +23,131 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps");
     let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: run `cargo build --workspace --bins` before the end-to-end tests",
-        path.display()
-    );
+    assert!(path.exists(), "{} not found: run `{BUILD}` before these tests", path.display());
+    let sources = crate_sources(workspace_root(), name);
+    if let Some(newer) = newer_source(&path, &sources) {
+        panic!(
+            "{} is older than {}, which changed after it was built: run `{BUILD}` before these tests",
+            path.display(),
+            newer.display()
+        );
+    }
     path
+}
+
+/// The newest of `sources` modified after `binary` was, if any. Equal times count
+/// as built: cargo, which writes the binary after reading its sources, agrees.
+fn newer_source(binary: &Path, sources: &[PathBuf]) -> Option<PathBuf> {
+    let built = modified(binary);
+    sources
+        .iter()
+        .map(|source| (modified(source), source))
+        .filter(|(changed, _)| *changed > built)
+        .max()
+        .map(|(_, source)| source.clone())
+}
+
+fn modified(path: &Path) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("mtime of {}: {e}", path.display()))
+}
+
+fn workspace_root() -> &'static Path {
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR"));
+    harness.ancestors().nth(2).expect("the harness lives in <workspace>/support/harness")
+}
+
+/// The Rust sources (`src/**/*.rs`, `build.rs`) of workspace package `package` and
+/// of every workspace package it depends on. Manifests and `Cargo.lock` are left
+/// out on purpose: an edit to them alone (a dev-dependency, another crate's lock
+/// entry) does not make cargo rebuild the binary, so counting them would make
+/// `binary` refuse to run even after the build it asks for.
+fn crate_sources(root: &Path, package: &str) -> Vec<PathBuf> {
+    let members = workspace_members(root);
+    let mut seen = BTreeSet::from([package.to_string()]);
+    let mut todo = vec![package.to_string()];
+    let mut sources = Vec::new();
+    while let Some(package) = todo.pop() {
+        let dir = members
+            .get(&package)
+            .unwrap_or_else(|| panic!("no workspace package named {package} in {}", root.display()));
+        rust_files(&dir.join("src"), &mut sources);
+        let build = dir.join("build.rs");
+        if build.exists() {
+            sources.push(build);
+        }
+        for dep in dependencies(&read(&dir.join("Cargo.toml"))) {
+            if members.contains_key(&dep) && seen.insert(dep.clone()) {
+                todo.push(dep);
+            }
+        }
+    }
+    sources
+}
+
+/// Package name to directory, for each entry of the root manifest's `members`.
+fn workspace_members(root: &Path) -> BTreeMap<String, PathBuf> {
+    let manifest = read(&root.join("Cargo.toml"));
+    let list = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("the workspace Cargo.toml lists `members = [...]`");
+    list.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(|member| {
+            let dir = root.join(member);
+            let own = read(&dir.join("Cargo.toml"));
+            let name = own
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = "))
+                .map(|name| name.trim_matches('"').to_string())
+                .unwrap_or_else(|| panic!("{member}/Cargo.toml has no package name"));
+            (name, dir)
+        })
+        .collect()
+}
+
+/// The names under `[dependencies]` and `[build-dependencies]` of a manifest
+/// (`name = ...`, `name.workspace = true`, or a `[dependencies.name]` table).
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_deps = false;
+    for line in manifest.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_deps = matches!(header, "dependencies" | "build-dependencies");
+            if let Some(name) = header
+                .strip_prefix("dependencies.")
+                .or_else(|| header.strip_prefix("build-dependencies."))
+            {
+                names.push(name.to_string());
+            }
+        } else if in_deps && let Some((key, _)) = line.split_once('=') {
+            let name = key.trim().split('.').next().unwrap_or_default();
+            if !name.is_empty() && !name.starts_with('#') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("list {}: {e}", dir.display())).path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Asserts that `name --help` documents every flag with its environment variable
@@ -101,5 +227,50 @@ impl Service {
 
     pub fn log(&self) -> String {
         self.process.log_tail(1 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn file_at(dir: &Path, name: &str, mtime: SystemTime) -> PathBuf {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).expect("create file");
+        file.set_modified(mtime).expect("set mtime");
+        path
+    }
+
+    #[test]
+    fn a_binary_is_stale_when_a_source_changed_after_it_was_built() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let t = SystemTime::now() - Duration::from_secs(3600);
+        let bin = file_at(dir.path(), "bin", t);
+        let older = file_at(dir.path(), "older.rs", t - Duration::from_secs(60));
+        let same = file_at(dir.path(), "same.rs", t);
+        assert_eq!(newer_source(&bin, &[older.clone(), same.clone()]), None);
+
+        let newer = file_at(dir.path(), "newer.rs", t + Duration::from_secs(1));
+        let newest = file_at(dir.path(), "newest.rs", t + Duration::from_secs(60));
+        assert_eq!(newer_source(&bin, &[older, newest.clone(), same, newer]), Some(newest));
+    }
+
+    #[test]
+    fn a_binary_s_sources_include_the_workspace_crates_it_depends_on() {
+        let sources = crate_sources(workspace_root(), "dictator");
+        let has = |suffix: &str| sources.iter().any(|s| s.ends_with(suffix));
+        assert!(has("dictator/src/main.rs") && has("dictator/src/plan.rs"), "{sources:?}");
+        assert!(has("support/service/src/lib.rs") && has("support/topology/src/lib.rs"), "{sources:?}");
+        assert!(!has("support/harness/src/lib.rs"), "a dev-dependency is not built into the binary");
+        assert!(!sources.iter().any(|s| s.components().any(|c| c.as_os_str() == "tests")), "{sources:?}");
+    }
+
+    #[test]
+    fn dependencies_are_read_from_every_manifest_form() {
+        let manifest = "[package]\nname = \"x\"\n[dependencies]\ntopology.workspace = true\n\
+            # a comment = no\nserde = { version = \"1\" }\n[dev-dependencies]\nharness.workspace = true\n\
+            [dependencies.service]\nworkspace = true\n";
+        assert_eq!(dependencies(manifest), ["topology", "serde", "service"]);
     }
 }

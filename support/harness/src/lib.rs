@@ -6,7 +6,8 @@
 //! test leaves a server behind. When a test panics, each handle prints the tail of
 //! its process's log to help tell why.
 //!
-//! - [`ports`]: free loopback ports that do not collide between tests.
+//! - [`ports`]: loopback ports reserved across concurrent test processes, and a
+//!   nameserver address that never answers.
 //! - [`process`]: the child-process wrapper all of the above share.
 //! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart.
 //! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
@@ -22,7 +23,7 @@ pub mod stack;
 
 pub use bin::{assert_documents_flags, assert_json_errors, binary, put_json, Service};
 pub use etcd::Etcd;
-pub use ports::free_port;
+pub use ports::{free_port, silent_nameserver};
 pub use redis::Redis;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::free_port;
 use crate::process::Process;
+use rustix::process::Signal;
 
 /// How to start a redis-server.
 #[derive(Debug, Clone, Default)]
@@ -118,25 +119,35 @@ impl Redis {
     }
 
     /// Replaces the instance with a fresh, empty one on the same port, like a
-    /// machine whose disk was replaced.
+    /// machine whose disk was replaced: everything in its directory but the config
+    /// file and the log goes, including the RDB file and Redis 7's AOF directory.
+    /// Panics if anything cannot be removed, or if the new instance has keys.
     pub fn restart_empty(&mut self) {
         self.process.kill();
-        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            if name != "redis.conf" && name != "redis.log" {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        empty_dir(self.dir.path());
         if let Some(config) = &self.options.config {
             std::fs::write(self.dir.path().join("redis.conf"), config).expect("write redis.conf");
         }
         self.process = spawn(self.dir.path(), self.port, &self.options);
         self.wait_ready();
+        // Callers' dictators may make it a replica as soon as it answers, and its
+        // keys then come from its master: only a master is checked, atomically.
+        let (replication, keys): (String, i64) = redis::pipe()
+            .atomic()
+            .cmd("INFO")
+            .arg("replication")
+            .cmd("DBSIZE")
+            .query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("INFO and DBSIZE on redis {}: {e}", self.port));
+        if replication.lines().any(|l| l.trim() == "role:master") {
+            assert_eq!(keys, 0, "redis {} restarted with data: it was not emptied", self.port);
+        }
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a hung, not a dead, redis.
     pub fn freeze(&self, frozen: bool) {
-        self.process.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        let sent = self.process.send(if frozen { Signal::STOP } else { Signal::CONT });
+        assert!(sent, "cannot freeze or thaw redis on port {}: it was killed or has exited", self.port);
     }
 
     fn wait_ready(&self) {
@@ -158,6 +169,25 @@ fn spawn(dir: &std::path::Path, port: u16, options: &RedisOptions) -> Process {
         .args(["--repl-diskless-sync-delay", "0"])
         .args(&options.args);
     Process::spawn(&format!("redis:{port}"), cmd, &dir.join("redis.log"))
+}
+
+/// Removes everything in a redis directory but `redis.conf` and `redis.log`.
+fn empty_dir(dir: &std::path::Path) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+        let name = entry.file_name();
+        if name == "redis.conf" || name == "redis.log" {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = entry.file_type().unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).is_dir();
+        let removed = if is_dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("remove {}: {e}", path.display()),
+            _ => {}
+        }
+    }
 }
 
 fn ping(port: u16) -> bool {
@@ -199,6 +229,33 @@ mod tests {
         redis.restart_empty();
         assert_eq!(redis.cmd::<Option<String>>(&["GET", "k"]), None);
         assert_ne!(redis.info_server_run_id(), run_id);
+    }
+
+    /// Writes a key that `restart` keeps (so it is on disk), then checks that
+    /// `restart_empty` does not.
+    fn restart_empty_drops_what_is_on_disk(options: RedisOptions, persist: Option<&str>) {
+        let mut redis = Redis::with_options(options);
+        redis.cmd::<()>(&["SET", "k", "v"]);
+        if let Some(persist) = persist {
+            redis.cmd::<()>(&[persist]);
+        }
+        redis.restart();
+        assert_eq!(redis.cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"), "the key is on disk");
+        redis.restart_empty();
+        assert_eq!(redis.cmd::<i64>(&["DBSIZE"]), 0);
+    }
+
+    #[test]
+    fn restart_empty_removes_the_rdb_file() {
+        restart_empty_drops_what_is_on_disk(RedisOptions::default(), Some("SAVE"));
+    }
+
+    #[test]
+    fn restart_empty_removes_the_aof_directory() {
+        // Redis 7 keeps the AOF as a directory of files (appenddirname); each write
+        // reaches the file before its reply, so kill -9 keeps it.
+        let options = RedisOptions { config: None, args: vec!["--appendonly".into(), "yes".into()] };
+        restart_empty_drops_what_is_on_disk(options, None);
     }
 
     impl Redis {
