@@ -421,8 +421,14 @@ async fn an_operators_write_during_a_failover_wins() {
     let (mut observer, port) = stack.observer("o1");
     stack.define(stack.topology(0, &[1, 2, 3])).await;
     stack.wait_applied(0, "first topology").await;
-    harness::wait_until("the slaves to replicate", Duration::from_secs(20), || {
-        stack.nodes[1..].iter().all(|n| n.info_field("master_link_status").as_deref() == Some("up"))
+    // Every slave holds all the master has (the apply's marker and its removal
+    // included): the dictator must have nothing to refuse when the operator picks
+    // a slave that was frozen first.
+    harness::wait_until("the slaves to hold all the master has", Duration::from_secs(20), || {
+        let master = stack.nodes[0].info_field("master_repl_offset");
+        stack.nodes[1..].iter().all(|n| {
+            n.info_field("master_link_status").as_deref() == Some("up") && n.info_field("slave_repl_offset") == master
+        })
     });
 
     // Frozen slaves keep the failover busy (each inspection waits for its timeout)
