@@ -268,6 +268,31 @@ fn loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_the_master_then_the_slaves_in_order() {
+        let [a, b, c] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"].map(|s| s.parse::<SocketAddr>().unwrap());
+        let wanted = Wanted { master: b, slaves: vec![c, a] };
+        assert_eq!(wanted.members().collect::<Vec<_>>(), [b, c, a]);
+    }
+
+    #[test]
+    fn only_steps_of_one_kind_that_are_safe_together_run_in_parallel() {
+        let [a, b] = ["127.0.0.1:1", "127.0.0.1:2"].map(|s| s.parse::<SocketAddr>().unwrap());
+        let together = |x: Step, y: Step| x.runs_in_parallel_with(&y);
+        assert!(together(Step::Fence { node: a }, Step::Fence { node: b }));
+        assert!(together(Step::Replicate { node: a, master: b }, Step::Replicate { node: b, master: a }));
+        assert!(together(Step::Release { node: a }, Step::Release { node: b }));
+        assert!(together(Step::Verify { node: a, master: b }, Step::Verify { node: b, master: a }));
+        assert!(together(Step::Persist { node: a }, Step::Persist { node: b }));
+        // One new master: catching up, lifting its fence and promoting are one at a time.
+        assert!(!together(Step::CatchUp { node: a, from: b }, Step::CatchUp { node: b, from: a }));
+        assert!(!together(Step::AllowWrites { node: a }, Step::AllowWrites { node: b }));
+        assert!(!together(Step::Promote { node: a }, Step::Promote { node: b }));
+        // Different kinds never overlap: the order between them is the safety.
+        assert!(!together(Step::Fence { node: a }, Step::Replicate { node: b, master: a }));
+        assert!(!together(Step::Promote { node: a }, Step::Replicate { node: b, master: a }));
+    }
     use service::redis_info::ReplicationRole;
 use topology::FENCE_MIN_REPLICAS;
 

@@ -203,10 +203,6 @@ impl Zone {
         self.serial
     }
 
-    pub fn origin(&self) -> &LowerName {
-        &self.origin
-    }
-
     /// Number of names that exist (with or without records).
     pub fn len(&self) -> usize {
         self.names.len()
@@ -220,11 +216,6 @@ impl Zone {
     /// sentence each, for the caller to log.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
-    }
-
-    /// Every (name, type) with records, for tests and debugging.
-    pub fn entries(&self) -> impl Iterator<Item = (&LowerName, RecordType, &Answer)> {
-        self.names.iter().flat_map(|(name, entries)| entries.iter().map(move |(t, a)| (name, *t, a)))
     }
 }
 

@@ -343,6 +343,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cooldown_ends_exactly_when_it_has_run() {
+        let mut w = FailoverClock { down_since_ms: Some(0), last_failover_ms: Some(4_000) };
+        assert!(held_for(w.assess(N, &policy(), false, 63_999), "cooldown"));
+        assert_eq!(w.assess(N, &policy(), false, 64_000), FailOver);
+    }
+
+    #[test]
+    fn without_a_slave_of_the_dead_master_the_most_common_history_wins_over_the_furthest() {
+        let c = |index, replid: &str, offset| Candidate { index, replid: replid.into(), offset, follows_master: false, healthy: true };
+        // One slave far along another history, two on the common one.
+        let candidates = [c(0, "other", 100), c(1, "common", 10), c(2, "common", 20)];
+        assert_eq!(choose(&candidates).map(|c| c.index), Some(2));
+    }
+
+    #[test]
     fn holds_read_as_before() {
         assert_eq!(Hold::Maintenance.to_string(), "the cluster is in maintenance: automatic failover is paused");
         let cooldown = Hold::Cooldown { since_last: Duration::from_millis(1_300), cooldown: Duration::from_secs(60) };

@@ -249,8 +249,48 @@ fn host_names_become_srv_targets_without_glue() {
     assert_eq!(zone.lookup_str("master.c.cluster.local", RecordType::A), Lookup::NoData);
     assert_eq!(zone.lookup_str("node-1.c.cluster.local", RecordType::A), Lookup::NoData);
     answer(&zone, "node-1.c.cluster.local", RecordType::SRV);
-    assert_eq!(zone.warnings().len(), 1, "{:?}", zone.warnings());
+    assert_eq!(zone.warnings(), ["\"not a host!\" is neither an IP address nor a host name; not served"]);
     assert_eq!(zone.lookup_str("node-2.c.cluster.local", RecordType::A), Lookup::NoData);
+}
+
+#[test]
+fn a_mistyped_ip_is_no_host_name_even_though_dns_would_take_it() {
+    // "10.0.0.256" is a valid DNS name syntactically; topology's rule refuses it.
+    let mut regs = Registrations::new();
+    regs.insert(("c".into(), "node-1".into()), reg("10.0.0.256", 6379));
+    let mut published = Published::new();
+    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.256", 6379, Some("node-1")), slaves: vec![] }, 3));
+    let zone = Zone::build(&config(), &regs, &published, 3);
+    let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
+    assert_eq!(rdata(&a.answers), vec!["master.c.cluster.local. SRV 0 100 6379 node-1.c.cluster.local."], "not served as a host name");
+    assert_eq!(zone.lookup_str("node-1.c.cluster.local", RecordType::A), Lookup::NoData);
+    assert!(zone.warnings().iter().all(|w| w.contains("10.0.0.256")) && !zone.warnings().is_empty(), "{:?}", zone.warnings());
+}
+
+#[test]
+fn any_gathers_every_type_of_a_name_with_each_glue_record_once() {
+    let zone = sample();
+    let any = answer(&zone, "node-1.redis-1.cluster.local", RecordType::ANY);
+    let srv = answer(&zone, "node-1.redis-1.cluster.local", RecordType::SRV);
+    let a = answer(&zone, "node-1.redis-1.cluster.local", RecordType::A);
+    let mut want = rdata(&a.answers);
+    want.extend(rdata(&srv.answers));
+    let mut got = rdata(&any.answers);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // The SRV's glue is the node's own A record: present, and only once.
+    assert_eq!(rdata(&any.additionals), rdata(&srv.additionals));
+    assert_eq!(rdata(&any.additionals), vec!["node-1.redis-1.cluster.local. A 10.0.0.1"]);
+}
+
+#[test]
+fn an_empty_zone_holds_the_apex_and_its_nameserver_only() {
+    let empty = Zone::build(&config(), &Registrations::new(), &Published::new(), 1);
+    assert_eq!(empty.len(), 2, "the apex and ns.<domain>");
+    assert!(!empty.is_empty());
+    assert!(empty.warnings().is_empty());
+    assert!(sample().len() > empty.len());
 }
 
 #[test]
