@@ -75,7 +75,7 @@ impl Live {
         for warning in zone.warnings() {
             tracing::warn!(%warning, "record not served");
         }
-        tracing::debug!(serial = zone.serial(), names = zone.len(), "zone swapped");
+        tracing::debug!(serial = zone.serial(), names = zone.name_count(), "zone swapped");
         self.zone.store(Arc::new(zone));
     }
 

@@ -203,13 +203,10 @@ impl Zone {
         self.serial
     }
 
-    /// Number of names that exist (with or without records).
-    pub fn len(&self) -> usize {
+    /// Number of names that exist (with or without records); never 0, the apex
+    /// always exists.
+    pub fn name_count(&self) -> usize {
         self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 
     /// Data from etcd that could not be served (e.g. an invalid host name), one
