@@ -356,6 +356,8 @@ impl Outcome<'_> {
             started_ms: self.started_ms,
             finished_ms,
             failover: self.failover,
+            diverged: None,
+            retry: None,
         }
     }
 }
@@ -391,6 +393,8 @@ mod tests {
                 started_ms: 1,
                 finished_ms: 2,
                 failover: Some("f".into()),
+                diverged: None,
+                retry: None,
             }
         );
         let cause = PutError::Rejected {
