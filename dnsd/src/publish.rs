@@ -128,6 +128,7 @@ mod tests {
             run_id: String::new(),
             healthy: true,
             updated_ms: 0,
+            upstream: None,
         };
         BTreeMap::from([("node-1".into(), r("10.0.0.1", 7001)), ("node-2".into(), r("10.0.0.2", 6379))])
     }

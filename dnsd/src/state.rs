@@ -125,6 +125,7 @@ mod tests {
             run_id: "r".into(),
             healthy: true,
             updated_ms: offset,
+            upstream: None,
         }
     }
 

@@ -41,8 +41,18 @@ pub fn redis_state(text: &str) -> Result<RedisState, InfoError> {
         return Err(InfoError::Loading);
     }
     let run_id = info.run_id()?;
-    let role = if info.is_replica()? { Role::Slave } else { Role::Master };
-    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()? })
+    let (role, upstream) = if info.is_replica()? { (Role::Slave, Some(upstream(&info)?)) } else { (Role::Master, None) };
+    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()?, upstream })
+}
+
+/// A replica's `master_host:master_port`, written the way `SocketAddr` prints
+/// when the host is an IP (brackets around IPv6), so the observer can compare.
+fn upstream(info: &Info<'_>) -> Result<String, InfoError> {
+    let (host, port) = (info.field("master_host")?, info.field("master_port")?);
+    Ok(match (host.parse::<std::net::IpAddr>(), port.parse::<u16>()) {
+        (Ok(ip), Ok(port)) => std::net::SocketAddr::new(ip, port).to_string(),
+        _ => format!("{host}:{port}"),
+    })
 }
 
 /// Probes one redis-server, keeping a connection between probes and dropping it
@@ -138,8 +148,23 @@ mod tests {
         let s = redis_state(&info(&[SERVER, PERSISTENCE, MASTER])).unwrap();
         assert_eq!(
             s,
-            RedisState { run_id: "4e2fa1c0b0f6a3e1e1b5cf6f0d1b9a5d2c3e4f50".into(), role: Role::Master, offset: 560 }
+            RedisState {
+                run_id: "4e2fa1c0b0f6a3e1e1b5cf6f0d1b9a5d2c3e4f50".into(),
+                role: Role::Master,
+                offset: 560,
+                upstream: None
+            }
         );
+    }
+
+    #[test]
+    fn a_replica_reports_its_upstream() {
+        let s = redis_state(&info(&[SERVER, PERSISTENCE, SLAVE])).unwrap();
+        assert_eq!(s.upstream.as_deref(), Some("127.0.0.1:7000"));
+        let v6 = SLAVE.replace("master_host:127.0.0.1", "master_host:::1");
+        assert_eq!(redis_state(&info(&[SERVER, &v6])).unwrap().upstream.as_deref(), Some("[::1]:7000"));
+        let named = SLAVE.replace("master_host:127.0.0.1", "master_host:node-1.redis-1.cluster.local");
+        assert_eq!(redis_state(&info(&[SERVER, &named])).unwrap().upstream.as_deref(), Some("node-1.redis-1.cluster.local:7000"));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct RedisState {
     pub role: Role,
     /// `master_repl_offset` on a master, `slave_repl_offset` on a replica.
     pub offset: u64,
+    /// A replica's `master_host:master_port`: the observer compares it with the
+    /// topology, so a replica following the wrong master is seen too.
+    pub upstream: Option<String>,
 }
 
 /// One probe's result.
@@ -207,7 +210,8 @@ impl Tracker {
         } else {
             let unknown = RedisState {
                 role: Role::Unknown,
-                ..self.last.clone().unwrap_or(RedisState { run_id: String::new(), role: Role::Unknown, offset: 0 })
+                upstream: None,
+                ..self.last.clone().unwrap_or(RedisState { run_id: String::new(), role: Role::Unknown, offset: 0, upstream: None })
             };
             Registration::Put(self.record(&unknown, false, wall_ms))
         };
@@ -223,6 +227,7 @@ impl Tracker {
             run_id: state.run_id.clone(),
             healthy,
             updated_ms: wall_ms,
+            upstream: state.upstream.clone(),
         }
     }
 }
@@ -234,7 +239,8 @@ mod tests {
     const GRACE: Duration = Duration::from_secs(30);
 
     fn up(run_id: &str, role: Role, offset: u64) -> Probe {
-        Probe::Up(RedisState { run_id: run_id.into(), role, offset })
+        let upstream = (role == Role::Slave).then(|| "10.0.0.9:6379".to_string());
+        Probe::Up(RedisState { run_id: run_id.into(), role, offset, upstream })
     }
 
     fn down() -> Probe {
@@ -255,6 +261,18 @@ mod tests {
     }
 
     #[test]
+    fn a_slave_registers_its_upstream_and_a_down_one_none() {
+        let (mut t, at) = tracker();
+        let d = t.observe(up("aaa", Role::Slave, 42), at(0), 1000);
+        assert_eq!(put(&d).upstream.as_deref(), Some("10.0.0.9:6379"));
+        let d = t.observe(down(), at(250), 1250);
+        assert_eq!((put(&d).role, put(&d).upstream.as_deref()), (Role::Unknown, None), "nothing known while down");
+        // Promoted by hand, same run_id: no trigger, but the registration says so.
+        let d = t.observe(up("aaa", Role::Master, 50), at(500), 1500);
+        assert_eq!((put(&d).role, put(&d).upstream.as_deref(), &d.trigger), (Role::Master, None, &None));
+    }
+
+    #[test]
     fn first_contact_registers_healthy_and_triggers() {
         let (mut t, at) = tracker();
         let d = t.observe(up("aaa", Role::Master, 42), at(0), 1000);
@@ -268,6 +286,7 @@ mod tests {
                 run_id: "aaa".into(),
                 healthy: true,
                 updated_ms: 1000,
+                upstream: None,
             }
         );
         assert_eq!(d.trigger, Some(TriggerReason::FirstContact));

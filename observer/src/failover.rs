@@ -399,6 +399,7 @@ mod tests {
             run_id: "r".into(),
             healthy,
             updated_ms: 0,
+            upstream: None,
         };
         assert!(serving(Some(&record(true))));
         assert!(!serving(Some(&record(false))));

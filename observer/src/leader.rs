@@ -1,10 +1,15 @@
 //! Leadership and the watch. Every observer campaigns in etcd's election
-//! (`/election/observer`) under its own lease; the one that wins lists `/config/`,
-//! starts a worker per cluster (which reconciles it at once: level-triggered) and
-//! watches `/config/` to wake them. Losing the lease (a partition, a stalled
-//! process) stops the workers: `service::etcd::KeptLease` reports an unanswered
-//! renewal while the lease still has a third of its TTL to run. etcd restarts and
-//! compactions end in a fresh list and watch (`service::etcd::follow`).
+//! (`/election/observer`) under its own lease; the one that wins lists `/config/`
+//! and `/nodes/`, starts a worker per cluster (which reconciles it at once:
+//! level-triggered) and watches both to wake them. etcd restarts and compactions
+//! end in a fresh list and watch (`service::etcd::follow`).
+//!
+//! A leader must stop acting before another can start: `service::etcd::KeptLease`
+//! reports the lease lost after one unanswered renewal, at most 2/3 of the TTL
+//! after the last answered renewal was sent, while etcd still counts at least a
+//! third of the TTL on it. The term's `select!` then drops the watch and
+//! [`Term::stop`] aborts every worker and clears the leader flag *before* trying
+//! to revoke the lease (which may wait on an unreachable etcd).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +23,7 @@ use service::Shutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use topology::keys::Key;
-use topology::records::NodeRecord;
+use topology::records::{NodeRecord, Role};
 
 use crate::worker::{self, Context};
 
@@ -69,8 +74,21 @@ struct Term {
     cx: Arc<Context>,
     lease: Option<i64>,
     workers: HashMap<String, (watch::Sender<u64>, JoinHandle<()>)>,
-    /// Last seen health of every registration, to wake workers only on a change.
-    health: HashMap<(String, String), bool>,
+    /// What workers judge in every registration (health, role, upstream), to
+    /// wake them on a change and not on every refresh.
+    health: HashMap<(String, String), Option<Seen>>,
+}
+
+/// The parts of a registration a worker acts on; `None` in the map: deleted or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    healthy: bool,
+    role: Role,
+    upstream: Option<String>,
+}
+
+fn seen(value: &[u8]) -> Option<Seen> {
+    serde_json::from_slice::<NodeRecord>(value).ok().map(|r| Seen { healthy: r.healthy, role: r.role, upstream: r.upstream })
 }
 
 impl Term {
@@ -92,11 +110,8 @@ impl Term {
         tracing::info!(observer = %self.cx.observer_id, "leader: reconciling every cluster");
         state.leader.store(true, Ordering::SeqCst);
         let keys = self.cx.keys.clone();
-        // Registrations matter only for automatic failover.
-        let mut prefixes = vec![keys.config_prefix()];
-        if self.cx.failover.is_some() {
-            prefixes.push(keys.nodes_prefix());
-        }
+        // Registrations: for failover, and for members whose role diverged.
+        let prefixes = vec![keys.config_prefix(), keys.nodes_prefix()];
         let policy = FollowPolicy { backoff_min: Duration::from_millis(100), backoff_max: Duration::from_secs(2) };
         tokio::select! {
             () = service::etcd::follow(|| std::future::ready(Ok(etcd.clone())), &prefixes, &policy, self) => {
@@ -127,10 +142,13 @@ impl Term {
 
     /// Stops the workers, then gives up the lease (and with it leadership).
     async fn stop(&mut self, state: &Leadership) {
+        let workers = self.workers.len();
         for (_, (_, task)) in self.workers.drain() {
             task.abort();
         }
-        state.leader.store(false, Ordering::SeqCst);
+        if state.leader.swap(false, Ordering::SeqCst) {
+            tracing::warn!(observer = %self.cx.observer_id, workers, "no longer leading: workers stopped");
+        }
         if let Some(lease) = self.lease.take() {
             let mut etcd = self.cx.etcd.clone();
             // Best effort: if etcd is gone the lease expires by itself.
@@ -150,8 +168,7 @@ impl Follower for Term {
             let key = kv.key_str().unwrap_or_default();
             match self.cx.keys.parse(key) {
                 Some(Key::Node { cluster, node }) => {
-                    let healthy = serde_json::from_slice::<NodeRecord>(kv.value()).is_ok_and(|r| r.healthy);
-                    self.health.insert((cluster, node), healthy);
+                    self.health.insert((cluster, node), seen(kv.value()));
                 }
                 Some(_) => {
                     if let Some(cluster) = self.cluster_of(key) {
@@ -175,11 +192,11 @@ impl Follower for Term {
             match self.cx.keys.parse(key) {
                 Some(Key::Node { cluster, node }) => {
                     // Agents rewrite their key every interval: wake the worker only
-                    // when a node's health flips, or it appears or disappears.
-                    let healthy = event.event_type() == EventType::Put
-                        && serde_json::from_slice::<NodeRecord>(kv.value()).is_ok_and(|r| r.healthy);
-                    let before = self.health.insert((cluster.clone(), node), healthy);
-                    if before != Some(healthy) && self.workers.contains_key(&cluster) {
+                    // when a node's health, role or upstream changes, or it
+                    // appears or disappears.
+                    let now = (event.event_type() == EventType::Put).then(|| seen(kv.value())).flatten();
+                    let before = self.health.insert((cluster.clone(), node), now.clone());
+                    if before != Some(now) && self.workers.contains_key(&cluster) {
                         self.wake(&cluster);
                     }
                 }

@@ -3,17 +3,19 @@
 //!
 //! Modules, I/O shell first, then the pure core:
 //! - [`leader`]: etcd leader election among observers; the leader lists and watches
-//!   `/config/` (and `/nodes/` with failover on) and runs one worker per cluster,
-//!   waking it on every change;
+//!   `/config/` and `/nodes/` and runs one worker per cluster, waking it on every
+//!   change; it stops them as soon as its lease can no longer be counted on;
 //! - [`worker`]: per cluster, a [`worker::Reconciler`]: each pass reads etcd,
-//!   applies the desired topology when it is new, records `/status/<cluster>`,
-//!   looks at the master, and returns when to look again;
+//!   applies the desired topology when it is new or when members' registered roles
+//!   diverged from it, records `/status/<cluster>`, looks at the master, and
+//!   returns when to look again;
 //! - [`apply`]: PUT to the dictator, then (only after a 2xx) to dnsd;
 //! - [`inspect`]: the only code that talks to redis: does the master answer, where
 //!   do the slaves stand;
 //! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name;
-//! - [`schedule`] (pure): is applying due, and [`schedule::Action`], when to look
-//!   again, with the backoff after failures;
+//! - [`schedule`] (pure): is applying due (new in etcd, or roles diverged), how a
+//!   failure is retried (backoff, or only on a change), and [`schedule::Action`],
+//!   when to look again;
 //! - [`failover`] (pure): every failover rule: how long the master must stay down,
 //!   holds, the PING veto, which slaves are eligible, whom to promote.
 //!

@@ -1,9 +1,14 @@
-//! Pure decisions of a cluster's worker: whether applying the topology is due,
-//! and when to look again.
+//! Pure decisions of a cluster's worker: whether applying the topology is due
+//! (something new in etcd, or a member whose registered role or upstream differs
+//! from the topology), how a failed apply is retried, and when to look again.
 
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use service::backoff::delay_after;
+use topology::records::{NodeRecord, Role};
 
 /// What the operator asked for, by etcd revision: the topology and trigger as
 /// last seen. A new trigger value or topology revision makes applying due.
@@ -26,6 +31,204 @@ impl DesiredRevision {
 /// Level-triggered: a missed event, a restart or a new leader still converges.
 pub fn apply_due(desired: &DesiredRevision, applied: Option<&DesiredRevision>) -> bool {
     desired.has_topology() && applied != Some(desired)
+}
+
+/// What the topology wants of one member, and what its node-agent registered.
+#[derive(Debug, Clone)]
+pub struct MemberSeen<'a> {
+    /// As the topology names it, for the reason.
+    pub member: String,
+    /// The topology makes it the master.
+    pub master: bool,
+    /// Its current registration; `None`: not registered.
+    pub record: Option<&'a NodeRecord>,
+    /// The registration was written after the last successful apply ended (by
+    /// etcd revision), so it cannot describe the state before that apply.
+    pub fresh: bool,
+}
+
+/// How one member's registered role differs from the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Divergence {
+    /// The topology's master registers as a slave.
+    MasterIsSlave { member: String, upstream: Option<String> },
+    /// A slave of the topology registers as a master: it takes writes outside it.
+    SlaveIsMaster { member: String },
+    /// A slave follows someone other than the topology's master.
+    WrongUpstream { member: String, upstream: String, master: SocketAddr },
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Divergence::MasterIsSlave { member, upstream } => {
+                write!(f, "{member} is the topology's master but registers as a slave")?;
+                upstream.as_ref().map_or(Ok(()), |u| write!(f, " of {u}"))
+            }
+            Divergence::SlaveIsMaster { member } => {
+                write!(f, "{member} is a slave in the topology but registers as a master")
+            }
+            Divergence::WrongUpstream { member, upstream, master } => {
+                write!(f, "{member} replicates from {upstream}, not from the master {master}")
+            }
+        }
+    }
+}
+
+/// The members' registered roles against the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roles {
+    /// Every member that registers a role has the one the topology gives it.
+    Converged,
+    /// Registrations written since the last apply differ from the topology.
+    Diverged(Vec<Divergence>),
+    /// Only registrations written before the last apply ended differ: they may
+    /// predate it, so look again once the agents have written again.
+    Unsettled,
+}
+
+/// Compares each member's registered role and upstream with the topology.
+/// `master_addr` is where slaves must replicate from (`None`: unknown, so
+/// upstreams are not judged). Unregistered and unhealthy members are not
+/// judged: their role is unknown, and failover and the agents' triggers deal
+/// with them. An upstream that is not an IP address is not judged either.
+pub fn compare_roles(master_addr: Option<SocketAddr>, members: &[MemberSeen<'_>]) -> Roles {
+    let (mut fresh, mut stale) = (Vec::new(), false);
+    for seen in members {
+        let Some(record) = seen.record.filter(|r| r.healthy) else { continue };
+        let member = seen.member.clone();
+        let divergence = match (seen.master, record.role) {
+            (true, Role::Slave) => Some(Divergence::MasterIsSlave { member, upstream: record.upstream.clone() }),
+            (false, Role::Master) => Some(Divergence::SlaveIsMaster { member }),
+            (false, Role::Slave) => record
+                .upstream
+                .as_ref()
+                .and_then(|u| Some((u, u.parse::<SocketAddr>().ok()?, master_addr?)))
+                .filter(|(_, upstream, master)| upstream != master)
+                .map(|(u, _, master)| Divergence::WrongUpstream { member, upstream: u.clone(), master }),
+            (true, Role::Master) | (_, Role::Unknown) => None,
+        };
+        match divergence {
+            Some(d) if seen.fresh => fresh.push(d),
+            Some(_) => stale = true,
+            None => {}
+        }
+    }
+    match (fresh.is_empty(), stale) {
+        (false, _) => Roles::Diverged(fresh),
+        (true, true) => Roles::Unsettled,
+        (true, false) => Roles::Converged,
+    }
+}
+
+/// How a failed apply is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// It may heal by itself (an unreachable service or redis, a busy lock):
+    /// back off and try again.
+    Backoff,
+    /// Trying the same again fails the same way, and some (a catch-up timeout)
+    /// fence the master each time: wait for a new topology, a trigger, or a
+    /// change in a member's registration.
+    OnChange,
+}
+
+impl Retry {
+    /// As `/status/<cluster>` records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retry::Backoff => "backoff",
+            Retry::OnChange => "on_change",
+        }
+    }
+}
+
+/// Classifies a failed PUT by the HTTP status it answered (`None`: no answer,
+/// such as a refused connection or a timeout) and its error text.
+pub fn classify(status: Option<u16>, error: &str) -> Retry {
+    match status {
+        None => Retry::Backoff,
+        // The dictator's lock is held by another apply: that one will end.
+        Some(409) if error.contains("still running") => Retry::Backoff,
+        // 504: the new master could not catch up within the timeout; each try
+        // fences the master for that long. 409: it would lose writes. 4xx: the
+        // request itself is refused (422: invalid, or a member not registered).
+        Some(504) | Some(400..=499) => Retry::OnChange,
+        Some(_) => Retry::Backoff,
+    }
+}
+
+/// What a change, for a failure that waits for one, is measured against: the
+/// topology and trigger, and every registration of the cluster without what
+/// changes on every write (offset, `updated_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    pub desired: DesiredRevision,
+    registrations: BTreeMap<String, Registered>,
+}
+
+/// What of a registration can make a failed apply worth trying again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Registered {
+    address: String,
+    port: u16,
+    role: Role,
+    upstream: Option<String>,
+    run_id: String,
+    healthy: bool,
+}
+
+impl World {
+    pub fn new(desired: &DesiredRevision, nodes: &HashMap<String, NodeRecord>) -> World {
+        let registrations = nodes
+            .iter()
+            .map(|(n, r)| {
+                let registered = Registered {
+                    address: r.address.clone(),
+                    port: r.port,
+                    role: r.role,
+                    upstream: r.upstream.clone(),
+                    run_id: r.run_id.clone(),
+                    healthy: r.healthy,
+                };
+                (n.clone(), registered)
+            })
+            .collect();
+        World { desired: desired.clone(), registrations }
+    }
+}
+
+/// Why a pass applies, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A topology or trigger not applied yet.
+    New,
+    /// The topology is applied, but members diverged from it since.
+    Diverged(Vec<Divergence>),
+    /// The last apply failed in a way only a change can heal, and nothing changed.
+    WaitingForChange,
+    /// Registrations older than the last apply differ; look again shortly.
+    Unsettled,
+    UpToDate,
+}
+
+/// Whether to apply now. `waiting` is the world as it was when an apply failed
+/// with [`Retry::OnChange`].
+pub fn verdict(applied: Option<&DesiredRevision>, roles: Roles, world: &World, waiting: Option<&World>) -> Verdict {
+    if !world.desired.has_topology() {
+        return Verdict::UpToDate;
+    }
+    if waiting == Some(world) {
+        return Verdict::WaitingForChange;
+    }
+    if apply_due(&world.desired, applied) {
+        return Verdict::New;
+    }
+    match roles {
+        Roles::Diverged(divergences) => Verdict::Diverged(divergences),
+        Roles::Unsettled => Verdict::Unsettled,
+        Roles::Converged => Verdict::UpToDate,
+    }
 }
 
 /// What a reconcile pass asks for: when to look again. A wake-up from the
@@ -65,6 +268,148 @@ pub fn error_policy(failures: u32, min: Duration, max: Duration) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(role: Role, upstream: Option<&str>, healthy: bool) -> NodeRecord {
+        NodeRecord {
+            address: "10.0.0.1".into(),
+            port: 6379,
+            role,
+            repl_offset: 0,
+            run_id: "r".into(),
+            healthy,
+            updated_ms: 0,
+            upstream: upstream.map(str::to_string),
+        }
+    }
+
+    fn seen<'a>(member: &str, master: bool, record: Option<&'a NodeRecord>, fresh: bool) -> MemberSeen<'a> {
+        MemberSeen { member: member.into(), master, record, fresh }
+    }
+
+    const M: &str = "10.0.0.1:6379";
+
+    fn master() -> Option<SocketAddr> {
+        Some(M.parse().unwrap())
+    }
+
+    #[test]
+    fn roles_as_the_topology_says_are_converged() {
+        let (m, s) = (record(Role::Master, None, true), record(Role::Slave, Some(M), true));
+        assert_eq!(compare_roles(master(), &[seen("a", true, Some(&m), true), seen("b", false, Some(&s), true)]), Roles::Converged);
+    }
+
+    #[test]
+    fn a_slave_that_registers_as_master_diverged() {
+        let (m, rogue) = (record(Role::Master, None, true), record(Role::Master, None, true));
+        let got = compare_roles(master(), &[seen("a", true, Some(&m), true), seen("b", false, Some(&rogue), true)]);
+        assert_eq!(got, Roles::Diverged(vec![Divergence::SlaveIsMaster { member: "b".into() }]));
+        let Roles::Diverged(d) = got else { unreachable!() };
+        assert_eq!(d[0].to_string(), "b is a slave in the topology but registers as a master");
+    }
+
+    #[test]
+    fn a_master_that_registers_as_slave_diverged() {
+        let m = record(Role::Slave, Some("10.0.0.2:6379"), true);
+        let got = compare_roles(master(), &[seen("a", true, Some(&m), true)]);
+        let Roles::Diverged(d) = got else { panic!("{got:?}") };
+        assert_eq!(d[0].to_string(), "a is the topology's master but registers as a slave of 10.0.0.2:6379");
+    }
+
+    #[test]
+    fn a_slave_following_another_master_diverged() {
+        let s = record(Role::Slave, Some("10.0.0.2:6379"), true);
+        let got = compare_roles(master(), &[seen("b", false, Some(&s), true)]);
+        assert_eq!(
+            got,
+            Roles::Diverged(vec![Divergence::WrongUpstream { member: "b".into(), upstream: "10.0.0.2:6379".into(), master: M.parse().unwrap() }])
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_judged_is_not_a_divergence() {
+        let down = record(Role::Master, None, false);
+        let unknown = record(Role::Unknown, None, true);
+        let old_agent = record(Role::Slave, None, true);
+        let named = record(Role::Slave, Some("node-2.redis-1.cluster.local:6379"), true);
+        let elsewhere = record(Role::Slave, Some("10.0.0.2:6379"), true);
+        let members = [
+            seen("unregistered", false, None, true),
+            seen("unhealthy", false, Some(&down), true),
+            seen("unknown", true, Some(&unknown), true),
+            seen("no upstream registered", false, Some(&old_agent), true),
+            seen("upstream by name", false, Some(&named), true),
+        ];
+        assert_eq!(compare_roles(master(), &members), Roles::Converged);
+        assert_eq!(compare_roles(None, &[seen("master unknown", false, Some(&elsewhere), true)]), Roles::Converged);
+    }
+
+    #[test]
+    fn a_divergence_only_in_registrations_older_than_the_last_apply_is_unsettled() {
+        let rogue = record(Role::Master, None, true);
+        assert_eq!(compare_roles(master(), &[seen("b", false, Some(&rogue), false)]), Roles::Unsettled);
+        let fresh_rogue = record(Role::Master, None, true);
+        let got = compare_roles(master(), &[seen("b", false, Some(&rogue), false), seen("c", false, Some(&fresh_rogue), true)]);
+        assert_eq!(got, Roles::Diverged(vec![Divergence::SlaveIsMaster { member: "c".into() }]), "the fresh one decides");
+    }
+
+    #[test]
+    fn failures_that_cannot_heal_by_themselves_wait_for_a_change() {
+        assert_eq!(classify(Some(504), "catch-up of 127.0.0.1:7001 timed out"), Retry::OnChange);
+        assert_eq!(classify(Some(409), "applying would lose acknowledged writes: ..."), Retry::OnChange);
+        assert_eq!(classify(Some(422), "master.address: node-1 is not registered"), Retry::OnChange);
+        assert_eq!(classify(Some(400), "malformed JSON"), Retry::OnChange);
+        assert_eq!(classify(Some(404), "no such endpoint"), Retry::OnChange);
+    }
+
+    #[test]
+    fn failures_that_may_heal_by_themselves_back_off() {
+        assert_eq!(classify(None, ""), Retry::Backoff, "no answer: refused, timeout, DNS");
+        assert_eq!(classify(Some(502), "master 127.0.0.1:7001 is unreachable"), Retry::Backoff);
+        assert_eq!(classify(Some(500), ""), Retry::Backoff);
+        assert_eq!(classify(Some(503), ""), Retry::Backoff);
+        assert_eq!(
+            classify(Some(409), "another apply to cluster redis-1 is still running after 10s; try again"),
+            Retry::Backoff,
+            "a busy lock is released when the other apply ends"
+        );
+        assert_eq!((Retry::Backoff.as_str(), Retry::OnChange.as_str()), ("backoff", "on_change"));
+    }
+
+    fn world(topology: i64, nodes: &[(&str, NodeRecord)]) -> World {
+        let nodes: HashMap<String, NodeRecord> = nodes.iter().map(|(n, r)| (n.to_string(), r.clone())).collect();
+        World::new(&desired(topology, 1), &nodes)
+    }
+
+    #[test]
+    fn a_failure_that_waits_for_a_change_is_tried_again_on_any_change_only() {
+        let slave = record(Role::Slave, Some(M), true);
+        let failed = world(5, &[("b", slave.clone())]);
+        let same = |w: &World| verdict(Some(&desired(4, 1)), Roles::Converged, w, Some(&failed));
+        assert_eq!(same(&failed), Verdict::WaitingForChange);
+        let refreshed = NodeRecord { repl_offset: 99, updated_ms: 7, ..slave.clone() };
+        assert_eq!(same(&world(5, &[("b", refreshed)])), Verdict::WaitingForChange, "an offset refresh is no change");
+        assert_eq!(same(&world(6, &[("b", slave.clone())])), Verdict::New, "a new topology");
+        let mut triggered = failed.clone();
+        triggered.desired.trigger_revision = 9;
+        assert_eq!(same(&triggered), Verdict::New, "a trigger");
+        let promoted = record(Role::Master, None, true);
+        assert_eq!(same(&world(5, &[("b", promoted)])), Verdict::New, "a member's role changed");
+        let down = NodeRecord { healthy: false, ..slave.clone() };
+        assert_eq!(same(&world(5, &[("b", down)])), Verdict::New, "a member's health changed");
+        assert_eq!(same(&world(5, &[])), Verdict::New, "a member's registration is gone");
+    }
+
+    #[test]
+    fn an_applied_topology_is_applied_again_only_when_members_diverged() {
+        let w = world(5, &[]);
+        let applied = desired(5, 1);
+        assert_eq!(verdict(Some(&applied), Roles::Converged, &w, None), Verdict::UpToDate);
+        assert_eq!(verdict(Some(&applied), Roles::Unsettled, &w, None), Verdict::Unsettled);
+        let d = vec![Divergence::SlaveIsMaster { member: "b".into() }];
+        assert_eq!(verdict(Some(&applied), Roles::Diverged(d.clone()), &w, None), Verdict::Diverged(d));
+        assert_eq!(verdict(None, Roles::Converged, &w, None), Verdict::New);
+        assert_eq!(verdict(None, Roles::Converged, &world(0, &[]), None), Verdict::UpToDate, "no topology");
+    }
 
     const fn ms(n: u64) -> Action {
         Action::Requeue(Duration::from_millis(n))

@@ -1,10 +1,12 @@
 //! One reconciler per cluster. Each pass reads what etcd holds, applies the
-//! topology when it differs from what was last applied, records the outcome at
-//! `/status/<cluster>`, looks at the master, and says when to look again
-//! ([`Action`]). Level-triggered: a wake-up from the leader only says "look
-//! now"; the pass always reads the newest topology itself, so a burst of
-//! triggers becomes one apply and a stale topology is never applied after a
-//! newer one. Failures back off by [`error_policy`].
+//! topology when it differs from what was last applied or when a member's
+//! registered role or upstream differs from it ([`compare_roles`]), records the
+//! outcome at `/status/<cluster>`, looks at the master, and says when to look
+//! again ([`Action`]). Level-triggered: a wake-up from the leader only says
+//! "look now"; the pass always reads the newest topology and registrations
+//! itself, so a burst of triggers becomes one apply and a stale topology is
+//! never applied after a newer one. Failures that may heal back off by
+//! [`error_policy`]; those that cannot ([`classify`]) wait for a change.
 //!
 //! While the master is down in etcd the pass gathers the facts (registrations,
 //! what redis answers, through [`crate::inspect`]) and lets [`crate::failover`]
@@ -25,7 +27,10 @@ use topology::{Address, Keys, Member, Names, QueryName, Topology};
 use crate::apply::{ApplyError, Targets};
 use crate::failover::{self, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts};
 use crate::inspect;
-use crate::schedule::{apply_due, error_policy, Action, DesiredRevision};
+use crate::apply::PutError;
+use crate::schedule::{
+    classify, compare_roles, error_policy, verdict, Action, DesiredRevision, MemberSeen, Retry, Roles, Verdict, World,
+};
 
 /// Shared by every worker.
 pub struct Context {
@@ -78,6 +83,10 @@ struct Snapshot {
     topology: Vec<u8>,
     maintenance: bool,
     nodes: HashMap<String, NodeRecord>,
+    /// etcd mod revision of each registration.
+    node_revisions: HashMap<String, i64>,
+    /// etcd revision of the read: anything newer was written after it started.
+    revision: i64,
 }
 
 /// Runs the cluster's reconciler until aborted (the leader stops its workers
@@ -118,6 +127,14 @@ pub struct Reconciler {
     /// The last automatic failover's summary, recorded with the apply that
     /// carries it out.
     failover_note: Option<String>,
+    /// etcd revision when the last successful apply was recorded: registrations
+    /// at or before it may describe the state before that apply. `None`: not
+    /// known yet, the next read's revision stands in.
+    floor: Option<i64>,
+    /// What etcd held when an apply failed with [`Retry::OnChange`].
+    waiting: Option<World>,
+    /// Consecutive successful applies made for a divergence: the next look backs off.
+    diverged_applies: u32,
 }
 
 impl Reconciler {
@@ -130,6 +147,9 @@ impl Reconciler {
             clock: FailoverClock::default(),
             known: HashMap::new(),
             failover_note: None,
+            floor: Some(0),
+            waiting: None,
+            diverged_applies: 0,
         }
     }
 
@@ -153,33 +173,106 @@ impl Reconciler {
         error_policy(self.failures, self.cx.retry_min, self.cx.retry_max)
     }
 
-    /// Applies the desired topology unless it already is; records the outcome.
+    /// Applies the desired topology unless it already holds, by etcd and by the
+    /// members' registrations; records the outcome.
     async fn apply_if_due(&mut self, snapshot: &Snapshot) -> Action {
         let cluster = self.cluster.as_str();
         let desired = &snapshot.desired;
-        if !apply_due(desired, self.applied.as_ref()) {
-            return Action::AwaitChange;
-        }
+        let world = World::new(desired, &snapshot.nodes);
+        let floor = *self.floor.get_or_insert(snapshot.revision);
+        let roles = self.roles(snapshot, floor);
+        let diverged = match verdict(self.applied.as_ref(), roles, &world, self.waiting.as_ref()) {
+            Verdict::UpToDate => {
+                self.diverged_applies = 0;
+                return Action::AwaitChange;
+            }
+            // The agents rewrite their registrations every interval.
+            Verdict::Unsettled => return Action::Requeue(self.cx.retry_min),
+            Verdict::WaitingForChange => {
+                tracing::info!(cluster, topology_revision = desired.topology_revision, "not applying: the last apply failed in a way only a change can heal, and nothing changed");
+                return Action::AwaitChange;
+            }
+            Verdict::New => None,
+            Verdict::Diverged(divergences) => {
+                let why = divergences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                tracing::warn!(cluster, diverged = why.as_str(), "members diverged from the applied topology: applying it again");
+                Some(why)
+            }
+        };
         let started_ms = now_ms();
-        tracing::info!(cluster, topology_revision = desired.topology_revision, trigger = ?desired.trigger, "round: applying the topology");
+        tracing::info!(cluster, topology_revision = desired.topology_revision, trigger = ?desired.trigger, diverged = ?diverged, "round: applying the topology");
+        let failover = self.failover_note.clone();
         match self.cx.targets.apply_and_publish(cluster, &snapshot.topology).await {
             Ok(_) => {
-                let outcome = Outcome { desired, started_ms, error: None, failures: 0, failover: self.failover_note.take() };
-                record(&self.cx, cluster, outcome).await;
+                let outcome = Outcome { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
+                self.floor = record(&self.cx, cluster, outcome).await;
+                self.failover_note = None;
                 tracing::info!(cluster, topology_revision = desired.topology_revision, "round: applied and published");
                 self.applied = Some(desired.clone());
                 self.failures = 0;
-                Action::AwaitChange
+                self.waiting = None;
+                if diverged.is_none() {
+                    self.diverged_applies = 0;
+                    return Action::AwaitChange;
+                }
+                // Look again whether it took, backing off if it keeps not taking.
+                self.diverged_applies += 1;
+                error_policy(self.diverged_applies, self.cx.retry_min, self.cx.retry_max)
             }
             Err(error) => {
                 self.failures += 1;
                 let failures = self.failures;
-                let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover: self.failover_note.clone() };
+                let retry = match &error.cause {
+                    PutError::Rejected { status, error, .. } => classify(Some(status.as_u16()), error),
+                    PutError::Resolve(_) | PutError::Send { .. } | PutError::Answer { .. } => classify(None, ""),
+                };
+                let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover, diverged, retry: Some(retry) };
                 record(&self.cx, cluster, outcome).await;
-                let retry = error_policy(failures, self.cx.retry_min, self.cx.retry_max);
-                let retry_in_ms = retry.requeue_after().unwrap_or_default().as_millis() as u64;
-                tracing::warn!(cluster, %error, failures, retry_in_ms, "round failed");
-                retry
+                match retry {
+                    Retry::OnChange => {
+                        tracing::warn!(cluster, %error, failures, "round failed; not retrying until the topology, a trigger or a registration changes");
+                        self.waiting = Some(world);
+                        Action::AwaitChange
+                    }
+                    Retry::Backoff => {
+                        self.waiting = None;
+                        let action = error_policy(failures, self.cx.retry_min, self.cx.retry_max);
+                        let retry_in_ms = action.requeue_after().unwrap_or_default().as_millis() as u64;
+                        tracing::warn!(cluster, %error, failures, retry_in_ms, "round failed");
+                        action
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each member's registration against the topology. Registrations not
+    /// written after `floor` may predate the last apply.
+    fn roles(&self, snapshot: &Snapshot, floor: i64) -> Roles {
+        let Ok(topology) = Topology::from_json(&snapshot.topology) else { return Roles::Converged };
+        let seen = |member: &Member, master: bool| {
+            let node = self.node_of(member);
+            MemberSeen {
+                member: member.to_string(),
+                master,
+                record: node.as_ref().and_then(|n| snapshot.nodes.get(n)),
+                fresh: node.and_then(|n| snapshot.node_revisions.get(&n).copied()).is_some_and(|r| r > floor),
+            }
+        };
+        let members: Vec<MemberSeen<'_>> = std::iter::once(seen(&topology.master, true))
+            .chain(topology.slaves.iter().map(|s| seen(s, false)))
+            .collect();
+        compare_roles(self.registered_address(&topology.master), &members)
+    }
+
+    /// Where slaves replicate from when the dictator made `member` their master:
+    /// the IP it names, or its registered address. No DNS: a pass must stay cheap.
+    fn registered_address(&self, member: &Member) -> Option<SocketAddr> {
+        match &member.address {
+            Address::Ip(ip) => Some(SocketAddr::new(*ip, member.port_or_default())),
+            Address::Name(_) => {
+                let record = self.node_of(member).and_then(|n| self.known.get(&n))?;
+                Some(SocketAddr::new(record.address.parse().ok()?, member.port.unwrap_or(record.port)))
             }
         }
     }
@@ -261,8 +354,15 @@ impl Reconciler {
             return Err(FailoverError::Raced);
         }
         self.cx.count_failover(&self.cluster);
-        let outcome =
-            Outcome { desired: &snapshot.desired, started_ms: now_ms(), error: None, failures: 0, failover: Some(summary.clone()) };
+        let outcome = Outcome {
+            desired: &snapshot.desired,
+            started_ms: now_ms(),
+            error: None,
+            failures: 0,
+            failover: Some(summary.clone()),
+            diverged: None,
+            retry: None,
+        };
         record(&self.cx, &self.cluster, outcome).await;
         Ok(summary)
     }
@@ -294,7 +394,7 @@ impl Reconciler {
     }
 }
 
-/// Reads the cluster's configuration and, with failover on, its registrations.
+/// Reads the cluster's configuration and its registrations.
 async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
     let mut etcd = cx.etcd.clone();
     let prefix = format!("{}{cluster}/", cx.keys.config_prefix());
@@ -304,6 +404,8 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
         topology: Vec::new(),
         maintenance: false,
         nodes: HashMap::new(),
+        node_revisions: HashMap::new(),
+        revision: config.header().map_or(0, |h| h.revision()),
     };
     for kv in config.kvs() {
         match kv.key_str().ok().and_then(|k| cx.keys.parse(k)) {
@@ -319,14 +421,13 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
             _ => {}
         }
     }
-    if cx.failover.is_some() {
-        let nodes = etcd.get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix())).await?;
-        for kv in nodes.kvs() {
-            if let (Some(Key::Node { node, .. }), Ok(record)) =
-                (kv.key_str().ok().and_then(|k| cx.keys.parse(k)), serde_json::from_slice::<NodeRecord>(kv.value()))
-            {
-                snapshot.nodes.insert(node, record);
-            }
+    let nodes = etcd.get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix())).await?;
+    for kv in nodes.kvs() {
+        if let (Some(Key::Node { node, .. }), Ok(record)) =
+            (kv.key_str().ok().and_then(|k| cx.keys.parse(k)), serde_json::from_slice::<NodeRecord>(kv.value()))
+        {
+            snapshot.node_revisions.insert(node.clone(), kv.mod_revision());
+            snapshot.nodes.insert(node, record);
         }
     }
     Ok(snapshot)
@@ -342,6 +443,10 @@ struct Outcome<'a> {
     failures: u32,
     /// The automatic failover this topology carries out, if any.
     failover: Option<String>,
+    /// Why an applied topology was applied again.
+    diverged: Option<String>,
+    /// After a failure, how it is tried again.
+    retry: Option<Retry>,
 }
 
 impl Outcome<'_> {
@@ -356,17 +461,24 @@ impl Outcome<'_> {
             started_ms: self.started_ms,
             finished_ms,
             failover: self.failover,
+            diverged: self.diverged,
+            retry: self.retry.map(|r| r.as_str().to_string()),
         }
     }
 }
 
-/// Writes `/status/<cluster>`; a failure is only logged (the next record wins).
-async fn record(cx: &Context, cluster: &str, outcome: Outcome<'_>) {
+/// Writes `/status/<cluster>` and returns the etcd revision it was written at;
+/// a failure is only logged (the next record wins).
+async fn record(cx: &Context, cluster: &str, outcome: Outcome<'_>) -> Option<i64> {
     let status = outcome.status(&cx.observer_id, now_ms());
     let value = serde_json::to_string(&status).unwrap_or_default();
     let mut etcd = cx.etcd.clone();
-    if let Err(e) = etcd.put(cx.keys.status(cluster), value, None).await {
-        tracing::warn!(cluster, error = %e, "cannot record the round's status");
+    match etcd.put(cx.keys.status(cluster), value, None).await {
+        Ok(put) => put.header().map(|h| h.revision()),
+        Err(e) => {
+            tracing::warn!(cluster, error = %e, "cannot record the round's status");
+            None
+        }
     }
 }
 
@@ -378,7 +490,15 @@ mod tests {
     #[test]
     fn a_status_says_what_was_applied_and_how_it_went() {
         let desired = DesiredRevision { topology_revision: 7, trigger_revision: 9, trigger: Some("t".into()) };
-        let ok = Outcome { desired: &desired, started_ms: 1, error: None, failures: 0, failover: Some("f".into()) };
+        let ok = Outcome {
+            desired: &desired,
+            started_ms: 1,
+            error: None,
+            failures: 0,
+            failover: Some("f".into()),
+            diverged: Some("d".into()),
+            retry: None,
+        };
         assert_eq!(
             ok.status("o1", 2),
             StatusRecord {
@@ -391,6 +511,8 @@ mod tests {
                 started_ms: 1,
                 finished_ms: 2,
                 failover: Some("f".into()),
+                diverged: Some("d".into()),
+                retry: None,
             }
         );
         let cause = PutError::Rejected {
@@ -399,8 +521,17 @@ mod tests {
             error: "unreachable".into(),
         };
         let error = ApplyError { stage: Stage::Dictator, cause };
-        let failed = Outcome { desired: &desired, started_ms: 1, error: Some(&error), failures: 3, failover: None };
+        let failed = Outcome {
+            desired: &desired,
+            started_ms: 1,
+            error: Some(&error),
+            failures: 3,
+            failover: None,
+            diverged: None,
+            retry: Some(Retry::OnChange),
+        };
         let status = failed.status("o1", 2);
+        assert_eq!(status.retry.as_deref(), Some("on_change"));
         assert_eq!(status.result, "dictator", "the stage that failed");
         assert_eq!(
             status.error.as_deref(),

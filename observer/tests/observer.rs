@@ -7,12 +7,15 @@
 //! status record. Observers log JSON so those lines can be read field by field.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{CompactionOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use harness::{free_port, Etcd, Redis, Service};
 use serde_json::{json, Value};
-use topology::records::StatusRecord;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use topology::records::{NodeRecord, StatusRecord};
 use topology::Keys;
 
 const CLUSTER: &str = "redis-1";
@@ -25,21 +28,26 @@ struct Stack {
     _dnsd: Service,
     dnsd_url: String,
     nodes: Vec<Redis>,
+    /// Real node-agents, when a test started them (else the test registers nodes).
+    agents: Vec<Service>,
     keys: Keys,
 }
 
 impl Stack {
     async fn start(redis_count: usize) -> Stack {
+        Stack::start_with(redis_count, &[]).await
+    }
+
+    /// With extra flags for the dictator.
+    async fn start_with(redis_count: usize, dictator_args: &[&str]) -> Stack {
         let etcd = Etcd::start();
         let (dictator_port, dnsd_port, dns_port) = (free_port(), free_port(), free_port());
         let nameserver = format!("127.0.0.1:{dns_port}");
+        let listen = format!("127.0.0.1:{dictator_port}");
         // A frozen redis holds an apply in flight for as long as a test needs.
-        let mut dictator = Service::start(
-            "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &nameserver,
-              "--redis-command-timeout-ms", "60000"],
-            &[],
-        );
+        let mut args = vec!["--listen", &listen, "--nameserver", &nameserver, "--redis-command-timeout-ms", "60000"];
+        args.extend_from_slice(dictator_args);
+        let mut dictator = Service::start("dictator", &args, &[]);
         dictator.wait_http(dictator_port);
         let dnsd = start_dnsd(&etcd, dnsd_port, &nameserver);
         let mut stack = Stack {
@@ -49,6 +57,7 @@ impl Stack {
             dictator,
             _dnsd: dnsd,
             nodes: Vec::new(),
+            agents: Vec::new(),
             keys: Keys::new(""),
         };
         stack.add_nodes(CLUSTER, redis_count).await;
@@ -70,21 +79,55 @@ impl Stack {
         }
     }
 
+    /// Real node-agents for the nodes of `CLUSTER` (`node-1`, ... in order),
+    /// probing every 100 ms; they replace the test's registrations.
+    fn start_agents(&mut self) {
+        for (i, redis) in self.nodes.iter().enumerate() {
+            let port = free_port();
+            let mut agent = Service::start(
+                "node-agent",
+                &["--cluster", CLUSTER, "--node", &format!("node-{}", i + 1), "--redis", &redis.host_port(),
+                  "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &self.etcd.endpoint(),
+                  "--interval", "100", "--lease-ttl", "2"],
+                &[],
+            );
+            agent.wait_http(port);
+            self.agents.push(agent);
+        }
+    }
+
+    /// The registration of `node` in `CLUSTER`, with its etcd mod revision.
+    async fn registration_of(&self, node: &str) -> Option<(NodeRecord, i64)> {
+        let got = self.etcd.client().await.get(self.keys.node(CLUSTER, node), None).await.unwrap();
+        got.kvs().first().map(|kv| (serde_json::from_slice(kv.value()).unwrap(), kv.mod_revision()))
+    }
+
+    /// The mod revision of `CLUSTER`'s trigger (0: none).
+    async fn trigger_revision(&self) -> i64 {
+        let got = self.etcd.client().await.get(self.keys.trigger(CLUSTER), None).await.unwrap();
+        got.kvs().first().map_or(0, |kv| kv.mod_revision())
+    }
+
     fn observer(&self, id: &str) -> (Service, u16) {
         self.observer_with(id, &[])
     }
 
     fn observer_with(&self, id: &str, extra: &[&str]) -> (Service, u16) {
+        self.observer_at(id, &self.etcd.endpoint(), 2, extra)
+    }
+
+    /// An observer reaching etcd at `endpoint`, with an election lease of `ttl_secs`.
+    fn observer_at(&self, id: &str, endpoint: &str, ttl_secs: u64, extra: &[&str]) -> (Service, u16) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let endpoint = self.etcd.endpoint();
+        let ttl = ttl_secs.to_string();
         let mut args = vec![
             "--listen", &listen,
-            "--etcd-endpoints", &endpoint,
+            "--etcd-endpoints", endpoint,
             "--dictator", &self.dictator_url,
             "--dnsd", &self.dnsd_url,
             "--id", id,
-            "--election-ttl-secs", "2",
+            "--election-ttl-secs", &ttl,
             "--retry-min-ms", "100",
             "--retry-max-ms", "500",
             "--log-format", "json",
@@ -186,6 +229,58 @@ fn registration(port: u16, healthy: bool) -> String {
     json!({"address": "127.0.0.1", "port": port, "role": "master", "repl_offset": 0,
            "run_id": "x", "healthy": healthy, "updated_ms": 0})
     .to_string()
+}
+
+/// A TCP proxy in front of etcd that can cut every connection through it without
+/// closing any: a partition between one process and etcd, while etcd runs on.
+struct Partition {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Partition {
+    async fn start(upstream: u16) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+                let ((client_read, client_write), (server_read, server_write)) = (client.into_split(), server.into_split());
+                tokio::spawn(pump(client_read, server_write, flag.clone()));
+                tokio::spawn(pump(server_read, client_write, flag.clone()));
+            }
+        });
+        Partition { port, cut, _accept: accept }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on no byte passes either way; the connections stay open.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction until the end, holding every byte once `cut`.
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, cut: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while cut.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// What the observer on `port` says about leading; `None` when it does not answer.
@@ -513,6 +608,151 @@ async fn clusters_are_applied_independently_and_a_stuck_or_failing_one_holds_up_
     let first = stack.status_of(CLUSTER).await.unwrap();
     assert_eq!((first.result.as_str(), first.topology_revision), ("dictator", failing), "{first:?}");
     assert_eq!(stack.published_master_port(CLUSTER).await, Some(stack.nodes[0].port() as u64), "DNS must not move");
+}
+
+/// Waits until every slave in `slaves` has applied all the master has: the
+/// dictator's marker and its removal included, so none holds a key the master lacks.
+fn wait_in_sync(stack: &Stack, master: usize, slaves: &[usize]) {
+    harness::wait_until("the slaves to hold all the master has", Duration::from_secs(20), || {
+        let offset = stack.nodes[master].info_field("master_repl_offset");
+        slaves.iter().all(|s| {
+            let n = &stack.nodes[*s];
+            n.info_field("master_link_status").as_deref() == Some("up") && n.info_field("slave_repl_offset") == offset
+        })
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_diverge_from_the_topology_are_put_back_without_a_trigger() {
+    let mut stack = Stack::start(3).await;
+    stack.start_agents();
+    let (observer, _) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1, 2])).await;
+    stack.wait_applied(0, "first topology").await;
+    let master = stack.nodes[0].host_port();
+    harness::wait_until_async("the agents to register each slave's upstream", Duration::from_secs(20), || async {
+        let mut slaves = Vec::new();
+        for node in ["node-2", "node-3"] {
+            slaves.push(stack.registration_of(node).await.and_then(|(r, _)| r.upstream));
+        }
+        slaves.iter().all(|u| u.as_deref() == Some(master.as_str()))
+    })
+    .await;
+    wait_in_sync(&stack, 0, &[1, 2]);
+    let trigger = stack.trigger_revision().await;
+    let master_port = Some(stack.nodes[0].port().to_string());
+
+    // A slave promoted by hand keeps its run_id: its agent writes no trigger, only
+    // its registration says it is a master now.
+    let _: String = stack.nodes[1].cmd(&["REPLICAOF", "NO", "ONE"]);
+    assert_eq!(stack.nodes[1].role(), "master");
+    harness::wait_until("the promoted slave to follow the master again", Duration::from_secs(20), || {
+        stack.nodes[1].role() == "slave" && stack.nodes[1].info_field("master_port") == master_port
+    });
+    // The dictator re-pointed it before the observer records the apply.
+    harness::wait_until_async("the re-apply recorded", Duration::from_secs(10), || async {
+        stack.status().await.is_some_and(|s| s.diverged.as_deref().is_some_and(|d| d.contains("registers as a master")))
+    })
+    .await;
+    assert_eq!(stack.status().await.unwrap().result, "ok");
+
+    // A slave re-pointed by hand at another slave: only its upstream differs.
+    wait_in_sync(&stack, 0, &[1, 2]);
+    let _: String = stack.nodes[2].cmd(&["REPLICAOF", "127.0.0.1", &stack.nodes[1].port().to_string()]);
+    assert_eq!(stack.nodes[2].info_field("master_port"), Some(stack.nodes[1].port().to_string()));
+    harness::wait_until("the re-pointed slave to follow the master again", Duration::from_secs(20), || {
+        stack.nodes[2].info_field("master_port") == master_port
+    });
+    harness::wait_until_async("the re-apply recorded", Duration::from_secs(10), || async {
+        stack.status().await.is_some_and(|s| s.diverged.as_deref().is_some_and(|d| d.contains("replicates from")))
+    })
+    .await;
+
+    assert_eq!(stack.trigger_revision().await, trigger, "a trigger was written: this test proves nothing");
+    let roles: Vec<String> = stack.nodes.iter().map(Redis::role).collect();
+    assert_eq!(roles, ["master", "slave", "slave"]);
+    assert!(!logged(&observer, "members diverged from the applied topology: applying it again").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_timeout_waits_for_a_change_instead_of_fencing_the_master_again_and_again() {
+    let stack = Stack::start_with(2, &["--catch-up-timeout-ms", "300"]).await;
+    let (observer, _) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1])).await;
+    stack.wait_applied(0, "first topology").await;
+    wait_in_sync(&stack, 0, &[1]);
+
+    // A replica under CLIENT PAUSE WRITE applies nothing its master sends, so it
+    // cannot catch up with the write that follows.
+    let _: String = stack.nodes[1].cmd(&["CLIENT", "PAUSE", "600000", "WRITE"]);
+    let _: String = stack.nodes[0].cmd(&["SET", "k", "v"]);
+    let moved = stack.define(stack.topology(1, &[0])).await;
+    harness::wait_until_async("the catch-up timeout recorded", Duration::from_secs(20), || async {
+        stack.status().await.is_some_and(|s| s.topology_revision == moved && s.result == "dictator")
+    })
+    .await;
+    let status = stack.status().await.unwrap();
+    assert!(status.error.as_deref().unwrap_or("").contains("504"), "{status:?}");
+    assert_eq!(status.retry.as_deref(), Some("on_change"), "{status:?}");
+
+    // A wake-up that changes neither the topology, the trigger nor a registration:
+    // the worker looks, and says it waits.
+    let mut etcd = stack.etcd.client().await;
+    etcd.put(stack.keys.maintenance(CLUSTER), "wake the worker", None).await.unwrap();
+    harness::wait_until("the worker to look and decide to wait", Duration::from_secs(10), || {
+        logged(&observer, "not applying: the last apply failed in a way only a change can heal, and nothing changed")
+            .iter()
+            .any(|l| l["topology_revision"] == moved)
+    });
+    let applies = logged(&observer, "round: applying the topology").into_iter().filter(|l| l["topology_revision"] == moved).count();
+    assert_eq!(applies, 1, "the catch-up timeout was retried: the master was fenced again");
+    assert_eq!(stack.nodes[0].role(), "master");
+    let fence: Vec<String> = stack.nodes[0].cmd(&["CONFIG", "GET", "min-replicas-to-write"]);
+    assert_eq!(fence[1], "0", "the master was left fenced");
+
+    // A change (a trigger) is tried again; the replica can catch up now.
+    let _: String = stack.nodes[1].cmd(&["CLIENT", "UNPAUSE"]);
+    etcd.delete(stack.keys.maintenance(CLUSTER), None).await.unwrap();
+    let trigger = stack.trigger().await;
+    stack.wait_applied(1, "the topology applied after a trigger").await;
+    let status = stack.status().await.unwrap();
+    assert_eq!((status.trigger.as_deref(), status.retry.as_deref()), (Some(trigger.as_str()), None), "{status:?}");
+    assert_eq!(stack.nodes[1].cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"), "the write was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_before_its_lease_can_expire() {
+    let stack = Stack::start(1).await;
+    let partition = Partition::start(stack.etcd.client_port()).await;
+    // TTL 6 s: renewals every 2 s, each given 2 s to be answered, so the observer
+    // must stop with etcd still counting at least 2 s on the lease.
+    let (observer, port) = stack.observer_at("o1", &partition.endpoint(), 6, &[]);
+    harness::wait_until_async("o1 leads", Duration::from_secs(10), || async { leader_flag(port).await == Some(true) }).await;
+    let mut etcd = stack.etcd.client().await;
+    let election = etcd.get(format!("{}/", stack.keys.election()), Some(GetOptions::new().with_prefix())).await.unwrap();
+    let kv = election.kvs().iter().find(|kv| kv.value_str().ok() == Some("o1")).unwrap();
+    let (key, lease) = (kv.key().to_vec(), kv.lease());
+    assert_ne!(lease, 0, "the election key is not under a lease");
+
+    // etcd runs on and keeps counting the lease down; the observer reaches it no more.
+    partition.cut();
+    harness::wait_until_async("o1 to stop leading", Duration::from_secs(30), || async { leader_flag(port).await == Some(false) })
+        .await;
+    // Ordering by etcd's own clock: asked only after o1 said it stopped, etcd
+    // still counts at least a whole second on its lease (it reports whole seconds,
+    // rounded down, and 0 also for a lease expired but not yet revoked), so o1
+    // stopped before the lease could expire, with a second to spare.
+    let ttl = etcd.lease_time_to_live(lease, None).await.unwrap().ttl();
+    assert!(ttl >= 1, "etcd counted {ttl} s left on the lease when the observer said it stopped leading");
+    assert_eq!(etcd.get(key.clone(), None).await.unwrap().kvs().len(), 1, "the election key is gone already");
+    assert!(!logged(&observer, "no longer leading: workers stopped").is_empty());
+
+    // Nothing renews it through the partition (nor revokes it): etcd expires it,
+    // and the election key goes with it.
+    harness::wait_until_async("etcd to expire the lease", Duration::from_secs(20), || async {
+        etcd.clone().get(key.clone(), None).await.is_ok_and(|r| r.kvs().is_empty())
+    })
+    .await;
 }
 
 #[test]

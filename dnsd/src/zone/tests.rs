@@ -19,6 +19,7 @@ fn reg(address: &str, port: u16) -> NodeRecord {
         run_id: String::new(),
         healthy: true,
         updated_ms: 0,
+        upstream: None,
     }
 }
 

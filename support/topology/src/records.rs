@@ -24,6 +24,10 @@ pub struct NodeRecord {
     pub healthy: bool,
     /// Milliseconds since the Unix epoch of the last refresh.
     pub updated_ms: u64,
+    /// A slave's `master_host:master_port` as redis reports it; absent on a
+    /// master, while redis is down, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// One member of a published topology: a resolved host and port, plus the node
@@ -64,6 +68,15 @@ pub struct StatusRecord {
     /// Set when the round was an automatic failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<String>,
+    /// Set when the round re-applied an unchanged topology because a member's
+    /// registered role or upstream differs from it (no trigger was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<String>,
+    /// After a failure, when it is tried again: `backoff` (it may heal by
+    /// itself), or `on_change` (it waits for a new topology, a trigger, or a
+    /// change in a member's registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -88,12 +101,22 @@ mod tests {
             run_id: "abc".into(),
             healthy: true,
             updated_ms: 1,
+            upstream: Some("127.0.0.1:6380".into()),
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"address":"127.0.0.1","port":6379,"role":"slave","repl_offset":42,"run_id":"abc","healthy":true,"updated_ms":1})
+            serde_json::json!({"address":"127.0.0.1","port":6379,"role":"slave","repl_offset":42,"run_id":"abc",
+                               "healthy":true,"updated_ms":1,"upstream":"127.0.0.1:6380"})
         );
         assert_eq!(serde_json::from_value::<NodeRecord>(v).unwrap(), r);
+    }
+
+    #[test]
+    fn a_record_without_upstream_still_reads_and_a_master_writes_none() {
+        let old = serde_json::json!({"address":"a","port":1,"role":"master","repl_offset":0,"run_id":"x","healthy":true,"updated_ms":0});
+        let r: NodeRecord = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(r.upstream, None);
+        assert_eq!(serde_json::to_value(&r).unwrap(), old, "no upstream field written when there is none");
     }
 }
