@@ -270,3 +270,80 @@ fn synthesized_labels() {
     assert_eq!(synthesized_label("10.0.0.3".parse().unwrap()), "addr-0a000003");
     assert_eq!(synthesized_label("::1".parse().unwrap()), format!("addr-{}01", "0".repeat(30)));
 }
+
+/// redis-1 with master node-1 and slaves node-2, node-3 and the literal 10.0.0.9,
+/// node-2's registration as given.
+fn with_node_2(node_2: Option<NodeRecord>) -> Zone {
+    let mut regs = Registrations::new();
+    regs.insert(("redis-1".into(), "node-1".into()), reg("10.0.0.1", 7001));
+    if let Some(r) = node_2 {
+        regs.insert(("redis-1".into(), "node-2".into()), r);
+    }
+    regs.insert(("redis-1".into(), "node-3".into()), reg("10.0.0.3", 7003));
+    let topology = PublishedTopology {
+        master: member("10.0.0.1", 7001, Some("node-1")),
+        slaves: vec![
+            member("10.0.0.2", 7002, Some("node-2")),
+            member("10.0.0.3", 7003, Some("node-3")),
+            member("10.0.0.9", 6380, None),
+        ],
+    };
+    Zone::build(&config(), &regs, &Published::from([("redis-1".into(), (topology, 5))]), 6)
+}
+
+fn slave_targets(zone: &Zone) -> Vec<String> {
+    let a = answer(zone, "_redis._tcp.slaves.redis-1.cluster.local", RecordType::SRV);
+    let mut targets: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+    targets.sort();
+    targets
+}
+
+#[test]
+fn an_unhealthy_slave_leaves_the_read_pool_and_keeps_its_node_record() {
+    let mut sick = reg("10.0.0.2", 7002);
+    sick.healthy = false;
+    let zone = with_node_2(Some(sick));
+    assert_eq!(
+        slave_targets(&zone),
+        vec!["0 100 6380 addr-0a000009.redis-1.cluster.local.", "0 100 7003 node-3.redis-1.cluster.local."]
+    );
+    let a = answer(&zone, "node-2.redis-1.cluster.local", RecordType::A);
+    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"]);
+}
+
+#[test]
+fn a_deregistered_slave_leaves_the_read_pool_and_keeps_its_node_record() {
+    let zone = with_node_2(None);
+    assert_eq!(
+        slave_targets(&zone),
+        vec!["0 100 6380 addr-0a000009.redis-1.cluster.local.", "0 100 7003 node-3.redis-1.cluster.local."]
+    );
+    let a = answer(&zone, "node-2.redis-1.cluster.local", RecordType::A);
+    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"], "from the published host");
+}
+
+#[test]
+fn a_healthy_slave_is_in_the_read_pool() {
+    let zone = with_node_2(Some(reg("10.0.0.2", 7002)));
+    assert_eq!(
+        slave_targets(&zone),
+        vec![
+            "0 100 6380 addr-0a000009.redis-1.cluster.local.",
+            "0 100 7002 node-2.redis-1.cluster.local.",
+            "0 100 7003 node-3.redis-1.cluster.local."
+        ]
+    );
+}
+
+#[test]
+fn a_pool_with_no_live_slave_is_nodata() {
+    let mut regs = Registrations::new();
+    regs.insert(("redis-1".into(), "node-1".into()), reg("10.0.0.1", 7001));
+    let topology = PublishedTopology {
+        master: member("10.0.0.1", 7001, Some("node-1")),
+        slaves: vec![member("10.0.0.2", 7002, Some("node-2"))],
+    };
+    let zone = Zone::build(&config(), &regs, &Published::from([("redis-1".into(), (topology, 5))]), 6);
+    assert_eq!(zone.lookup_str("slaves.redis-1.cluster.local", RecordType::SRV), Lookup::NoData);
+    assert!(matches!(zone.lookup_str("master.redis-1.cluster.local", RecordType::SRV), Lookup::Answer(_)));
+}
