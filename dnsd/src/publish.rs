@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
+use topology::revision::{order, Order, Stale};
 use topology::{Address, Member, Names, QueryName, Topology};
 
 /// Why a topology cannot be published: the field and the reason (a 422).
@@ -68,7 +69,7 @@ pub fn resolve(
         field: "master".into(),
         message: "is required".into(),
     })?;
-    Ok(PublishedTopology { master, slaves: members.collect() })
+    Ok(PublishedTopology { master, slaves: members.collect(), topology_revision: None })
 }
 
 fn resolve_member(
@@ -114,6 +115,38 @@ fn resolve_member(
     }
 }
 
+/// What a publish does, given its revision and what is published now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Store this (the resolved topology, carrying the revision floor).
+    Publish(PublishedTopology),
+    /// A duplicate: the same revision, resolved to what is already published (this).
+    Unchanged(PublishedTopology),
+}
+
+/// The revision rule (`topology::revision`) for dnsd: `revision` is the request's
+/// `?revision=`, `previous` what `/dns/<cluster>` holds. A request without a revision
+/// (an operator's) always publishes and keeps the floor, so it lowers nothing; a
+/// duplicate that resolves differently (a node moved) is published again.
+pub fn decide(
+    cluster: &str,
+    revision: Option<i64>,
+    previous: Option<&PublishedTopology>,
+    mut resolved: PublishedTopology,
+) -> Result<Decision, Stale> {
+    let floor = previous.and_then(|p| p.topology_revision);
+    let Some(revision) = revision else {
+        resolved.topology_revision = floor;
+        return Ok(Decision::Publish(resolved));
+    };
+    resolved.topology_revision = Some(revision);
+    match order(revision, floor) {
+        Order::Older { applied } => Err(Stale { cluster: cluster.to_string(), revision, applied }),
+        Order::Same if previous == Some(&resolved) => Ok(Decision::Unchanged(resolved)),
+        Order::Same | Order::Newer => Ok(Decision::Publish(resolved)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +172,7 @@ mod tests {
         let previous = PublishedTopology {
             master: member("10.0.0.7", 7007, Some("node-7")),
             slaves: vec![member("10.0.0.1", 7001, Some("node-1"))],
+            topology_revision: None,
         };
         let names = Names::default();
         let t = resolve(&names, "redis-1", &t, &regs(), Some(&previous)).unwrap();
@@ -199,5 +233,46 @@ mod tests {
         let e = err(r#"{"master":{"address":"node-1.redis-1.cluster.local"},"slaves":[{"address":"10.0.0.1","port":7001}]}"#);
         assert_eq!(e.field, "slaves[0]");
         assert!(e.message.contains("the same instance as master"), "{e}");
+    }
+
+    fn published(host: &str, revision: Option<i64>) -> PublishedTopology {
+        PublishedTopology { master: member(host, 6379, None), slaves: vec![], topology_revision: revision }
+    }
+
+    #[test]
+    fn an_older_revision_is_refused_naming_both() {
+        let previous = published("10.0.0.1", Some(9));
+        let e = decide("redis-1", Some(8), Some(&previous), published("10.0.0.2", None)).unwrap_err();
+        assert_eq!(e, Stale { cluster: "redis-1".into(), revision: 8, applied: 9 });
+    }
+
+    #[test]
+    fn a_duplicate_changes_nothing_unless_it_resolves_differently() {
+        let previous = published("10.0.0.1", Some(9));
+        assert_eq!(decide("c", Some(9), Some(&previous), published("10.0.0.1", None)), Ok(Decision::Unchanged(previous.clone())));
+        assert_eq!(
+            decide("c", Some(9), Some(&previous), published("10.0.0.2", None)),
+            Ok(Decision::Publish(published("10.0.0.2", Some(9))))
+        );
+    }
+
+    #[test]
+    fn a_newer_revision_publishes_and_raises_the_floor() {
+        assert_eq!(decide("c", Some(3), None, published("10.0.0.1", None)), Ok(Decision::Publish(published("10.0.0.1", Some(3)))));
+        let previous = published("10.0.0.1", Some(3));
+        assert_eq!(
+            decide("c", Some(4), Some(&previous), published("10.0.0.1", None)),
+            Ok(Decision::Publish(published("10.0.0.1", Some(4))))
+        );
+    }
+
+    #[test]
+    fn without_a_revision_it_publishes_and_keeps_the_floor() {
+        let previous = published("10.0.0.1", Some(9));
+        assert_eq!(
+            decide("c", None, Some(&previous), published("10.0.0.1", None)),
+            Ok(Decision::Publish(published("10.0.0.1", Some(9))))
+        );
+        assert_eq!(decide("c", None, None, published("10.0.0.1", None)), Ok(Decision::Publish(published("10.0.0.1", None))));
     }
 }

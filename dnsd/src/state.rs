@@ -136,6 +136,7 @@ mod tests {
         PublishedTopology {
             master: PublishedMember { host: "10.0.0.1".into(), port, node: None },
             slaves: vec![],
+            topology_revision: None,
         }
     }
 

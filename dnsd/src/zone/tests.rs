@@ -45,6 +45,7 @@ fn sample() -> Zone {
                     member("10.0.0.9", 6380, None),
                     member("fd00::3", 7003, Some("node-3")),
                 ],
+                topology_revision: None,
             },
             42,
         ),
@@ -206,7 +207,7 @@ fn unregistered_published_node_resolves_from_the_published_host() {
     let mut published = Published::new();
     published.insert(
         "c".into(),
-        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![] }, 3),
+        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![], topology_revision: None }, 3),
     );
     let zone = Zone::build(&config(), &Registrations::new(), &published, 3);
     let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
@@ -223,7 +224,7 @@ fn registration_overrides_the_published_host() {
     let mut published = Published::new();
     published.insert(
         "c".into(),
-        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![] }, 3),
+        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![], topology_revision: None }, 3),
     );
     let zone = Zone::build(&config(), &regs, &published, 3);
     let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
@@ -239,7 +240,7 @@ fn host_names_become_srv_targets_without_glue() {
     let mut published = Published::new();
     published.insert(
         "c".into(),
-        (PublishedTopology { master: member("redis.example.com", 6379, Some("node-1")), slaves: vec![] }, 3),
+        (PublishedTopology { master: member("redis.example.com", 6379, Some("node-1")), slaves: vec![], topology_revision: None }, 3),
     );
     regs.insert(("c".into(), "node-2".into()), reg("not a host!", 6379));
     let zone = Zone::build(&config(), &regs, &published, 3);
@@ -258,7 +259,7 @@ fn other_domains_work_too() {
     let mut config = config();
     config.names = Names::new("Redis.Example.ORG.").unwrap();
     let mut published = Published::new();
-    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.5", 6379, None), slaves: vec![] }, 3));
+    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.5", 6379, None), slaves: vec![], topology_revision: None }, 3));
     let zone = Zone::build(&config, &Registrations::new(), &published, 3);
     let a = answer(&zone, "_redis._tcp.master.c.redis.example.org", RecordType::SRV);
     assert_eq!(rdata(&a.additionals), vec!["addr-0a000005.c.redis.example.org. A 10.0.0.5"]);
@@ -287,6 +288,7 @@ fn with_node_2(node_2: Option<NodeRecord>) -> Zone {
             member("10.0.0.3", 7003, Some("node-3")),
             member("10.0.0.9", 6380, None),
         ],
+        topology_revision: None,
     };
     Zone::build(&config(), &regs, &Published::from([("redis-1".into(), (topology, 5))]), 6)
 }
@@ -342,6 +344,7 @@ fn a_pool_with_no_live_slave_is_nodata() {
     let topology = PublishedTopology {
         master: member("10.0.0.1", 7001, Some("node-1")),
         slaves: vec![member("10.0.0.2", 7002, Some("node-2"))],
+        topology_revision: None,
     };
     let zone = Zone::build(&config(), &regs, &Published::from([("redis-1".into(), (topology, 5))]), 6);
     assert_eq!(zone.lookup_str("slaves.redis-1.cluster.local", RecordType::SRV), Lookup::NoData);

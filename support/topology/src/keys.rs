@@ -18,6 +18,7 @@ pub enum Key {
     Node { cluster: String, node: String },
     Dns { cluster: String },
     Status { cluster: String },
+    Applied { cluster: String },
 }
 
 impl Keys {
@@ -82,6 +83,12 @@ impl Keys {
         format!("{}/status/{cluster}", self.prefix)
     }
 
+    /// `/applied/<cluster>`: the newest topology revision a dictator accepted for the
+    /// cluster (decimal), so every dictator refuses older ones (`revision`).
+    pub fn applied(&self, cluster: &str) -> String {
+        format!("{}/applied/{cluster}", self.prefix)
+    }
+
     /// `/election/observer`: the observers' leader election.
     pub fn election(&self) -> String {
         format!("{}/election/observer", self.prefix)
@@ -103,6 +110,7 @@ impl Keys {
             }
             ["dns", c] => Some(Key::Dns { cluster: cluster(c)? }),
             ["status", c] => Some(Key::Status { cluster: cluster(c)? }),
+            ["applied", c] => Some(Key::Applied { cluster: cluster(c)? }),
             _ => None,
         }
     }
@@ -133,6 +141,7 @@ mod tests {
         assert_eq!(k.node("redis-1", "node-1"), "/nodes/redis-1/node-1");
         assert_eq!(k.dns("redis-1"), "/dns/redis-1");
         assert_eq!(k.status("redis-1"), "/status/redis-1");
+        assert_eq!(k.applied("redis-1"), "/applied/redis-1");
         assert_eq!(k.election(), "/election/observer");
         assert_eq!(k.config_prefix(), "/config/");
     }
@@ -169,6 +178,7 @@ mod tests {
             prop_assert_eq!(k.parse(&k.trigger(&cluster)), Some(Key::Trigger { cluster: cluster.clone() }));
             prop_assert_eq!(k.parse(&k.dns(&cluster)), Some(Key::Dns { cluster: cluster.clone() }));
             prop_assert_eq!(k.parse(&k.status(&cluster)), Some(Key::Status { cluster: cluster.clone() }));
+            prop_assert_eq!(k.parse(&k.applied(&cluster)), Some(Key::Applied { cluster: cluster.clone() }));
             prop_assert_eq!(k.parse(&k.node(&cluster, &node)), Some(Key::Node { cluster: cluster.clone(), node: node.clone() }));
         }
 

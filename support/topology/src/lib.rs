@@ -10,11 +10,14 @@
 //! - [`names`]: the DNS names dnsd serves (`_redis._tcp.master.<cluster>.<domain>`, ...) and
 //!   the reverse mapping from a query name to what it asks for.
 //!
+//! - [`revision`]: the rule that refuses an apply or publish older than the last one.
+//!
 //! Nothing in this crate does I/O; it is all pure functions and data.
 
 pub mod keys;
 pub mod names;
 pub mod records;
+pub mod revision;
 pub mod spec;
 
 pub use keys::Keys;
