@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use dictator::execute::{ExecSettings, WriteSettings};
 use service::redis_auth::Timeouts;
 use dictator::{ApplyOptions, Dictator, Settings};
-use service::cli::LogArgs;
+use service::cli::{EtcdArgs, LogArgs};
 use service::resolve::MemberResolver;
 use topology::{Member, Topology};
 
@@ -31,6 +31,10 @@ struct Cli {
 
     #[command(flatten)]
     tuning: Tuning,
+
+    /// Where `/applied/<cluster>` is kept: only applies with `?revision=` use etcd.
+    #[command(flatten)]
+    etcd: EtcdArgs,
 
     #[command(flatten)]
     log: LogArgs,
@@ -147,11 +151,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let revisions = dictator::revision::Revisions::new(cli.etcd.clone(), settings.lock_wait);
     let dictator = Dictator::new(resolver, settings);
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
         Some(Command::Check { .. }) => ExitCode::SUCCESS,
-        None => serve(dictator, cli.listen, cli.cluster).await,
+        None => serve(dictator, revisions, cli.listen, cli.cluster).await,
     }
 }
 
@@ -179,8 +184,8 @@ fn read_topology(file: &str) -> anyhow::Result<Topology> {
     Ok(Topology::from_json(&bytes)?)
 }
 
-async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitCode {
-    let app = dictator::api::router(dictator, cluster);
+async fn serve(dictator: Dictator, revisions: dictator::revision::Revisions, listen: SocketAddr, cluster: String) -> ExitCode {
+    let app = dictator::api::router(dictator, cluster, revisions);
     service::systemd::spawn_watchdog();
     let shutdown = service::Shutdown::on_signals();
     let ready = |address| service::systemd::ready(&format!("serving HTTP on {address}"));

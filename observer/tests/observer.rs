@@ -37,7 +37,7 @@ impl Stack {
         let mut dictator = Service::start(
             "dictator",
             &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &nameserver,
-              "--redis-command-timeout-ms", "60000"],
+              "--redis-command-timeout-ms", "60000", "--etcd-endpoints", &etcd.endpoint()],
             &[],
         );
         dictator.wait_http(dictator_port);
