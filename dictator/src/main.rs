@@ -45,9 +45,17 @@ enum Command {
     /// Apply one topology now and print the report as JSON (exit 1 on failure).
     Apply(ApplyArgs),
     /// Validate a topology JSON file ("-" for stdin); exit 2 naming the bad field.
+    /// With --cluster, also the names rule: every member is an IP address or a node
+    /// name of that cluster (<node>.<cluster>.<domain>), as dnsd requires to publish it.
     Check {
         /// The file to check.
         file: String,
+        /// The cluster the topology is for.
+        #[arg(long = "cluster")]
+        for_cluster: Option<String>,
+        /// dnsd's zone (its --domain), for node names.
+        #[arg(long, default_value = topology::names::DEFAULT_DOMAIN)]
+        domain: String,
     },
 }
 
@@ -130,8 +138,8 @@ impl Tuning {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
-    if let Some(Command::Check { file }) = &cli.command {
-        return check(file);
+    if let Some(Command::Check { file, for_cluster, domain }) = &cli.command {
+        return check(file, for_cluster.as_deref(), domain);
     }
     if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
         eprintln!("--cluster: {e}");
@@ -160,8 +168,16 @@ async fn main() -> ExitCode {
     }
 }
 
-fn check(file: &str) -> ExitCode {
-    match read_topology(file) {
+fn check(file: &str, cluster: Option<&str>, domain: &str) -> ExitCode {
+    let checked = read_topology(file).and_then(|t| {
+        if let Some(cluster) = cluster {
+            topology::validate_label("cluster", cluster).map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+            let names = topology::Names::new(domain).map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
+            names.check_topology(cluster, &t)?;
+        }
+        Ok(t)
+    });
+    match checked {
         Ok(t) => {
             println!("{}", t.to_json());
             ExitCode::SUCCESS

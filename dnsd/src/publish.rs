@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
 use topology::revision::{order, Order, Stale};
-use topology::{Address, Member, Names, QueryName, Topology};
+use topology::{Member, MemberName, Names, NotANode, Topology};
 
 /// Why a topology cannot be published: the field and the reason (a 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,8 +31,8 @@ pub struct Unpublishable {
 enum MemberError {
     #[error("node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)")]
     NotRegistered { node: String, cluster: String },
-    #[error("{name} is not a node of cluster {cluster}; only node names (<node>.{zone}) and IP addresses can be published")]
-    NotANode { name: String, cluster: String, zone: String },
+    #[error(transparent)]
+    NotANode(#[from] NotANode),
 }
 
 /// Resolves `topology` for `cluster` against its registrations (by node name).
@@ -79,38 +79,31 @@ fn resolve_member(
     registrations: &BTreeMap<String, NodeRecord>,
     previous: Option<&PublishedTopology>,
 ) -> Result<PublishedMember, MemberError> {
-    match &member.address {
-        Address::Ip(ip) => {
+    match names.member_node(cluster, member)? {
+        MemberName::Ip(ip) => {
             let port = member.port_or_default();
             let node = registrations
                 .iter()
-                .find(|(_, r)| r.port == port && r.address.parse::<IpAddr>().ok() == Some(*ip))
+                .find(|(_, r)| r.port == port && r.address.parse::<IpAddr>().ok() == Some(ip))
                 .map(|(node, _)| node.clone());
             Ok(PublishedMember { host: ip.to_string(), port, node })
         }
-        Address::Name(name) => match names.parse(name) {
-            QueryName::Node { cluster: c, node } if c == cluster => match registrations.get(&node) {
-                Some(r) => Ok(PublishedMember {
-                    host: r.address.clone(),
-                    port: member.port.unwrap_or(r.port),
-                    node: Some(node),
-                }),
-                None => match previous.and_then(|p| {
-                    std::iter::once(&p.master).chain(&p.slaves).find(|m| m.node.as_deref() == Some(node.as_str()))
-                }) {
-                    Some(last) => Ok(PublishedMember {
-                        host: last.host.clone(),
-                        port: member.port.unwrap_or(last.port),
-                        node: Some(node),
-                    }),
-                    None => Err(MemberError::NotRegistered { node, cluster: cluster.to_string() }),
-                },
-            },
-            _ => Err(MemberError::NotANode {
-                name: name.clone(),
-                cluster: cluster.to_string(),
-                zone: names.cluster(cluster),
+        MemberName::Node(node) => match registrations.get(&node) {
+            Some(r) => Ok(PublishedMember {
+                host: r.address.clone(),
+                port: member.port.unwrap_or(r.port),
+                node: Some(node),
             }),
+            None => match previous.and_then(|p| {
+                std::iter::once(&p.master).chain(&p.slaves).find(|m| m.node.as_deref() == Some(node.as_str()))
+            }) {
+                Some(last) => Ok(PublishedMember {
+                    host: last.host.clone(),
+                    port: member.port.unwrap_or(last.port),
+                    node: Some(node.clone()),
+                }),
+                None => Err(MemberError::NotRegistered { node: node.clone(), cluster: cluster.to_string() }),
+            },
         },
     }
 }
@@ -227,7 +220,7 @@ mod tests {
         for name in ["redis.example.com", "master.redis-1.cluster.local", "_redis._tcp.master.redis-1.cluster.local"] {
             let e = err(&format!(r#"{{"master":{{"address":"{name}"}}}}"#));
             assert_eq!(e.field, "master.address", "{name}");
-            assert!(e.message.contains("only node names (<node>.redis-1.cluster.local) and IP addresses"), "{e}");
+            assert!(e.message.contains("only node names (<node>.redis-1.cluster.local) and IP addresses can be used"), "{e}");
         }
         // The same instance twice, once by name and once by address.
         let e = err(r#"{"master":{"address":"node-1.redis-1.cluster.local"},"slaves":[{"address":"10.0.0.1","port":7001}]}"#);

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The read pool on real processes: redis-server and node-agent per node, dnsd, dig.
 //! A slave whose redis dies, or whose agent deregisters, leaves the slaves SRV answer;
 //! it comes back when healthy again.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The revision rule on real dnsd replicas and etcd: a publish carrying
 //! `?revision=N` older than the newest published for its cluster is refused with 409
 //! and changes neither etcd nor any DNS answer; a duplicate writes nothing; replicas
