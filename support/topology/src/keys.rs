@@ -19,6 +19,7 @@ pub enum Key {
     Dns { cluster: String },
     Status { cluster: String },
     Applied { cluster: String },
+    Domain,
 }
 
 impl Keys {
@@ -89,6 +90,12 @@ impl Keys {
         format!("{}/applied/{cluster}", self.prefix)
     }
 
+    /// `/domain`: the zone dnsd serves (its `--domain`), written by the first dnsd to
+    /// start, so the observer and the operator scripts check node names against it.
+    pub fn domain(&self) -> String {
+        format!("{}/domain", self.prefix)
+    }
+
     /// `/election/observer`: the observers' leader election.
     pub fn election(&self) -> String {
         format!("{}/election/observer", self.prefix)
@@ -111,6 +118,7 @@ impl Keys {
             ["dns", c] => Some(Key::Dns { cluster: cluster(c)? }),
             ["status", c] => Some(Key::Status { cluster: cluster(c)? }),
             ["applied", c] => Some(Key::Applied { cluster: cluster(c)? }),
+            ["domain"] => Some(Key::Domain),
             _ => None,
         }
     }
@@ -142,6 +150,7 @@ mod tests {
         assert_eq!(k.dns("redis-1"), "/dns/redis-1");
         assert_eq!(k.status("redis-1"), "/status/redis-1");
         assert_eq!(k.applied("redis-1"), "/applied/redis-1");
+        assert_eq!(k.domain(), "/domain");
         assert_eq!(k.election(), "/election/observer");
         assert_eq!(k.config_prefix(), "/config/");
     }
