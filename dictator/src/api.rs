@@ -2,11 +2,12 @@
 //! `PUT /clusters/{cluster}/master`, each with `?force=true` and `?dry_run=true`.
 //!
 //! The only place that knows status codes: [`status`] maps each [`ApplyError`].
+//! `?revision=N` goes through the [`Revisions`] gate first (see [`crate::revision`]).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,19 +16,22 @@ use axum::{Json, Router};
 use service::http::{topology_from_body, with_conventions};
 use service::resolve::ResolveError;
 use service::ApiError;
+use topology::revision::RevisionQuery;
 
 use crate::apply::{ApplyError, ApplyOptions, Dictator};
 use crate::execute::Failure;
 use crate::plan::Refusal;
+use crate::revision::{RevisionError, Revisions};
 
 struct AppState {
     dictator: Dictator,
     default_cluster: String,
+    revisions: Revisions,
 }
 
 /// The dictator's routes; `default_cluster` is what `PUT /master` applies to.
-pub fn router(dictator: Dictator, default_cluster: String) -> Router {
-    let state = Arc::new(AppState { dictator, default_cluster });
+pub fn router(dictator: Dictator, default_cluster: String, revisions: Revisions) -> Router {
+    let state = Arc::new(AppState { dictator, default_cluster, revisions });
     let routes = Router::new()
         .route("/master", put(put_default_master))
         .route("/clusters/{cluster}/master", put(put_cluster_master))
@@ -37,38 +41,46 @@ pub fn router(dictator: Dictator, default_cluster: String) -> Router {
 
 async fn put_default_master(
     State(state): State<Arc<AppState>>,
-    options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
+    options: Result<Query<ApplyOptions>, QueryRejection>,
+    revision: Result<Query<RevisionQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let cluster = state.default_cluster.clone();
-    apply(&state, &cluster, options, body).await
+    apply(&state, &cluster, options, revision, body).await
 }
 
 async fn put_cluster_master(
     State(state): State<Arc<AppState>>,
     Path(cluster): Path<String>,
-    options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
+    options: Result<Query<ApplyOptions>, QueryRejection>,
+    revision: Result<Query<RevisionQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(e) = topology::validate_label("cluster", &cluster) {
         return ApiError::not_found(e).into_response();
     }
-    apply(&state, &cluster, options, body).await
+    apply(&state, &cluster, options, revision, body).await
 }
 
 async fn apply(
     state: &AppState,
     cluster: &str,
-    options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
+    options: Result<Query<ApplyOptions>, QueryRejection>,
+    revision: Result<Query<RevisionQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Query(options) = match options {
-        Ok(o) => o,
-        Err(e) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
+    let (Query(options), Query(RevisionQuery { revision })) = match (options, revision) {
+        (Ok(o), Ok(r)) => (o, r),
+        (Err(e), _) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
+        (_, Err(e)) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
     };
     let topology = match topology_from_body(body) {
         Ok(t) => t,
         Err(e) => return e.into_response(),
+    };
+    let _admitted = match state.revisions.admit(cluster, revision, options.dry_run).await {
+        Ok(admitted) => admitted,
+        Err(e) => return revision_refused(&e),
     };
     match state.dictator.apply(cluster, &topology, options).await {
         Ok(report) => Json(report).into_response(),
@@ -100,4 +112,18 @@ impl IntoResponse for ApplyError {
         let body = serde_json::json!({ "error": self.to_string(), "report": self.report() });
         (status(&self), Json(body)).into_response()
     }
+}
+
+/// A request whose revision was not admitted: 409 for an older revision
+/// (`{"error","revision","applied_revision","report":null}`) or a busy gate, 502 for etcd.
+fn revision_refused(error: &RevisionError) -> Response {
+    let (status, mut body) = match error {
+        RevisionError::Stale(stale) => (StatusCode::CONFLICT, stale.body()),
+        RevisionError::Busy { .. } => (StatusCode::CONFLICT, serde_json::json!({ "error": error.to_string() })),
+        RevisionError::Etcd { .. } | RevisionError::Invalid { .. } => {
+            (StatusCode::BAD_GATEWAY, serde_json::json!({ "error": error.to_string() }))
+        }
+    };
+    body["report"] = serde_json::Value::Null;
+    (status, Json(body)).into_response()
 }

@@ -18,6 +18,10 @@
 //! 5. report ([`apply`]): [`Report`] embeds the outcome with what was asked and
 //!    found; a failure is an [`ApplyError`], which carries the report of what was done.
 //!
+//! Before any of it, an HTTP apply that carries `?revision=N` passes the
+//! [`revision`] gate: older than the newest revision accepted for the cluster
+//! (kept in etcd) is refused.
+//!
 //! [`apply::Dictator`] runs that flow, one apply at a time per cluster. [`api`] is the
 //! HTTP edge, and the only module that knows status codes; `main.rs` parses flags
 //! and calls into it.
@@ -27,5 +31,6 @@ pub mod apply;
 pub mod execute;
 pub mod observe;
 pub mod plan;
+pub mod revision;
 
 pub use apply::{ApplyError, ApplyOptions, Dictator, Report, Settings};

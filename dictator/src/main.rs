@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use dictator::execute::{ExecSettings, WriteSettings};
 use service::redis_auth::Timeouts;
 use dictator::{ApplyOptions, Dictator, Settings};
-use service::cli::LogArgs;
+use service::cli::{EtcdArgs, LogArgs};
 use service::resolve::MemberResolver;
 use topology::{Member, Topology};
 
@@ -32,6 +32,10 @@ struct Cli {
     #[command(flatten)]
     tuning: Tuning,
 
+    /// Where `/applied/<cluster>` is kept: only applies with `?revision=` use etcd.
+    #[command(flatten)]
+    etcd: EtcdArgs,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -41,9 +45,17 @@ enum Command {
     /// Apply one topology now and print the report as JSON (exit 1 on failure).
     Apply(ApplyArgs),
     /// Validate a topology JSON file ("-" for stdin); exit 2 naming the bad field.
+    /// With --cluster, also the names rule: every member is an IP address or a node
+    /// name of that cluster (<node>.<cluster>.<domain>), as dnsd requires to publish it.
     Check {
         /// The file to check.
         file: String,
+        /// The cluster the topology is for.
+        #[arg(long = "cluster")]
+        for_cluster: Option<String>,
+        /// dnsd's zone (its --domain), for node names.
+        #[arg(long, default_value = topology::names::DEFAULT_DOMAIN)]
+        domain: String,
     },
 }
 
@@ -126,8 +138,8 @@ impl Tuning {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
-    if let Some(Command::Check { file }) = &cli.command {
-        return check(file);
+    if let Some(Command::Check { file, for_cluster, domain }) = &cli.command {
+        return check(file, for_cluster.as_deref(), domain);
     }
     if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
         eprintln!("--cluster: {e}");
@@ -147,16 +159,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let revisions = dictator::revision::Revisions::new(cli.etcd.clone(), settings.lock_wait);
     let dictator = Dictator::new(resolver, settings);
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
         Some(Command::Check { .. }) => ExitCode::SUCCESS,
-        None => serve(dictator, cli.listen, cli.cluster).await,
+        None => serve(dictator, revisions, cli.listen, cli.cluster).await,
     }
 }
 
-fn check(file: &str) -> ExitCode {
-    match read_topology(file) {
+fn check(file: &str, cluster: Option<&str>, domain: &str) -> ExitCode {
+    let checked = read_topology(file).and_then(|t| {
+        if let Some(cluster) = cluster {
+            topology::validate_label("cluster", cluster).map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+            let names = topology::Names::new(domain).map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
+            names.check_topology(cluster, &t)?;
+        }
+        Ok(t)
+    });
+    match checked {
         Ok(t) => {
             println!("{}", t.to_json());
             ExitCode::SUCCESS
@@ -179,8 +200,8 @@ fn read_topology(file: &str) -> anyhow::Result<Topology> {
     Ok(Topology::from_json(&bytes)?)
 }
 
-async fn serve(dictator: Dictator, listen: SocketAddr, cluster: String) -> ExitCode {
-    let app = dictator::api::router(dictator, cluster);
+async fn serve(dictator: Dictator, revisions: dictator::revision::Revisions, listen: SocketAddr, cluster: String) -> ExitCode {
+    let app = dictator::api::router(dictator, cluster, revisions);
     service::systemd::spawn_watchdog();
     let shutdown = service::Shutdown::on_signals();
     let ready = |address| service::systemd::ready(&format!("serving HTTP on {address}"));

@@ -200,6 +200,8 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--min-replicas-to-write", "MIN_REPLICAS_TO_WRITE"),
             ("--min-replicas-max-lag", "MIN_REPLICAS_MAX_LAG"),
             ("--log-format", "LOG_FORMAT"),
+            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
+            ("--etcd-prefix", "ETCD_PREFIX"),
             ("--redis-user", "REDIS_USER"),
             ("--redis-password-file", "REDIS_PASSWORD_FILE"),
         ],

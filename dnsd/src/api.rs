@@ -2,6 +2,11 @@
 //! `PUT /clusters/{cluster}/dns` publish a topology; `GET` on either returns what is
 //! published. Plus `/healthz` and the JSON error conventions of DESIGN.md.
 //!
+//! `?revision=N` (the topology's etcd revision, sent by the observer) is checked
+//! against the floor stored in `/dns/<cluster>` ([`publish::decide`]): older is 409, a
+//! duplicate is 200 without a write. The write is a compare-and-set on the value read,
+//! so two replicas publishing at once cannot lower the floor.
+//!
 //! A PUT answers only after etcd stored the topology, and after this replica swapped
 //! in a zone that serves it: a client that gets the 200 and then asks this dnsd sees
 //! the new records. Other replicas follow within one etcd watch round trip.
@@ -10,22 +15,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
-use etcd_client::GetOptions;
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::Serialize;
 use service::cli::EtcdArgs;
 use service::http::{topology_from_body, with_conventions};
 use service::ApiError;
 use topology::keys::Key;
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
+use topology::revision::RevisionQuery;
 use topology::Keys;
 
 use crate::live::Live;
-use crate::publish;
+use crate::publish::{self, Decision};
 use crate::state::Change;
 
 /// A lazily (re)connected etcd client: the API starts, and `/healthz` answers, while
@@ -71,6 +78,16 @@ struct Published<'a> {
     slaves: &'a [PublishedMember],
     /// etcd revision of `/dns/<cluster>`; `version.<cluster>.<domain>` serves it too.
     revision: i64,
+    /// The newest `?revision=` published (older ones are refused), once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topology_revision: Option<i64>,
+}
+
+impl<'a> Published<'a> {
+    fn of(cluster: &'a str, topology: &'a PublishedTopology, revision: i64) -> Published<'a> {
+        let PublishedTopology { master, slaves, topology_revision } = topology;
+        Published { cluster, master, slaves, revision, topology_revision: *topology_revision }
+    }
 }
 
 /// dnsd's routes; `default_cluster` is what `PUT /dns` publishes.
@@ -89,20 +106,33 @@ pub fn router(live: Arc<Live>, etcd: EtcdArgs, default_cluster: String) -> Route
     with_conventions(routes)
 }
 
-async fn put_default(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn put_default(
+    State(state): State<Arc<AppState>>,
+    revision: Result<Query<RevisionQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let cluster = state.default_cluster.clone();
-    respond(publish(&state, &cluster, body).await)
+    let revision = match revision {
+        Ok(Query(RevisionQuery { revision })) => revision,
+        Err(e) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
+    };
+    respond(publish(&state, &cluster, revision, body).await)
 }
 
 async fn put_cluster(
     State(state): State<Arc<AppState>>,
     Path(cluster): Path<String>,
+    revision: Result<Query<RevisionQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(e) = topology::validate_label("cluster", &cluster) {
         return ApiError::not_found(e).into_response();
     }
-    respond(publish(&state, &cluster, body).await)
+    let revision = match revision {
+        Ok(Query(RevisionQuery { revision })) => revision,
+        Err(e) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
+    };
+    respond(publish(&state, &cluster, revision, body).await)
 }
 
 async fn get_default(State(state): State<Arc<AppState>>) -> Response {
@@ -121,40 +151,77 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn publish(state: &AppState, cluster: &str, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+/// How often a publish re-reads and tries again when `/dns/<cluster>` changed between
+/// its read and its write (another replica published meanwhile).
+const PUBLISH_ATTEMPTS: usize = 5;
+
+async fn publish(
+    state: &AppState,
+    cluster: &str,
+    revision: Option<i64>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let topology = topology_from_body(body)?;
     let mut client = state.etcd.client().await?;
-    let registrations = match registrations(&mut client, &state.keys, cluster).await {
-        Ok(r) => r,
-        Err(e) => {
-            state.etcd.reset().await;
-            return Err(unreachable(&state.etcd.args, &e));
+    let key = state.keys.dns(cluster);
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let registrations = match registrations(&mut client, &state.keys, cluster).await {
+            Ok(r) => r,
+            Err(e) => {
+                state.etcd.reset().await;
+                return Err(unreachable(&state.etcd.args, &e));
+            }
+        };
+        // What was published before: an unregistered node keeps its address from it,
+        // and it holds the revision floor. Written only if it is still what we read.
+        let (previous, previous_mod) = match client.get(key.as_str(), None).await {
+            Ok(got) => match got.kvs().first() {
+                Some(kv) => (serde_json::from_slice::<PublishedTopology>(kv.value()).ok(), kv.mod_revision()),
+                None => (None, 0),
+            },
+            Err(e) => {
+                state.etcd.reset().await;
+                return Err(unreachable(&state.etcd.args, &e));
+            }
+        };
+        let names = &state.live.config().names;
+        let resolved = publish::resolve(names, cluster, &topology, &registrations, previous.as_ref())
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let resolved = match publish::decide(cluster, revision, previous.as_ref(), resolved) {
+            Ok(Decision::Publish(resolved)) => resolved,
+            Ok(Decision::Unchanged(previous)) => {
+                tracing::info!(cluster, ?revision, "duplicate publish: nothing changed");
+                return Ok(Json(Published::of(cluster, &previous, previous_mod)).into_response());
+            }
+            Err(stale) => {
+                tracing::warn!(cluster, %stale, "refused an older publish");
+                return Ok((StatusCode::CONFLICT, Json(stale.body())).into_response());
+            }
+        };
+        let value = serde_json::to_string(&resolved)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        // Absent keys compare with mod_revision 0.
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, previous_mod)])
+            .and_then([TxnOp::put(key.as_str(), value, None)]);
+        let done = match client.txn(txn).await {
+            Ok(done) => done,
+            Err(e) => {
+                state.etcd.reset().await;
+                return Err(unreachable(&state.etcd.args, &e));
+            }
+        };
+        if !done.succeeded() {
+            continue;
         }
-    };
-    // What was published before: an unregistered node keeps its address from it.
-    let previous = match client.get(state.keys.dns(cluster), None).await {
-        Ok(got) => got.kvs().first().and_then(|kv| serde_json::from_slice::<PublishedTopology>(kv.value()).ok()),
-        Err(e) => {
-            state.etcd.reset().await;
-            return Err(unreachable(&state.etcd.args, &e));
-        }
-    };
-    let names = &state.live.config().names;
-    let resolved = publish::resolve(names, cluster, &topology, &registrations, previous.as_ref())
-        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    let value = serde_json::to_string(&resolved)
-        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let revision = match client.put(state.keys.dns(cluster), value, None).await {
-        Ok(response) => response.header().map(|h| h.revision()).unwrap_or_default(),
-        Err(e) => {
-            state.etcd.reset().await;
-            return Err(unreachable(&state.etcd.args, &e));
-        }
-    };
-    // Serve it now rather than when the watch echoes it back (see `state`).
-    state.live.apply([(Change::Published { cluster: cluster.to_string(), topology: Some(resolved.clone()) }, revision)]);
-    tracing::info!(cluster, revision, master = %describe(&resolved.master), slaves = resolved.slaves.len(), "published");
-    Ok(Json(Published { cluster, master: &resolved.master, slaves: &resolved.slaves, revision }).into_response())
+        let revision = done.header().map(|h| h.revision()).unwrap_or_default();
+        // Serve it now rather than when the watch echoes it back (see `state`).
+        state.live.apply([(Change::Published { cluster: cluster.to_string(), topology: Some(resolved.clone()) }, revision)]);
+        tracing::info!(cluster, revision, topology_revision = ?resolved.topology_revision,
+            master = %describe(&resolved.master), slaves = resolved.slaves.len(), "published");
+        return Ok(Json(Published::of(cluster, &resolved, revision)).into_response());
+    }
+    Err(ApiError::conflict(format!("{key} kept changing while publishing; try again")))
 }
 
 async fn published(state: &AppState, cluster: &str) -> Result<Response, ApiError> {
@@ -172,8 +239,7 @@ async fn published(state: &AppState, cluster: &str) -> Result<Response, ApiError
     let topology: PublishedTopology = serde_json::from_slice(kv.value()).map_err(|e| {
         ApiError::bad_gateway(format!("etcd holds an invalid topology at {}: {e}", state.keys.dns(cluster)))
     })?;
-    let body = Published { cluster, master: &topology.master, slaves: &topology.slaves, revision: kv.mod_revision() };
-    Ok(Json(body).into_response())
+    Ok(Json(Published::of(cluster, &topology, kv.mod_revision())).into_response())
 }
 
 /// The cluster's registrations, by node name.

@@ -18,10 +18,12 @@
 //! - [`store`]: turns etcd keys into zone changes (the list/watch loop itself is
 //!   `service::etcd::follow`);
 //! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
-//! - [`api`]: the axum routes.
+//! - [`api`]: the axum routes;
+//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it.
 
 pub mod api;
 pub mod authority;
+pub mod domain;
 pub mod live;
 pub mod publish;
 pub mod state;
@@ -69,6 +71,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         udp_sockets = config.udp_sockets, "DNS listening (UDP and TCP)");
 
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
+    tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
     let app = api::router(live, config.etcd, config.cluster);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
-use topology::{Address, Member, Names, QueryName, Topology};
+use topology::revision::{order, Order, Stale};
+use topology::{Member, MemberName, Names, NotANode, Topology};
 
 /// Why a topology cannot be published: the field and the reason (a 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +31,8 @@ pub struct Unpublishable {
 enum MemberError {
     #[error("node {node} of cluster {cluster} is not registered (no /nodes/{cluster}/{node} in etcd)")]
     NotRegistered { node: String, cluster: String },
-    #[error("{name} is not a node of cluster {cluster}; only node names (<node>.{zone}) and IP addresses can be published")]
-    NotANode { name: String, cluster: String, zone: String },
+    #[error(transparent)]
+    NotANode(#[from] NotANode),
 }
 
 /// Resolves `topology` for `cluster` against its registrations (by node name).
@@ -68,7 +69,7 @@ pub fn resolve(
         field: "master".into(),
         message: "is required".into(),
     })?;
-    Ok(PublishedTopology { master, slaves: members.collect() })
+    Ok(PublishedTopology { master, slaves: members.collect(), topology_revision: None })
 }
 
 fn resolve_member(
@@ -78,39 +79,64 @@ fn resolve_member(
     registrations: &BTreeMap<String, NodeRecord>,
     previous: Option<&PublishedTopology>,
 ) -> Result<PublishedMember, MemberError> {
-    match &member.address {
-        Address::Ip(ip) => {
+    match names.member_node(cluster, member)? {
+        MemberName::Ip(ip) => {
             let port = member.port_or_default();
             let node = registrations
                 .iter()
-                .find(|(_, r)| r.port == port && r.address.parse::<IpAddr>().ok() == Some(*ip))
+                .find(|(_, r)| r.port == port && r.address.parse::<IpAddr>().ok() == Some(ip))
                 .map(|(node, _)| node.clone());
             Ok(PublishedMember { host: ip.to_string(), port, node })
         }
-        Address::Name(name) => match names.parse(name) {
-            QueryName::Node { cluster: c, node } if c == cluster => match registrations.get(&node) {
-                Some(r) => Ok(PublishedMember {
-                    host: r.address.clone(),
-                    port: member.port.unwrap_or(r.port),
-                    node: Some(node),
-                }),
-                None => match previous.and_then(|p| {
-                    std::iter::once(&p.master).chain(&p.slaves).find(|m| m.node.as_deref() == Some(node.as_str()))
-                }) {
-                    Some(last) => Ok(PublishedMember {
-                        host: last.host.clone(),
-                        port: member.port.unwrap_or(last.port),
-                        node: Some(node),
-                    }),
-                    None => Err(MemberError::NotRegistered { node, cluster: cluster.to_string() }),
-                },
-            },
-            _ => Err(MemberError::NotANode {
-                name: name.clone(),
-                cluster: cluster.to_string(),
-                zone: names.cluster(cluster),
+        MemberName::Node(node) => match registrations.get(&node) {
+            Some(r) => Ok(PublishedMember {
+                host: r.address.clone(),
+                port: member.port.unwrap_or(r.port),
+                node: Some(node),
             }),
+            None => match previous.and_then(|p| {
+                std::iter::once(&p.master).chain(&p.slaves).find(|m| m.node.as_deref() == Some(node.as_str()))
+            }) {
+                Some(last) => Ok(PublishedMember {
+                    host: last.host.clone(),
+                    port: member.port.unwrap_or(last.port),
+                    node: Some(node.clone()),
+                }),
+                None => Err(MemberError::NotRegistered { node: node.clone(), cluster: cluster.to_string() }),
+            },
         },
+    }
+}
+
+/// What a publish does, given its revision and what is published now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Store this (the resolved topology, carrying the revision floor).
+    Publish(PublishedTopology),
+    /// A duplicate: the same revision, resolved to what is already published (this).
+    Unchanged(PublishedTopology),
+}
+
+/// The revision rule (`topology::revision`) for dnsd: `revision` is the request's
+/// `?revision=`, `previous` what `/dns/<cluster>` holds. A request without a revision
+/// (an operator's) always publishes and keeps the floor, so it lowers nothing; a
+/// duplicate that resolves differently (a node moved) is published again.
+pub fn decide(
+    cluster: &str,
+    revision: Option<i64>,
+    previous: Option<&PublishedTopology>,
+    mut resolved: PublishedTopology,
+) -> Result<Decision, Stale> {
+    let floor = previous.and_then(|p| p.topology_revision);
+    let Some(revision) = revision else {
+        resolved.topology_revision = floor;
+        return Ok(Decision::Publish(resolved));
+    };
+    resolved.topology_revision = Some(revision);
+    match order(revision, floor) {
+        Order::Older { applied } => Err(Stale { cluster: cluster.to_string(), revision, applied }),
+        Order::Same if previous == Some(&resolved) => Ok(Decision::Unchanged(resolved)),
+        Order::Same | Order::Newer => Ok(Decision::Publish(resolved)),
     }
 }
 
@@ -140,6 +166,7 @@ mod tests {
         let previous = PublishedTopology {
             master: member("10.0.0.7", 7007, Some("node-7")),
             slaves: vec![member("10.0.0.1", 7001, Some("node-1"))],
+            topology_revision: None,
         };
         let names = Names::default();
         let t = resolve(&names, "redis-1", &t, &regs(), Some(&previous)).unwrap();
@@ -194,11 +221,52 @@ mod tests {
         for name in ["redis.example.com", "master.redis-1.cluster.local", "_redis._tcp.master.redis-1.cluster.local"] {
             let e = err(&format!(r#"{{"master":{{"address":"{name}"}}}}"#));
             assert_eq!(e.field, "master.address", "{name}");
-            assert!(e.message.contains("only node names (<node>.redis-1.cluster.local) and IP addresses"), "{e}");
+            assert!(e.message.contains("only node names (<node>.redis-1.cluster.local) and IP addresses can be used"), "{e}");
         }
         // The same instance twice, once by name and once by address.
         let e = err(r#"{"master":{"address":"node-1.redis-1.cluster.local"},"slaves":[{"address":"10.0.0.1","port":7001}]}"#);
         assert_eq!(e.field, "slaves[0]");
         assert!(e.message.contains("the same instance as master"), "{e}");
+    }
+
+    fn published(host: &str, revision: Option<i64>) -> PublishedTopology {
+        PublishedTopology { master: member(host, 6379, None), slaves: vec![], topology_revision: revision }
+    }
+
+    #[test]
+    fn an_older_revision_is_refused_naming_both() {
+        let previous = published("10.0.0.1", Some(9));
+        let e = decide("redis-1", Some(8), Some(&previous), published("10.0.0.2", None)).unwrap_err();
+        assert_eq!(e, Stale { cluster: "redis-1".into(), revision: 8, applied: 9 });
+    }
+
+    #[test]
+    fn a_duplicate_changes_nothing_unless_it_resolves_differently() {
+        let previous = published("10.0.0.1", Some(9));
+        assert_eq!(decide("c", Some(9), Some(&previous), published("10.0.0.1", None)), Ok(Decision::Unchanged(previous.clone())));
+        assert_eq!(
+            decide("c", Some(9), Some(&previous), published("10.0.0.2", None)),
+            Ok(Decision::Publish(published("10.0.0.2", Some(9))))
+        );
+    }
+
+    #[test]
+    fn a_newer_revision_publishes_and_raises_the_floor() {
+        assert_eq!(decide("c", Some(3), None, published("10.0.0.1", None)), Ok(Decision::Publish(published("10.0.0.1", Some(3)))));
+        let previous = published("10.0.0.1", Some(3));
+        assert_eq!(
+            decide("c", Some(4), Some(&previous), published("10.0.0.1", None)),
+            Ok(Decision::Publish(published("10.0.0.1", Some(4))))
+        );
+    }
+
+    #[test]
+    fn without_a_revision_it_publishes_and_keeps_the_floor() {
+        let previous = published("10.0.0.1", Some(9));
+        assert_eq!(
+            decide("c", None, Some(&previous), published("10.0.0.1", None)),
+            Ok(Decision::Publish(published("10.0.0.1", Some(9))))
+        );
+        assert_eq!(decide("c", None, None, published("10.0.0.1", None)), Ok(Decision::Publish(published("10.0.0.1", None))));
     }
 }

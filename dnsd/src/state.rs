@@ -60,10 +60,9 @@ impl Records {
                 let key = (cluster, node);
                 match record {
                     Some(record) => {
-                        let served_before = self.registrations.get(&key).map(|r| (r.address.clone(), r.port));
-                        let served_now = Some((record.address.clone(), record.port));
+                        let changed = self.registrations.get(&key).map(served) != Some(served(&record));
                         self.registrations.insert(key, record);
-                        served_before != served_now
+                        changed
                     }
                     None => self.registrations.remove(&key).is_some(),
                 }
@@ -107,8 +106,13 @@ impl Records {
 }
 
 fn same_registrations(a: &Registrations, b: &Registrations) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b.iter()).all(|((ka, ra), (kb, rb))| ka == kb && ra.address == rb.address && ra.port == rb.port)
+    a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, ra), (kb, rb))| ka == kb && served(ra) == served(rb))
+}
+
+/// What of a registration the zone depends on: where the node is, and whether it is
+/// healthy (an unhealthy slave leaves the read pool).
+fn served(record: &NodeRecord) -> (&str, u16, bool) {
+    (record.address.as_str(), record.port, record.healthy)
 }
 
 #[cfg(test)]
@@ -133,6 +137,7 @@ mod tests {
         PublishedTopology {
             master: PublishedMember { host: "10.0.0.1".into(), port, node: None },
             slaves: vec![],
+            topology_revision: None,
         }
     }
 
@@ -168,13 +173,18 @@ mod tests {
     }
 
     #[test]
-    fn refreshing_a_registration_is_not_a_change_moving_it_is() {
+    fn refreshing_a_registration_is_not_a_change_moving_it_or_its_health_is() {
         let mut s = Records::default();
         assert!(s.apply(register("n1", Some(record("10.0.0.1", 6379, 1))), 2));
         assert!(!s.apply(register("n1", Some(record("10.0.0.1", 6379, 2))), 3), "offset refresh");
         assert_eq!(s.registrations()[&("c".into(), "n1".into())].repl_offset, 2, "still stored");
         assert!(s.apply(register("n1", Some(record("10.0.0.2", 6379, 3))), 4), "new address");
         assert!(s.apply(register("n1", Some(record("10.0.0.2", 6380, 3))), 5), "new port");
+        let mut unhealthy = record("10.0.0.2", 6380, 4);
+        unhealthy.healthy = false;
+        assert!(s.apply(register("n1", Some(unhealthy.clone())), 5), "now unhealthy");
+        assert!(!s.apply(register("n1", Some(unhealthy)), 5), "still unhealthy");
+        assert!(s.apply(register("n1", Some(record("10.0.0.2", 6380, 5))), 5), "healthy again");
         assert!(s.apply(register("n1", None), 6));
         assert!(!s.apply(register("n1", None), 7), "already gone");
         assert_eq!(s.revision(), 7);

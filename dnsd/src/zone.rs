@@ -15,11 +15,15 @@
 //! | `<node>.<cluster>` | A/AAAA of the node's address, SRV `0 100 <port> <node>.<cluster>` |
 //! | `master.<cluster>` | SRV to the master's target, A/AAAA of the master |
 //! | `_redis._tcp.master.<cluster>` | the same SRV |
-//! | `slaves.<cluster>`, `_redis._tcp.slaves.<cluster>` | one SRV per slave, each `0 100 <port> <target>` |
+//! | `slaves.<cluster>`, `_redis._tcp.slaves.<cluster>` | one SRV per live slave, each `0 100 <port> <target>` |
 //! | `version.<cluster>` | TXT: etcd revision of `/dns/<cluster>` |
 //! | `addr-<hex ip>.<cluster>` | A/AAAA of a published member that is not a registered node |
 //!
 //! SRV answers carry their targets' A/AAAA records in the additional section.
+//!
+//! The read pool (`slaves.<cluster>`) holds only live slaves: a slave that is a node
+//! whose registration is gone or unhealthy is left out until it is healthy again. Its
+//! own `<node>.<cluster>` record stays.
 //!
 //! The SRV target of a published member: its node name when it is a node, else a synthesized
 //! `addr-<hex ip>` name. A node's address is its registration's when it is registered,
@@ -158,10 +162,12 @@ impl Zone {
                 b.srv(&name, &master);
             }
 
+            // Every slave keeps its node record; only live ones join the read pool.
             let slaves: Vec<SrvTarget> = topology
                 .slaves
                 .iter()
-                .map(|slave| b.target(config, registrations, cluster, slave))
+                .map(|slave| (b.target(config, registrations, cluster, slave), in_read_pool(registrations, cluster, slave)))
+                .filter_map(|(target, live)| live.then_some(target))
                 .collect();
             for name in [b.name(&config.names.slaves(cluster)), b.name(&config.names.slaves_srv(cluster))] {
                 b.touch(&name);
@@ -391,6 +397,16 @@ impl<'c> Builder<'c> {
             .map(|(name, entries)| (name, entries.into_iter().collect()))
             .collect();
         Zone { origin: LowerName::new(&self.apex), serial, soa, names, warnings: self.warnings }
+    }
+}
+
+/// Whether a published slave belongs in `slaves.<cluster>`: a node must be registered
+/// and healthy, so readers and HAProxy are not sent to a dead one. A member that is no
+/// registered node (an IP literal) is kept: nothing says it is down.
+fn in_read_pool(registrations: &Registrations, cluster: &str, member: &PublishedMember) -> bool {
+    match &member.node {
+        Some(node) => registrations.get(&(cluster.to_string(), node.clone())).is_some_and(|r| r.healthy),
+        None => true,
     }
 }
 

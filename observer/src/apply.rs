@@ -74,12 +74,13 @@ impl Targets {
         Ok(Targets { http, resolver, dictator, dnsd })
     }
 
-    /// Applies `topology` (the JSON as stored in etcd) to `cluster`. Returns the
-    /// dictator's report.
-    pub async fn apply_and_publish(&self, cluster: &str, topology: &[u8]) -> Result<Value, ApplyError> {
+    /// Applies `topology` (the JSON as stored in etcd at `mod_revision` `revision`) to
+    /// `cluster`. Returns the dictator's report. Both PUTs carry `?revision=`, so
+    /// the dictator and dnsd refuse this apply if a newer one reached them first.
+    pub async fn apply_and_publish(&self, cluster: &str, topology: &[u8], revision: i64) -> Result<Value, ApplyError> {
         let at = |stage| move |cause| ApplyError { stage, cause };
-        let report = self.put(&self.dictator, &format!("/clusters/{cluster}/master"), topology).await.map_err(at(Stage::Dictator))?;
-        self.put(&self.dnsd, &format!("/clusters/{cluster}/dns"), topology).await.map_err(at(Stage::Dnsd))?;
+        let report = self.put(&self.dictator, &format!("/clusters/{cluster}/master?revision={revision}"), topology).await.map_err(at(Stage::Dictator))?;
+        self.put(&self.dnsd, &format!("/clusters/{cluster}/dns?revision={revision}"), topology).await.map_err(at(Stage::Dnsd))?;
         Ok(report)
     }
 

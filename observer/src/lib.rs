@@ -12,6 +12,7 @@
 //! - [`apply`]: PUT to the dictator, then (only after a 2xx) to dnsd;
 //! - [`inspect`]: the only code that talks to redis: does the master answer, where
 //!   do the slaves stand;
+//! - [`domain`]: checks `--domain` against the zone dnsd recorded, loudly;
 //! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name;
 //! - [`schedule`] (pure): is applying due (new in etcd, or roles diverged), how a
 //!   failure is retried (backoff, or only on a change), and [`schedule::Action`],
@@ -28,6 +29,7 @@
 //! Passes for one cluster are sequential and coalesce; clusters are independent.
 
 pub mod apply;
+pub mod domain;
 pub mod endpoint;
 pub mod failover;
 pub mod inspect;

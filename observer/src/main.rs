@@ -128,6 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         redis_auth: cli.redis_auth.credentials()?,
     });
 
+    let domain_error = observer::domain::DomainError::default();
+    let domain_check = tokio::spawn(observer::domain::watch(
+        cx.etcd.clone(), cx.keys.clone(), cx.names.domain().to_string(), domain_error.clone()));
     let state = Arc::new(Leadership::default());
     let health_state = state.clone();
     let status_cx = cx.clone();
@@ -136,7 +139,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         get(move || {
             let leader = health_state.leader.load(Ordering::SeqCst);
             let failovers = status_cx.failover_counts();
-            async move { Json(serde_json::json!({ "leader": leader, "failovers": failovers })) }
+            let domain_error = domain_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+            async move { Json(serde_json::json!({ "leader": leader, "failovers": failovers, "domain_error": domain_error })) }
         }),
     );
     let shutdown = service::Shutdown::on_signals();
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ready = |address| service::systemd::ready(&format!("connected to etcd, serving HTTP on {address}"));
     let http = tokio::spawn(service::http::serve_then(cli.listen, app, shutdown.requested(), ready));
     leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, shutdown.clone()).await;
+    domain_check.abort();
     http.await??;
     Ok(())
 }

@@ -202,7 +202,7 @@ impl Reconciler {
         let started_ms = now_ms();
         tracing::info!(cluster, topology_revision = desired.topology_revision, trigger = ?desired.trigger, diverged = ?diverged, "round: applying the topology");
         let failover = self.failover_note.clone();
-        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology).await {
+        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision).await {
             Ok(_) => {
                 let outcome = Outcome { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
                 self.floor = record(&self.cx, cluster, outcome).await;

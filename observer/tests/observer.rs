@@ -45,7 +45,8 @@ impl Stack {
         let nameserver = format!("127.0.0.1:{dns_port}");
         let listen = format!("127.0.0.1:{dictator_port}");
         // A frozen redis holds an apply in flight for as long as a test needs.
-        let mut args = vec!["--listen", &listen, "--nameserver", &nameserver, "--redis-command-timeout-ms", "60000"];
+        let endpoint = etcd.endpoint();
+        let mut args = vec!["--listen", &listen, "--nameserver", &nameserver, "--redis-command-timeout-ms", "60000", "--etcd-endpoints", &endpoint];
         args.extend_from_slice(dictator_args);
         let mut dictator = Service::start("dictator", &args, &[]);
         dictator.wait_http(dictator_port);

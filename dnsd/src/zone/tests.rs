@@ -46,6 +46,7 @@ fn sample() -> Zone {
                     member("10.0.0.9", 6380, None),
                     member("fd00::3", 7003, Some("node-3")),
                 ],
+                topology_revision: None,
             },
             42,
         ),
@@ -207,7 +208,7 @@ fn unregistered_published_node_resolves_from_the_published_host() {
     let mut published = Published::new();
     published.insert(
         "c".into(),
-        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![] }, 3),
+        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![], topology_revision: None }, 3),
     );
     let zone = Zone::build(&config(), &Registrations::new(), &published, 3);
     let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
@@ -224,7 +225,7 @@ fn registration_overrides_the_published_host() {
     let mut published = Published::new();
     published.insert(
         "c".into(),
-        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![] }, 3),
+        (PublishedTopology { master: member("10.0.0.5", 6379, Some("node-5")), slaves: vec![], topology_revision: None }, 3),
     );
     let zone = Zone::build(&config(), &regs, &published, 3);
     let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
@@ -240,7 +241,7 @@ fn host_names_become_srv_targets_without_glue() {
     let mut published = Published::new();
     published.insert(
         "c".into(),
-        (PublishedTopology { master: member("redis.example.com", 6379, Some("node-1")), slaves: vec![] }, 3),
+        (PublishedTopology { master: member("redis.example.com", 6379, Some("node-1")), slaves: vec![], topology_revision: None }, 3),
     );
     regs.insert(("c".into(), "node-2".into()), reg("not a host!", 6379));
     let zone = Zone::build(&config(), &regs, &published, 3);
@@ -260,7 +261,7 @@ fn a_mistyped_ip_is_no_host_name_even_though_dns_would_take_it() {
     let mut regs = Registrations::new();
     regs.insert(("c".into(), "node-1".into()), reg("10.0.0.256", 6379));
     let mut published = Published::new();
-    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.256", 6379, Some("node-1")), slaves: vec![] }, 3));
+    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.256", 6379, Some("node-1")), slaves: vec![], topology_revision: None }, 3));
     let zone = Zone::build(&config(), &regs, &published, 3);
     let a = answer(&zone, "master.c.cluster.local", RecordType::SRV);
     assert_eq!(rdata(&a.answers), vec!["master.c.cluster.local. SRV 0 100 6379 node-1.c.cluster.local."], "not served as a host name");
@@ -298,7 +299,7 @@ fn other_domains_work_too() {
     let mut config = config();
     config.names = Names::new("Redis.Example.ORG.").unwrap();
     let mut published = Published::new();
-    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.5", 6379, None), slaves: vec![] }, 3));
+    published.insert("c".into(), (PublishedTopology { master: member("10.0.0.5", 6379, None), slaves: vec![], topology_revision: None }, 3));
     let zone = Zone::build(&config, &Registrations::new(), &published, 3);
     let a = answer(&zone, "_redis._tcp.master.c.redis.example.org", RecordType::SRV);
     assert_eq!(rdata(&a.additionals), vec!["addr-0a000005.c.redis.example.org. A 10.0.0.5"]);
@@ -309,4 +310,83 @@ fn other_domains_work_too() {
 fn synthesized_labels() {
     assert_eq!(synthesized_label("10.0.0.3".parse().unwrap()), "addr-0a000003");
     assert_eq!(synthesized_label("::1".parse().unwrap()), format!("addr-{}01", "0".repeat(30)));
+}
+
+/// redis-1 with master node-1 and slaves node-2, node-3 and the literal 10.0.0.9,
+/// node-2's registration as given.
+fn with_node_2(node_2: Option<NodeRecord>) -> Zone {
+    let mut regs = Registrations::new();
+    regs.insert(("redis-1".into(), "node-1".into()), reg("10.0.0.1", 7001));
+    if let Some(r) = node_2 {
+        regs.insert(("redis-1".into(), "node-2".into()), r);
+    }
+    regs.insert(("redis-1".into(), "node-3".into()), reg("10.0.0.3", 7003));
+    let topology = PublishedTopology {
+        master: member("10.0.0.1", 7001, Some("node-1")),
+        slaves: vec![
+            member("10.0.0.2", 7002, Some("node-2")),
+            member("10.0.0.3", 7003, Some("node-3")),
+            member("10.0.0.9", 6380, None),
+        ],
+        topology_revision: None,
+    };
+    Zone::build(&config(), &regs, &Published::from([("redis-1".into(), (topology, 5))]), 6)
+}
+
+fn slave_targets(zone: &Zone) -> Vec<String> {
+    let a = answer(zone, "_redis._tcp.slaves.redis-1.cluster.local", RecordType::SRV);
+    let mut targets: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+    targets.sort();
+    targets
+}
+
+#[test]
+fn an_unhealthy_slave_leaves_the_read_pool_and_keeps_its_node_record() {
+    let mut sick = reg("10.0.0.2", 7002);
+    sick.healthy = false;
+    let zone = with_node_2(Some(sick));
+    assert_eq!(
+        slave_targets(&zone),
+        vec!["0 100 6380 addr-0a000009.redis-1.cluster.local.", "0 100 7003 node-3.redis-1.cluster.local."]
+    );
+    let a = answer(&zone, "node-2.redis-1.cluster.local", RecordType::A);
+    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"]);
+}
+
+#[test]
+fn a_deregistered_slave_leaves_the_read_pool_and_keeps_its_node_record() {
+    let zone = with_node_2(None);
+    assert_eq!(
+        slave_targets(&zone),
+        vec!["0 100 6380 addr-0a000009.redis-1.cluster.local.", "0 100 7003 node-3.redis-1.cluster.local."]
+    );
+    let a = answer(&zone, "node-2.redis-1.cluster.local", RecordType::A);
+    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"], "from the published host");
+}
+
+#[test]
+fn a_healthy_slave_is_in_the_read_pool() {
+    let zone = with_node_2(Some(reg("10.0.0.2", 7002)));
+    assert_eq!(
+        slave_targets(&zone),
+        vec![
+            "0 100 6380 addr-0a000009.redis-1.cluster.local.",
+            "0 100 7002 node-2.redis-1.cluster.local.",
+            "0 100 7003 node-3.redis-1.cluster.local."
+        ]
+    );
+}
+
+#[test]
+fn a_pool_with_no_live_slave_is_nodata() {
+    let mut regs = Registrations::new();
+    regs.insert(("redis-1".into(), "node-1".into()), reg("10.0.0.1", 7001));
+    let topology = PublishedTopology {
+        master: member("10.0.0.1", 7001, Some("node-1")),
+        slaves: vec![member("10.0.0.2", 7002, Some("node-2"))],
+        topology_revision: None,
+    };
+    let zone = Zone::build(&config(), &regs, &Published::from([("redis-1".into(), (topology, 5))]), 6);
+    assert_eq!(zone.lookup_str("slaves.redis-1.cluster.local", RecordType::SRV), Lookup::NoData);
+    assert!(matches!(zone.lookup_str("master.redis-1.cluster.local", RecordType::SRV), Lookup::Answer(_)));
 }

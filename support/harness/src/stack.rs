@@ -69,7 +69,8 @@ impl Stack {
         dnsd.wait_http(dnsd_port);
         let mut dictator = Service::start(
             "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &dns.to_string(), "--cluster", CLUSTER],
+            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &dns.to_string(), "--cluster", CLUSTER,
+              "--etcd-endpoints", &endpoint],
             &[],
         );
         dictator.wait_http(dictator_port);

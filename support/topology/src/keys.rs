@@ -18,6 +18,8 @@ pub enum Key {
     Node { cluster: String, node: String },
     Dns { cluster: String },
     Status { cluster: String },
+    Applied { cluster: String },
+    Domain,
 }
 
 impl Keys {
@@ -82,6 +84,18 @@ impl Keys {
         format!("{}/status/{cluster}", self.prefix)
     }
 
+    /// `/applied/<cluster>`: the newest topology revision a dictator accepted for the
+    /// cluster (decimal), so every dictator refuses older ones (`revision`).
+    pub fn applied(&self, cluster: &str) -> String {
+        format!("{}/applied/{cluster}", self.prefix)
+    }
+
+    /// `/domain`: the zone dnsd serves (its `--domain`), written by the first dnsd to
+    /// start, so the observer and the operator scripts check node names against it.
+    pub fn domain(&self) -> String {
+        format!("{}/domain", self.prefix)
+    }
+
     /// `/election/observer`: the observers' leader election.
     pub fn election(&self) -> String {
         format!("{}/election/observer", self.prefix)
@@ -103,6 +117,8 @@ impl Keys {
             }
             ["dns", c] => Some(Key::Dns { cluster: cluster(c)? }),
             ["status", c] => Some(Key::Status { cluster: cluster(c)? }),
+            ["applied", c] => Some(Key::Applied { cluster: cluster(c)? }),
+            ["domain"] => Some(Key::Domain),
             _ => None,
         }
     }
@@ -133,6 +149,8 @@ mod tests {
         assert_eq!(k.node("redis-1", "node-1"), "/nodes/redis-1/node-1");
         assert_eq!(k.dns("redis-1"), "/dns/redis-1");
         assert_eq!(k.status("redis-1"), "/status/redis-1");
+        assert_eq!(k.applied("redis-1"), "/applied/redis-1");
+        assert_eq!(k.domain(), "/domain");
         assert_eq!(k.election(), "/election/observer");
         assert_eq!(k.config_prefix(), "/config/");
     }
@@ -169,6 +187,7 @@ mod tests {
             prop_assert_eq!(k.parse(&k.trigger(&cluster)), Some(Key::Trigger { cluster: cluster.clone() }));
             prop_assert_eq!(k.parse(&k.dns(&cluster)), Some(Key::Dns { cluster: cluster.clone() }));
             prop_assert_eq!(k.parse(&k.status(&cluster)), Some(Key::Status { cluster: cluster.clone() }));
+            prop_assert_eq!(k.parse(&k.applied(&cluster)), Some(Key::Applied { cluster: cluster.clone() }));
             prop_assert_eq!(k.parse(&k.node(&cluster, &node)), Some(Key::Node { cluster: cluster.clone(), node: node.clone() }));
         }
 

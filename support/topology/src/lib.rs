@@ -10,16 +10,19 @@
 //! - [`names`]: the DNS names dnsd serves (`_redis._tcp.master.<cluster>.<domain>`, ...) and
 //!   the reverse mapping from a query name to what it asks for.
 //!
+//! - [`revision`]: the rule that refuses an apply or publish older than the last one.
+//!
 //! Nothing in this crate does I/O; it is all pure functions and data.
 
 pub mod keys;
 pub mod names;
 pub mod records;
+pub mod revision;
 pub mod spec;
 
 pub use keys::Keys;
 
-pub use names::{Names, QueryName};
+pub use names::{MemberName, Names, NotANode, QueryName};
 pub use spec::{Address, AddressError, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
 
 /// `min-replicas-to-write` at or above this value is the dictator's write fence on

@@ -6,8 +6,9 @@
 //! - `version.<cluster>`: TXT with the etcd revision of the published topology;
 //! - `<node>.<cluster>`: A/AAAA and SRV of one registered node.
 
-use crate::{validate_label, NameError};
 use crate::keys::validate_node_name;
+use crate::spec::{Address, Member, SpecError, Topology};
+use crate::{validate_label, NameError};
 
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
 
@@ -115,6 +116,49 @@ impl Names {
     }
 }
 
+/// A topology member that breaks the names rule ([`Names::member_node`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} is not a node of cluster {cluster}; only node names (<node>.{zone}) and IP addresses can be used")]
+pub struct NotANode {
+    pub name: String,
+    pub cluster: String,
+    pub zone: String,
+}
+
+/// What a member that keeps the names rule is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberName {
+    Ip(std::net::IpAddr),
+    Node(String),
+}
+
+impl Names {
+    /// THE names rule, one for the dictator and dnsd: a member of `cluster` is an IP
+    /// literal or `<node>.<cluster>.<domain>`. Any other name could be applied by the
+    /// dictator but never published by dnsd, and the observer could not match it to a
+    /// registration.
+    pub fn member_node(&self, cluster: &str, member: &Member) -> Result<MemberName, NotANode> {
+        match &member.address {
+            Address::Ip(ip) => Ok(MemberName::Ip(*ip)),
+            Address::Name(name) => match self.parse(name) {
+                QueryName::Node { cluster: c, node } if c == cluster => Ok(MemberName::Node(node)),
+                _ => Err(NotANode { name: name.clone(), cluster: cluster.to_string(), zone: self.cluster(cluster) }),
+            },
+        }
+    }
+
+    /// The names rule for a whole topology; the error names the field
+    /// (`slaves[1].address: ...`), like every other topology error (a 422).
+    pub fn check_topology(&self, cluster: &str, topology: &Topology) -> Result<(), SpecError> {
+        let fields = std::iter::once("master".to_string()).chain((0..topology.slaves.len()).map(|i| format!("slaves[{i}]")));
+        for (field, member) in fields.zip(topology.members()) {
+            self.member_node(cluster, member)
+                .map_err(|e| SpecError::Invalid { field: format!("{field}.address"), message: e.to_string() })?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for Names {
     fn default() -> Self {
         Names { domain: DEFAULT_DOMAIN.to_string() }
@@ -164,6 +208,28 @@ mod tests {
         assert_eq!(n.parse("example.com."), QueryName::OutsideZone);
         assert_eq!(n.parse("xcluster.local."), QueryName::OutsideZone);
         assert_eq!(n.parse("."), QueryName::OutsideZone);
+    }
+
+    #[test]
+    fn members_are_ip_literals_or_node_names_of_the_cluster() {
+        let n = Names::new("example.org").unwrap();
+        let t = |json: &str| Topology::from_json(json.as_bytes()).unwrap();
+        assert_eq!(n.check_topology("redis-1", &t(r#"{"master":{"address":"node-1.redis-1.example.org"},
+            "slaves":[{"address":"10.0.0.2"},{"address":"::1","port":7}]}"#)), Ok(()));
+        for (name, field) in [
+            ("node-1.redis-1.cluster.local", "slaves[1].address"), // another domain
+            ("node-1.redis-2.example.org", "slaves[1].address"),   // another cluster
+            ("redis.example.com", "slaves[1].address"),            // any A/AAAA name
+            ("_redis._tcp.master.redis-1.example.org", "slaves[1].address"),
+            ("master.redis-1.example.org", "slaves[1].address"),
+        ] {
+            let json = format!(r#"{{"master":{{"address":"10.0.0.1"}},"slaves":[{{"address":"10.0.0.2"}},{{"address":"{name}"}}]}}"#);
+            let e = n.check_topology("redis-1", &t(&json)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{field}: {name} is not a node of cluster redis-1; only node names (<node>.redis-1.example.org) and IP addresses can be used")
+            );
+        }
     }
 
     proptest! {

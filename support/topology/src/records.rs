@@ -46,6 +46,11 @@ pub struct PublishedTopology {
     pub master: PublishedMember,
     #[serde(default)]
     pub slaves: Vec<PublishedMember>,
+    /// The newest topology revision (`?revision=`) published for the cluster, kept
+    /// with the topology so every dnsd replica refuses older ones
+    /// ([`crate::revision`]). Absent until a publish carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_revision: Option<i64>,
 }
 
 /// `/status/<cluster>`: the outcome of the observer's last round for a cluster.
