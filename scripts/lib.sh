@@ -7,10 +7,12 @@ ETCD_PREFIX=${ETCD_PREFIX%/}
 DOMAIN=${DOMAIN:-cluster.local}
 NAMESERVER=${NAMESERVER:-127.0.0.1:5353}
 
-# The project's binaries: on PATH, or from this checkout's build.
+# The project's binaries: from REDIS_TOPOLOGY_BIN_DIR if set (tests use it, so a
+# stale release build is never picked), else this checkout's build, else PATH.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin() {
-    if [ -x "$root/target/release/$1" ]; then echo "$root/target/release/$1"
+    if [ -n "${REDIS_TOPOLOGY_BIN_DIR:-}" ]; then echo "$REDIS_TOPOLOGY_BIN_DIR/$1"
+    elif [ -x "$root/target/release/$1" ]; then echo "$root/target/release/$1"
     elif [ -x "$root/target/debug/$1" ]; then echo "$root/target/debug/$1"
     else command -v "$1" || { echo "$1 not found: build with cargo build --release" >&2; exit 2; }
     fi

@@ -107,19 +107,23 @@ async fn the_dictator_resolves_node_names_through_dnsd_and_names_what_does_not_r
     let url = format!("{}/clusters/{CLUSTER}/master", stack.dictator_url);
 
     // Node names (SRV <node>.<cluster>.<domain> gives the port) are resolved via dnsd.
-    let (status, report) = harness::put_json(&url, stack.topology(1, &[0, 2])).await;
+    // The topology is the one defined: the observer puts back any other, since roles
+    // that differ from the declared topology are re-applied.
+    let (status, report) = harness::put_json(&url, stack.topology(0, &[1, 2])).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["master"], stack.nodes[1].redis.host_port());
+    assert_eq!(report["master"], stack.nodes[0].redis.host_port());
+    assert_eq!(report["slaves"], serde_json::json!([stack.nodes[1].redis.host_port(), stack.nodes[2].redis.host_port()]));
 
     // A name dnsd does not know is a 422 naming the field, and nothing changes.
     let unknown = serde_json::json!({
-        "master": {"address": stack.node_name(1)},
+        "master": {"address": stack.node_name(0)},
         "slaves": [{"address": format!("node-9.{CLUSTER}.cluster.local")}],
     });
     let (status, err) = harness::put_json(&url, unknown.to_string()).await;
     assert_eq!(status, 422, "{err}");
     assert!(err["error"].as_str().unwrap().contains("slaves[0]: node-9"), "{err}");
-    assert_eq!(stack.nodes[1].redis.role(), "master");
+    assert_eq!(stack.nodes[0].redis.role(), "master");
+    assert_eq!(stack.nodes[1].redis.role(), "slave");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

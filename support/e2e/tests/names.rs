@@ -14,8 +14,10 @@ fn repo() -> std::path::PathBuf {
 }
 
 fn define(etcd: &Etcd, domain: Option<&str>, topology: &str) -> Output {
-    harness::binary("dictator"); // the script runs it: it must be built from these sources
+    // The script runs the dictator built from these sources, not a stale release build.
+    let dictator = harness::binary("dictator");
     let mut cmd = Command::new(repo().join("scripts/define-topology.sh"));
+    cmd.env("REDIS_TOPOLOGY_BIN_DIR", dictator.parent().unwrap());
     cmd.args(["redis-1", "-"]).env("ETCD_ENDPOINTS", etcd.endpoint()).env_remove("ETCD_PREFIX").env_remove("DOMAIN");
     if let Some(domain) = domain {
         cmd.env("DOMAIN", domain);
