@@ -41,7 +41,7 @@ async fn put_default_master(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let cluster = state.default_cluster.clone();
-    apply(&state, &cluster, options, body).await
+    apply(state, cluster, options, body).await
 }
 
 async fn put_cluster_master(
@@ -53,12 +53,12 @@ async fn put_cluster_master(
     if let Err(e) = topology::validate_label("cluster", &cluster) {
         return ApiError::not_found(e).into_response();
     }
-    apply(&state, &cluster, options, body).await
+    apply(state, cluster, options, body).await
 }
 
 async fn apply(
-    state: &AppState,
-    cluster: &str,
+    state: Arc<AppState>,
+    cluster: String,
     options: Result<Query<ApplyOptions>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -70,16 +70,26 @@ async fn apply(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    match state.dictator.apply(cluster, &topology, options).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => e.into_response(),
+    // axum drops this future when the client goes away; an apply stopped between
+    // two steps would leave a fence or a half-moved group for no reason. Its own
+    // task finishes it whoever is still listening.
+    let task = tokio::spawn(async move { state.dictator.apply(&cluster, &topology, options).await });
+    match task.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the apply task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the apply task failed: {e}")).into_response()
+        }
     }
 }
 
 /// The status code of a failed apply.
 pub fn status(error: &ApplyError) -> StatusCode {
     match error {
-        ApplyError::Busy { .. } | ApplyError::Refused(Refusal::WouldLoseData { .. }) => StatusCode::CONFLICT,
+        ApplyError::Busy { .. }
+        | ApplyError::WouldLoseData { .. }
+        | ApplyError::Refused(Refusal::WouldLoseData { .. }) => StatusCode::CONFLICT,
         ApplyError::Resolve { error: ResolveError::NotFound(_) | ResolveError::Ambiguous { .. }, .. }
         | ApplyError::SameInstance { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ApplyError::Resolve { error: ResolveError::Failed { .. }, .. }

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::observe::Observed;
 use service::redis_info::Replication;
+use topology::history::coverage;
 
 /// The topology to apply, resolved to one address per member: the planner's goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,9 @@ pub enum Step {
     Verify { node: SocketAddr, master: SocketAddr },
     /// `CONFIG REWRITE`.
     Persist { node: SocketAddr },
+    /// The fence alone (no pause), on a master whose demotion was refused: it holds
+    /// writes the new master lacks, and must take no more until an operator decides.
+    Quarantine { node: SocketAddr },
 }
 
 impl Step {
@@ -68,7 +72,8 @@ impl Step {
             | Step::Replicate { node, .. }
             | Step::Release { node }
             | Step::Verify { node, .. }
-            | Step::Persist { node } => node,
+            | Step::Persist { node }
+            | Step::Quarantine { node } => node,
         }
     }
 
@@ -82,6 +87,7 @@ impl Step {
             Step::Release { .. } => "release",
             Step::Verify { .. } => "verify",
             Step::Persist { .. } => "persist",
+            Step::Quarantine { .. } => "quarantine",
         }
     }
 
@@ -125,9 +131,11 @@ pub enum Refusal {
     /// The new master cannot be observed: nothing can change.
     #[error("master {addr} is unreachable: {error}")]
     MasterUnreachable { addr: SocketAddr, error: String },
-    /// Promoting would discard acknowledged writes: refused unless forced.
+    /// Promoting would discard acknowledged writes: refused unless forced. The
+    /// `quarantine`d members are masters holding those writes: they are fenced, so
+    /// they take no more writes that would be lost with them.
     #[error("applying would lose acknowledged writes: {}; pass force=true to apply anyway", .reasons.join("; "))]
-    WouldLoseData { reasons: Vec<String> },
+    WouldLoseData { reasons: Vec<String>, quarantine: Vec<SocketAddr> },
 }
 
 /// Decides the steps. `observed` holds every member, and may hold the new master's
@@ -163,9 +171,11 @@ pub fn plan<C>(
     });
 
     let mut reasons = Vec::new();
+    let mut quarantine = Vec::new();
     for (m_addr, m) in &old_masters {
         if let Some(reason) = loss(*m_addr, m, new, n, catch_up_from == Some(*m_addr)) {
             reasons.push(reason);
+            quarantine.push(*m_addr);
         }
     }
     // An upstream outside the topology that is still a master would keep taking
@@ -177,21 +187,24 @@ pub fn plan<C>(
                  accepts writes; add it as a slave so it is fenced and demoted, or stop it"
             ));
         }
-    // Without a live source to catch up from, a member further along the same
-    // history holds writes the new master would never get.
+    // Without a live source to catch up from, a member further along a history
+    // the new master shares holds writes the new master would never get.
     if !n.is_master() && catch_up_from.is_none() {
-        for (s_addr, s) in &slaves {
-            if s.replid == n.replid && s.offset > n.offset {
+        for (s_addr, s) in slaves.iter().filter(|(_, s)| !s.is_master()) {
+            let c = coverage(&n.history(), &s.history());
+            if (c.held > 0 || s.replid == n.replid) && !c.holds_all() {
                 reasons.push(format!(
-                    "{s_addr} has applied {} more bytes of replication history than the new \
-                     master {new}, whose own master is not reachable to catch up from",
-                    s.offset - n.offset
+                    "{s_addr} has applied {} bytes of replication history (offsets {}..={}) that the new \
+                     master {new} lacks, and its own master is not reachable to catch up from",
+                    c.lacking,
+                    c.held + 1,
+                    s.offset
                 ));
             }
         }
     }
     if !reasons.is_empty() && !force {
-        return Err(Refusal::WouldLoseData { reasons });
+        return Err(Refusal::WouldLoseData { reasons, quarantine });
     }
 
     let mut steps = Vec::new();
@@ -209,7 +222,7 @@ pub fn plan<C>(
     }
     let repointed: Vec<SocketAddr> = slaves
         .iter()
-        .filter(|(_, r)| r.is_master() || r.upstream() != Some(new))
+        .filter(|(_, r)| r.is_master() || r.upstream() != Some(new) || !r.replica_read_only)
         .map(|(s, _)| *s)
         .collect();
     for s in &repointed {
@@ -241,7 +254,10 @@ fn shares_history(replica: &Replication, source: &Replication) -> bool {
     replica.replid == source.replid
 }
 
-/// Why demoting master `m` (to follow `n`) would lose acknowledged writes, if it would.
+/// Why demoting master `m` (to follow `n`) would lose acknowledged writes, if it
+/// would: `n` lacks part of `m`'s history up to its fence point (see
+/// `topology::history`), or `m` holds keys but no history to compare (restarted
+/// from an AOF, or never replicated), so nothing shows that `n` has them.
 fn loss(
     m_addr: SocketAddr,
     m: &Replication,
@@ -249,18 +265,28 @@ fn loss(
     n: &Replication,
     n_catches_up_from_m: bool,
 ) -> Option<String> {
-    let safe = m.keys == 0 // nothing to lose
-        || n_catches_up_from_m
-        // same history and the new master is at least as far along
-        || (n.replid == m.replid && n.offset >= m.offset)
-        // the new master was promoted from m after m's last write (an earlier
-        // apply that stopped before re-pointing m)
-        || (n.replid2 == m.replid && i64::try_from(m.offset).is_ok_and(|o| o < n.second_offset));
-    (!safe).then(|| {
+    if m.keys == 0 || n_catches_up_from_m {
+        return None;
+    }
+    let written = m.written_history();
+    let c = coverage(&n.history(), &written);
+    if !c.holds_all() {
+        let fence = m.fence_point().map(|p| format!(", fenced at offset {p}")).unwrap_or_default();
+        return Some(format!(
+            "{m_addr} is a master holding {} keys; the new master {n_addr} lacks {} bytes of its \
+             replication history {} (offsets {}..={}{fence}): those writes would be lost",
+            m.keys,
+            c.lacking,
+            m.replid,
+            c.held + 1,
+            written.offset
+        ));
+    }
+    written.is_empty().then(|| {
         format!(
-            "{m_addr} is a master holding {} keys at offset {} of replication history {} that \
-             the new master {n_addr} does not have",
-            m.keys, m.offset, m.replid
+            "{m_addr} is a master holding {} keys with no replication history (restarted from an \
+             AOF, or never replicated): nothing shows that the new master {n_addr} has them",
+            m.keys
         )
     })
 }
@@ -290,6 +316,7 @@ use topology::FENCE_MIN_REPLICAS;
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
             has_config_file: false,
+            replica_read_only: true,
         }
     }
 
@@ -397,7 +424,7 @@ use topology::FENCE_MIN_REPLICAS;
         // The old master is left out of the topology while still a master: refused,
         // because nobody would fence it.
         let err = plan(&wanted(B, &[]), &w, false).unwrap_err();
-        assert!(matches!(err, Refusal::WouldLoseData { ref reasons } if reasons[0].contains("not in the topology")), "{err}");
+        assert!(matches!(err, Refusal::WouldLoseData { ref reasons, .. } if reasons[0].contains("not in the topology")), "{err}");
         // With force, B is promoted without waiting.
         let p = plan(&wanted(B, &[]), &w, true).unwrap();
         assert_eq!(actions(&p), ["promote 127.0.0.1:7001"]);
@@ -432,7 +459,7 @@ use topology::FENCE_MIN_REPLICAS;
             (C, up(slave_of(A, "r1", 100, 5))),
         ]);
         let err = plan(&wanted(B, &[A, C]), &w, false).unwrap_err();
-        assert!(err.to_string().contains("127.0.0.1:7002 has applied 10 more bytes"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:7002 has applied 10 bytes of replication history (offsets 91..=100)"), "{err}");
         assert!(plan(&wanted(C, &[A, B]), &w, false).is_ok());
     }
 
@@ -601,6 +628,60 @@ use topology::FENCE_MIN_REPLICAS;
         assert_eq!(actions(&p)[0], "fence 127.0.0.1:7000");
         // Promoting A instead would lose B's writes after the promotion.
         assert!(plan(&wanted(A, &[B]), &w, false).is_err());
+    }
+
+    #[test]
+    fn a_slave_restarted_from_its_rdb_rejoins_as_a_slave() {
+        // B restarted from an RDB saved at offset 52 of r1: a new id, r1 kept as replid2.
+        let mut b = master("rb", 52, 2);
+        b.replid2 = "r1".into();
+        b.second_offset = 53;
+        let w = world(vec![(A, up(master("r1", 500, 9))), (B, up(b.clone()))]);
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
+        assert_eq!(actions(&p)[..2], ["fence 127.0.0.1:7001", "replicate 127.0.0.1:7001 from 127.0.0.1:7000"]);
+        // Writes it took after the restart are its own: refused, and it is quarantined.
+        b.offset = 80;
+        let w = world(vec![(A, up(master("r1", 500, 9))), (B, up(b))]);
+        let err = plan(&wanted(A, &[B]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("lacks 28 bytes of its replication history rb (offsets 53..=80)"), "{err}");
+        assert!(matches!(err, Refusal::WouldLoseData { ref quarantine, .. } if quarantine == &[addr(B)]));
+    }
+
+    #[test]
+    fn a_master_with_keys_and_no_history_is_refused() {
+        // Restarted from an AOF: redis keeps no replication history.
+        let w = world(vec![(A, up(master("r1", 500, 9))), (B, up(master("fresh", 0, 3)))]);
+        let err = plan(&wanted(A, &[B]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("holding 3 keys with no replication history"), "{err}");
+    }
+
+    #[test]
+    fn a_fenced_masters_pings_after_its_fence_point_are_not_writes() {
+        // B was promoted from A at 100; A, fenced at 100, kept pinging its slave C.
+        let mut b = master("r2", 130, 5);
+        b.replid2 = "r1".into();
+        b.second_offset = 101;
+        let mut a = master("r1", 114, 5);
+        a.min_replicas_to_write = topology::history::fence_value(100);
+        let w = world(vec![(A, up(a.clone())), (B, up(b.clone())), (C, up(slave_of(A, "r1", 114, 5)))]);
+        let p = plan(&wanted(B, &[A, C]), &w, false).unwrap();
+        assert!(actions(&p).contains(&"replicate 127.0.0.1:7000 from 127.0.0.1:7001".to_string()), "{:?}", actions(&p));
+        // Fenced at 110 instead, it held writes up to 110 that B never had.
+        a.min_replicas_to_write = topology::history::fence_value(110);
+        let w = world(vec![(A, up(a.clone())), (B, up(b.clone()))]);
+        assert!(plan(&wanted(B, &[A]), &w, false).unwrap_err().to_string().contains("offsets 101..=110, fenced at offset 110"));
+        // A fence with no recorded point: every byte counts.
+        let w = world(vec![(A, up(fenced(master("r1", 114, 5)))), (B, up(b))]);
+        assert!(plan(&wanted(B, &[A]), &w, false).is_err());
+    }
+
+    #[test]
+    fn a_slave_that_takes_writes_is_made_read_only() {
+        let mut b = slave_of(A, "r1", 100, 5);
+        b.replica_read_only = false;
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
+        assert_eq!(actions(&p)[0], "replicate 127.0.0.1:7001 from 127.0.0.1:7000");
     }
 
     #[test]

@@ -147,6 +147,10 @@ async fn refusal_is_409_with_the_reason_and_force_applies() {
     let (status, err) = put(&format!("{}/master", api.base), topo(&a, &[&b])).await;
     assert_eq!(status, 409, "{err}");
     assert!(err["error"].as_str().unwrap().contains("force=true"));
+    // The master holding the writes at stake is fenced, and the report says so.
+    assert_eq!(err["report"]["steps"][0]["action"], "quarantine", "{err}");
+    assert_eq!(err["report"]["steps"][0]["node"], b.host_port(), "{err}");
+    assert!(is_fenced(&b));
     let (status, report) = put(&format!("{}/master?dry_run=true", api.base), topo(&a, &[&b])).await;
     assert_eq!(status, 200);
     assert!(report["refusal"].is_string() && report["members"].as_array().unwrap().len() == 2, "{report}");
@@ -246,7 +250,8 @@ fn restore_link(master: &Redis) {
 }
 
 fn is_fenced(r: &Redis) -> bool {
-    r.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])[1] == topology::FENCE_MIN_REPLICAS.to_string()
+    let value: u32 = r.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])[1].parse().unwrap();
+    value >= topology::FENCE_MIN_REPLICAS
 }
 
 /// Writes `count` keys `<prefix>:<i>` to `r`; each SET answered OK is acknowledged.
