@@ -4,9 +4,13 @@
 //! Failure handling follows what is safe for the data:
 //! - before the promotion (fence, catch-up, allow-writes fail): every fence set so
 //!   far is lifted and every role is left as it was; nothing changed;
-//! - at or after the promotion: fences stay where re-pointing did not happen, so a
-//!   demoted master can never take writes again; the report says what was done and
-//!   what was not, and the next apply converges from there.
+//! - at the promotion: it stops, and the fences stay (whether it took effect is unknown);
+//! - after it (re-point, release): the other members go on, and the member is listed
+//!   in `failed`, not as a failure of the apply: the new master takes writes and DNS
+//!   must follow it. Fences stay where re-pointing did not happen, so a demoted
+//!   master can never take writes again; the next apply converges from there.
+//!
+//! Every fence records the offset it was set at (`topology::history::fence_value`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -7,11 +7,14 @@
 //! 2. let the new master catch up with the master it replicates from;
 //! 3. let the new master accept writes (undo a fence an earlier apply left) and promote it;
 //! 4. re-point every other member at it (in parallel);
-//! 5. release the demoted masters (now slaves, they answer writes with READONLY);
+//! 5. release the demoted masters (now slaves, they answer writes with READONLY;
+//!    re-pointing sets `replica-read-only yes` on every slave);
 //! 6. verify that every slave sees a marker written on the new master;
 //! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
 //!
-//! It refuses when promoting would discard acknowledged writes, unless forced.
+//! It refuses when promoting would discard acknowledged writes, unless forced,
+//! judged by `topology::history` (replication ids and offsets, cut at a fence's
+//! recorded point), and names the masters holding them so they can be fenced.
 
 use std::collections::HashMap;
 use std::fmt;
