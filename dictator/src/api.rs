@@ -46,7 +46,7 @@ async fn put_default_master(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let cluster = state.default_cluster.clone();
-    apply(&state, &cluster, options, revision, body).await
+    apply(state, cluster, options, revision, body).await
 }
 
 async fn put_cluster_master(
@@ -59,12 +59,12 @@ async fn put_cluster_master(
     if let Err(e) = topology::validate_label("cluster", &cluster) {
         return ApiError::not_found(e).into_response();
     }
-    apply(&state, &cluster, options, revision, body).await
+    apply(state, cluster, options, revision, body).await
 }
 
 async fn apply(
-    state: &AppState,
-    cluster: &str,
+    state: Arc<AppState>,
+    cluster: String,
     options: Result<Query<ApplyOptions>, QueryRejection>,
     revision: Result<Query<RevisionQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -78,20 +78,33 @@ async fn apply(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let _admitted = match state.revisions.admit(cluster, revision, options.dry_run).await {
+    let admitted = match state.revisions.admit(&cluster, revision, options.dry_run).await {
         Ok(admitted) => admitted,
         Err(e) => return revision_refused(&e),
     };
-    match state.dictator.apply(cluster, &topology, options).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => e.into_response(),
+    // axum drops this future when the client goes away; an apply stopped between
+    // two steps would leave a fence or a half-moved group for no reason. Its own
+    // task finishes it whoever is still listening, holding the revision gate.
+    let task = tokio::spawn(async move {
+        let _admitted = admitted;
+        state.dictator.apply(&cluster, &topology, options).await
+    });
+    match task.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the apply task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the apply task failed: {e}")).into_response()
+        }
     }
 }
 
 /// The status code of a failed apply.
 pub fn status(error: &ApplyError) -> StatusCode {
     match error {
-        ApplyError::Busy { .. } | ApplyError::Refused(Refusal::WouldLoseData { .. }) => StatusCode::CONFLICT,
+        ApplyError::Busy { .. }
+        | ApplyError::WouldLoseData { .. }
+        | ApplyError::Refused(Refusal::WouldLoseData { .. }) => StatusCode::CONFLICT,
         ApplyError::Resolve { error: ResolveError::NotFound(_) | ResolveError::Ambiguous { .. }, .. }
         | ApplyError::SameInstance { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ApplyError::Resolve { error: ResolveError::Failed { .. }, .. }

@@ -15,7 +15,7 @@ use topology::Topology;
 use crate::execute::{execute, round_ms, ExecSettings, Failure, Outcome};
 use crate::observe::{observe, Members, Observed};
 use service::redis_auth::Timeouts;
-use crate::plan::{plan, Refusal, Wanted};
+use crate::plan::{plan, Plan, Refusal, Step, Wanted};
 
 /// Everything an apply is tuned by.
 #[derive(Debug, Clone)]
@@ -85,6 +85,10 @@ pub enum ApplyError {
     SameInstance { field: String, addr: SocketAddr, first: String },
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// Applying would lose acknowledged writes ([`Refusal::WouldLoseData`]); the
+    /// report lists the masters holding them, fenced by `quarantine` steps.
+    #[error("{refusal}")]
+    WouldLoseData { refusal: Refusal, report: Box<Report> },
     #[error("{failure}")]
     Failed { failure: Failure, report: Box<Report> },
 }
@@ -93,7 +97,7 @@ impl ApplyError {
     /// What was done before the failure, if anything was.
     pub fn report(&self) -> Option<&Report> {
         match self {
-            ApplyError::Failed { report, .. } => Some(report),
+            ApplyError::Failed { report, .. } | ApplyError::WouldLoseData { report, .. } => Some(report),
             _ => None,
         }
     }
@@ -158,7 +162,24 @@ impl Dictator {
             return Ok(report);
         }
 
-        let planned = plan(&wanted, &members, options.force)?;
+        let planned = match plan(&wanted, &members, options.force) {
+            Ok(planned) => planned,
+            Err(Refusal::WouldLoseData { reasons, quarantine }) => {
+                // The masters holding the writes at stake take no more: each would
+                // only add to what an operator has to reconcile.
+                let steps = quarantine.iter().map(|node| Step::Quarantine { node: *node }).collect();
+                let outcome = execute(&Plan { steps, ..Plan::default() }, &members, &self.settings.exec).await;
+                report.changed = quarantine
+                    .iter()
+                    .any(|q| members.get(q).and_then(Observed::replication).is_none_or(|r| r.fence_point().is_none()));
+                report.outcome = outcome;
+                report.total_ms = ms_since(started);
+                tracing::error!(cluster, ?reasons, fenced = ?quarantine, "refused: applying would lose acknowledged writes");
+                let refusal = Refusal::WouldLoseData { reasons, quarantine };
+                return Err(ApplyError::WouldLoseData { refusal, report: Box::new(report) });
+            }
+            Err(refusal) => return Err(refusal.into()),
+        };
         report.unreachable = planned.unreachable.clone();
         report.forced = planned.overridden.clone();
         if !planned.overridden.is_empty() {
@@ -178,8 +199,12 @@ impl Dictator {
         report.total_ms = ms_since(started);
 
         match failure {
-            None => {
+            None if report.outcome.failed.is_empty() => {
                 tracing::info!(cluster, master = %wanted.master, write_pause_ms = report.outcome.write_pause_ms, total_ms = report.total_ms, "applied");
+                Ok(report)
+            }
+            None => {
+                tracing::warn!(cluster, master = %wanted.master, failed = ?report.outcome.failed, "applied to the master; some members are still to fix");
                 Ok(report)
             }
             Some(failure) => {

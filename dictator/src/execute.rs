@@ -4,9 +4,13 @@
 //! Failure handling follows what is safe for the data:
 //! - before the promotion (fence, catch-up, allow-writes fail): every fence set so
 //!   far is lifted and every role is left as it was; nothing changed;
-//! - at or after the promotion: fences stay where re-pointing did not happen, so a
-//!   demoted master can never take writes again; the report says what was done and
-//!   what was not, and the next apply converges from there.
+//! - at the promotion: it stops, and the fences stay (whether it took effect is unknown);
+//! - after it (re-point, release): the other members go on, and the member is listed
+//!   in `failed`, not as a failure of the apply: the new master takes writes and DNS
+//!   must follow it. Fences stay where re-pointing did not happen, so a demoted
+//!   master can never take writes again; the next apply converges from there.
+//!
+//! Every fence records the offset it was set at (`topology::history::fence_value`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,7 +20,8 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::observe::{Members, Observed};
-use service::redis_info::read_offset;
+use service::redis_info::{read_offset, Info};
+use topology::history::fence_value;
 use topology::FENCE_MIN_REPLICAS;
 use service::redis_info::InfoError;
 use crate::plan::{Plan, Step};
@@ -95,10 +100,25 @@ pub enum Failure {
     NotRepointed(SocketAddr),
 }
 
+/// A member left as it was because a step on it failed after the new master took
+/// over (re-pointing, release, or a quarantine fence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedMember {
+    pub node: SocketAddr,
+    pub action: &'static str,
+    pub error: String,
+}
+
 /// What happened, as the report shows it (times in ms, to the microsecond).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
     pub steps: Vec<StepReport>,
+    /// The new master was promoted in this run: it takes writes, so DNS must name
+    /// it, even when `failed` lists members still to re-point.
+    pub promoted: bool,
+    /// Members a step failed on after the new master took over; a new apply
+    /// retries them (a demoted master among them stays fenced meanwhile).
+    pub failed: Vec<FailedMember>,
     /// From the first fence to the new master accepting writes.
     pub write_pause_ms: f64,
     /// Slaves that did not show the marker within the verify timeout.
@@ -147,10 +167,20 @@ pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) ->
             let error = result.as_ref().err().map(ToString::to_string);
             run.record(*step, ms, error.clone());
             if let Err(f) = result {
-                // A slow slave is reported as lagging, a refused CONFIG REWRITE as a
-                // warning; neither makes the apply fail.
-                if !matches!(step, Step::Verify { .. } | Step::Persist { .. }) {
-                    failure.get_or_insert(f);
+                match step {
+                    // A slow slave is reported as lagging, a refused CONFIG REWRITE as
+                    // a warning; neither makes the apply fail.
+                    Step::Verify { .. } | Step::Persist { .. } => {}
+                    // These run once the new master takes writes: the apply goes on,
+                    // and answers with the members still to fix.
+                    Step::Replicate { node, .. } | Step::Release { node } | Step::Quarantine { node } => {
+                        if !run.outcome.failed.iter().any(|f| f.node == *node) {
+                            run.outcome.failed.push(FailedMember { node: *node, action: step.action(), error: f.to_string() });
+                        }
+                    }
+                    _ => {
+                        failure.get_or_insert(f);
+                    }
                 }
             }
             run.outcome.steps.push(StepReport { step: *step, ms: Some(round_ms(ms)), error });
@@ -198,6 +228,7 @@ impl Run<'_> {
                 self.pause_started.get_or_insert_with(|| Instant::now() - Duration::from_secs_f64(ms / 1000.0));
             }
             Step::Promote { .. } if ok => {
+                self.outcome.promoted = true;
                 if let Some(started) = self.pause_started {
                     self.outcome.write_pause_ms = round_ms(started.elapsed().as_secs_f64() * 1000.0);
                 }
@@ -225,7 +256,11 @@ impl Run<'_> {
             Step::Promote { .. } => true,
             // Other members go on; a demoted master that was not re-pointed keeps
             // its fence (see `run_step`).
-            Step::Replicate { .. } | Step::Release { .. } | Step::Verify { .. } | Step::Persist { .. } => false,
+            Step::Replicate { .. }
+            | Step::Release { .. }
+            | Step::Verify { .. }
+            | Step::Persist { .. }
+            | Step::Quarantine { .. } => false,
         }
     }
 
@@ -245,15 +280,8 @@ impl Run<'_> {
 
     async fn run_step(&self, step: Step) -> Result<(), Failure> {
         match step {
-            Step::Fence { node } => {
-                let mut pipe = redis::pipe();
-                pipe.cmd("CLIENT").arg("PAUSE").arg(self.settings.pause().as_millis() as u64).arg("WRITE").ignore();
-                pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(FENCE_MIN_REPLICAS).ignore();
-                if self.observed_max_lag(node) == 0 {
-                    pipe.cmd("CONFIG").arg("SET").arg("min-replicas-max-lag").arg(self.settings.writes.min_replicas_max_lag.max(1)).ignore();
-                }
-                self.pipeline(node, &pipe).await
-            }
+            Step::Fence { node } => self.fence(node, true).await,
+            Step::Quarantine { node } => self.fence(node, false).await,
             Step::CatchUp { node, from } => self.catch_up(node, from).await,
             Step::AllowWrites { node } => self.lift_fence(node).await,
             Step::Promote { node } => {
@@ -264,6 +292,9 @@ impl Run<'_> {
             }
             Step::Replicate { node, master } => {
                 let mut pipe = redis::pipe();
+                // A replica that takes writes acknowledges what its master then
+                // overwrites: a demoted master with replica-read-only no loses them.
+                pipe.cmd("CONFIG").arg("SET").arg("replica-read-only").arg("yes").ignore();
                 pipe.cmd("REPLICAOF").arg(master.ip().to_string()).arg(master.port()).ignore();
                 self.pipeline(node, &pipe).await
             }
@@ -280,6 +311,33 @@ impl Run<'_> {
                 self.pipeline(node, &pipe).await
             }
         }
+    }
+
+    /// Sets the write fence (after `CLIENT PAUSE WRITE` when `pause`) and records in
+    /// it the offset it was set at, so that the bytes the master adds afterwards
+    /// (replication pings) are known not to be writes. A fence that already records
+    /// a point keeps it: moving it forward would count those pings as writes.
+    async fn fence(&self, node: SocketAddr, pause: bool) -> Result<(), Failure> {
+        let mut pipe = redis::pipe();
+        if pause {
+            pipe.cmd("CLIENT").arg("PAUSE").arg(self.settings.pause().as_millis() as u64).arg("WRITE").ignore();
+        }
+        if self.members.get(&node).and_then(Observed::replication).is_some_and(|r| r.fence_point().is_some()) {
+            return if pause { self.pipeline(node, &pipe).await } else { Ok(()) };
+        }
+        // The fence goes on before the offset is read: no write is accepted after
+        // it, so that offset is where this master's writes end.
+        pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(FENCE_MIN_REPLICAS).ignore();
+        if self.observed_max_lag(node) == 0 {
+            pipe.cmd("CONFIG").arg("SET").arg("min-replicas-max-lag").arg(self.settings.writes.min_replicas_max_lag.max(1)).ignore();
+        }
+        pipe.cmd("INFO").arg("replication");
+        let mut conn = self.conn(node)?;
+        let (info,): (String,) = pipe.query_async(&mut conn).await.map_err(|error| Failure::Redis { node, error })?;
+        let point = Info::parse(&info).applied_offset().map_err(|error| Failure::Info { node, error })?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(fence_value(point)).ignore();
+        self.pipeline(node, &pipe).await
     }
 
     /// Restores write settings and releases paused clients.

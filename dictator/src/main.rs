@@ -226,7 +226,8 @@ async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> Exit
     match dictator.apply(cluster, &topology, options).await {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            ExitCode::SUCCESS
+            // The master is in place, but members in `failed` are not: not done yet.
+            if report.outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => {
             let status = dictator::api::status(&e).as_u16();

@@ -7,11 +7,14 @@
 //! 2. let the new master catch up with the master it replicates from;
 //! 3. let the new master accept writes (undo a fence an earlier apply left) and promote it;
 //! 4. re-point every other member at it (in parallel);
-//! 5. release the demoted masters (now slaves, they answer writes with READONLY);
+//! 5. release the demoted masters (now slaves, they answer writes with READONLY;
+//!    re-pointing sets `replica-read-only yes` on every slave);
 //! 6. verify that every slave sees a marker written on the new master;
 //! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
 //!
-//! It refuses when promoting would discard acknowledged writes, unless forced.
+//! It refuses when promoting would discard acknowledged writes, unless forced,
+//! judged by `topology::history` (replication ids and offsets, cut at a fence's
+//! recorded point), and names the masters holding them so they can be fenced.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +24,7 @@ use serde::Serialize;
 
 use crate::observe::Observed;
 use service::redis_info::Replication;
+use topology::history::coverage;
 
 /// The topology to apply, resolved to one address per member: the planner's goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,9 @@ pub enum Step {
     Verify { node: SocketAddr, master: SocketAddr },
     /// `CONFIG REWRITE`.
     Persist { node: SocketAddr },
+    /// The fence alone (no pause), on a master whose demotion was refused: it holds
+    /// writes the new master lacks, and must take no more until an operator decides.
+    Quarantine { node: SocketAddr },
 }
 
 impl Step {
@@ -68,7 +75,8 @@ impl Step {
             | Step::Replicate { node, .. }
             | Step::Release { node }
             | Step::Verify { node, .. }
-            | Step::Persist { node } => node,
+            | Step::Persist { node }
+            | Step::Quarantine { node } => node,
         }
     }
 
@@ -82,6 +90,7 @@ impl Step {
             Step::Release { .. } => "release",
             Step::Verify { .. } => "verify",
             Step::Persist { .. } => "persist",
+            Step::Quarantine { .. } => "quarantine",
         }
     }
 
@@ -125,9 +134,11 @@ pub enum Refusal {
     /// The new master cannot be observed: nothing can change.
     #[error("master {addr} is unreachable: {error}")]
     MasterUnreachable { addr: SocketAddr, error: String },
-    /// Promoting would discard acknowledged writes: refused unless forced.
+    /// Promoting would discard acknowledged writes: refused unless forced. The
+    /// `quarantine`d members are masters holding those writes: they are fenced, so
+    /// they take no more writes that would be lost with them.
     #[error("applying would lose acknowledged writes: {}; pass force=true to apply anyway", .reasons.join("; "))]
-    WouldLoseData { reasons: Vec<String> },
+    WouldLoseData { reasons: Vec<String>, quarantine: Vec<SocketAddr> },
 }
 
 /// Decides the steps. `observed` holds every member, and may hold the new master's
@@ -163,9 +174,13 @@ pub fn plan<C>(
     });
 
     let mut reasons = Vec::new();
+    let mut quarantine = Vec::new();
+    // What the new master will hold once caught up: its own history and its source's.
+    let holders: Vec<&Replication> = std::iter::once(n).chain(catch_up_from.and_then(|u| up(&u))).collect();
     for (m_addr, m) in &old_masters {
-        if let Some(reason) = loss(*m_addr, m, new, n, catch_up_from == Some(*m_addr)) {
+        if let Some(reason) = loss(*m_addr, m, new, &holders, catch_up_from == Some(*m_addr)) {
             reasons.push(reason);
+            quarantine.push(*m_addr);
         }
     }
     // An upstream outside the topology that is still a master would keep taking
@@ -177,21 +192,24 @@ pub fn plan<C>(
                  accepts writes; add it as a slave so it is fenced and demoted, or stop it"
             ));
         }
-    // Without a live source to catch up from, a member further along the same
-    // history holds writes the new master would never get.
+    // Without a live source to catch up from, a member further along a history
+    // the new master shares holds writes the new master would never get.
     if !n.is_master() && catch_up_from.is_none() {
-        for (s_addr, s) in &slaves {
-            if s.replid == n.replid && s.offset > n.offset {
+        for (s_addr, s) in slaves.iter().filter(|(_, s)| !s.is_master()) {
+            let c = coverage(&n.history(), &s.history());
+            if (c.held > 0 || s.replid == n.replid) && !c.holds_all() {
                 reasons.push(format!(
-                    "{s_addr} has applied {} more bytes of replication history than the new \
-                     master {new}, whose own master is not reachable to catch up from",
-                    s.offset - n.offset
+                    "{s_addr} has applied {} bytes of replication history (offsets {}..={}) that the new \
+                     master {new} lacks, and its own master is not reachable to catch up from",
+                    c.lacking,
+                    c.held + 1,
+                    s.offset
                 ));
             }
         }
     }
     if !reasons.is_empty() && !force {
-        return Err(Refusal::WouldLoseData { reasons });
+        return Err(Refusal::WouldLoseData { reasons, quarantine });
     }
 
     let mut steps = Vec::new();
@@ -209,7 +227,7 @@ pub fn plan<C>(
     }
     let repointed: Vec<SocketAddr> = slaves
         .iter()
-        .filter(|(_, r)| r.is_master() || r.upstream() != Some(new))
+        .filter(|(_, r)| r.is_master() || r.upstream() != Some(new) || !r.replica_read_only)
         .map(|(s, _)| *s)
         .collect();
     for s in &repointed {
@@ -241,26 +259,40 @@ fn shares_history(replica: &Replication, source: &Replication) -> bool {
     replica.replid == source.replid
 }
 
-/// Why demoting master `m` (to follow `n`) would lose acknowledged writes, if it would.
+/// Why demoting master `m` (to follow the new master `n_addr`, which will hold the
+/// histories of `holders`) would lose acknowledged writes, if it would: the new
+/// master lacks part of `m`'s history up to its fence point (see
+/// `topology::history`), or `m` holds keys but no history to compare (restarted
+/// from an AOF, or never replicated), so nothing shows that the new master has them.
 fn loss(
     m_addr: SocketAddr,
     m: &Replication,
     n_addr: SocketAddr,
-    n: &Replication,
+    holders: &[&Replication],
     n_catches_up_from_m: bool,
 ) -> Option<String> {
-    let safe = m.keys == 0 // nothing to lose
-        || n_catches_up_from_m
-        // same history and the new master is at least as far along
-        || (n.replid == m.replid && n.offset >= m.offset)
-        // the new master was promoted from m after m's last write (an earlier
-        // apply that stopped before re-pointing m)
-        || (n.replid2 == m.replid && i64::try_from(m.offset).is_ok_and(|o| o < n.second_offset));
-    (!safe).then(|| {
+    if m.keys == 0 || n_catches_up_from_m {
+        return None;
+    }
+    let written = m.written_history();
+    let c = holders.iter().map(|h| coverage(&h.history(), &written)).max_by_key(|c| c.held)?;
+    if !c.holds_all() {
+        let fence = m.fence_point().map(|p| format!(", fenced at offset {p}")).unwrap_or_default();
+        return Some(format!(
+            "{m_addr} is a master holding {} keys; the new master {n_addr} lacks {} bytes of its \
+             replication history {} (offsets {}..={}{fence}): those writes would be lost",
+            m.keys,
+            c.lacking,
+            m.replid,
+            c.held + 1,
+            written.offset
+        ));
+    }
+    written.is_empty().then(|| {
         format!(
-            "{m_addr} is a master holding {} keys at offset {} of replication history {} that \
-             the new master {n_addr} does not have",
-            m.keys, m.offset, m.replid
+            "{m_addr} is a master holding {} keys with no replication history (restarted from an \
+             AOF, or never replicated): nothing shows that the new master {n_addr} has them",
+            m.keys
         )
     })
 }
@@ -315,6 +347,7 @@ use topology::FENCE_MIN_REPLICAS;
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
             has_config_file: false,
+            replica_read_only: true,
         }
     }
 
@@ -422,7 +455,7 @@ use topology::FENCE_MIN_REPLICAS;
         // The old master is left out of the topology while still a master: refused,
         // because nobody would fence it.
         let err = plan(&wanted(B, &[]), &w, false).unwrap_err();
-        assert!(matches!(err, Refusal::WouldLoseData { ref reasons } if reasons[0].contains("not in the topology")), "{err}");
+        assert!(matches!(err, Refusal::WouldLoseData { ref reasons, .. } if reasons[0].contains("not in the topology")), "{err}");
         // With force, B is promoted without waiting.
         let p = plan(&wanted(B, &[]), &w, true).unwrap();
         assert_eq!(actions(&p), ["promote 127.0.0.1:7001"]);
@@ -457,7 +490,7 @@ use topology::FENCE_MIN_REPLICAS;
             (C, up(slave_of(A, "r1", 100, 5))),
         ]);
         let err = plan(&wanted(B, &[A, C]), &w, false).unwrap_err();
-        assert!(err.to_string().contains("127.0.0.1:7002 has applied 10 more bytes"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:7002 has applied 10 bytes of replication history (offsets 91..=100)"), "{err}");
         assert!(plan(&wanted(C, &[A, B]), &w, false).is_ok());
     }
 
@@ -629,6 +662,60 @@ use topology::FENCE_MIN_REPLICAS;
     }
 
     #[test]
+    fn a_slave_restarted_from_its_rdb_rejoins_as_a_slave() {
+        // B restarted from an RDB saved at offset 52 of r1: a new id, r1 kept as replid2.
+        let mut b = master("rb", 52, 2);
+        b.replid2 = "r1".into();
+        b.second_offset = 53;
+        let w = world(vec![(A, up(master("r1", 500, 9))), (B, up(b.clone()))]);
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
+        assert_eq!(actions(&p)[..2], ["fence 127.0.0.1:7001", "replicate 127.0.0.1:7001 from 127.0.0.1:7000"]);
+        // Writes it took after the restart are its own: refused, and it is quarantined.
+        b.offset = 80;
+        let w = world(vec![(A, up(master("r1", 500, 9))), (B, up(b))]);
+        let err = plan(&wanted(A, &[B]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("lacks 28 bytes of its replication history rb (offsets 53..=80)"), "{err}");
+        assert!(matches!(err, Refusal::WouldLoseData { ref quarantine, .. } if quarantine == &[addr(B)]));
+    }
+
+    #[test]
+    fn a_master_with_keys_and_no_history_is_refused() {
+        // Restarted from an AOF: redis keeps no replication history.
+        let w = world(vec![(A, up(master("r1", 500, 9))), (B, up(master("fresh", 0, 3)))]);
+        let err = plan(&wanted(A, &[B]), &w, false).unwrap_err();
+        assert!(err.to_string().contains("holding 3 keys with no replication history"), "{err}");
+    }
+
+    #[test]
+    fn a_fenced_masters_pings_after_its_fence_point_are_not_writes() {
+        // B was promoted from A at 100; A, fenced at 100, kept pinging its slave C.
+        let mut b = master("r2", 130, 5);
+        b.replid2 = "r1".into();
+        b.second_offset = 101;
+        let mut a = master("r1", 114, 5);
+        a.min_replicas_to_write = topology::history::fence_value(100);
+        let w = world(vec![(A, up(a.clone())), (B, up(b.clone())), (C, up(slave_of(A, "r1", 114, 5)))]);
+        let p = plan(&wanted(B, &[A, C]), &w, false).unwrap();
+        assert!(actions(&p).contains(&"replicate 127.0.0.1:7000 from 127.0.0.1:7001".to_string()), "{:?}", actions(&p));
+        // Fenced at 110 instead, it held writes up to 110 that B never had.
+        a.min_replicas_to_write = topology::history::fence_value(110);
+        let w = world(vec![(A, up(a.clone())), (B, up(b.clone()))]);
+        assert!(plan(&wanted(B, &[A]), &w, false).unwrap_err().to_string().contains("offsets 101..=110, fenced at offset 110"));
+        // A fence with no recorded point: every byte counts.
+        let w = world(vec![(A, up(fenced(master("r1", 114, 5)))), (B, up(b))]);
+        assert!(plan(&wanted(B, &[A]), &w, false).is_err());
+    }
+
+    #[test]
+    fn a_slave_that_takes_writes_is_made_read_only() {
+        let mut b = slave_of(A, "r1", 100, 5);
+        b.replica_read_only = false;
+        let w = world(vec![(A, up(master("r1", 100, 5))), (B, up(b))]);
+        let p = plan(&wanted(A, &[B]), &w, false).unwrap();
+        assert_eq!(actions(&p)[0], "replicate 127.0.0.1:7001 from 127.0.0.1:7000");
+    }
+
+    #[test]
     fn every_plan_fences_before_promoting_and_promotes_before_repointing() {
         // Exhaustive over small worlds: each of 3 nodes is a master or a slave of
         // another, with or without data, fenced or not, and any of them may be the
@@ -689,4 +776,139 @@ use topology::FENCE_MIN_REPLICAS;
         }
         assert!(checked > 500, "only {checked} plans checked");
     }
+
+    mod property {
+        //! Over random worlds of three nodes (role, upstream, replid, replid2,
+        //! offset, second offset, keys, fence, reachability), the planner is
+        //! checked against a model that counts bytes one by one: a plan it makes
+        //! without force never discards a write the group has and the new master
+        //! lacks, and it never refuses when nothing would be lost.
+
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+
+        const IDS: [&str; 3] = ["r1", "r2", "r3"];
+        const NONE: &str = "0000000000000000000000000000000000000000";
+
+        #[derive(Debug, Clone)]
+        enum Fence {
+            None,
+            Plain,
+            At(u64),
+        }
+
+        /// One node, or `None` when unreachable.
+        fn node(me: u16) -> impl Strategy<Value = Option<Replication>> {
+            let others: Vec<u16> = [A, B, C].into_iter().filter(|p| *p != me).collect();
+            let upstream = prop_oneof![Just(None), proptest::sample::select(others).prop_map(Some)];
+            let history = (0..3usize, 0..4usize, 0..=6u64).prop_flat_map(|(id, id2, offset)| {
+                let second = if id2 == 0 { Just(-1i64).boxed() } else { (1..=offset as i64 + 1).boxed() };
+                (Just(id), Just(id2), Just(offset), second)
+            });
+            let fence = |offset: u64| prop_oneof![Just(Fence::None), Just(Fence::Plain), (0..=offset).prop_map(Fence::At)];
+            (any::<bool>(), upstream, history, prop_oneof![Just(0u64), Just(3u64)])
+                .prop_flat_map(move |(reachable, upstream, (id, id2, offset, second), keys)| {
+                    (Just((reachable, upstream, id, id2, offset, second, keys)), fence(offset))
+                })
+                .prop_map(|((reachable, upstream, id, id2, offset, second, keys), fence)| {
+                    reachable.then(|| {
+                        let replid2 = if id2 == 0 || IDS[id2 - 1] == IDS[id] { NONE } else { IDS[id2 - 1] };
+                        let mut r = match upstream {
+                            None => master(IDS[id], offset, keys),
+                            Some(u) => slave_of(u, IDS[id], offset, keys),
+                        };
+                        r.replid2 = replid2.into();
+                        r.second_offset = if replid2 == NONE { -1 } else { second };
+                        r.min_replicas_to_write = match fence {
+                            Fence::None => 0,
+                            Fence::Plain => FENCE_MIN_REPLICAS,
+                            Fence::At(p) => topology::history::fence_value(p),
+                        };
+                        r
+                    })
+                })
+        }
+
+        /// Every (id, offset) name of every byte of `r`'s history up to `upto`.
+        fn names(r: &Replication, upto: u64) -> Vec<HashSet<(String, u64)>> {
+            (1..=upto.min(r.offset))
+                .map(|o| {
+                    let mut n = HashSet::from([(r.replid.clone(), o)]);
+                    if r.replid2 != NONE && (o as i64) < r.second_offset {
+                        n.insert((r.replid2.clone(), o));
+                    }
+                    n
+                })
+                .collect()
+        }
+
+        /// Where a master's writes end: its fence point, if the fence records one.
+        fn written_upto(r: &Replication) -> u64 {
+            let residue = r.min_replicas_to_write.checked_sub(FENCE_MIN_REPLICAS + 1);
+            match residue {
+                // Offsets here are far below the fence's modulus: the residue is the point.
+                Some(p) if u64::from(p) <= r.offset && r.is_master() => u64::from(p),
+                _ => r.offset,
+            }
+        }
+
+        /// Does the plan discard a write some reachable member has and the new
+        /// master will not have once the plan ran? Counted byte by byte.
+        fn loses_a_write(w: &HashMap<SocketAddr, Observed>, new: SocketAddr, catch_up: Option<SocketAddr>) -> bool {
+            let n = w[&new].replication().unwrap();
+            let mut held: HashSet<(String, u64)> = names(n, n.offset).into_iter().flatten().collect();
+            if let Some(from) = catch_up {
+                let s = w[&from].replication().unwrap();
+                held.extend(names(s, s.offset).into_iter().flatten());
+            }
+            let lacks = |bytes: Vec<HashSet<(String, u64)>>| bytes.iter().any(|b| b.is_disjoint(&held));
+            w.iter().filter(|(a, _)| **a != new && Some(**a) != catch_up).any(|(_, o)| {
+                let Some(y) = o.replication() else { return false };
+                if y.is_master() {
+                    // A master's writes: its history to its fence point, or its keys
+                    // when it has no history to show for them.
+                    let upto = written_upto(y);
+                    y.keys > 0 && (lacks(names(y, upto)) || upto == 0)
+                } else {
+                    // A slave's bytes matter only while the new master has nobody
+                    // to catch up from, and only on a history the two share.
+                    let shares = y.replid == n.replid || names(y, y.offset).iter().any(|b| !b.is_disjoint(&held));
+                    !n.is_master() && catch_up.is_none() && shares && lacks(names(y, y.offset))
+                }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_plan_discards_a_write_and_no_refusal_is_needless(a in node(A), b in node(B), c in node(C), m in 0..3usize) {
+                let nodes = [(A, a), (B, b), (C, c)];
+                let w: HashMap<SocketAddr, Observed> = nodes.iter().map(|(p, r)| {
+                    (addr(*p), r.clone().map_or_else(down, up))
+                }).collect();
+                let ports = [A, B, C];
+                let new = ports[m];
+                let slaves: Vec<u16> = ports.into_iter().filter(|p| *p != new).collect();
+                match plan(&wanted(new, &slaves), &w, false) {
+                    Err(Refusal::MasterUnreachable { .. }) => prop_assert!(w[&addr(new)].replication().is_none()),
+                    Err(Refusal::WouldLoseData { reasons, quarantine }) => {
+                        // With force, the same world is planned; it must lose what the refusal said.
+                        let forced = plan(&wanted(new, &slaves), &w, true).unwrap();
+                        let catch_up = forced.steps.iter().find_map(|s| match s { Step::CatchUp { from, .. } => Some(*from), _ => None });
+                        prop_assert!(loses_a_write(&w, addr(new), catch_up), "needless refusal: {reasons:?}");
+                        for q in quarantine {
+                            prop_assert!(w[&q].replication().is_some_and(Replication::is_master), "quarantined a slave");
+                        }
+                    }
+                    Ok(p) => {
+                        let catch_up = p.steps.iter().find_map(|s| match s { Step::CatchUp { from, .. } => Some(*from), _ => None });
+                        prop_assert!(!loses_a_write(&w, addr(new), catch_up), "discards a write: {:?}", actions(&p));
+                    }
+                }
+            }
+        }
+    }
 }
+

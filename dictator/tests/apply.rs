@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::*;
 use dictator::api::status;
 use dictator::{ApplyOptions, Settings};
-use harness::Redis;
+use harness::redis::RedisOptions;
+use harness::{Persistence, Redis};
 
 #[tokio::test]
 async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
@@ -54,7 +55,7 @@ async fn rotating_the_master_keeps_every_write() {
 }
 
 #[tokio::test]
-async fn a_master_of_its_own_data_is_refused_then_forced() {
+async fn a_master_of_its_own_data_is_refused_fenced_then_forced() {
     let (a, b) = (Redis::start(), Redis::start());
     a.cmd::<()>(&["SET", "a-key", "1"]);
     b.cmd::<()>(&["SET", "b-key", "1"]);
@@ -62,10 +63,12 @@ async fn a_master_of_its_own_data_is_refused_then_forced() {
     let err = d.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap_err();
     assert_eq!(status(&err).as_u16(), 409, "{err}");
     assert!(err.to_string().contains(&b.host_port()), "{err}");
-    // Nothing changed.
+    // b keeps its data and its role, and takes no more writes that would be lost with it.
+    let report = err.report().expect("a report of the fence");
+    assert_eq!(actions(report), [format!("quarantine {}", b.host_port())]);
     assert_eq!(b.role(), "master");
     assert_eq!(b.cmd::<Option<String>>(&["GET", "b-key"]).as_deref(), Some("1"));
-    assert_writable(&b);
+    assert_refuses_writes(&b);
 
     let forced = d
         .apply("test", &topology(&a, &[&b]), ApplyOptions { force: true, dry_run: false })
@@ -74,6 +77,162 @@ async fn a_master_of_its_own_data_is_refused_then_forced() {
     assert_eq!(forced.forced.len(), 1);
     assert_follows(&b, &a);
     assert_eq!(b.cmd::<Option<String>>(&["GET", "a-key"]).as_deref(), Some("1"));
+}
+
+/// kill -9 after `SAVE`: the RDB file holds the data and the replication history.
+fn crash_after_saving(r: &mut Redis) {
+    r.cmd::<()>(&["SAVE"]);
+    r.kill();
+}
+
+fn rdb() -> Redis {
+    // No config file, as the fleet unit ran it: a restart always comes back a master.
+    Redis::with_options(RedisOptions { persistence: Persistence::Rdb, ..Default::default() })
+}
+
+#[tokio::test]
+async fn a_slave_restarted_from_its_rdb_rejoins_as_a_slave() {
+    let (a, mut b) = (rdb(), rdb());
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    let before = write_keys(&a, "before", 20);
+    wait_in_step(&b, &a);
+    crash_after_saving(&mut b);
+    b.restart();
+    // Back as a master with its old history as replid2, while a goes on.
+    assert_eq!(b.role(), "master");
+    assert_ne!(b.info_field("master_replid2").unwrap(), "0".repeat(40));
+    let after = write_keys(&a, "after", 20);
+
+    let report = apply(&d, &a, &[&b]).await;
+    assert!(report.changed, "{report:?}");
+    assert_follows(&b, &a);
+    assert_has_keys(&b, &[before, after].concat());
+}
+
+#[tokio::test]
+async fn the_old_master_restarted_from_its_rdb_rejoins_as_a_slave() {
+    let (mut a, b, c) = (rdb(), rdb(), rdb());
+    let d = dictator();
+    apply(&d, &a, &[&b, &c]).await;
+    let before = write_keys(&a, "before", 20);
+    wait_in_step(&b, &a);
+    wait_in_step(&c, &a);
+    crash_after_saving(&mut a);
+    // The failover: b promoted while a is down.
+    let report = apply(&d, &b, &[&a, &c]).await;
+    assert_eq!(report.unreachable, [a.addr()]);
+    let after = write_keys(&b, "after", 20);
+    a.restart();
+    assert_eq!(a.role(), "master");
+
+    let report = apply(&d, &b, &[&a, &c]).await;
+    assert!(report.changed, "{report:?}");
+    assert_follows(&a, &b);
+    assert_has_keys(&a, &[before, after].concat());
+}
+
+#[tokio::test]
+async fn a_slave_restarted_from_its_aof_keeps_its_role_through_the_config_file() {
+    let (a, mut b) = (Redis::start_with(Persistence::Aof), Redis::start_with(Persistence::Aof));
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    let before = write_keys(&a, "before", 20);
+    wait_in_step(&b, &a);
+    b.restart();
+    // CONFIG REWRITE kept `replicaof`: it comes back a slave, so there is no
+    // history to compare (an AOF keeps none) and nothing to refuse.
+    assert_eq!(b.role(), "slave");
+    let after = write_keys(&a, "after", 20);
+    apply(&d, &a, &[&b]).await;
+    // It resyncs on its own after the restart: wait for the link, not a moment.
+    wait_in_step(&b, &a);
+    assert_follows(&b, &a);
+    assert_has_keys(&b, &[before, after].concat());
+}
+
+#[tokio::test]
+async fn the_old_master_restarted_from_its_aof_is_refused_and_fenced_until_forced() {
+    let (mut a, b) = (Redis::start_with(Persistence::Aof), Redis::start_with(Persistence::Aof));
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    let before = write_keys(&a, "before", 20);
+    wait_in_step(&b, &a);
+    a.kill();
+    apply(&d, &b, &[&a]).await;
+    let after = write_keys(&b, "after", 20);
+    a.restart();
+
+    // An AOF keeps keys but no replication history: nothing shows that b holds
+    // a's keys, so a is refused, keeps them, and takes no writes.
+    let err = d.apply("test", &topology(&b, &[&a]), ApplyOptions::default()).await.unwrap_err();
+    assert_eq!(status(&err).as_u16(), 409, "{err}");
+    assert!(err.to_string().contains("no replication history"), "{err}");
+    assert_eq!(a.role(), "master");
+    assert_has_keys(&a, &before);
+    assert_refuses_writes(&a);
+
+    let forced = d.apply("test", &topology(&b, &[&a]), ApplyOptions { force: true, dry_run: false }).await.unwrap();
+    assert_eq!(forced.forced.len(), 1, "{forced:?}");
+    assert_follows(&a, &b);
+    wait_in_step(&a, &b);
+    assert_has_keys(&a, &[before, after].concat());
+}
+
+#[tokio::test]
+async fn an_apply_stopped_after_the_promotion_finishes_though_the_old_master_pinged_since() {
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let d = dictator();
+    apply(&d, &a, &[&b, &c]).await;
+    let acked = write_keys(&a, "acked", 20);
+    wait_in_step(&b, &a);
+    wait_in_step(&c, &a);
+    // Re-pointing a and c fails: the apply stops after promoting b, with a fenced
+    // and c still attached to it.
+    for r in [&a, &c] {
+        r.cmd::<()>(&["ACL", "SETUSER", "default", "-replicaof"]);
+    }
+    let report = apply(&d, &b, &[&a, &c]).await;
+    assert!(report.outcome.promoted, "{report:?}");
+    let failed: Vec<_> = report.outcome.failed.iter().map(|f| f.node).collect();
+    assert_eq!(failed, [a.addr(), c.addr()], "{report:?}");
+    assert_eq!(b.role(), "master");
+    assert_refuses_writes(&a);
+
+    // a's pings to c move its offset past b's promotion point.
+    a.cmd::<()>(&["CONFIG", "SET", "repl-ping-replica-period", "1"]);
+    let promoted_at: u64 = b.info_field("second_repl_offset").unwrap().parse().unwrap();
+    harness::wait_until("a to ping past b's promotion", Duration::from_secs(20), || {
+        a.info_field("master_repl_offset").is_some_and(|o| o.parse::<u64>().unwrap() > promoted_at)
+    });
+
+    for r in [&a, &c] {
+        r.cmd::<()>(&["ACL", "SETUSER", "default", "+replicaof"]);
+    }
+    let report = apply(&d, &b, &[&a, &c]).await;
+    assert!(report.outcome.failed.is_empty(), "{report:?}");
+    assert_follows(&a, &b);
+    assert_follows(&c, &b);
+    assert_has_keys(&a, &acked);
+    assert_has_keys(&c, &acked);
+    assert_writable(&b);
+}
+
+#[tokio::test]
+async fn every_slave_is_made_read_only() {
+    let no = || Redis::with_options(RedisOptions { args: vec!["--replica-read-only".into(), "no".into()], ..Default::default() });
+    let (a, b, c) = (Redis::start(), no(), no());
+    // c already follows a: only its setting is wrong.
+    c.cmd::<()>(&["REPLICAOF", "127.0.0.1", &a.port().to_string()]);
+    wait_in_step(&c, &a);
+    let d = dictator();
+    apply(&d, &a, &[&b, &c]).await;
+    for r in [&b, &c] {
+        assert_eq!(r.cmd::<Vec<String>>(&["CONFIG", "GET", "replica-read-only"])[1], "yes");
+        let refused: redis::RedisResult<()> = redis::cmd("SET").arg("x").arg("1").query(&mut r.conn());
+        let error = refused.expect_err("a slave took a write").to_string();
+        assert!(error.contains("read only replica"), "{}: {error}", r.port());
+    }
 }
 
 #[tokio::test]
@@ -188,7 +347,7 @@ async fn a_slow_catch_up_aborts_with_504_and_unfences_the_old_master() {
 
 #[tokio::test]
 async fn roles_are_persisted_where_redis_has_a_config_file() {
-    let opts = harness::redis::RedisOptions { config: Some("# test config\n".into()), args: vec![] };
+    let opts = RedisOptions { config: Some("# test config\n".into()), ..Default::default() };
     let (a, b) = (Redis::with_options(opts.clone()), Redis::with_options(opts));
     let d = dictator();
     apply(&d, &a, &[&b]).await;

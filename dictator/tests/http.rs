@@ -147,6 +147,10 @@ async fn refusal_is_409_with_the_reason_and_force_applies() {
     let (status, err) = put(&format!("{}/master", api.base), topo(&a, &[&b])).await;
     assert_eq!(status, 409, "{err}");
     assert!(err["error"].as_str().unwrap().contains("force=true"));
+    // The master holding the writes at stake is fenced, and the report says so.
+    assert_eq!(err["report"]["steps"][0]["action"], "quarantine", "{err}");
+    assert_eq!(err["report"]["steps"][0]["node"], b.host_port(), "{err}");
+    assert!(is_fenced(&b));
     let (status, report) = put(&format!("{}/master?dry_run=true", api.base), topo(&a, &[&b])).await;
     assert_eq!(status, 200);
     assert!(report["refusal"].is_string() && report["members"].as_array().unwrap().len() == 2, "{report}");
@@ -248,7 +252,8 @@ fn restore_link(master: &Redis) {
 }
 
 fn is_fenced(r: &Redis) -> bool {
-    r.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])[1] == topology::FENCE_MIN_REPLICAS.to_string()
+    let value: u32 = r.cmd::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])[1].parse().unwrap();
+    value >= topology::FENCE_MIN_REPLICAS
 }
 
 /// Writes `count` keys `<prefix>:<i>` to `r`; each SET answered OK is acknowledged.
@@ -391,6 +396,29 @@ async fn a_dictator_killed_mid_apply_leaves_the_old_master_fenced_and_a_new_one_
     for refused in ["during-the-fence", "after-the-pause", "on-the-slave"] {
         assert_eq!(b.cmd::<Option<String>>(&["GET", refused]), None, "a refused write was applied");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_does_not_cancel_the_apply() {
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let api = start_dictator(&["--redis-command-timeout-ms", "60000"]);
+    let (status, report) = put(&format!("{}/master", api.base), topo(&a, &[&b, &c])).await;
+    assert_eq!(status, 200, "{report}");
+
+    // A frozen slave holds the next apply in its observation for as long as it is frozen.
+    c.freeze(true);
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let sent = client.put(format!("{}/master", api.base)).body(topo(&b, &[&a, &c])).send().await;
+    assert!(sent.is_err_and(|e| e.is_timeout()), "the apply answered while a member was frozen");
+    assert_eq!(b.role(), "slave", "the apply must still be under way");
+    c.freeze(false);
+
+    // Nobody listens for the answer any more; the apply is done all the same.
+    harness::wait_until("the apply to finish without its client", Duration::from_secs(20), || {
+        b.role() == "master" && a.info_field("master_port") == Some(b.port().to_string())
+    });
+    harness::wait_until("c to follow b", Duration::from_secs(20), || c.info_field("master_port") == Some(b.port().to_string()));
+    assert_takes_writes(&b);
 }
 
 fn assert_takes_writes(r: &Redis) {

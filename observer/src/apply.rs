@@ -1,6 +1,9 @@
 //! Applying a topology to one cluster: PUT it to the dictator and, only after it
 //! answered 2xx, to dnsd. A failure stops there: DNS never points at a master
-//! the dictator did not make.
+//! the dictator did not make. A 2xx whose report lists `failed` members means the
+//! new master takes writes but some members are not in place yet: DNS must follow
+//! the master all the same (the old one answers READONLY or NOREPLICAS), and the
+//! apply counts as failed so that it is retried for those members.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,6 +18,8 @@ use crate::endpoint::Endpoint;
 pub enum Stage {
     Dictator,
     Dnsd,
+    /// Applied to the master and published, but members are still to fix.
+    Partial,
 }
 
 impl Stage {
@@ -22,6 +27,7 @@ impl Stage {
         match self {
             Stage::Dictator => "dictator",
             Stage::Dnsd => "dnsd",
+            Stage::Partial => "partial",
         }
     }
 }
@@ -51,6 +57,10 @@ pub enum PutError {
     Send { url: String, source: reqwest::Error },
     #[error("PUT {url}: reading the answer: {source}")]
     Answer { url: String, source: reqwest::Error },
+    /// The dictator put the master in place, but not these members (from its
+    /// report's `failed`: node, action and error of each).
+    #[error("the master is in place and published; not done on: {failed}")]
+    Incomplete { failed: String },
     /// A non-2xx answer, with the service's own `error` when it sent one.
     #[error("PUT {url}: {status}: {error}")]
     Rejected { url: String, status: reqwest::StatusCode, error: String },
@@ -81,6 +91,9 @@ impl Targets {
         let at = |stage| move |cause| ApplyError { stage, cause };
         let report = self.put(&self.dictator, &format!("/clusters/{cluster}/master?revision={revision}"), topology).await.map_err(at(Stage::Dictator))?;
         self.put(&self.dnsd, &format!("/clusters/{cluster}/dns?revision={revision}"), topology).await.map_err(at(Stage::Dnsd))?;
+        if let Some(failed) = failed_members(&report) {
+            return Err(ApplyError { stage: Stage::Partial, cause: PutError::Incomplete { failed } });
+        }
         Ok(report)
     }
 
@@ -109,5 +122,35 @@ impl Targets {
             let error = json.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| json.to_string());
             Err(PutError::Rejected { url, status, error })
         }
+    }
+}
+
+/// The members a 2xx report says are not in place, as one line; `None` when the
+/// apply is complete (or the report is not the dictator's).
+fn failed_members(report: &Value) -> Option<String> {
+    let failed = report.get("failed")?.as_array().filter(|f| !f.is_empty())?;
+    let line = failed
+        .iter()
+        .map(|f| {
+            let field = |name| f.get(name).and_then(Value::as_str).unwrap_or("?");
+            format!("{} ({}: {})", field("node"), field("action"), field("error"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_report_with_failed_members_is_incomplete() {
+        let report = json!({"changed": true, "promoted": true,
+            "failed": [{"node": "10.0.0.3:6379", "action": "replicate", "error": "NOPERM"}]});
+        assert_eq!(failed_members(&report).as_deref(), Some("10.0.0.3:6379 (replicate: NOPERM)"));
+        assert_eq!(failed_members(&json!({"changed": true, "failed": []})), None);
+        assert_eq!(failed_members(&json!({"changed": true})), None, "an older dictator's report");
     }
 }

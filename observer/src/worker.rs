@@ -224,7 +224,11 @@ impl Reconciler {
                 let failures = self.failures;
                 let retry = match &error.cause {
                     PutError::Rejected { status, error, .. } => classify(Some(status.as_u16()), error),
-                    PutError::Resolve(_) | PutError::Send { .. } | PutError::Answer { .. } => classify(None, ""),
+                    // A partial apply: a member the new master could not reach yet;
+                    // transient like any unreachable peer.
+                    PutError::Resolve(_) | PutError::Send { .. } | PutError::Answer { .. } | PutError::Incomplete { .. } => {
+                        classify(None, "")
+                    }
                 };
                 let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover, diverged, retry: Some(retry) };
                 record(&self.cx, cluster, outcome).await;

@@ -380,6 +380,40 @@ async fn a_dictator_failure_publishes_nothing_and_is_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_is_published_though_a_slave_failed_and_that_slave_is_retried() {
+    let stack = Stack::start(3).await;
+    let (_observer, _) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1, 2])).await;
+    stack.wait_applied(0, "first topology").await;
+
+    // The third node refuses REPLICAOF: the dictator promotes node 1 and re-points
+    // node 0, but cannot re-point node 2.
+    let stuck = &stack.nodes[2];
+    stuck.cmd::<()>(&["ACL", "SETUSER", "default", "-replicaof"]);
+    let moved = stack.define(stack.topology(1, &[0, 2])).await;
+    let new_master = Some(stack.nodes[1].port() as u64);
+    harness::wait_until_async("the partial apply published and recorded", Duration::from_secs(20), || async {
+        stack.published_master_port(CLUSTER).await == new_master
+            && stack.status().await.is_some_and(|s| s.result == "partial" && s.topology_revision == moved)
+    })
+    .await;
+    let status = stack.status().await.unwrap();
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains(&format!("{} (replicate", stuck.host_port())), "{error}");
+    assert_eq!(stack.nodes[1].role(), "master");
+    assert_eq!(stuck.info_field("master_port"), Some(stack.nodes[0].port().to_string()), "node 2 was not re-pointed");
+
+    // Retried with nobody writing to etcd: once it accepts REPLICAOF, it follows.
+    stuck.cmd::<()>(&["ACL", "SETUSER", "default", "+replicaof"]);
+    harness::wait_until_async("the retry to complete the apply", Duration::from_secs(20), || async {
+        stack.status().await.is_some_and(|s| s.result == "ok" && s.topology_revision == moved)
+    })
+    .await;
+    assert_eq!(stuck.info_field("master_port"), Some(stack.nodes[1].port().to_string()));
+    assert_eq!(stack.published_master_port(CLUSTER).await, new_master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_observers_acts_and_the_other_takes_over() {
     let stack = Stack::start(2).await;
     let (mut first, first_port) = stack.observer("first");

@@ -62,3 +62,32 @@ pub fn assert_writable(r: &Redis) {
 pub fn actions(report: &Report) -> Vec<String> {
     report.outcome.steps.iter().map(|s| s.step.to_string()).collect()
 }
+
+/// Asserts `r` refuses writes with the fence's NOREPLICAS.
+pub fn assert_refuses_writes(r: &Redis) {
+    let result: redis::RedisResult<()> = redis::cmd("SET").arg("refused-check").arg("1").query(&mut r.conn());
+    let error = result.expect_err("a fenced master took a write").to_string();
+    assert!(error.contains("NOREPLICAS"), "{error}");
+}
+
+/// Writes `count` keys `<prefix>:<i>`; each SET answered OK is acknowledged.
+pub fn write_keys(r: &Redis, prefix: &str, count: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..count).map(|i| format!("{prefix}:{i}")).collect();
+    for key in &keys {
+        r.cmd::<()>(&["SET", key, "acked"]);
+    }
+    keys
+}
+
+pub fn assert_has_keys(r: &Redis, keys: &[String]) {
+    let missing: Vec<&String> = keys.iter().filter(|k| r.cmd::<Option<String>>(&["GET", k]).is_none()).collect();
+    assert!(missing.is_empty(), "{} lost acknowledged writes: {missing:?}", r.host_port());
+}
+
+/// Waits until `slave` has applied all `master` has, over a live link.
+pub fn wait_in_step(slave: &Redis, master: &Redis) {
+    harness::wait_until(&format!("{} to hold all {} has", slave.port(), master.port()), Duration::from_secs(20), || {
+        slave.info_field("master_link_status").as_deref() == Some("up")
+            && slave.info_field("slave_repl_offset") == master.info_field("master_repl_offset")
+    });
+}

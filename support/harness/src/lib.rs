@@ -24,7 +24,7 @@ pub mod stack;
 pub use bin::{assert_documents_flags, assert_json_errors, binary, put_json, Service};
 pub use etcd::Etcd;
 pub use ports::{free_port, silent_nameserver};
-pub use redis::Redis;
+pub use redis::{Persistence, Redis};
 
 use std::time::{Duration, Instant};
 

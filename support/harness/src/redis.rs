@@ -8,9 +8,24 @@ use crate::free_port;
 use crate::process::Process;
 use rustix::process::Signal;
 
+/// What a redis-server keeps on disk across [`Redis::restart`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing (`--save '' --appendonly no`): tests want speed.
+    #[default]
+    None,
+    /// An RDB file, written by `SAVE`. It keeps the
+    /// replication id and offset, which a restart shows as `master_replid2`.
+    Rdb,
+    /// An AOF (`--appendonly yes`), as the fleet unit runs it: every acknowledged
+    /// write survives kill -9, but the replication history does not.
+    Aof,
+}
+
 /// How to start a redis-server.
 #[derive(Debug, Clone, Default)]
 pub struct RedisOptions {
+    pub persistence: Persistence,
     /// Contents of a config file; when set, redis is started with it (so that
     /// `CONFIG REWRITE` works) and the harness's own settings follow as arguments.
     pub config: Option<String>,
@@ -30,6 +45,12 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> Redis {
         Self::with_options(RedisOptions::default())
+    }
+
+    /// With `persistence` and a config file, so that `CONFIG REWRITE` can keep the
+    /// role across a restart as a deployed instance's does.
+    pub fn start_with(persistence: Persistence) -> Redis {
+        Self::with_options(RedisOptions { persistence, config: Some("# redis-topology test\n".into()), args: vec![] })
     }
 
     pub fn with_options(options: RedisOptions) -> Redis {
@@ -111,7 +132,8 @@ impl Redis {
         self.process.is_running()
     }
 
-    /// Starts again on the same port with the same directory (and config file).
+    /// kill -9, then starts again on the same port with the same directory: what
+    /// its persistence kept (and its config file, as `CONFIG REWRITE` left it).
     pub fn restart(&mut self) {
         self.process.kill();
         self.process = spawn(self.dir.path(), self.port, &self.options);
@@ -164,7 +186,14 @@ fn spawn(dir: &std::path::Path, port: u16, options: &RedisOptions) -> Process {
     }
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--protected-mode", "no"])
         .arg("--dir").arg(dir)
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(match options.persistence {
+            Persistence::None => ["--save", "", "--appendonly", "no"],
+            // A save point no test lasts long enough to reach: the test says when
+            // with SAVE, so what is on disk is known (SHUTDOWN would save too).
+            Persistence::Rdb => ["--save", "3600 1", "--appendonly", "no"],
+            Persistence::Aof => ["--save", "", "--appendonly", "yes"],
+        })
+        .args(["--daemonize", "no"])
         // Full syncs start at once instead of waiting 5 s for more replicas.
         .args(["--repl-diskless-sync-delay", "0"])
         .args(&options.args);
@@ -219,7 +248,7 @@ mod tests {
     fn kill_and_restart_empty() {
         let mut redis = Redis::with_options(RedisOptions {
             config: Some("maxmemory-policy noeviction\n".into()),
-            args: vec![],
+            ..RedisOptions::default()
         });
         assert!(redis.config_path().unwrap().exists());
         redis.cmd::<()>(&["SET", "k", "v"]);
@@ -254,7 +283,7 @@ mod tests {
     fn restart_empty_removes_the_aof_directory() {
         // Redis 7 keeps the AOF as a directory of files (appenddirname); each write
         // reaches the file before its reply, so kill -9 keeps it.
-        let options = RedisOptions { config: None, args: vec!["--appendonly".into(), "yes".into()] };
+        let options = RedisOptions { persistence: Persistence::Aof, ..RedisOptions::default() };
         restart_empty_drops_what_is_on_disk(options, None);
     }
 

@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
+use topology::history::History;
 use topology::FENCE_MIN_REPLICAS;
 
 /// Why `INFO` (or reading it) gave no usable answer.
@@ -175,10 +176,13 @@ pub struct Replication {
     pub min_replicas_max_lag: u32,
     /// Redis was started with a config file, so `CONFIG REWRITE` can persist roles.
     pub has_config_file: bool,
+    /// `replica-read-only`: a replica without it acknowledges writes it then loses.
+    pub replica_read_only: bool,
 }
 
 impl Replication {
-    /// From `INFO replication keyspace server` and the two `min-replicas-*` settings.
+    /// From `INFO replication keyspace server` and the two `min-replicas-*` settings
+    /// (`replica_read_only` is taken to be the default, yes).
     pub fn from_info(info: &Info<'_>, min_replicas_to_write: u32, min_replicas_max_lag: u32) -> Result<Replication, InfoError> {
         Ok(Replication {
             role: info.role()?,
@@ -190,6 +194,7 @@ impl Replication {
             min_replicas_to_write,
             min_replicas_max_lag,
             has_config_file: info.has_config_file(),
+            replica_read_only: true,
         })
     }
 
@@ -200,6 +205,26 @@ impl Replication {
     /// Carries the dictator's write fence (`min-replicas-to-write` no group can meet).
     pub fn is_fenced(&self) -> bool {
         self.min_replicas_to_write >= FENCE_MIN_REPLICAS
+    }
+
+    /// Its place in replication, for [`topology::history`].
+    pub fn history(&self) -> History<'_> {
+        History { replid: &self.replid, replid2: &self.replid2, offset: self.offset, second_offset: self.second_offset }
+    }
+
+    /// The history that holds its writes: on a master fenced at a recorded point,
+    /// only up to that point (what it added since is pings, not writes).
+    pub fn written_history(&self) -> History<'_> {
+        let history = self.history();
+        match self.fence_point() {
+            Some(point) if self.is_master() => history.until(point),
+            _ => history,
+        }
+    }
+
+    /// Where the fence it carries was set, when that was recorded.
+    pub fn fence_point(&self) -> Option<u64> {
+        topology::history::fence_point(self.min_replicas_to_write, self.offset)
     }
 
     pub fn upstream(&self) -> Option<SocketAddr> {
@@ -222,11 +247,15 @@ pub async fn read_replication(conn: &mut MultiplexedConnection) -> Result<Replic
     let settings: HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("min-replicas-*")
+        .arg("replica-read-only")
         .query_async(conn)
         .await
         .map_err(|error| InfoError::Redis { command: "CONFIG GET", error })?;
     let setting = |name: &str| settings.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Replication::from_info(&Info::parse(&text), setting("min-replicas-to-write"), setting("min-replicas-max-lag"))
+    let mut replication =
+        Replication::from_info(&Info::parse(&text), setting("min-replicas-to-write"), setting("min-replicas-max-lag"))?;
+    replication.replica_read_only = settings.get("replica-read-only").is_none_or(|v| v == "yes");
+    Ok(replication)
 }
 
 /// The replication offset an instance has applied (cheap: `INFO replication` only),

@@ -10,10 +10,13 @@
 //! - [`names`]: the DNS names dnsd serves (`_redis._tcp.master.<cluster>.<domain>`, ...) and
 //!   the reverse mapping from a query name to what it asks for.
 //!
+//! - [`history`]: whether one instance holds everything another has written, from
+//!   their replication ids and offsets; the write fence's recorded point.
 //! - [`revision`]: the rule that refuses an apply or publish older than the last one.
 //!
 //! Nothing in this crate does I/O; it is all pure functions and data.
 
+pub mod history;
 pub mod keys;
 pub mod names;
 pub mod records;
