@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::observe::Observed;
 use service::redis_info::Replication;
-use topology::history::coverage;
+use topology::history::{coverage, discards};
 
 /// The topology to apply, resolved to one address per member: the planner's goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,8 +196,8 @@ pub fn plan<C>(
     // the new master shares holds writes the new master would never get.
     if !n.is_master() && catch_up_from.is_none() {
         for (s_addr, s) in slaves.iter().filter(|(_, s)| !s.is_master()) {
-            let c = coverage(&n.history(), &s.history());
-            if (c.held > 0 || s.replid == n.replid) && !c.holds_all() {
+            if discards(&n.history(), &s.history()) > 0 {
+                let c = coverage(&n.history(), &s.history());
                 reasons.push(format!(
                     "{s_addr} has applied {} bytes of replication history (offsets {}..={}) that the new \
                      master {new} lacks, and its own master is not reachable to catch up from",

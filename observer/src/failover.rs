@@ -15,15 +15,21 @@
 //!   agent or a slow etcd is not a dead master);
 //! - only a slave of the topology that is registered, healthy, reachable and not
 //!   itself a master (one that restarted empty is) may be promoted;
-//! - the candidate is the one with the most data: among those on the master's
-//!   replication history, the highest offset; none, no failover;
+//! - the candidate is chosen by the dictator's own rule (`topology::history`): it
+//!   must hold every byte of the master's history that any reachable slave holds,
+//!   eligible or not ([`topology::history::rank`], [`topology::history::discards`]);
+//!   the dictator would refuse any other, so none, no failover;
 //! - the old master stays in the topology as a slave, so when it comes back it is
-//!   fenced and re-pointed before any client can write to it.
+//!   fenced and re-pointed before any client can write to it;
+//! - the dictator may still refuse (it waits longer for slaves and sees one the
+//!   observer could not reach): then the next candidate by the same rule, asked
+//!   afresh, or, with none, the topology before the failover ([`after_refusal`]).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use topology::history::{discards, rank, shares, History};
 use topology::records::NodeRecord;
 use topology::{Member, Topology};
 
@@ -165,7 +171,10 @@ pub struct SlaveFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlaveReplication {
     pub replid: String,
+    /// The history `replid` continues (`master_replid2`), valid below `second_offset`.
+    pub replid2: String,
     pub offset: u64,
+    pub second_offset: i64,
     /// It reports itself a master (e.g. it restarted empty).
     pub is_master: bool,
     /// The master it replicates from, when that is an IP literal.
@@ -178,11 +187,20 @@ pub struct Candidate {
     /// Index in the topology's `slaves`.
     pub index: usize,
     pub replid: String,
+    pub replid2: String,
     pub offset: u64,
+    pub second_offset: i64,
     /// It replicates from the dead master (same history, for certain).
     pub follows_master: bool,
-    /// Eligible: registered and healthy, and not itself a master.
+    /// Eligible: registered and healthy, not itself a master, and not refused by
+    /// the dictator in this failover.
     pub healthy: bool,
+}
+
+impl Candidate {
+    pub fn history(&self) -> History<'_> {
+        History { replid: &self.replid, replid2: &self.replid2, offset: self.offset, second_offset: self.second_offset }
+    }
 }
 
 /// The reachable slaves of the topology, as candidates. Facts about members the
@@ -199,7 +217,9 @@ pub fn candidates(topology: &Topology, master: Option<SocketAddr>, slaves: &[Sla
             Some(Candidate {
                 index,
                 replid: replication.replid.clone(),
+                replid2: replication.replid2.clone(),
                 offset: replication.offset,
+                second_offset: replication.second_offset,
                 follows_master: master.is_some() && replication.upstream == master,
                 healthy: slave.registered_healthy && !replication.is_master,
             })
@@ -209,30 +229,45 @@ pub fn candidates(topology: &Topology, master: Option<SocketAddr>, slaves: &[Sla
     found
 }
 
-/// The slave to promote: healthy, and the furthest along the master's history.
-/// Slaves that follow the dead master define that history; without any, the
-/// furthest healthy slave on the most common history.
+/// The slave to promote: eligible, and holding every byte of the master's history
+/// that any reachable slave holds (eligible or not: the dictator judges them all),
+/// so the dictator accepts it. Among several, the one the history rule ranks
+/// first; ties go to the first listed.
 pub fn choose(candidates: &[Candidate]) -> Option<&Candidate> {
-    let healthy: Vec<&Candidate> = candidates.iter().filter(|c| c.healthy).collect();
-    let history = healthy
-        .iter()
-        .filter(|c| c.follows_master)
-        .max_by_key(|c| c.offset)
-        .map(|c| c.replid.clone())
-        .or_else(|| {
-            let mut counts: Vec<(&str, usize)> = Vec::new();
-            for c in &healthy {
-                match counts.iter_mut().find(|(r, _)| *r == c.replid) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((&c.replid, 1)),
-                }
-            }
-            counts.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r.to_string())
-        })?;
-    healthy
-        .into_iter()
-        .filter(|c| c.replid == history)
-        .max_by_key(|c| (c.offset, std::cmp::Reverse(c.index)))
+    best(candidates).ok()
+}
+
+/// [`choose`], or why nobody: `None` without an eligible slave on the master's
+/// history, else the best one's index and the bytes it lacks.
+fn best(candidates: &[Candidate]) -> Result<&Candidate, Option<(usize, u64)>> {
+    let reference = master_history(candidates).ok_or(None)?;
+    // A slave on another history holds no write of this master's.
+    let members: Vec<History<'_>> =
+        candidates.iter().map(Candidate::history).filter(|m| shares(m, &reference)).collect();
+    let eligible = candidates.iter().filter(|c| c.healthy && shares(&c.history(), &reference));
+    let ranked = rank(eligible.map(|c| (c, c.history())), &members);
+    // What the dictator will find: the bytes of any slave it shares a history with.
+    let refused_for = |c: &Candidate| candidates.iter().map(|m| discards(&c.history(), &m.history())).max().unwrap_or(0);
+    let first = ranked.first().map(|(c, lacking)| (c.index, (*lacking).max(refused_for(c))));
+    ranked.into_iter().find(|(c, lacking)| *lacking == 0 && refused_for(c) == 0).map(|(c, _)| c).ok_or(first)
+}
+
+/// The history the dead master wrote, as far as a slave holds it: the furthest
+/// slave following it; without any (their links already reset), the furthest on
+/// the replication id most slaves are on.
+fn master_history(candidates: &[Candidate]) -> Option<History<'_>> {
+    if let Some(c) = candidates.iter().filter(|c| c.follows_master).max_by_key(|c| c.offset) {
+        return Some(c.history());
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for c in candidates {
+        match counts.iter_mut().find(|(r, _)| *r == c.replid) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((&c.replid, 1)),
+        }
+    }
+    let (replid, _) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    candidates.iter().filter(|c| c.replid == replid).max_by_key(|c| c.offset).map(Candidate::history)
 }
 
 /// The topology after failing over to `slaves[chosen]`: it becomes the master,
@@ -252,6 +287,8 @@ pub struct Promotion {
     pub old_master: Member,
     /// The promoted slave's replication offset when it was chosen.
     pub offset: u64,
+    /// Slaves the dictator refused to promote earlier in this failover, and why.
+    pub refused: Vec<(Member, String)>,
 }
 
 /// The summary recorded as `failover` in `/status/<cluster>`.
@@ -261,8 +298,16 @@ impl fmt::Display for Promotion {
             f,
             "master {} down for longer than the failover delay; promoting {} (offset {})",
             self.old_master, self.topology.master, self.offset
-        )
+        )?;
+        write_refused(f, &self.refused)
     }
+}
+
+fn write_refused(f: &mut fmt::Formatter<'_>, refused: &[(Member, String)]) -> fmt::Result {
+    for (member, why) in refused {
+        write!(f, "; the dictator refused {member}: {why}")?;
+    }
+    Ok(())
 }
 
 /// Why a dead master cannot be replaced.
@@ -270,6 +315,13 @@ impl fmt::Display for Promotion {
 pub enum NoPromotion {
     #[error("master {master} is down and no healthy slave can be promoted ({reachable} reachable)")]
     NoCandidate { master: Member, reachable: usize },
+    /// The best eligible slave lacks writes a reachable slave holds: the dictator
+    /// would refuse it.
+    #[error(
+        "master {master} is down and no healthy slave holds every acknowledged write: the best, {best}, \
+         lacks {lacking} bytes of replication history another slave holds"
+    )]
+    Behind { master: Member, best: Member, lacking: u64 },
     #[error("cannot build the new topology")]
     NoTopology,
 }
@@ -277,11 +329,95 @@ pub enum NoPromotion {
 /// Whom to promote in place of the dead master at `master`, given what the
 /// slaves answered.
 pub fn plan(topology: &Topology, master: Option<SocketAddr>, slaves: &[SlaveFacts]) -> Result<Promotion, NoPromotion> {
-    let candidates = candidates(topology, master, slaves);
-    let chosen = choose(&candidates)
-        .ok_or_else(|| NoPromotion::NoCandidate { master: topology.master.clone(), reachable: candidates.len() })?;
+    plan_without(topology, master, slaves, &[])
+}
+
+/// [`plan`], the slaves in `refused` (with the dictator's reasons) no longer eligible.
+fn plan_without(
+    topology: &Topology,
+    master: Option<SocketAddr>,
+    slaves: &[SlaveFacts],
+    refused: &[(Member, String)],
+) -> Result<Promotion, NoPromotion> {
+    let mut candidates = candidates(topology, master, slaves);
+    for c in &mut candidates {
+        if refused.iter().any(|(m, _)| topology.slaves.get(c.index) == Some(m)) {
+            c.healthy = false;
+        }
+    }
+    let chosen = best(&candidates).map_err(|why| match why {
+        None => NoPromotion::NoCandidate { master: topology.master.clone(), reachable: candidates.len() },
+        Some((index, lacking)) => {
+            NoPromotion::Behind { master: topology.master.clone(), best: topology.slaves[index].clone(), lacking }
+        }
+    })?;
     let new = promote(topology, chosen.index).ok_or(NoPromotion::NoTopology)?;
-    Ok(Promotion { topology: new, old_master: topology.master.clone(), offset: chosen.offset })
+    Ok(Promotion { topology: new, old_master: topology.master.clone(), offset: chosen.offset, refused: refused.to_vec() })
+}
+
+/// Whether the dictator's answer to applying a failover's topology (its HTTP
+/// status and error) means the promoted slave will not do, so trying it again
+/// fails the same way: 409 "would lose acknowledged writes" (it lacks writes a
+/// member holds), or 502 "master ... is unreachable" (it died since it was chosen).
+pub fn refuses_candidate(status: u16, error: &str) -> bool {
+    match status {
+        409 => error.contains("would lose acknowledged writes"),
+        502 => error.starts_with("master ") && error.contains(" is unreachable"),
+        _ => false,
+    }
+}
+
+/// An automatic failover written to etcd and not applied yet: what to fall back
+/// on if the dictator refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The topology the failover replaced: its slaves are the candidates, and a
+    /// revert writes it back.
+    pub previous: Topology,
+    /// Where the dead master was reached, to know its followers.
+    pub master_addr: Option<SocketAddr>,
+    /// The topology written last.
+    pub promotion: Promotion,
+    /// The etcd mod revision it was written at: only its apply's answer counts.
+    pub revision: i64,
+}
+
+/// What to do after the dictator refused a failover's candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterRefusal {
+    /// Write this topology: the next candidate, the refused ones listed.
+    Next(Promotion),
+    /// Nobody else will do: write the topology before the failover back.
+    Revert(Reverted),
+}
+
+/// A failover given up, with why; recorded as `failover` in `/status/<cluster>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reverted {
+    pub topology: Topology,
+    pub refused: Vec<(Member, String)>,
+    pub why: NoPromotion,
+}
+
+impl fmt::Display for Reverted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "failover of master {} given up, the topology before it restored", self.topology.master)?;
+        write_refused(f, &self.refused)?;
+        write!(f, "; {}", self.why)
+    }
+}
+
+/// The dictator refused `attempt`'s candidate for `why`: the next candidate by the
+/// same rule, judged on `slaves` as asked again now (facts about the previous
+/// topology's slaves), the refused ones excluded; or, without one, the previous
+/// topology back. Every refusal excludes a slave, so this ends.
+pub fn after_refusal(attempt: &Attempt, why: &str, slaves: &[SlaveFacts]) -> AfterRefusal {
+    let mut refused = attempt.promotion.refused.clone();
+    refused.push((attempt.promotion.topology.master.clone(), why.to_string()));
+    match plan_without(&attempt.previous, attempt.master_addr, slaves, &refused) {
+        Ok(next) => AfterRefusal::Next(next),
+        Err(why) => AfterRefusal::Revert(Reverted { topology: attempt.previous.clone(), refused, why }),
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +487,7 @@ mod tests {
 
     #[test]
     fn without_a_slave_of_the_dead_master_the_most_common_history_wins_over_the_furthest() {
-        let c = |index, replid: &str, offset| Candidate { index, replid: replid.into(), offset, follows_master: false, healthy: true };
+        let c = |index, replid: &str, offset| cand(index, replid, offset, false, true);
         // One slave far along another history, two on the common one.
         let candidates = [c(0, "other", 100), c(1, "common", 10), c(2, "common", 20)];
         assert_eq!(choose(&candidates).map(|c| c.index), Some(2));
@@ -406,14 +542,16 @@ mod tests {
         assert!(!serving(None), "an expired lease is no registration");
     }
 
+    const NONE: &str = "0000000000000000000000000000000000000000";
+
     fn cand(index: usize, replid: &str, offset: u64, follows: bool, healthy: bool) -> Candidate {
-        Candidate { index, replid: replid.into(), offset, follows_master: follows, healthy }
+        Candidate { index, replid: replid.into(), replid2: NONE.into(), offset, second_offset: -1, follows_master: follows, healthy }
     }
 
     #[test]
     fn chooses_the_furthest_healthy_slave_of_the_master() {
-        let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 120, true, true), cand(2, "r1", 150, true, false)];
-        assert_eq!(choose(&c).map(|c| c.index), Some(1), "unhealthy ones are never chosen");
+        let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 120, true, false), cand(2, "r1", 120, true, true)];
+        assert_eq!(choose(&c).map(|c| c.index), Some(2), "unhealthy ones are never chosen, even listed first");
         // A slave on another history is ignored even if further along.
         let c = [cand(0, "r1", 100, true, true), cand(1, "other", 900, false, true)];
         assert_eq!(choose(&c).map(|c| c.index), Some(0));
@@ -447,7 +585,9 @@ mod tests {
             registered_healthy,
             replication: offset.map(|offset| SlaveReplication {
                 replid: "r1".into(),
+                replid2: NONE.into(),
                 offset,
+                second_offset: -1,
                 is_master: false,
                 upstream: MASTER.parse().ok(),
             }),
@@ -500,5 +640,182 @@ mod tests {
         let refused = plan(&topology(), MASTER.parse().ok(), &slaves).unwrap_err();
         assert_eq!(refused, NoPromotion::NoCandidate { master: topology().master, reachable: 1 });
         assert_eq!(refused.to_string(), "master 10.0.0.1 is down and no healthy slave can be promoted (1 reachable)");
+    }
+
+    #[test]
+    fn a_slave_that_cannot_be_promoted_but_is_further_along_stops_the_failover() {
+        // The dictator judges every slave it reaches, registered or not: promoting
+        // the one at 100 would discard 50 bytes the unhealthy one holds.
+        let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 150, true, false)];
+        assert_eq!(choose(&c), None);
+        let slaves = [facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", false, Some(150))];
+        let refused = plan(&topology(), MASTER.parse().ok(), &slaves).unwrap_err();
+        assert_eq!(refused, NoPromotion::Behind { master: topology().master, best: topology().slaves[0].clone(), lacking: 50 });
+        assert_eq!(
+            refused.to_string(),
+            "master 10.0.0.1 is down and no healthy slave holds every acknowledged write: the best, 10.0.0.2, \
+             lacks 50 bytes of replication history another slave holds"
+        );
+    }
+
+    #[test]
+    fn a_slave_restarted_from_its_rdb_is_still_on_the_masters_history() {
+        // It restarted with a new id, the master's kept as replid2 up to 52, and
+        // holds more of it than the slave still following the dead master.
+        let restarted = Candidate { replid2: "r1".into(), second_offset: 53, ..cand(1, "new", 52, false, true) };
+        let c = [cand(0, "r1", 40, true, true), restarted];
+        assert_eq!(choose(&c).map(|c| c.index), Some(1));
+    }
+
+    /// The dictator's refusal over slaves, as `plan.rs` wrote it before it became
+    /// `topology::history::discards`: some slave on a history the new master
+    /// shares has bytes it lacks.
+    fn dictator_refuses(new: &Candidate, slaves: &[Candidate]) -> bool {
+        slaves.iter().any(|s| {
+            let c = topology::history::coverage(&new.history(), &s.history());
+            (c.held > 0 || s.replid == new.replid) && !c.holds_all()
+        })
+    }
+
+    /// Every history of up to 2 bytes over two ids, as redis can show it.
+    fn small_histories() -> Vec<(&'static str, &'static str, u64, i64)> {
+        let mut all = Vec::new();
+        for (replid, other) in [("a", "b"), ("b", "a")] {
+            for offset in 0..=2u64 {
+                all.push((replid, NONE, offset, -1));
+                for second in 1..=offset as i64 + 1 {
+                    all.push((replid, other, offset, second));
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn never_chooses_a_slave_the_dictator_would_refuse_while_another_would_do() {
+        let histories = small_histories();
+        let candidate = |index, (replid, replid2, offset, second_offset): (&str, &str, u64, i64), follows, healthy| Candidate {
+            index,
+            replid: replid.into(),
+            replid2: replid2.into(),
+            offset,
+            second_offset,
+            follows_master: follows,
+            healthy,
+        };
+        let mut worlds = 0;
+        let mut chosen = 0;
+        let mut triples = Vec::new();
+        for x in &histories {
+            for y in &histories {
+                triples.extend(histories.iter().map(|z| (*x, *y, *z)));
+            }
+        }
+        for (x, y, z) in triples {
+            for flags in 0..16u8 {
+                let healthy = |i: u8| flags & (1 << i) != 0;
+                let c = [candidate(0, x, flags & 8 != 0, healthy(0)), candidate(1, y, false, healthy(1)), candidate(2, z, false, healthy(2))];
+                let accepted: Vec<usize> = c.iter().filter(|n| n.healthy && !dictator_refuses(n, &c)).map(|n| n.index).collect();
+                let got = choose(&c);
+                if let Some(got) = got {
+                    assert!(got.healthy && !dictator_refuses(got, &c), "chose {} the dictator refuses in {c:?}", got.index);
+                    chosen += 1;
+                }
+                // On one history, whatever the master's offset, nobody is chosen
+                // only when the dictator would refuse everybody.
+                let one_history = c.iter().all(|a| c.iter().all(|b| shares(&a.history(), &b.history())));
+                if one_history {
+                    assert_eq!(got.is_some(), !accepted.is_empty(), "{c:?}");
+                }
+                worlds += 1;
+            }
+        }
+        assert!(worlds > 50_000 && chosen > 10_000, "{worlds} {chosen}");
+    }
+
+    fn attempt(slaves: &[SlaveFacts]) -> Attempt {
+        let promotion = plan(&topology(), MASTER.parse().ok(), slaves).unwrap();
+        Attempt { previous: topology(), master_addr: MASTER.parse().ok(), promotion, revision: 7 }
+    }
+
+    const DICTATOR_409: &str = "409 Conflict: applying would lose acknowledged writes: 127.0.0.1:7002 has applied 20 bytes";
+
+    #[test]
+    fn after_a_refusal_the_next_candidate_by_the_same_rule_is_promoted() {
+        // The observer could not reach 10.0.0.3 and promoted 10.0.0.2; asked again,
+        // 10.0.0.3 answers, further along: the dictator's reason.
+        let first = attempt(&[facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", true, None)]);
+        assert_eq!(first.promotion.topology.master.to_string(), "10.0.0.2");
+        let now = [facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", true, Some(120))];
+        let AfterRefusal::Next(next) = after_refusal(&first, DICTATOR_409, &now) else { panic!("reverted") };
+        assert_eq!(
+            next.topology.to_json(),
+            r#"{"master":{"address":"10.0.0.3"},"slaves":[{"address":"10.0.0.2"},{"address":"10.0.0.1"}]}"#,
+            "the old master stays the last slave, as in the first try"
+        );
+        assert_eq!(next.refused, [(topology().slaves[0].clone(), DICTATOR_409.to_string())]);
+        assert_eq!(
+            next.to_string(),
+            format!("master 10.0.0.1 down for longer than the failover delay; promoting 10.0.0.3 (offset 120); the dictator refused 10.0.0.2: {DICTATOR_409}")
+        );
+    }
+
+    #[test]
+    fn a_refused_slave_is_not_chosen_again_however_it_looks() {
+        // Asked again, the refused slave still looks best (what the dictator saw is
+        // gone again): the other one, which holds as much, is promoted.
+        let first = attempt(&[facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", true, Some(100))]);
+        let now = [facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", true, Some(100))];
+        let AfterRefusal::Next(next) = after_refusal(&first, DICTATOR_409, &now) else { panic!("reverted") };
+        assert_eq!(next.topology.master.to_string(), "10.0.0.3");
+    }
+
+    #[test]
+    fn without_another_acceptable_candidate_the_previous_topology_is_restored_and_says_why() {
+        let first = attempt(&[facts("10.0.0.2", true, Some(120)), facts("10.0.0.3", true, Some(100))]);
+        // 10.0.0.3 lacks what the refused 10.0.0.2 holds: the dictator would refuse it too.
+        let now = [facts("10.0.0.2", true, Some(120)), facts("10.0.0.3", true, Some(100))];
+        let AfterRefusal::Revert(reverted) = after_refusal(&first, DICTATOR_409, &now) else { panic!("promoted") };
+        assert_eq!(reverted.topology, topology());
+        assert_eq!(
+            reverted.to_string(),
+            format!(
+                "failover of master 10.0.0.1 given up, the topology before it restored; the dictator refused 10.0.0.2: \
+                 {DICTATOR_409}; master 10.0.0.1 is down and no healthy slave holds every acknowledged write: the best, \
+                 10.0.0.3, lacks 20 bytes of replication history another slave holds"
+            )
+        );
+    }
+
+    #[test]
+    fn refusals_end_once_every_slave_was_refused() {
+        let slaves = [facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", true, Some(100))];
+        let mut attempt = attempt(&slaves);
+        let mut tried = vec![attempt.promotion.topology.master.to_string()];
+        let reverted = loop {
+            match after_refusal(&attempt, "409 Conflict: applying would lose acknowledged writes", &slaves) {
+                AfterRefusal::Next(next) => {
+                    tried.push(next.topology.master.to_string());
+                    attempt.promotion = next;
+                }
+                AfterRefusal::Revert(reverted) => break reverted,
+            }
+            assert!(tried.len() <= 2, "a refused slave was tried again: {tried:?}");
+        };
+        assert_eq!(tried, ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(reverted.refused.len(), 2);
+        assert_eq!(reverted.why, NoPromotion::NoCandidate { master: topology().master, reachable: 2 });
+    }
+
+    #[test]
+    fn only_answers_that_condemn_the_candidate_move_on_from_it() {
+        assert!(refuses_candidate(409, "applying would lose acknowledged writes: x; pass force=true to apply anyway"));
+        assert!(refuses_candidate(502, "master 127.0.0.1:7001 is unreachable: connection refused"));
+        // Another apply holds the lock, a slave could not be re-pointed, a timeout:
+        // the candidate may still do, so the apply is retried as usual.
+        assert!(!refuses_candidate(409, "another apply to cluster redis-1 is still running after 10s; try again"));
+        assert!(!refuses_candidate(502, "replicate 127.0.0.1:7002: connection refused"));
+        assert!(!refuses_candidate(504, "catch-up of 127.0.0.1:7001 timed out"));
+        assert!(!refuses_candidate(422, "master.address: node-1 is not registered"));
     }
 }

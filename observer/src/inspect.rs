@@ -31,7 +31,8 @@ pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck 
     }
 }
 
-/// A slave's replication state; `None` when it cannot be reached or read.
+/// A slave's replication state, with the history the dictator judges it by;
+/// `None` when it cannot be reached or read.
 pub async fn slave(addr: SocketAddr, credentials: &Credentials) -> Option<SlaveReplication> {
     let timeouts = Timeouts { connect: TIMEOUT, command: TIMEOUT };
     let mut conn = redis_auth::connect(addr, timeouts, credentials).await.ok()?;
@@ -40,6 +41,8 @@ pub async fn slave(addr: SocketAddr, credentials: &Credentials) -> Option<SlaveR
         is_master: replication.is_master(),
         upstream: replication.upstream(),
         replid: replication.replid,
+        replid2: replication.replid2,
         offset: replication.offset,
+        second_offset: replication.second_offset,
     })
 }

@@ -18,13 +18,16 @@
 //!   failure is retried (backoff, or only on a change), and [`schedule::Action`],
 //!   when to look again;
 //! - [`failover`] (pure): every failover rule: how long the master must stay down,
-//!   holds, the PING veto, which slaves are eligible, whom to promote.
+//!   holds, the PING veto, which slaves are eligible, whom to promote (by the
+//!   dictator's own history rule), and what follows when the dictator refuses.
 //!
 //! Flow: etcd change → leader wakes the cluster's worker → `reconcile` reads the
 //! topology, trigger, maintenance flag and registrations → if the topology or
 //! trigger is new, [`apply::Targets::apply_and_publish`] → `/status/<cluster>` →
 //! with the master down, [`inspect`] gathers facts and [`failover`] decides; a
-//! failover writes a new topology to etcd, which the next pass applies.
+//! failover writes a new topology to etcd, which the next pass applies; if the
+//! dictator refuses its candidate, that pass writes the next one, or the topology
+//! from before the failover.
 //!
 //! Passes for one cluster are sequential and coalesce; clusters are independent.
 

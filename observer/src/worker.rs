@@ -11,6 +11,9 @@
 //! While the master is down in etcd the pass gathers the facts (registrations,
 //! what redis answers, through [`crate::inspect`]) and lets [`crate::failover`]
 //! decide; a failover is a new topology written to etcd, applied by a later pass.
+//! When the dictator refuses that apply for the promoted slave's sake, the pass
+//! asks the slaves again and writes what [`failover::after_refusal`] decides: the
+//! next candidate, or the topology before the failover.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,10 +27,11 @@ use topology::keys::Key;
 use topology::records::{now_ms, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
-use crate::apply::{ApplyError, Targets};
-use crate::failover::{self, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts};
+use crate::apply::{ApplyError, PutError, Stage, Targets};
+use crate::failover::{
+    self, AfterRefusal, Attempt, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts,
+};
 use crate::inspect;
-use crate::apply::PutError;
 use crate::schedule::{
     classify, compare_roles, error_policy, verdict, Action, DesiredRevision, MemberSeen, Retry, Roles, Verdict, World,
 };
@@ -127,6 +131,9 @@ pub struct Reconciler {
     /// The last automatic failover's summary, recorded with the apply that
     /// carries it out.
     failover_note: Option<String>,
+    /// The automatic failover written and not yet applied, to move on from if
+    /// the dictator refuses its candidate.
+    attempt: Option<Attempt>,
     /// etcd revision when the last successful apply was recorded: registrations
     /// at or before it may describe the state before that apply. `None`: not
     /// known yet, the next read's revision stands in.
@@ -147,6 +154,7 @@ impl Reconciler {
             clock: FailoverClock::default(),
             known: HashMap::new(),
             failover_note: None,
+            attempt: None,
             floor: Some(0),
             waiting: None,
             diverged_applies: 0,
@@ -176,7 +184,8 @@ impl Reconciler {
     /// Applies the desired topology unless it already holds, by etcd and by the
     /// members' registrations; records the outcome.
     async fn apply_if_due(&mut self, snapshot: &Snapshot) -> Action {
-        let cluster = self.cluster.as_str();
+        // Owned: a refused failover moves on through `&mut self`.
+        let cluster = &self.cluster.clone();
         let desired = &snapshot.desired;
         let world = World::new(desired, &snapshot.nodes);
         let floor = *self.floor.get_or_insert(snapshot.revision);
@@ -207,6 +216,7 @@ impl Reconciler {
                 let outcome = Outcome { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
                 self.floor = record(&self.cx, cluster, outcome).await;
                 self.failover_note = None;
+                self.attempt = None;
                 tracing::info!(cluster, topology_revision = desired.topology_revision, "round: applied and published");
                 self.applied = Some(desired.clone());
                 self.failures = 0;
@@ -230,6 +240,13 @@ impl Reconciler {
                         classify(None, "")
                     }
                 };
+                if let Some(note) = self.after_refusal(snapshot, &error).await {
+                    let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover: Some(note), diverged, retry: None };
+                    record(&self.cx, cluster, outcome).await;
+                    self.waiting = None;
+                    // Writing the topology wakes this worker through the leader's watch.
+                    return Action::AwaitChange;
+                }
                 let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover, diverged, retry: Some(retry) };
                 record(&self.cx, cluster, outcome).await;
                 match retry {
@@ -312,10 +329,12 @@ impl Reconciler {
                 Action::Requeue(policy.failover_after)
             }
             FailoverDecision::FailOver => match self.fail_over(snapshot, &topology, master_addr).await {
-                Ok(summary) => {
+                Ok(attempt) => {
                     self.clock.failed_over(now_ms());
+                    let summary = attempt.promotion.to_string();
                     tracing::warn!(cluster = self.cluster.as_str(), %summary, "automatic failover");
                     self.failover_note = Some(summary);
+                    self.attempt = Some(attempt);
                     // Writing the topology wakes this worker through the leader's watch.
                     Action::AwaitChange
                 }
@@ -334,7 +353,58 @@ impl Reconciler {
         snapshot: &Snapshot,
         topology: &Topology,
         master_addr: Option<SocketAddr>,
-    ) -> Result<String, FailoverError> {
+    ) -> Result<Attempt, FailoverError> {
+        let slaves = self.slave_facts(snapshot, topology).await;
+        let promotion = failover::plan(topology, master_addr, &slaves)?;
+        let revision = self.write_topology(&promotion.topology, snapshot.desired.topology_revision).await?;
+        self.cx.count_failover(&self.cluster);
+        let outcome = Outcome {
+            desired: &snapshot.desired,
+            started_ms: now_ms(),
+            error: None,
+            failures: 0,
+            failover: Some(promotion.to_string()),
+            diverged: None,
+            retry: None,
+        };
+        record(&self.cx, &self.cluster, outcome).await;
+        Ok(Attempt { previous: topology.clone(), master_addr, promotion, revision })
+    }
+
+    /// When `error` is the dictator refusing the candidate of the failover this
+    /// worker wrote (and nothing newer was written since), asks the previous
+    /// topology's slaves again and writes what [`failover::after_refusal`]
+    /// decides. Returns the note for `/status`, or `None` when this was no such
+    /// refusal or the write did not happen (the apply's failure then stands).
+    async fn after_refusal(&mut self, snapshot: &Snapshot, error: &ApplyError) -> Option<String> {
+        let cluster = self.cluster.as_str();
+        let PutError::Rejected { status, error: why, .. } = &error.cause else { return None };
+        if error.stage != Stage::Dictator || !failover::refuses_candidate(status.as_u16(), why) {
+            return None;
+        }
+        let revision = snapshot.desired.topology_revision;
+        let attempt = self.attempt.take_if(|a| a.revision == revision)?;
+        let slaves = self.slave_facts(snapshot, &attempt.previous).await;
+        let (topology, note, next) = match failover::after_refusal(&attempt, &format!("{status}: {why}"), &slaves) {
+            AfterRefusal::Next(promotion) => (promotion.topology.clone(), promotion.to_string(), Some(promotion)),
+            AfterRefusal::Revert(reverted) => (reverted.topology.clone(), reverted.to_string(), None),
+        };
+        match self.write_topology(&topology, revision).await {
+            Ok(written) => {
+                tracing::warn!(cluster, refused = %attempt.promotion.topology.master, summary = note.as_str(), "automatic failover refused by the dictator");
+                self.attempt = next.map(|promotion| Attempt { promotion, revision: written, ..attempt });
+                self.failover_note = Some(note.clone());
+                Some(note)
+            }
+            Err(e) => {
+                tracing::warn!(cluster, error = %e, "automatic failover refused by the dictator; cannot write what follows");
+                None
+            }
+        }
+    }
+
+    /// What each slave of `topology` answers, and whether it is registered serving.
+    async fn slave_facts(&self, snapshot: &Snapshot, topology: &Topology) -> Vec<SlaveFacts> {
         let mut slaves = Vec::new();
         for slave in &topology.slaves {
             let replication = match self.address_of(slave).await {
@@ -344,31 +414,23 @@ impl Reconciler {
             let registration = self.node_of(slave).and_then(|n| snapshot.nodes.get(&n));
             slaves.push(SlaveFacts { member: slave.clone(), registered_healthy: failover::serving(registration), replication });
         }
-        let promotion = failover::plan(topology, master_addr, &slaves)?;
-        let summary = promotion.to_string();
+        slaves
+    }
+
+    /// Writes `topology` only over the one at `revision`, which this pass read:
+    /// an operator's or another observer's newer write wins. Returns the new
+    /// revision.
+    async fn write_topology(&self, topology: &Topology, revision: i64) -> Result<i64, FailoverError> {
         let key = self.cx.keys.topology(&self.cluster);
-        // Only over the topology this pass read: an operator's or another
-        // observer's newer write wins.
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, snapshot.desired.topology_revision)])
-            .and_then([TxnOp::put(key.as_str(), promotion.topology.to_json(), None)]);
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
+            .and_then([TxnOp::put(key.as_str(), topology.to_json(), None)]);
         let mut etcd = self.cx.etcd.clone();
         let response = etcd.txn(txn).await?;
         if !response.succeeded() {
             return Err(FailoverError::Raced);
         }
-        self.cx.count_failover(&self.cluster);
-        let outcome = Outcome {
-            desired: &snapshot.desired,
-            started_ms: now_ms(),
-            error: None,
-            failures: 0,
-            failover: Some(summary.clone()),
-            diverged: None,
-            retry: None,
-        };
-        record(&self.cx, &self.cluster, outcome).await;
-        Ok(summary)
+        Ok(response.header().map_or(0, |h| h.revision()))
     }
 
     /// The registered node a member names: `<node>.<cluster>.<domain>`, or an IP

@@ -600,6 +600,71 @@ async fn an_operators_write_during_a_failover_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_the_dictator_refuses_moves_on_to_the_next_candidate() {
+    // The dictator waits for a frozen slave (here, for as long as the test needs);
+    // the observer's probe gives up after 300 ms.
+    let mut stack = Stack::start_with(3, &["--redis-connect-timeout-ms", "60000"]).await;
+    let (observer, _) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1, 2])).await;
+    stack.wait_applied(0, "first topology").await;
+    wait_in_sync(&stack, 0, &[1, 2]);
+
+    // node-2 applies nothing more, so an acknowledged write reaches node-3 only.
+    let _: String = stack.nodes[1].cmd(&["CLIENT", "PAUSE", "600000", "WRITE"]);
+    // WAIT counts the replicas holding this connection's writes.
+    let (_, acked): (String, i64) =
+        redis::pipe().cmd("SET").arg("k").arg("v").cmd("WAIT").arg(1).arg(4000).query(&mut stack.nodes[0].conn()).unwrap();
+    assert_eq!(acked, 1, "the write must be acknowledged by node-3 alone");
+    let master_offset = stack.nodes[0].info_field("master_repl_offset");
+    harness::wait_until("node-3 to hold the write", Duration::from_secs(10), || {
+        stack.nodes[2].info_field("slave_repl_offset") == master_offset
+    });
+    // Frozen, node-3 is no candidate for the observer: it chooses node-2.
+    stack.nodes[2].freeze(true);
+    stack.nodes[0].kill();
+    let mut etcd = stack.etcd.client().await;
+    etcd.put(stack.keys.node(CLUSTER, "node-1"), registration(stack.nodes[0].port(), false), None).await.unwrap();
+    // Losing its master's link drops what node-2 read but did not apply.
+    harness::wait_until("node-2 to lose its master", Duration::from_secs(10), || {
+        stack.nodes[1].info_field("master_link_status").as_deref() == Some("down")
+    });
+    let _: String = stack.nodes[1].cmd(&["CLIENT", "UNPAUSE"]);
+    let behind: u64 = stack.nodes[1].info_field("slave_repl_offset").unwrap().parse().unwrap();
+    let ahead: u64 = master_offset.unwrap().parse().unwrap();
+    assert!(behind < ahead, "node-2 holds the write ({behind} >= {ahead}): nothing for the dictator to refuse");
+    assert_eq!(stack.nodes[1].cmd::<Option<String>>(&["GET", "k"]), None);
+
+    let as_json = |t: &str| serde_json::from_str::<Value>(t).unwrap();
+    let first = as_json(&stack.topology(1, &[2, 0]));
+    harness::wait_until_async("the observer to fail over to node-2", Duration::from_secs(20), || async {
+        as_json(&stack.stored_topology().await.0) == first
+    })
+    .await;
+    // Thawed while the dictator waits for it, node-3 is further along than node-2.
+    stack.nodes[2].freeze(false);
+
+    let node2 = format!("127.0.0.1:{}", stack.nodes[1].port());
+    let node3 = format!("127.0.0.1:{}", stack.nodes[2].port());
+    stack.wait_applied(2, "the next candidate promoted").await;
+    assert_eq!(as_json(&stack.stored_topology().await.0), as_json(&stack.topology(2, &[1, 0])));
+    harness::wait_until("node-2 to follow node-3", Duration::from_secs(20), || {
+        stack.nodes[1].info_field("master_port") == Some(stack.nodes[2].port().to_string())
+            && stack.nodes[1].info_field("master_link_status").as_deref() == Some("up")
+    });
+    assert_eq!(stack.nodes[1].role(), "slave", "two masters");
+    for node in &stack.nodes[1..] {
+        assert_eq!(node.cmd::<Option<String>>(&["GET", "k"]).as_deref(), Some("v"), "the acknowledged write was lost");
+    }
+    let status = stack.status().await.unwrap();
+    let note = status.failover.unwrap_or_default();
+    assert!(note.contains(&format!("promoting {node3}")), "{note}");
+    assert!(note.contains(&format!("the dictator refused {node2}: 409")) && note.contains("would lose acknowledged writes"), "{note}");
+    let refused = logged(&observer, "automatic failover refused by the dictator");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["refused"], node2.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_are_applied_independently_and_a_stuck_or_failing_one_holds_up_no_other() {
     const OTHER: &str = "redis-2";
     let mut stack = Stack::start(2).await;

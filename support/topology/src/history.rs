@@ -9,7 +9,9 @@
 //! id at offset 0, however many keys it loaded.
 //!
 //! [`coverage`] is the one rule the dictator (may a master be demoted?) and the
-//! failover (which slave to promote?) share; [`rank`] orders candidates by it.
+//! failover (which slave to promote?) share; [`rank`] orders candidates by it, and
+//! [`discards`] is the dictator's refusal for a slave, which the failover checks
+//! its choice against.
 //!
 //! The write fence ([`crate::FENCE_MIN_REPLICAS`]) records the offset at which it
 //! was set ([`fence_value`], [`fence_point`]): a fenced master takes no writes, so
@@ -83,6 +85,21 @@ pub fn coverage(candidate: &History<'_>, member: &History<'_>) -> Coverage {
         }
     }
     Coverage { held, lacking: member.offset - held }
+}
+
+/// Whether two instances are on one history: they share bytes, or the id they
+/// both start from. Symmetric.
+pub fn shares(a: &History<'_>, b: &History<'_>) -> bool {
+    coverage(a, b).held > 0 || a.replid == b.replid
+}
+
+/// The bytes of `member`'s history that promoting `candidate` would discard: what
+/// it lacks of a history the two share. A member on another history is resynced in
+/// full whoever is promoted, so it counts for nothing here (an operator may move a
+/// group to another history; the failover never chooses to). The dictator refuses
+/// to promote over a slave this is not 0 for.
+pub fn discards(candidate: &History<'_>, member: &History<'_>) -> u64 {
+    if shares(candidate, member) { coverage(candidate, member).lacking } else { 0 }
 }
 
 /// Candidates ordered by how much of the members' histories each lacks (the
@@ -238,6 +255,25 @@ mod tests {
         let members = [h("a", 100, NONE, -1), h("a", 120, NONE, -1)];
         let ranked = rank([("far", h("a", 120, NONE, -1)), ("near", h("a", 110, NONE, -1)), ("other", h("z", 500, NONE, -1)), ("tie", h("a", 130, NONE, -1))], &members);
         assert_eq!(ranked, [("far", 0), ("tie", 0), ("near", 10), ("other", 120)]);
+    }
+
+    #[test]
+    fn only_bytes_of_a_shared_history_are_discarded() {
+        let master = h("a", 120, NONE, -1);
+        assert_eq!(discards(&h("a", 100, NONE, -1), &master), 20);
+        assert_eq!(discards(&h("b", 150, "a", 101), &master), 20, "promoted from a at 100");
+        assert_eq!(discards(&h("z", 500, NONE, -1), &master), 0, "another history: resynced, not discarded");
+        assert!(shares(&h("r", 52, "a", 53), &master) && shares(&master, &h("r", 52, "a", 53)));
+        assert!(!shares(&h("z", 500, NONE, -1), &master));
+        // Both at the very start of one id: nothing to discard, but one history.
+        assert!(shares(&h("a", 0, NONE, -1), &h("a", 0, NONE, -1)));
+        for c in &all_histories() {
+            for m in &all_histories() {
+                assert_eq!(shares(c, m), shares(m, c), "{c:?} {m:?}");
+                let lacking = coverage(c, m).lacking;
+                assert_eq!(discards(c, m), if shares(c, m) { lacking } else { 0 }, "{c:?} {m:?}");
+            }
+        }
     }
 
     #[test]
