@@ -200,7 +200,7 @@ impl World {
 
 /// Why a pass applies, or why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ApplyCheck {
     /// A topology or trigger not applied yet.
     New,
     /// The topology is applied, but members diverged from it since.
@@ -214,20 +214,20 @@ pub enum Verdict {
 
 /// Whether to apply now. `waiting` is the world as it was when an apply failed
 /// with [`Retry::OnChange`].
-pub fn verdict(applied: Option<&DesiredRevision>, roles: Roles, world: &World, waiting: Option<&World>) -> Verdict {
+pub fn check_apply(applied: Option<&DesiredRevision>, roles: Roles, world: &World, waiting: Option<&World>) -> ApplyCheck {
     if !world.desired.has_topology() {
-        return Verdict::UpToDate;
+        return ApplyCheck::UpToDate;
     }
     if waiting == Some(world) {
-        return Verdict::WaitingForChange;
+        return ApplyCheck::WaitingForChange;
     }
     if apply_due(&world.desired, applied) {
-        return Verdict::New;
+        return ApplyCheck::New;
     }
     match roles {
-        Roles::Diverged(divergences) => Verdict::Diverged(divergences),
-        Roles::Unsettled => Verdict::Unsettled,
-        Roles::Converged => Verdict::UpToDate,
+        Roles::Diverged(divergences) => ApplyCheck::Diverged(divergences),
+        Roles::Unsettled => ApplyCheck::Unsettled,
+        Roles::Converged => ApplyCheck::UpToDate,
     }
 }
 
@@ -384,31 +384,31 @@ mod tests {
     fn a_failure_that_waits_for_a_change_is_tried_again_on_any_change_only() {
         let slave = record(Role::Slave, Some(M), true);
         let failed = world(5, &[("b", slave.clone())]);
-        let same = |w: &World| verdict(Some(&desired(4, 1)), Roles::Converged, w, Some(&failed));
-        assert_eq!(same(&failed), Verdict::WaitingForChange);
+        let same = |w: &World| check_apply(Some(&desired(4, 1)), Roles::Converged, w, Some(&failed));
+        assert_eq!(same(&failed), ApplyCheck::WaitingForChange);
         let refreshed = NodeRecord { repl_offset: 99, updated_ms: 7, ..slave.clone() };
-        assert_eq!(same(&world(5, &[("b", refreshed)])), Verdict::WaitingForChange, "an offset refresh is no change");
-        assert_eq!(same(&world(6, &[("b", slave.clone())])), Verdict::New, "a new topology");
+        assert_eq!(same(&world(5, &[("b", refreshed)])), ApplyCheck::WaitingForChange, "an offset refresh is no change");
+        assert_eq!(same(&world(6, &[("b", slave.clone())])), ApplyCheck::New, "a new topology");
         let mut triggered = failed.clone();
         triggered.desired.trigger_revision = 9;
-        assert_eq!(same(&triggered), Verdict::New, "a trigger");
+        assert_eq!(same(&triggered), ApplyCheck::New, "a trigger");
         let promoted = record(Role::Master, None, true);
-        assert_eq!(same(&world(5, &[("b", promoted)])), Verdict::New, "a member's role changed");
+        assert_eq!(same(&world(5, &[("b", promoted)])), ApplyCheck::New, "a member's role changed");
         let down = NodeRecord { healthy: false, ..slave.clone() };
-        assert_eq!(same(&world(5, &[("b", down)])), Verdict::New, "a member's health changed");
-        assert_eq!(same(&world(5, &[])), Verdict::New, "a member's registration is gone");
+        assert_eq!(same(&world(5, &[("b", down)])), ApplyCheck::New, "a member's health changed");
+        assert_eq!(same(&world(5, &[])), ApplyCheck::New, "a member's registration is gone");
     }
 
     #[test]
     fn an_applied_topology_is_applied_again_only_when_members_diverged() {
         let w = world(5, &[]);
         let applied = desired(5, 1);
-        assert_eq!(verdict(Some(&applied), Roles::Converged, &w, None), Verdict::UpToDate);
-        assert_eq!(verdict(Some(&applied), Roles::Unsettled, &w, None), Verdict::Unsettled);
+        assert_eq!(check_apply(Some(&applied), Roles::Converged, &w, None), ApplyCheck::UpToDate);
+        assert_eq!(check_apply(Some(&applied), Roles::Unsettled, &w, None), ApplyCheck::Unsettled);
         let d = vec![Divergence::SlaveIsMaster { member: "b".into() }];
-        assert_eq!(verdict(Some(&applied), Roles::Diverged(d.clone()), &w, None), Verdict::Diverged(d));
-        assert_eq!(verdict(None, Roles::Converged, &w, None), Verdict::New);
-        assert_eq!(verdict(None, Roles::Converged, &world(0, &[]), None), Verdict::UpToDate, "no topology");
+        assert_eq!(check_apply(Some(&applied), Roles::Diverged(d.clone()), &w, None), ApplyCheck::Diverged(d));
+        assert_eq!(check_apply(None, Roles::Converged, &w, None), ApplyCheck::New);
+        assert_eq!(check_apply(None, Roles::Converged, &world(0, &[]), None), ApplyCheck::UpToDate, "no topology");
     }
 
     const fn ms(n: u64) -> Action {

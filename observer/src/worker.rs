@@ -33,7 +33,7 @@ use crate::failover::{
 };
 use crate::inspect;
 use crate::schedule::{
-    classify, compare_roles, error_policy, verdict, Action, DesiredRevision, MemberSeen, Retry, Roles, Verdict, World,
+    classify, compare_roles, error_policy, check_apply, Action, DesiredRevision, MemberSeen, Retry, Roles, ApplyCheck, World,
 };
 
 /// Shared by every worker.
@@ -190,19 +190,19 @@ impl Reconciler {
         let world = World::new(desired, &snapshot.nodes);
         let floor = *self.floor.get_or_insert(snapshot.revision);
         let roles = self.roles(snapshot, floor);
-        let diverged = match verdict(self.applied.as_ref(), roles, &world, self.waiting.as_ref()) {
-            Verdict::UpToDate => {
+        let diverged = match check_apply(self.applied.as_ref(), roles, &world, self.waiting.as_ref()) {
+            ApplyCheck::UpToDate => {
                 self.diverged_applies = 0;
                 return Action::AwaitChange;
             }
             // The agents rewrite their registrations every interval.
-            Verdict::Unsettled => return Action::Requeue(self.cx.retry_min),
-            Verdict::WaitingForChange => {
+            ApplyCheck::Unsettled => return Action::Requeue(self.cx.retry_min),
+            ApplyCheck::WaitingForChange => {
                 tracing::info!(cluster, topology_revision = desired.topology_revision, "not applying: the last apply failed in a way only a change can heal, and nothing changed");
                 return Action::AwaitChange;
             }
-            Verdict::New => None,
-            Verdict::Diverged(divergences) => {
+            ApplyCheck::New => None,
+            ApplyCheck::Diverged(divergences) => {
                 let why = divergences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
                 tracing::warn!(cluster, diverged = why.as_str(), "members diverged from the applied topology: applying it again");
                 Some(why)
@@ -213,7 +213,7 @@ impl Reconciler {
         let failover = self.failover_note.clone();
         match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision).await {
             Ok(_) => {
-                let outcome = Outcome { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
+                let outcome = StatusUpdate { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
                 self.floor = record(&self.cx, cluster, outcome).await;
                 self.failover_note = None;
                 self.attempt = None;
@@ -241,13 +241,13 @@ impl Reconciler {
                     }
                 };
                 if let Some(note) = self.after_refusal(snapshot, &error).await {
-                    let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover: Some(note), diverged, retry: None };
+                    let outcome = StatusUpdate { desired, started_ms, error: Some(&error), failures, failover: Some(note), diverged, retry: None };
                     record(&self.cx, cluster, outcome).await;
                     self.waiting = None;
                     // Writing the topology wakes this worker through the leader's watch.
                     return Action::AwaitChange;
                 }
-                let outcome = Outcome { desired, started_ms, error: Some(&error), failures, failover, diverged, retry: Some(retry) };
+                let outcome = StatusUpdate { desired, started_ms, error: Some(&error), failures, failover, diverged, retry: Some(retry) };
                 record(&self.cx, cluster, outcome).await;
                 match retry {
                     Retry::OnChange => {
@@ -358,7 +358,7 @@ impl Reconciler {
         let promotion = failover::plan(topology, master_addr, &slaves)?;
         let revision = self.write_topology(&promotion.topology, snapshot.desired.topology_revision).await?;
         self.cx.count_failover(&self.cluster);
-        let outcome = Outcome {
+        let outcome = StatusUpdate {
             desired: &snapshot.desired,
             started_ms: now_ms(),
             error: None,
@@ -500,7 +500,7 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
 }
 
 /// One `/status/<cluster>` record: what was applied, and how it went.
-struct Outcome<'a> {
+struct StatusUpdate<'a> {
     desired: &'a DesiredRevision,
     started_ms: u64,
     /// `None`: applied and published.
@@ -515,7 +515,7 @@ struct Outcome<'a> {
     retry: Option<Retry>,
 }
 
-impl Outcome<'_> {
+impl StatusUpdate<'_> {
     fn status(self, observer: &str, finished_ms: u64) -> StatusRecord {
         StatusRecord {
             trigger: self.desired.trigger.clone(),
@@ -535,7 +535,7 @@ impl Outcome<'_> {
 
 /// Writes `/status/<cluster>` and returns the etcd revision it was written at;
 /// a failure is only logged (the next record wins).
-async fn record(cx: &Context, cluster: &str, outcome: Outcome<'_>) -> Option<i64> {
+async fn record(cx: &Context, cluster: &str, outcome: StatusUpdate<'_>) -> Option<i64> {
     let status = outcome.status(&cx.observer_id, now_ms());
     let value = serde_json::to_string(&status).unwrap_or_default();
     let mut etcd = cx.etcd.clone();
@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn a_status_says_what_was_applied_and_how_it_went() {
         let desired = DesiredRevision { topology_revision: 7, trigger_revision: 9, trigger: Some("t".into()) };
-        let ok = Outcome {
+        let ok = StatusUpdate {
             desired: &desired,
             started_ms: 1,
             error: None,
@@ -587,7 +587,7 @@ mod tests {
             error: "unreachable".into(),
         };
         let error = ApplyError { stage: Stage::Dictator, cause };
-        let failed = Outcome {
+        let failed = StatusUpdate {
             desired: &desired,
             started_ms: 1,
             error: Some(&error),

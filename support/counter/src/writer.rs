@@ -1,6 +1,6 @@
 //! The writer: pushes fresh ids (`RPUSH <key> <id>`) at a steady rate to the
 //! master, reconnecting (and re-resolving) after every error, and tallies each
-//! write's outcome: acknowledged, rejected or unknown ([`Outcome`]). Each attempt
+//! write's outcome: acknowledged, rejected or unknown ([`WriteOutcome`]). Each attempt
 //! uses a new id: a rejected id is never retried, so finding it in the list later
 //! means a write reported as failed was applied.
 
@@ -93,7 +93,7 @@ pub struct Pace {
 
 /// What the client knows about one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum WriteOutcome {
     /// Redis answered OK: the write must survive.
     Acknowledged,
     /// Redis answered with an error (`READONLY`, `NOREPLICAS`, `LOADING`, ...), or
@@ -103,14 +103,14 @@ pub enum Outcome {
     Unknown,
 }
 
-impl Outcome {
+impl WriteOutcome {
     /// Only an error reply proves redis saw and refused the command; anything
     /// else after sending (I/O, a dropped connection, a parse error) leaves it open.
-    pub fn of(reply: &redis::RedisResult<i64>) -> Outcome {
+    pub fn of(reply: &redis::RedisResult<i64>) -> WriteOutcome {
         match reply {
-            Ok(_) => Outcome::Acknowledged,
-            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension) => Outcome::Rejected,
-            Err(_) => Outcome::Unknown,
+            Ok(_) => WriteOutcome::Acknowledged,
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension) => WriteOutcome::Rejected,
+            Err(_) => WriteOutcome::Unknown,
         }
     }
 }
@@ -179,19 +179,19 @@ async fn run(target: Destination, key: String, pace: Pace, stop: Arc<AtomicBool>
         };
         let push = tokio::time::timeout(pace.timeout, redis::cmd("RPUSH").arg(&key).arg(&id).query_async::<i64>(conn)).await;
         let outcome = match &push {
-            Ok(reply) => Outcome::of(reply),
-            Err(_) => Outcome::Unknown,
+            Ok(reply) => WriteOutcome::of(reply),
+            Err(_) => WriteOutcome::Unknown,
         };
         let at = Instant::now();
         match outcome {
-            Outcome::Acknowledged => tally.acked.push((id, at)),
-            Outcome::Rejected | Outcome::Unknown => {
+            WriteOutcome::Acknowledged => tally.acked.push((id, at)),
+            WriteOutcome::Rejected | WriteOutcome::Unknown => {
                 let error = match &push {
                     Ok(Err(e)) => e.to_string(),
                     _ => format!("no reply within {} ms", pace.timeout.as_millis()),
                 };
                 tracing::debug!(%addr, %id, ?outcome, %error, "write failed");
-                let bucket = if outcome == Outcome::Rejected { &mut tally.rejected } else { &mut tally.unknown };
+                let bucket = if outcome == WriteOutcome::Rejected { &mut tally.rejected } else { &mut tally.unknown };
                 bucket.push((id, at));
                 conns.forget(addr);
                 master = None;
@@ -285,11 +285,11 @@ mod tests {
 
     #[test]
     fn only_an_error_reply_is_a_rejection() {
-        let reply = |r: Result<i64, redis::RedisError>| Outcome::of(&r);
-        assert_eq!(reply(Ok(1)), Outcome::Acknowledged);
+        let reply = |r: Result<i64, redis::RedisError>| WriteOutcome::of(&r);
+        assert_eq!(reply(Ok(1)), WriteOutcome::Acknowledged);
         let readonly = redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly), "READONLY"));
-        assert_eq!(reply(Err(readonly)), Outcome::Rejected);
+        assert_eq!(reply(Err(readonly)), WriteOutcome::Rejected);
         let dropped = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert_eq!(reply(Err(dropped)), Outcome::Unknown);
+        assert_eq!(reply(Err(dropped)), WriteOutcome::Unknown);
     }
 }
