@@ -649,6 +649,23 @@ use topology::FENCE_MIN_REPLICAS;
     }
 
     #[test]
+    fn a_master_that_stays_master_is_not_persisted_again() {
+        let with_file = |mut r: Replication| {
+            r.has_config_file = true;
+            r
+        };
+        // A keeps its role; only C, following the wrong upstream, changes.
+        let w = world(vec![
+            (A, up(with_file(master("r1", 100, 5)))),
+            (B, up(with_file(slave_of(A, "r1", 100, 5)))),
+            (C, up(with_file(slave_of(B, "r1", 100, 5)))),
+        ]);
+        let p = plan(&wanted(A, &[B, C]), &w, false).unwrap();
+        let persisted: Vec<_> = p.steps.iter().filter(|s| matches!(s, Step::Persist { .. })).map(Step::node).collect();
+        assert_eq!(persisted, [addr(C)]);
+    }
+
+    #[test]
     fn two_masters_on_the_same_history_resolve_to_the_further_one() {
         // Split brain after a crash: both masters, B promoted from A's history later.
         let mut b = master("r2", 150, 7);
