@@ -815,6 +815,9 @@ mod tests {
         // the candidate may still do, so the apply is retried as usual.
         assert!(!refuses_candidate(409, "another apply to cluster redis-1 is still running after 10s; try again"));
         assert!(!refuses_candidate(502, "replicate 127.0.0.1:7002: connection refused"));
+        // Both halves of the 502 rule: about the master, and that it is unreachable.
+        assert!(!refuses_candidate(502, "slave 127.0.0.1:7002 is unreachable: connection refused"));
+        assert!(!refuses_candidate(502, "master 127.0.0.1:7001: INFO failed"));
         assert!(!refuses_candidate(504, "catch-up of 127.0.0.1:7001 timed out"));
         assert!(!refuses_candidate(422, "master.address: node-1 is not registered"));
     }

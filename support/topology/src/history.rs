@@ -147,6 +147,36 @@ mod tests {
 
     const NONE: &str = "0000000000000000000000000000000000000000";
 
+    fn history<'a>(replid: &'a str, replid2: &'a str, offset: u64, second_offset: i64) -> History<'a> {
+        History { replid, replid2, offset, second_offset }
+    }
+
+    #[test]
+    fn only_an_offset_of_zero_is_no_history() {
+        assert!(history("a", NONE, 0, -1).is_empty());
+        assert!(!history("a", NONE, 1, -1).is_empty());
+    }
+
+    #[test]
+    fn holding_all_is_lacking_nothing() {
+        assert!(Coverage { held: 7, lacking: 0 }.holds_all());
+        assert!(!Coverage { held: 7, lacking: 1 }.holds_all());
+    }
+
+    #[test]
+    fn a_previous_history_counts_only_when_it_has_both_an_id_and_an_end() {
+        // replid2 of forty zeros is "none", whatever second_repl_offset says: a
+        // candidate whose own id happens to be zeros holds none of it.
+        let member = history("b", NONE, 20, 10);
+        assert_eq!(coverage(&history(NONE, NONE, 9, -1), &member), Coverage { held: 0, lacking: 20 });
+        // An id without an end (second_repl_offset -1) is no previous history either.
+        let member = history("b", "a", 20, -1);
+        assert_eq!(coverage(&history("a", NONE, 20, -1), &member), Coverage { held: 0, lacking: 20 });
+        // With both, the first bytes up to second_repl_offset - 1 are history "a".
+        let member = history("b", "a", 20, 11);
+        assert_eq!(coverage(&history("a", NONE, 20, -1), &member), Coverage { held: 10, lacking: 10 });
+    }
+
     fn h<'a>(replid: &'a str, offset: u64, replid2: &'a str, second_offset: i64) -> History<'a> {
         History { replid, replid2, offset, second_offset }
     }
