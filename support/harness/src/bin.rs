@@ -64,12 +64,12 @@ fn workspace_root() -> &'static Path {
 /// entry) does not make cargo rebuild the binary, so counting them would make
 /// `binary` refuse to run even after the build it asks for.
 fn crate_sources(root: &Path, package: &str) -> Vec<PathBuf> {
-    let members = workspace_members(root);
+    let packages = workspace_packages(root);
     let mut seen = BTreeSet::from([package.to_string()]);
     let mut todo = vec![package.to_string()];
     let mut sources = Vec::new();
     while let Some(package) = todo.pop() {
-        let dir = members
+        let (dir, dependencies) = packages
             .get(&package)
             .unwrap_or_else(|| panic!("no workspace package named {package} in {}", root.display()));
         rust_files(&dir.join("src"), &mut sources);
@@ -77,61 +77,44 @@ fn crate_sources(root: &Path, package: &str) -> Vec<PathBuf> {
         if build.exists() {
             sources.push(build);
         }
-        for dep in dependencies(&read(&dir.join("Cargo.toml"))) {
-            if members.contains_key(&dep) && seen.insert(dep.clone()) {
-                todo.push(dep);
+        for dep in dependencies {
+            if packages.contains_key(dep) && seen.insert(dep.clone()) {
+                todo.push(dep.clone());
             }
         }
     }
     sources
 }
 
-/// Package name to directory, for each entry of the root manifest's `members`.
-fn workspace_members(root: &Path) -> BTreeMap<String, PathBuf> {
-    let manifest = read(&root.join("Cargo.toml"));
-    let list = manifest
-        .split_once("members = [")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-        .expect("the workspace Cargo.toml lists `members = [...]`");
-    list.split('"')
-        .skip(1)
-        .step_by(2)
-        .map(|member| {
-            let dir = root.join(member);
-            let own = read(&dir.join("Cargo.toml"));
-            let name = own
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("name = "))
-                .map(|name| name.trim_matches('"').to_string())
-                .unwrap_or_else(|| panic!("{member}/Cargo.toml has no package name"));
-            (name, dir)
+/// Each workspace package's directory and the workspace packages it is built
+/// from (normal and build dependencies, not dev-dependencies), as `cargo metadata`
+/// reads the manifests.
+fn workspace_packages(root: &Path) -> BTreeMap<String, (PathBuf, Vec<String>)> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root)
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let packages = metadata["packages"].as_array().expect("cargo metadata lists packages");
+    packages
+        .iter()
+        .filter_map(|package| {
+            let name = text(&package["name"])?;
+            let dir = PathBuf::from(text(&package["manifest_path"])?).parent()?.to_path_buf();
+            let dependencies = package["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|dep| dep["path"].is_string() && dep["kind"].as_str() != Some("dev"))
+                .filter_map(|dep| text(&dep["name"]))
+                .collect();
+            Some((name, (dir, dependencies)))
         })
         .collect()
-}
-
-/// The names under `[dependencies]` and `[build-dependencies]` of a manifest
-/// (`name = ...`, `name.workspace = true`, or a `[dependencies.name]` table).
-fn dependencies(manifest: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut in_deps = false;
-    for line in manifest.lines().map(str::trim) {
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_deps = matches!(header, "dependencies" | "build-dependencies");
-            if let Some(name) = header
-                .strip_prefix("dependencies.")
-                .or_else(|| header.strip_prefix("build-dependencies."))
-            {
-                names.push(name.to_string());
-            }
-        } else if in_deps && let Some((key, _)) = line.split_once('=') {
-            let name = key.trim().split('.').next().unwrap_or_default();
-            if !name.is_empty() && !name.starts_with('#') {
-                names.push(name.to_string());
-            }
-        }
-    }
-    names
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -144,10 +127,6 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Asserts that `name --help` documents every flag with its environment variable
@@ -264,13 +243,5 @@ mod tests {
         assert!(has("support/service/src/lib.rs") && has("support/topology/src/lib.rs"), "{sources:?}");
         assert!(!has("support/harness/src/lib.rs"), "a dev-dependency is not built into the binary");
         assert!(!sources.iter().any(|s| s.components().any(|c| c.as_os_str() == "tests")), "{sources:?}");
-    }
-
-    #[test]
-    fn dependencies_are_read_from_every_manifest_form() {
-        let manifest = "[package]\nname = \"x\"\n[dependencies]\ntopology.workspace = true\n\
-            # a comment = no\nserde = { version = \"1\" }\n[dev-dependencies]\nharness.workspace = true\n\
-            [dependencies.service]\nworkspace = true\n";
-        assert_eq!(dependencies(manifest), ["topology", "serde", "service"]);
     }
 }
