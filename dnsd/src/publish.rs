@@ -143,20 +143,10 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use topology::records::Role;
+    use crate::zone::tests::reg;
 
     fn regs() -> BTreeMap<String, NodeRecord> {
-        let r = |address: &str, port| NodeRecord {
-            address: address.into(),
-            port,
-            role: Role::Unknown,
-            repl_offset: 0,
-            run_id: String::new(),
-            healthy: true,
-            updated_ms: 0,
-            upstream: None,
-        };
-        BTreeMap::from([("node-1".into(), r("10.0.0.1", 7001)), ("node-2".into(), r("10.0.0.2", 6379))])
+        BTreeMap::from([("node-1".into(), reg("10.0.0.1", 7001)), ("node-2".into(), reg("10.0.0.2", 6379))])
     }
 
     #[test]

@@ -431,4 +431,4 @@ pub fn synthesized_label(ip: IpAddr) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

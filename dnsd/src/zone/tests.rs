@@ -10,7 +10,8 @@ fn config() -> ZoneConfig {
     ZoneConfig { names: Names::default(), ttl: 7, ns_address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)) }
 }
 
-fn reg(address: &str, port: u16) -> NodeRecord {
+/// A healthy registration at `address:port`; the other tests of the crate use it too.
+pub(crate) fn reg(address: &str, port: u16) -> NodeRecord {
     NodeRecord {
         address: address.into(),
         port,
