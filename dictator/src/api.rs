@@ -2,7 +2,7 @@
 //! `PUT /clusters/{cluster}/master`, each with `?force=true` and `?dry_run=true`.
 //!
 //! The only place that knows status codes: [`status`] maps each [`ApplyError`].
-//! `?revision=N` goes through the [`Revisions`] gate first (see [`crate::revision`]).
+//! `?revision=N` is checked by [`Revisions`] during the cluster's turn (see [`crate::revision`]).
 
 use std::sync::Arc;
 
@@ -78,17 +78,18 @@ async fn apply(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let admitted = match state.revisions.admit(&cluster, revision, options.dry_run).await {
-        Ok(admitted) => admitted,
-        Err(e) => return revision_refused(&e),
+    // The revision is checked during the cluster's turn, which the apply keeps.
+    let turn = match state.dictator.wait_turn(&cluster).await {
+        Ok(turn) => turn,
+        Err(e) => return e.into_response(),
     };
+    if let Err(e) = state.revisions.admit(&cluster, revision, options.dry_run).await {
+        return revision_refused(&e);
+    }
     // axum drops this future when the client goes away; an apply stopped between
     // two steps would leave a fence or a half-moved group for no reason. Its own
-    // task finishes it whoever is still listening, holding the revision gate.
-    let task = tokio::spawn(async move {
-        let _admitted = admitted;
-        state.dictator.apply(&cluster, &topology, options).await
-    });
+    // task finishes it whoever is still listening, holding the turn.
+    let task = tokio::spawn(async move { state.dictator.apply_in_turn(&turn, &cluster, &topology, options).await });
     match task.await {
         Ok(Ok(report)) => Json(report).into_response(),
         Ok(Err(e)) => e.into_response(),
@@ -128,11 +129,10 @@ impl IntoResponse for ApplyError {
 }
 
 /// A request whose revision was not admitted: 409 for an older revision
-/// (`{"error","revision","applied_revision","report":null}`) or a busy gate, 502 for etcd.
+/// (`{"error","revision","applied_revision","report":null}`), 502 for etcd.
 fn revision_refused(error: &RevisionError) -> Response {
     let (status, mut body) = match error {
         RevisionError::Stale(stale) => (StatusCode::CONFLICT, stale.body()),
-        RevisionError::Busy { .. } => (StatusCode::CONFLICT, serde_json::json!({ "error": error.to_string() })),
         RevisionError::Etcd { .. } | RevisionError::Invalid { .. } => {
             (StatusCode::BAD_GATEWAY, serde_json::json!({ "error": error.to_string() }))
         }

@@ -103,6 +103,13 @@ impl ApplyError {
     }
 }
 
+/// This process's turn to apply to one cluster; the next waits until it is dropped.
+pub struct Turn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    /// When the request began to wait: the report's `total_ms` counts from here.
+    started: Instant,
+}
+
 /// The dictator: applies topologies, one at a time per cluster.
 pub struct Dictator {
     resolver: MemberResolver,
@@ -122,12 +129,32 @@ impl Dictator {
         topology: &Topology,
         options: ApplyOptions,
     ) -> Result<Report, ApplyError> {
+        let turn = self.wait_turn(cluster).await?;
+        self.apply_in_turn(&turn, cluster, topology, options).await
+    }
+
+    /// Waits until no other apply to `cluster` runs in this process, at most
+    /// `lock_wait`. Whatever must be decided before an apply and stay true until it
+    /// ends (the revision check) is done while holding the turn.
+    pub async fn wait_turn(&self, cluster: &str) -> Result<Turn, ApplyError> {
         let started = Instant::now();
         let lock = self.cluster_lock(cluster);
-        let _guard = tokio::time::timeout(self.settings.lock_wait, lock.lock_owned())
+        let guard = tokio::time::timeout(self.settings.lock_wait, lock.lock_owned())
             .await
             .map_err(|_| ApplyError::Busy { cluster: cluster.to_string(), waited: self.settings.lock_wait })?;
+        Ok(Turn { _guard: guard, started })
+    }
 
+    /// Applies `topology` to `cluster` during `turn` (from [`Dictator::wait_turn`]
+    /// for the same cluster).
+    pub async fn apply_in_turn(
+        &self,
+        turn: &Turn,
+        cluster: &str,
+        topology: &Topology,
+        options: ApplyOptions,
+    ) -> Result<Report, ApplyError> {
+        let started = turn.started;
         let wanted = self.resolve(topology).await?;
         let members = observe(&wanted, self.settings.timeouts, &self.settings.credentials).await;
         let mut report = Report {

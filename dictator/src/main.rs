@@ -159,7 +159,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let revisions = dictator::revision::Revisions::new(cli.etcd.clone(), settings.lock_wait);
+    let revisions = dictator::revision::Revisions::new(cli.etcd.clone());
     let dictator = Dictator::new(resolver, settings);
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,

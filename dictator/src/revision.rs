@@ -7,17 +7,13 @@
 //! every dictator agrees; it is raised with a compare-and-set transaction. It is
 //! raised *before* the apply runs: once a newer topology was admitted, an older one
 //! is refused even if the newer apply then failed (the observer retries the newer).
-//! Within this process a gate per cluster is held from the check to the end of the
-//! apply, so an older request admitted first cannot run after a newer one.
-//! Requests without a revision (an operator's) pass untouched: no etcd, no gate.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! The check runs during the dictator's turn for the cluster
+//! ([`crate::apply::Dictator::wait_turn`]), held to the end of the apply, so an
+//! older request admitted first cannot run after a newer one.
+//! Requests without a revision (an operator's) pass untouched: no etcd.
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use service::cli::EtcdArgs;
-use tokio::sync::OwnedMutexGuard;
 use topology::revision::{order, Order, Stale};
 use topology::Keys;
 
@@ -26,48 +22,34 @@ use topology::Keys;
 pub enum RevisionError {
     #[error(transparent)]
     Stale(#[from] Stale),
-    #[error("another apply to cluster {cluster} is still running after {waited:?}; try again")]
-    Busy { cluster: String, waited: Duration },
     #[error("etcd ({endpoints}) unreachable: {error}")]
     Etcd { endpoints: String, error: etcd_client::Error },
     #[error("etcd holds {value:?} at {key}, not a revision")]
     Invalid { key: String, value: String },
 }
 
-/// Held while an admitted apply runs; `None` for a request without a revision.
-pub type Admitted = Option<OwnedMutexGuard<()>>;
-
 pub struct Revisions {
     etcd: EtcdArgs,
     keys: Keys,
     client: tokio::sync::Mutex<Option<etcd_client::Client>>,
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// How long a request waits for the cluster's gate (the dictator's `--lock-wait-ms`).
-    wait: Duration,
 }
 
 impl Revisions {
-    pub fn new(etcd: EtcdArgs, wait: Duration) -> Revisions {
+    pub fn new(etcd: EtcdArgs) -> Revisions {
         let keys = etcd.keys();
-        Revisions { etcd, keys, client: tokio::sync::Mutex::new(None), gates: Mutex::new(HashMap::new()), wait }
+        Revisions { etcd, keys, client: tokio::sync::Mutex::new(None) }
     }
 
     /// Admits an apply of `revision` to `cluster`, recording it unless `dry_run` (a dry
-    /// run is checked, never recorded). Hold the result until the apply is done.
-    pub async fn admit(&self, cluster: &str, revision: Option<i64>, dry_run: bool) -> Result<Admitted, RevisionError> {
-        let Some(revision) = revision else { return Ok(None) };
-        let gate = {
-            let mut gates = self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            gates.entry(cluster.to_string()).or_default().clone()
-        };
-        let guard = tokio::time::timeout(self.wait, gate.lock_owned())
-            .await
-            .map_err(|_| RevisionError::Busy { cluster: cluster.to_string(), waited: self.wait })?;
+    /// run is checked, never recorded). Call it during the cluster's turn, and keep
+    /// the turn until the apply is done.
+    pub async fn admit(&self, cluster: &str, revision: Option<i64>, dry_run: bool) -> Result<(), RevisionError> {
+        let Some(revision) = revision else { return Ok(()) };
         let result = self.raise(cluster, revision, dry_run).await;
         if let Err(RevisionError::Etcd { .. }) = &result {
             *self.client.lock().await = None;
         }
-        result.map(|()| Some(guard))
+        result
     }
 
     /// Compares with `/applied/<cluster>` and raises it to `revision` when newer.
