@@ -12,8 +12,10 @@
 //! older request admitted first cannot run after a newer one.
 //! Requests without a revision (an operator's) pass untouched: no etcd.
 
+use std::sync::Arc;
+
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use service::cli::EtcdArgs;
+use service::etcd::LazyClient;
 use topology::revision::{order, Order, Stale};
 use topology::Keys;
 
@@ -29,15 +31,14 @@ pub enum RevisionError {
 }
 
 pub struct Revisions {
-    etcd: EtcdArgs,
+    etcd: Arc<LazyClient>,
     keys: Keys,
-    client: tokio::sync::Mutex<Option<etcd_client::Client>>,
 }
 
 impl Revisions {
-    pub fn new(etcd: EtcdArgs) -> Revisions {
-        let keys = etcd.keys();
-        Revisions { etcd, keys, client: tokio::sync::Mutex::new(None) }
+    pub fn new(etcd: Arc<LazyClient>) -> Revisions {
+        let keys = etcd.args().keys();
+        Revisions { etcd, keys }
     }
 
     /// Admits an apply of `revision` to `cluster`, recording it unless `dry_run` (a dry
@@ -47,7 +48,7 @@ impl Revisions {
         let Some(revision) = revision else { return Ok(()) };
         let result = self.raise(cluster, revision, dry_run).await;
         if let Err(RevisionError::Etcd { .. }) = &result {
-            *self.client.lock().await = None;
+            self.etcd.reset().await;
         }
         result
     }
@@ -55,7 +56,7 @@ impl Revisions {
     /// Compares with `/applied/<cluster>` and raises it to `revision` when newer.
     async fn raise(&self, cluster: &str, revision: i64, dry_run: bool) -> Result<(), RevisionError> {
         let key = self.keys.applied(cluster);
-        let mut client = self.client().await?;
+        let mut client = self.etcd.client().await.map_err(|e| self.unreachable(e))?;
         loop {
             let got = client.get(key.as_str(), None).await.map_err(|e| self.unreachable(e))?;
             let (applied, mod_revision) = match got.kvs().first() {
@@ -87,17 +88,7 @@ impl Revisions {
         }
     }
 
-    async fn client(&self) -> Result<etcd_client::Client, RevisionError> {
-        let mut cached = self.client.lock().await;
-        if let Some(client) = cached.as_ref() {
-            return Ok(client.clone());
-        }
-        let client = self.etcd.connect().await.map_err(|e| self.unreachable(e))?;
-        *cached = Some(client.clone());
-        Ok(client)
-    }
-
     fn unreachable(&self, error: etcd_client::Error) -> RevisionError {
-        RevisionError::Etcd { endpoints: self.etcd.etcd_endpoints.join(","), error }
+        RevisionError::Etcd { endpoints: self.etcd.endpoints(), error }
     }
 }

@@ -30,32 +30,23 @@ use topology::keys::Key;
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
 use topology::revision::RevisionQuery;
 use topology::Keys;
+use service::etcd::LazyClient;
 
 use crate::live::Live;
 use crate::publish::{self, Decision};
 use crate::state::Change;
 
-/// A lazily (re)connected etcd client: the API starts, and `/healthz` answers, while
-/// etcd is down; each request then fails with 502 until it is back.
-struct Etcd {
-    args: EtcdArgs,
-    client: tokio::sync::Mutex<Option<etcd_client::Client>>,
-}
+/// The API starts, and `/healthz` answers, while etcd is down; each request then
+/// fails with 502 until it is back.
+struct Etcd(LazyClient);
 
 impl Etcd {
     async fn client(&self) -> Result<etcd_client::Client, ApiError> {
-        let mut cached = self.client.lock().await;
-        if let Some(client) = cached.as_ref() {
-            return Ok(client.clone());
-        }
-        let client = self.args.connect().await.map_err(|e| unreachable(&self.args, &e))?;
-        *cached = Some(client.clone());
-        Ok(client)
+        self.0.client().await.map_err(|e| unreachable(self.0.args(), &e))
     }
 
-    /// Forgets the client after a failure, so the next request connects afresh.
     async fn reset(&self) {
-        *self.client.lock().await = None;
+        self.0.reset().await;
     }
 }
 
@@ -95,7 +86,7 @@ pub fn router(live: Arc<Live>, etcd: EtcdArgs, default_cluster: String) -> Route
     let keys = etcd.keys();
     let state = Arc::new(AppState {
         live,
-        etcd: Etcd { args: etcd, client: tokio::sync::Mutex::new(None) },
+        etcd: Etcd(LazyClient::new(etcd)),
         keys,
         default_cluster,
     });
@@ -169,7 +160,7 @@ async fn publish(
             Ok(r) => r,
             Err(e) => {
                 state.etcd.reset().await;
-                return Err(unreachable(&state.etcd.args, &e));
+                return Err(unreachable(state.etcd.0.args(), &e));
             }
         };
         // What was published before: an unregistered node keeps its address from it,
@@ -181,7 +172,7 @@ async fn publish(
             },
             Err(e) => {
                 state.etcd.reset().await;
-                return Err(unreachable(&state.etcd.args, &e));
+                return Err(unreachable(state.etcd.0.args(), &e));
             }
         };
         let names = &state.live.config().names;
@@ -208,7 +199,7 @@ async fn publish(
             Ok(done) => done,
             Err(e) => {
                 state.etcd.reset().await;
-                return Err(unreachable(&state.etcd.args, &e));
+                return Err(unreachable(state.etcd.0.args(), &e));
             }
         };
         if !done.succeeded() {
@@ -230,7 +221,7 @@ async fn published(state: &AppState, cluster: &str) -> Result<Response, ApiError
         Ok(r) => r,
         Err(e) => {
             state.etcd.reset().await;
-            return Err(unreachable(&state.etcd.args, &e));
+            return Err(unreachable(state.etcd.0.args(), &e));
         }
     };
     let Some(kv) = response.kvs().first() else {

@@ -9,6 +9,9 @@
 //! - [`KeptLease`]: a lease renewed at a third of its TTL, which reports itself
 //!   lost as soon as a renewal goes unanswered, so its holder stops acting on it
 //!   well before etcd can expire it.
+//! - [`LazyClient`]: a client for request/response use (an HTTP handler's reads and
+//!   transactions), connected on first use and again after a failure, so that a
+//!   service starts, and answers `/healthz`, while etcd is down.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::backoff::Backoff;
+use crate::cli::EtcdArgs;
 
 /// Why a [`follow`] cycle ended.
 #[derive(Debug, thiserror::Error)]
@@ -242,5 +246,43 @@ async fn keep_alive(mut keeper: LeaseKeeper, mut stream: LeaseKeepAliveStream, t
             Ok(Ok(Some(_))) => {}
         }
         tokio::time::sleep_until(sent + period).await;
+    }
+}
+
+/// An etcd client connected on first use; [`LazyClient::reset`] after a failed
+/// request makes the next one connect afresh.
+pub struct LazyClient {
+    args: EtcdArgs,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl LazyClient {
+    pub fn new(args: EtcdArgs) -> LazyClient {
+        LazyClient { args, client: tokio::sync::Mutex::new(None) }
+    }
+
+    pub fn args(&self) -> &EtcdArgs {
+        &self.args
+    }
+
+    /// The endpoints, for an error message.
+    pub fn endpoints(&self) -> String {
+        self.args.etcd_endpoints.join(",")
+    }
+
+    /// The connected client, connecting now if there is none.
+    pub async fn client(&self) -> Result<Client, etcd_client::Error> {
+        let mut cached = self.client.lock().await;
+        if let Some(client) = cached.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = self.args.connect().await?;
+        *cached = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the client after a failure.
+    pub async fn reset(&self) {
+        *self.client.lock().await = None;
     }
 }
