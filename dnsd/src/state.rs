@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use topology::records::{NodeRecord, PublishedTopology};
+use topology::records::{NodeRecord, PublishedTopology, Role};
 
 use crate::zone::{Published, Registrations};
 
@@ -110,9 +110,9 @@ fn same_registrations(a: &Registrations, b: &Registrations) -> bool {
 }
 
 /// What of a registration the zone depends on: where the node is, and whether it is
-/// healthy (an unhealthy slave leaves the read pool).
-fn served(record: &NodeRecord) -> (&str, u16, bool) {
-    (record.address.as_str(), record.port, record.healthy)
+/// healthy and not a master (else a published slave leaves the read pool).
+fn served(record: &NodeRecord) -> (&str, u16, bool, bool) {
+    (record.address.as_str(), record.port, record.healthy, record.role == Role::Master)
 }
 
 #[cfg(test)]

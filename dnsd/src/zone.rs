@@ -22,8 +22,10 @@
 //! SRV answers carry their targets' A/AAAA records in the additional section.
 //!
 //! The read pool (`slaves.<cluster>`) holds only live slaves: a slave that is a node
-//! whose registration is gone or unhealthy is left out until it is healthy again. Its
-//! own `<node>.<cluster>` record stays.
+//! whose registration is gone, unhealthy, or says it is a master (a member the
+//! dictator quarantined, or one not re-pointed yet: it serves its own data, not the
+//! group's) is left out until it is a healthy slave again. Its own `<node>.<cluster>`
+//! record stays.
 //!
 //! The SRV target of a published member: its node name when it is a node, else a synthesized
 //! `addr-<hex ip>` name. A node's address is its registration's when it is registered,
@@ -45,7 +47,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use topology::records::{NodeRecord, PublishedMember, PublishedTopology};
+use topology::records::{NodeRecord, PublishedMember, PublishedTopology, Role};
 
 /// Weight of every SRV record. Not 0: HAProxy's `server-template` takes the SRV
 /// weight as the server's weight, and a server of weight 0 gets no traffic, so a
@@ -400,12 +402,15 @@ impl<'c> Builder<'c> {
     }
 }
 
-/// Whether a published slave belongs in `slaves.<cluster>`: a node must be registered
-/// and healthy, so readers and HAProxy are not sent to a dead one. A member that is no
-/// registered node (an IP literal) is kept: nothing says it is down.
+/// Whether a published slave belongs in `slaves.<cluster>`: a node must be registered,
+/// healthy and not a master, so readers and HAProxy are not sent to a dead one or to
+/// one that serves data of its own. A member that is no registered node (an IP
+/// literal) is kept: nothing says it is down.
 fn in_read_pool(registrations: &Registrations, cluster: &str, member: &PublishedMember) -> bool {
     match &member.node {
-        Some(node) => registrations.get(&(cluster.to_string(), node.clone())).is_some_and(|r| r.healthy),
+        Some(node) => registrations
+            .get(&(cluster.to_string(), node.clone()))
+            .is_some_and(|r| r.healthy && r.role != Role::Master),
         None => true,
     }
 }

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The read pool on real processes: redis-server and node-agent per node, dnsd, dig.
-//! A slave whose redis dies, or whose agent deregisters, leaves the slaves SRV answer;
-//! it comes back when healthy again.
+//! A slave whose redis dies, whose agent deregisters, or that registers as a master
+//! (it serves data of its own) leaves the slaves SRV answer; it comes back when it is
+//! a healthy slave again.
 
 mod common;
 
@@ -26,6 +27,11 @@ async fn a_dead_slave_leaves_the_read_pool_and_returns_when_healthy() {
     let etcd = Etcd::start();
     let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"].iter().map(|n| node(&etcd, n)).collect();
     let dnsd = Dnsd::start(&etcd, &[]);
+    // Slaves of node-1, as the dictator would make them.
+    let master_port = nodes[0].redis.port().to_string();
+    let follow = |n: &Node| n.redis.cmd::<String>(&["REPLICAOF", "127.0.0.1", &master_port]);
+    follow(&nodes[1]);
+    follow(&nodes[2]);
     // Publishable once every agent has registered its node.
     let topology = nodes_topology("node-1", &["node-2", "node-3"]);
     harness::wait_until_async("the topology published", Duration::from_secs(20), || async {
@@ -34,7 +40,13 @@ async fn a_dead_slave_leaves_the_read_pool_and_returns_when_healthy() {
     .await;
     let query = ["SRV", "_redis._tcp.slaves.redis-1.cluster.local"];
     let both = { let mut v = vec![srv(&nodes[1]), srv(&nodes[2])]; v.sort(); v };
-    assert_eq!(dnsd.short(&query), both);
+    eventually("both slaves registered as slaves", || dnsd.records(&query) == both);
+
+    // node-2 promoted by hand: a master serves its own data, not the group's.
+    nodes[1].redis.cmd::<String>(&["REPLICAOF", "NO", "ONE"]);
+    eventually("node-2, now a master, out of the read pool", || dnsd.records(&query) == vec![srv(&nodes[2])]);
+    follow(&nodes[1]);
+    eventually("node-2, a slave again, back in the read pool", || dnsd.records(&query) == both);
 
     // node-2's redis dies: its agent marks it unhealthy, and it leaves the pool.
     nodes[1].redis.kill();
@@ -42,7 +54,9 @@ async fn a_dead_slave_leaves_the_read_pool_and_returns_when_healthy() {
     // Its own record stays, and so does the master.
     assert_eq!(dnsd.short(&["A", "node-2.redis-1.cluster.local"]), vec!["127.0.0.1"]);
     assert_eq!(dnsd.short(&["SRV", "_redis._tcp.master.redis-1.cluster.local"]), vec![srv(&nodes[0])]);
+    // Without a config file it comes back a master: in the pool once re-pointed.
     nodes[1].redis.restart();
+    follow(&nodes[1]);
     eventually("node-2 back in the read pool", || dnsd.records(&query) == both);
 
     // node-3's agent stops (SIGTERM deregisters it): it leaves the pool too.

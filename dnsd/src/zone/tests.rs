@@ -366,6 +366,22 @@ fn a_deregistered_slave_leaves_the_read_pool_and_keeps_its_node_record() {
 }
 
 #[test]
+fn a_slave_registered_as_a_master_leaves_the_read_pool_and_keeps_its_node_record() {
+    let mut rogue = reg("10.0.0.2", 7002);
+    rogue.role = Role::Master;
+    let zone = with_node_2(Some(rogue));
+    assert_eq!(
+        slave_targets(&zone),
+        vec!["0 100 6380 addr-0a000009.redis-1.cluster.local.", "0 100 7003 node-3.redis-1.cluster.local."]
+    );
+    let a = answer(&zone, "node-2.redis-1.cluster.local", RecordType::A);
+    assert_eq!(rdata(&a.answers), vec!["node-2.redis-1.cluster.local. A 10.0.0.2"]);
+    let mut slave = reg("10.0.0.2", 7002);
+    slave.role = Role::Slave;
+    assert_eq!(slave_targets(&with_node_2(Some(slave))).len(), 3, "a registered slave is in it");
+}
+
+#[test]
 fn a_healthy_slave_is_in_the_read_pool() {
     let zone = with_node_2(Some(reg("10.0.0.2", 7002)));
     assert_eq!(
