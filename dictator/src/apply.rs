@@ -15,7 +15,8 @@ use topology::Topology;
 use crate::execute::{execute, round_ms, ExecSettings, Failure, Outcome};
 use crate::observe::{observe, Members, Observed};
 use service::redis_auth::Timeouts;
-use crate::plan::{plan, Plan, Refusal, Step, Wanted};
+use crate::plan::{plan, Plan, Quarantined, Refusal, Step, Wanted};
+use crate::published::Published;
 
 /// Everything an apply is tuned by.
 #[derive(Debug, Clone)]
@@ -52,6 +53,9 @@ pub struct Report {
     pub unreachable: Vec<SocketAddr>,
     /// Data-loss reasons `force=true` overrode; empty unless forced.
     pub forced: Vec<String>,
+    /// Members left out because they hold writes the master lacks, though clients
+    /// had already moved to it: fenced, and waiting for an operator's decision.
+    pub quarantined: Vec<Quarantined>,
     /// With `dry_run`: why a real apply would be refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
@@ -115,11 +119,18 @@ pub struct Dictator {
     resolver: MemberResolver,
     settings: Settings,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    published: Option<Published>,
 }
 
 impl Dictator {
     pub fn new(resolver: MemberResolver, settings: Settings) -> Dictator {
-        Dictator { resolver, settings, locks: Mutex::new(HashMap::new()) }
+        Dictator { resolver, settings, locks: Mutex::new(HashMap::new()), published: None }
+    }
+
+    /// Lets an apply that would be refused ask where DNS sends clients (see
+    /// [`crate::published`]); without it, every such apply is refused.
+    pub fn with_published(self, published: Published) -> Dictator {
+        Dictator { published: Some(published), ..self }
     }
 
     /// Applies `topology` to `cluster`.
@@ -155,7 +166,7 @@ impl Dictator {
         options: ApplyOptions,
     ) -> Result<Report, ApplyError> {
         let started = turn.started;
-        let wanted = self.resolve(topology).await?;
+        let mut wanted = self.resolve(topology).await?;
         let members = observe(&wanted, self.settings.timeouts, &self.settings.credentials).await;
         let mut report = Report {
             cluster: cluster.to_string(),
@@ -166,6 +177,7 @@ impl Dictator {
             outcome: Outcome::default(),
             unreachable: Vec::new(),
             forced: Vec::new(),
+            quarantined: Vec::new(),
             refusal: None,
             members: Vec::new(),
             total_ms: 0.0,
@@ -173,7 +185,7 @@ impl Dictator {
 
         if options.dry_run {
             report.members = member_states(&wanted, &members);
-            let planned = match plan(&wanted, &members, options.force) {
+            let planned = match self.plan(cluster, &mut wanted, &members, options.force).await {
                 Ok(p) => p,
                 Err(refusal @ Refusal::WouldLoseData { .. }) => {
                     report.refusal = Some(refusal.to_string());
@@ -184,12 +196,13 @@ impl Dictator {
             report.changed = planned.changes_anything();
             report.unreachable = planned.unreachable;
             report.forced = if options.force { planned.overridden } else { Vec::new() };
+            report.quarantined = planned.quarantined;
             report.outcome = Outcome::planned(planned.steps);
             report.total_ms = ms_since(started);
             return Ok(report);
         }
 
-        let planned = match plan(&wanted, &members, options.force) {
+        let planned = match self.plan(cluster, &mut wanted, &members, options.force).await {
             Ok(planned) => planned,
             Err(Refusal::WouldLoseData { reasons, quarantine }) => {
                 // The masters holding the writes at stake take no more: each would
@@ -209,8 +222,12 @@ impl Dictator {
         };
         report.unreachable = planned.unreachable.clone();
         report.forced = planned.overridden.clone();
+        report.quarantined = planned.quarantined.clone();
         if !planned.overridden.is_empty() {
             tracing::warn!(cluster, reasons = ?planned.overridden, "forced apply discards data");
+        }
+        for q in &planned.quarantined {
+            tracing::error!(cluster, node = %q.node, reason = q.reason.as_str(), "quarantined: fenced and left out until an operator decides");
         }
         if !planned.changes_anything() {
             tracing::info!(cluster, master = %wanted.master, "topology already holds; nothing to do");
@@ -241,6 +258,23 @@ impl Dictator {
         }
     }
 
+    /// Plans; when that is refused for writes other masters hold, asks where DNS
+    /// sends clients and plans again knowing it (the planner then quarantines a
+    /// master clients are not sent to, instead of refusing).
+    async fn plan(&self, cluster: &str, wanted: &mut Wanted, members: &Members, force: bool) -> Result<Plan, Refusal> {
+        let planned = plan(wanted, members, force);
+        match (&planned, &self.published) {
+            (Err(Refusal::WouldLoseData { quarantine, .. }), Some(published)) if !quarantine.is_empty() => {
+                wanted.published = published.master(cluster).await;
+                if wanted.published.is_none() {
+                    return planned;
+                }
+                plan(wanted, members, force)
+            }
+            _ => planned,
+        }
+    }
+
     fn cluster_lock(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         locks.entry(cluster.to_string()).or_default().clone()
@@ -265,7 +299,7 @@ impl Dictator {
             addrs.push(addr);
         }
         let master = addrs.remove(0);
-        Ok(Wanted { master, slaves: addrs })
+        Ok(Wanted { master, slaves: addrs, published: None })
     }
 }
 

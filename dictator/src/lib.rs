@@ -12,6 +12,9 @@
 //!    unreachable (why);
 //! 3. [`plan`]: a pure function from (wanted, observed) to ordered steps, or a
 //!    [`plan::Refusal`] when promoting would discard acknowledged writes, unless forced;
+//!    when it would, and the new master is already a master, [`published`] says
+//!    whether clients already moved to it, and a member that holds writes it lacks
+//!    is then quarantined (fenced, left out, reported) rather than block the group;
 //! 4. [`execute`]: run the steps through those connections, with timeouts: fence the
 //!    old master, let the new one catch up, promote, re-point the slaves in parallel,
 //!    release, verify, persist; the [`execute::Outcome`] times each step;
@@ -31,6 +34,7 @@ pub mod apply;
 pub mod execute;
 pub mod observe;
 pub mod plan;
+pub mod published;
 pub mod revision;
 
 pub use apply::{ApplyError, ApplyOptions, Dictator, Report, Settings};

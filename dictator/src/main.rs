@@ -32,7 +32,8 @@ struct Cli {
     #[command(flatten)]
     tuning: Tuning,
 
-    /// Where `/applied/<cluster>` is kept: only applies with `?revision=` use etcd.
+    /// Where `/applied/<cluster>` is kept (applies with `?revision=`) and the
+    /// published master is read (an apply that would otherwise be refused).
     #[command(flatten)]
     etcd: EtcdArgs,
 
@@ -159,8 +160,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let revisions = dictator::revision::Revisions::new(cli.etcd.clone());
-    let dictator = Dictator::new(resolver, settings);
+    let etcd = std::sync::Arc::new(service::etcd::LazyClient::new(cli.etcd.clone()));
+    let revisions = dictator::revision::Revisions::new(etcd.clone());
+    let dictator = Dictator::new(resolver, settings).with_published(dictator::published::Published::new(etcd));
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
         Some(Command::Check { .. }) => ExitCode::SUCCESS,

@@ -15,6 +15,17 @@
 //! It refuses when promoting would discard acknowledged writes, unless forced,
 //! judged by `topology::history` (replication ids and offsets, cut at a fence's
 //! recorded point), and names the masters holding them so they can be fenced.
+//!
+//! Except for a master that clients are not sent to: DNS publishes another one
+//! ([`Wanted::published`]). Such a member came back as a master after the group
+//! moved on without it (a healed partition, a thaw, a restart from an AOF, which
+//! keeps no history to compare), so what it holds beyond the new master is what
+//! the group gave up when it moved. Refusing would not bring those writes back,
+//! and would block every later apply, a failover included. That member is
+//! quarantined instead: fenced, left out of the plan, and reported for an
+//! operator to decide (recover its keys by hand, then `force`); the rest of the
+//! group is applied. Only the published master's writes are the group's
+//! acknowledged writes, and moving away from it is refused as before.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,6 +42,9 @@ use topology::history::{coverage, discards};
 pub struct Wanted {
     pub master: SocketAddr,
     pub slaves: Vec<SocketAddr>,
+    /// The master DNS publishes for the group as the apply starts (`None`:
+    /// unknown). Not a goal: it says which master clients write to.
+    pub published: Option<SocketAddr>,
 }
 
 impl Wanted {
@@ -120,6 +134,16 @@ pub struct Plan {
     pub unreachable: Vec<SocketAddr>,
     /// Data-loss reasons that `force` overrode.
     pub overridden: Vec<String>,
+    /// Members left out because they hold writes the new master lacks, though
+    /// clients are sent elsewhere: fenced, and left as they are for an operator.
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A member the plan leaves out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    pub node: SocketAddr,
+    pub reason: String,
 }
 
 impl Plan {
@@ -175,14 +199,26 @@ pub fn plan<C>(
 
     let mut reasons = Vec::new();
     let mut quarantine = Vec::new();
+    let mut quarantined = Vec::new();
+    // A master clients are not sent to holds, beyond the new master, only what
+    // the group gave up when it moved on without it (see the module's doc).
+    let given_up = |m: SocketAddr| wanted.published.is_some_and(|p| p != m);
     // What the new master will hold once caught up: its own history and its source's.
     let holders: Vec<&Replication> = std::iter::once(n).chain(catch_up_from.and_then(|u| up(&u))).collect();
     for (m_addr, m) in &old_masters {
         if let Some(reason) = loss(*m_addr, m, new, &holders, catch_up_from == Some(*m_addr)) {
-            reasons.push(reason);
-            quarantine.push(*m_addr);
+            if given_up(*m_addr) && !force {
+                let published = wanted.published.map(|p| p.to_string()).unwrap_or_default();
+                quarantined.push(Quarantined { node: *m_addr, reason: format!("{reason}; DNS sends clients to {published}, not to it") });
+            } else {
+                reasons.push(reason);
+                quarantine.push(*m_addr);
+            }
         }
     }
+    let left_out = |addr: &SocketAddr| quarantined.iter().any(|q| q.node == *addr);
+    let slaves: Vec<(SocketAddr, &Replication)> = slaves.into_iter().filter(|(s, _)| !left_out(s)).collect();
+    let old_masters: Vec<(SocketAddr, &Replication)> = old_masters.into_iter().filter(|(s, _)| !left_out(s)).collect();
     // An upstream outside the topology that is still a master would keep taking
     // writes nobody fences.
     if let Some(u) = upstream.filter(|u| *u != new && !wanted.slaves.contains(u))
@@ -213,6 +249,11 @@ pub fn plan<C>(
     }
 
     let mut steps = Vec::new();
+    for q in &quarantined {
+        if up(&q.node).is_some_and(|r| r.fence_point().is_none()) {
+            steps.push(Step::Quarantine { node: q.node });
+        }
+    }
     for (m, _) in &old_masters {
         steps.push(Step::Fence { node: *m });
     }
@@ -250,7 +291,7 @@ pub fn plan<C>(
         }
     }
 
-    Ok(Plan { steps, unreachable, overridden: if force { reasons } else { Vec::new() } })
+    Ok(Plan { steps, unreachable, overridden: if force { reasons } else { Vec::new() }, quarantined })
 }
 
 /// Two instances are on the same replication history, so one can catch up with
@@ -304,7 +345,7 @@ mod tests {
     #[test]
     fn members_are_the_master_then_the_slaves_in_order() {
         let [a, b, c] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"].map(|s| s.parse::<SocketAddr>().unwrap());
-        let wanted = Wanted { master: b, slaves: vec![c, a] };
+        let wanted = Wanted { master: b, slaves: vec![c, a], published: None };
         assert_eq!(wanted.members().collect::<Vec<_>>(), [b, c, a]);
     }
 
@@ -368,7 +409,7 @@ use topology::FENCE_MIN_REPLICAS;
     }
 
     fn wanted(m: u16, slaves: &[u16]) -> Wanted {
-        Wanted { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect() }
+        Wanted { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect(), published: None }
     }
 
     fn up(r: Replication) -> Observed {
@@ -703,6 +744,86 @@ use topology::FENCE_MIN_REPLICAS;
         assert!(err.to_string().contains("holding 3 keys with no replication history"), "{err}");
     }
 
+    /// B promoted from A's history r1 at 100 (a failover), C following it.
+    fn after_a_failover(a: Replication) -> HashMap<SocketAddr, Observed> {
+        let mut b = master("r2", 130, 5);
+        b.replid2 = "r1".into();
+        b.second_offset = 101;
+        world(vec![(A, up(a)), (B, up(b)), (C, up(slave_of(B, "r2", 130, 5)))])
+    }
+
+    fn published(m: u16, slaves: &[u16], at: u16) -> Wanted {
+        Wanted { published: Some(addr(at)), ..wanted(m, slaves) }
+    }
+
+    #[test]
+    fn a_master_back_from_its_aof_is_quarantined_once_dns_sends_clients_elsewhere() {
+        // A, the old master, restarted from its AOF: keys, no history to compare.
+        let w = after_a_failover(master("fresh", 0, 3));
+        // Clients still sent to A, or nobody knows: refused, as before.
+        for wanted in [wanted(B, &[A, C]), published(B, &[A, C], A)] {
+            assert!(matches!(plan(&wanted, &w, false), Err(Refusal::WouldLoseData { .. })));
+        }
+        // DNS already sends them to B: A is fenced and left out, the rest applied.
+        let p = plan(&published(B, &[A, C], B), &w, false).unwrap();
+        assert_eq!(p.quarantined.len(), 1);
+        assert_eq!(p.quarantined[0].node, addr(A));
+        assert!(p.quarantined[0].reason.contains("holding 3 keys with no replication history"), "{}", p.quarantined[0].reason);
+        assert!(p.quarantined[0].reason.contains("DNS sends clients to 127.0.0.1:7001, not to it"), "{}", p.quarantined[0].reason);
+        assert_eq!(actions(&p), ["quarantine 127.0.0.1:7000", "verify 127.0.0.1:7002 follows 127.0.0.1:7001"]);
+        // Forced, it is resynced like any other.
+        let p = plan(&published(B, &[A, C], B), &w, true).unwrap();
+        assert!(p.quarantined.is_empty());
+        assert!(actions(&p).contains(&"replicate 127.0.0.1:7000 from 127.0.0.1:7001".to_string()), "{:?}", actions(&p));
+    }
+
+    #[test]
+    fn a_quarantined_member_already_fenced_changes_nothing() {
+        let mut a = master("fresh", 0, 3);
+        a.min_replicas_to_write = topology::history::fence_value(0);
+        let p = plan(&published(B, &[A, C], B), &after_a_failover(a), false).unwrap();
+        assert!(!p.changes_anything(), "{:?}", actions(&p));
+        assert_eq!(p.quarantined.iter().map(|q| q.node).collect::<Vec<_>>(), [addr(A)]);
+    }
+
+    #[test]
+    fn a_healed_old_master_with_writes_after_the_failover_is_quarantined_not_blocking() {
+        // A kept taking writes up to 150 on r1 after B was promoted at 100.
+        let w = after_a_failover(master("r1", 150, 6));
+        let p = plan(&published(B, &[A, C], B), &w, false).unwrap();
+        assert!(p.quarantined[0].reason.contains("lacks 50 bytes of its replication history r1 (offsets 101..=150)"), "{:?}", p.quarantined);
+        // A master that holds nothing the new master lacks rejoins without a word.
+        let p = plan(&published(B, &[A, C], B), &after_a_failover(master("r1", 100, 5)), false).unwrap();
+        assert!(p.quarantined.is_empty());
+        assert_eq!(actions(&p)[..2], ["fence 127.0.0.1:7000", "replicate 127.0.0.1:7000 from 127.0.0.1:7001"]);
+    }
+
+    #[test]
+    fn moving_clients_away_from_the_master_they_write_to_is_never_made_around_a_quarantine() {
+        // B is a slave to promote that cannot catch up with A, which DNS
+        // publishes: the move itself would drop A's writes. Refused.
+        let a = master("r1", 150, 6);
+        let elsewhere = world(vec![(A, up(a.clone())), (B, up(slave_of(C, "r1", 100, 5)))]);
+        let other_history = world(vec![(A, up(a)), (B, up(slave_of(A, "r9", 100, 5)))]);
+        for w in [elsewhere, other_history] {
+            let got = plan(&published(B, &[A], A), &w, false);
+            assert!(matches!(got, Err(Refusal::WouldLoseData { .. })), "{:?}", got.map(|p| actions(&p)));
+        }
+    }
+
+    #[test]
+    fn a_quarantined_member_does_not_block_the_next_failover() {
+        // After a first failover to B, A came back from its AOF and was
+        // quarantined; now B died too, and C is promoted while DNS still names B.
+        let mut a = master("fresh", 0, 3);
+        a.min_replicas_to_write = topology::history::fence_value(0);
+        let w = world(vec![(A, up(a)), (B, down()), (C, up(slave_of(B, "r2", 130, 5)))]);
+        let p = plan(&published(C, &[B, A], B), &w, false).unwrap();
+        assert_eq!(p.quarantined.iter().map(|q| q.node).collect::<Vec<_>>(), [addr(A)]);
+        assert_eq!(actions(&p), ["promote 127.0.0.1:7002"]);
+        assert_eq!(p.unreachable, [addr(B)]);
+    }
+
     #[test]
     fn a_fenced_masters_pings_after_its_fence_point_are_not_writes() {
         // B was promoted from A at 100; A, fenced at 100, kept pinging its slave C.
@@ -900,7 +1021,7 @@ use topology::FENCE_MIN_REPLICAS;
             #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
             #[test]
-            fn no_plan_discards_a_write_and_no_refusal_is_needless(a in node(A), b in node(B), c in node(C), m in 0..3usize) {
+            fn no_plan_discards_a_write_and_no_refusal_is_needless(a in node(A), b in node(B), c in node(C), m in 0..3usize, published in proptest::option::of(0..3usize)) {
                 let nodes = [(A, a), (B, b), (C, c)];
                 let w: HashMap<SocketAddr, Observed> = nodes.iter().map(|(p, r)| {
                     (addr(*p), r.clone().map_or_else(down, up))
@@ -908,11 +1029,13 @@ use topology::FENCE_MIN_REPLICAS;
                 let ports = [A, B, C];
                 let new = ports[m];
                 let slaves: Vec<u16> = ports.into_iter().filter(|p| *p != new).collect();
-                match plan(&wanted(new, &slaves), &w, false) {
+                let published = published.map(|i| addr(ports[i]));
+                let wanted = Wanted { published, ..wanted(new, &slaves) };
+                match plan(&wanted, &w, false) {
                     Err(Refusal::MasterUnreachable { .. }) => prop_assert!(w[&addr(new)].replication().is_none()),
                     Err(Refusal::WouldLoseData { reasons, quarantine }) => {
                         // With force, the same world is planned; it must lose what the refusal said.
-                        let forced = plan(&wanted(new, &slaves), &w, true).unwrap();
+                        let forced = plan(&wanted, &w, true).unwrap();
                         let catch_up = forced.steps.iter().find_map(|s| match s { Step::CatchUp { from, .. } => Some(*from), _ => None });
                         prop_assert!(loses_a_write(&w, addr(new), catch_up), "needless refusal: {reasons:?}");
                         for q in quarantine {
@@ -921,7 +1044,21 @@ use topology::FENCE_MIN_REPLICAS;
                     }
                     Ok(p) => {
                         let catch_up = p.steps.iter().find_map(|s| match s { Step::CatchUp { from, .. } => Some(*from), _ => None });
-                        prop_assert!(!loses_a_write(&w, addr(new), catch_up), "discards a write: {:?}", actions(&p));
+                        // Quarantined members are left as they are: judge the rest.
+                        let left_out: Vec<SocketAddr> = p.quarantined.iter().map(|q| q.node).collect();
+                        let rest: HashMap<SocketAddr, Observed> = w.iter().filter(|(a, _)| !left_out.contains(a)).map(|(a, o)| (*a, o.clone())).collect();
+                        prop_assert!(!loses_a_write(&rest, addr(new), catch_up), "discards a write: {:?}", actions(&p));
+                        for q in &left_out {
+                            // Only a master clients are not sent to, never needlessly.
+                            prop_assert!(published.is_some_and(|p| p != *q), "quarantined {q}, which DNS publishes or nobody knows");
+                            prop_assert!(w[q].replication().is_some_and(Replication::is_master), "quarantined a slave");
+                            let pair: HashMap<SocketAddr, Observed> = w.iter().filter(|(a, _)| **a == addr(new) || *a == q).map(|(a, o)| (*a, o.clone())).collect();
+                            prop_assert!(loses_a_write(&pair, addr(new), None), "needless quarantine of {q}");
+                            // Left as it is but fenced: nothing demotes, re-points or releases it.
+                            for step in p.steps.iter().filter(|s| s.node() == *q) {
+                                prop_assert!(matches!(step, Step::Quarantine { .. }), "{step} on quarantined {q}");
+                            }
+                        }
                     }
                 }
             }

@@ -3,7 +3,10 @@
 //! the dictator did not make. A 2xx whose report lists `failed` members means the
 //! new master takes writes but some members are not in place yet: DNS must follow
 //! the master all the same (the old one answers READONLY or NOREPLICAS), and the
-//! apply counts as failed so that it is retried for those members.
+//! apply counts as failed so that it is retried for those members. A 2xx that
+//! lists `quarantined` members (masters holding writes the master lacks, fenced
+//! and left out) is published too, and counts as failed until an operator
+//! decides: retrying cannot change it.
 
 use std::fmt;
 use std::time::Duration;
@@ -61,6 +64,10 @@ pub enum PutError {
     /// report's `failed`: node, action and error of each).
     #[error("the master is in place and published; not done on: {failed}")]
     Incomplete { failed: String },
+    /// The dictator left these members out (from its report's `quarantined`):
+    /// they hold writes the master lacks. Only an operator can decide.
+    #[error("the master is in place and published; quarantined until an operator decides (recover their keys, then apply with force=true): {members}")]
+    Quarantined { members: String },
     /// A non-2xx answer, with the service's own `error` when it sent one.
     #[error("PUT {url}: {status}: {error}")]
     Rejected { url: String, status: reqwest::StatusCode, error: String },
@@ -93,6 +100,9 @@ impl Targets {
         self.put(&self.dnsd, &format!("/clusters/{cluster}/dns?revision={revision}"), topology).await.map_err(at(Stage::Dnsd))?;
         if let Some(failed) = failed_members(&report) {
             return Err(ApplyError { stage: Stage::Partial, cause: PutError::Incomplete { failed } });
+        }
+        if let Some(members) = quarantined_members(&report) {
+            return Err(ApplyError { stage: Stage::Partial, cause: PutError::Quarantined { members } });
         }
         Ok(report)
     }
@@ -140,6 +150,20 @@ fn failed_members(report: &Value) -> Option<String> {
     Some(line)
 }
 
+/// The members a 2xx report says were quarantined, with why, as one line.
+fn quarantined_members(report: &Value) -> Option<String> {
+    let quarantined = report.get("quarantined")?.as_array().filter(|q| !q.is_empty())?;
+    let line = quarantined
+        .iter()
+        .map(|q| {
+            let field = |name| q.get(name).and_then(Value::as_str).unwrap_or("?");
+            format!("{} ({})", field("node"), field("reason"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +176,14 @@ mod tests {
         assert_eq!(failed_members(&report).as_deref(), Some("10.0.0.3:6379 (replicate: NOPERM)"));
         assert_eq!(failed_members(&json!({"changed": true, "failed": []})), None);
         assert_eq!(failed_members(&json!({"changed": true})), None, "an older dictator's report");
+    }
+
+    #[test]
+    fn a_report_with_quarantined_members_names_them_and_why() {
+        let report = json!({"changed": true, "failed": [],
+            "quarantined": [{"node": "10.0.0.1:6379", "reason": "holding 3 keys with no replication history"}]});
+        assert_eq!(quarantined_members(&report).as_deref(), Some("10.0.0.1:6379 (holding 3 keys with no replication history)"));
+        assert_eq!(quarantined_members(&json!({"quarantined": []})), None);
+        assert_eq!(quarantined_members(&json!({"changed": true})), None, "an older dictator's report");
     }
 }

@@ -239,6 +239,8 @@ impl Reconciler {
                     PutError::Resolve(_) | PutError::Send { .. } | PutError::Answer { .. } | PutError::Incomplete { .. } => {
                         classify(None, "")
                     }
+                    // Needs an operator; a change (a restart, a forced apply) looks again.
+                    PutError::Quarantined { .. } => Retry::OnChange,
                 };
                 if let Some(note) = self.after_refusal(snapshot, &error).await {
                     let outcome = StatusUpdate { desired, started_ms, error: Some(&error), failures, failover: Some(note), diverged, retry: None };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{CompactionOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
-use harness::{free_port, Etcd, Redis, Service};
+use harness::{free_port, Etcd, Persistence, Redis, Service};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use topology::records::{NodeRecord, StatusRecord};
@@ -27,6 +27,10 @@ struct Stack {
     dictator_url: String,
     _dnsd: Service,
     dnsd_url: String,
+    /// dnsd's DNS listener, `127.0.0.1:<port>`.
+    nameserver: String,
+    /// How the nodes' redis-servers keep their data.
+    persistence: Persistence,
     nodes: Vec<Redis>,
     /// Real node-agents, when a test started them (else the test registers nodes).
     agents: Vec<Service>,
@@ -40,6 +44,10 @@ impl Stack {
 
     /// With extra flags for the dictator.
     async fn start_with(redis_count: usize, dictator_args: &[&str]) -> Stack {
+        Stack::start_persistent(redis_count, Persistence::None, dictator_args).await
+    }
+
+    async fn start_persistent(redis_count: usize, persistence: Persistence, dictator_args: &[&str]) -> Stack {
         let etcd = Etcd::start();
         let (dictator_port, dnsd_port, dns_port) = (free_port(), free_port(), free_port());
         let nameserver = format!("127.0.0.1:{dns_port}");
@@ -54,6 +62,8 @@ impl Stack {
         let mut stack = Stack {
             dictator_url: format!("http://127.0.0.1:{dictator_port}"),
             dnsd_url: format!("http://127.0.0.1:{dnsd_port}"),
+            nameserver,
+            persistence,
             etcd,
             dictator,
             _dnsd: dnsd,
@@ -73,7 +83,10 @@ impl Stack {
         let mut client = self.etcd.client().await;
         let existing = client.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
         for i in 0..count {
-            let node = Redis::start();
+            let node = match self.persistence {
+                Persistence::None => Redis::start(),
+                persistence => Redis::start_with(persistence),
+            };
             let name = format!("node-{}", existing as usize + i + 1);
             client.put(self.keys.node(cluster, &name), registration(node.port(), true), None).await.unwrap();
             self.nodes.push(node);
@@ -316,6 +329,23 @@ fn dns_master_port(nameserver: &str, cluster: &str) -> Option<u16> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The ports of the SRV records `_redis._tcp.slaves.<cluster>` (the read pool),
+/// sorted; empty when there are none.
+fn dns_slave_ports(nameserver: &str, cluster: &str) -> Vec<u16> {
+    let Some((host, port)) = nameserver.split_once(':') else { return Vec::new() };
+    let out = std::process::Command::new("dig")
+        .args(["+short", "+time=1", "+tries=1", "-p", port, &format!("@{host}")])
+        .args(["SRV", &format!("_redis._tcp.slaves.{cluster}.cluster.local")])
+        .output()
+        .expect("dig runs");
+    let mut ports: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    ports
 }
 
 /// Whether process `pid` holds an established TCP connection to 127.0.0.1:`port`.
@@ -880,4 +910,83 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--redis-password-file", "REDIS_PASSWORD_FILE"),
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_master_back_from_its_aof_is_quarantined_and_holds_up_no_later_failover() {
+    let mut stack = Stack::start_persistent(3, Persistence::Aof, &[]).await;
+    stack.start_agents();
+    let (_observer, _) = stack.observer_with("o1", &["--failover-cooldown-secs", "0"]);
+    stack.define(stack.topology(0, &[1, 2])).await;
+    stack.wait_applied(0, "first topology").await;
+    let before: Vec<String> = (0..20).map(|i| format!("before:{i}")).collect();
+    for key in &before {
+        stack.nodes[0].cmd::<()>(&["SET", key, "acked"]);
+    }
+    wait_in_sync(&stack, 0, &[1, 2]);
+
+    // node-1 dies; the observer fails over to a slave, and DNS follows.
+    stack.nodes[0].kill();
+    let ports: Vec<u16> = stack.nodes.iter().map(Redis::port).collect();
+    let port = |i: usize| ports[i];
+    let promoted = |published: Option<u64>| {
+        [1, 2].into_iter().find(|i| published == Some(u64::from(port(*i))) && stack.nodes[*i].role() == "master")
+    };
+    harness::wait_until_async("the first failover", Duration::from_secs(30), || async {
+        promoted(stack.published_master_port(CLUSTER).await).is_some()
+    })
+    .await;
+    let first = promoted(stack.published_master_port(CLUSTER).await).unwrap();
+    let last = 3 - first;
+    stack.nodes[first].cmd::<()>(&["SET", "after", "acked"]);
+
+    // node-1 comes back from its AOF: a master (its config file says so) with
+    // its keys and no replication history, so nothing shows the group has them.
+    stack.nodes[0].restart();
+    assert_eq!(stack.nodes[0].role(), "master");
+    assert_eq!(stack.nodes[0].info_field("master_repl_offset").as_deref(), Some("0"), "an AOF keeps no history");
+    let node1 = format!("127.0.0.1:{}", port(0));
+    harness::wait_until_async("node-1 quarantined", Duration::from_secs(30), || async {
+        stack.status().await.is_some_and(|s| {
+            s.result == "partial" && s.error.as_deref().is_some_and(|e| e.contains("quarantined") && e.contains(&node1))
+        })
+    })
+    .await;
+    let status = stack.status().await.unwrap();
+    assert!(status.error.as_deref().unwrap().contains("no replication history"), "{status:?}");
+    // It keeps its keys for an operator, takes no writes, and readers are not sent to it.
+    assert_eq!(stack.nodes[0].role(), "master");
+    for key in &before {
+        assert_eq!(stack.nodes[0].cmd::<Option<String>>(&["GET", key]).as_deref(), Some("acked"));
+    }
+    let refused: redis::RedisResult<()> = redis::cmd("SET").arg("x").arg("1").query(&mut stack.nodes[0].conn());
+    assert!(refused.expect_err("a quarantined master took a write").to_string().contains("NOREPLICAS"));
+    assert_eq!(stack.published_master_port(CLUSTER).await, Some(u64::from(port(first))));
+    harness::wait_until("the read pool without node-1", Duration::from_secs(10), || {
+        dns_slave_ports(&stack.nameserver, CLUSTER) == [port(last)]
+    });
+
+    // The group is not stuck: its next failover goes through, node-1 still left out.
+    stack.nodes[first].kill();
+    harness::wait_until_async("the second failover", Duration::from_secs(30), || async {
+        stack.published_master_port(CLUSTER).await == Some(u64::from(port(last))) && stack.nodes[last].role() == "master"
+    })
+    .await;
+    assert_eq!(stack.nodes[last].cmd::<Option<String>>(&["GET", "after"]).as_deref(), Some("acked"));
+    assert_eq!(stack.nodes[0].role(), "master", "the quarantined member was demoted without an operator");
+
+    // The operator decides: node-1's keys are all on the master, so resync it.
+    let topology = stack.stored_topology().await.0;
+    let forced = reqwest::Client::new()
+        .put(format!("{}/clusters/{CLUSTER}/master?force=true", stack.dictator_url))
+        .body(topology)
+        .send()
+        .await
+        .unwrap();
+    assert!(forced.status().is_success(), "{:?}", forced.text().await);
+    harness::wait_until("node-1 to follow the master", Duration::from_secs(20), || {
+        stack.nodes[0].info_field("master_port") == Some(port(last).to_string())
+            && stack.nodes[0].info_field("master_link_status").as_deref() == Some("up")
+    });
+    assert_eq!(stack.nodes[0].cmd::<Option<String>>(&["GET", "after"]).as_deref(), Some("acked"));
 }
