@@ -403,7 +403,7 @@ impl<'c> Builder<'c> {
 /// Whether a published slave belongs in `slaves.<cluster>`: a node must be registered
 /// and healthy, so readers and HAProxy are not sent to a dead one. A member that is no
 /// registered node (an IP literal) is kept: nothing says it is down.
-fn in_read_pool(registrations: &Registrations, cluster: &str, member: &PublishedMember) -> bool {
+pub(crate) fn in_read_pool(registrations: &Registrations, cluster: &str, member: &PublishedMember) -> bool {
     match &member.node {
         Some(node) => registrations.get(&(cluster.to_string(), node.clone())).is_some_and(|r| r.healthy),
         None => true,
