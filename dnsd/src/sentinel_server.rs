@@ -79,6 +79,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, live: Arc<Live>, me: Ar
                 Some(Err(error)) => {
                     tracing::debug!(%peer, %error, "closing a Sentinel connection after bad input");
                     let _ = framed.send(sentinel::error(format!("ERR Protocol error: {error}"))).await;
+                    linger_close(framed.into_inner()).await;
                     return;
                 }
                 Some(Ok(frame)) => match command(frame) {
@@ -109,11 +110,38 @@ async fn connection(stream: TcpStream, peer: SocketAddr, live: Arc<Live>, me: Ar
                 return;
             }
         }
-        if framed.flush().await.is_err() || reply.close {
+        if framed.flush().await.is_err() {
+            return;
+        }
+        if reply.close {
+            linger_close(framed.into_inner()).await;
             return;
         }
     }
 }
+
+/// Closes after the client has read our last reply: stop writing, then discard what
+/// it still sends for a moment. Closing with unread input would reset the
+/// connection, and the client could lose the error that explains why.
+async fn linger_close(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut drained = 0usize;
+        while drained < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long, and how much, [`linger_close`] discards.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
 
 async fn next_switch(switches: &mut Option<broadcast::Receiver<Switch>>) -> Result<Switch, broadcast::error::RecvError> {
     match switches {
