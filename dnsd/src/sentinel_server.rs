@@ -266,9 +266,14 @@ pub async fn register(etcd: EtcdArgs, run_id: String, record: SentinelRecord, sh
         () = hold => {}
         () = shutdown.requested() => {}
     }
-    // Leave at once rather than after the lease's TTL.
-    if let Ok(mut client) = etcd.connect().await {
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.delete(key.as_str(), None)).await;
+    // Leave at once rather than after the lease's TTL, unless etcd is away.
+    let leave = async {
+        let mut client = etcd.connect().await?;
+        client.delete(key.as_str(), None).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), leave).await {
+        Ok(Ok(_)) => tracing::info!(key, "Sentinel registration removed"),
+        _ => tracing::info!(key, "Sentinel registration left to expire with its lease"),
     }
 }
 
