@@ -284,7 +284,13 @@ fn client(session: &mut Session, rest: &[Bytes]) -> Frame {
             b"lib-name" | b"lib-ver" => ok(),
             _ => error(format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attribute))),
         },
-        ("setname" | "getname" | "id" | "setinfo", _) => wrong_arity(&format!("client|{sub}")),
+        ("help", []) => help("CLIENT", &[
+            "GETNAME", "    Return the name of the current connection.",
+            "ID", "    Return the ID of the current connection.",
+            "SETINFO <LIB-NAME|LIB-VER> <value>", "    Accepted; nothing is kept.",
+            "SETNAME <name>", "    Assign the name <name> to the current connection.",
+        ]),
+        ("setname" | "getname" | "id" | "setinfo" | "help", _) => wrong_arity(&format!("client|{sub}")),
         _ => unknown_subcommand(&rest[0], "CLIENT"),
     }
 }
@@ -319,7 +325,13 @@ fn command_info(rest: &[Bytes]) -> Frame {
                 })
                 .collect(),
         ),
-        ("count" | "list", _) => wrong_arity(&format!("command|{}", String::from_utf8_lossy(sub).to_ascii_lowercase())),
+        ("help", []) => help("COMMAND", &[
+            "(no subcommand)", "    Return details about the commands served.",
+            "COUNT", "    Return the number of commands served.",
+            "INFO [<command-name> ...]", "    Return details about the given commands.",
+            "LIST", "    Return the names of the commands served.",
+        ]),
+        ("count" | "list" | "help", _) => wrong_arity(&format!("command|{}", String::from_utf8_lossy(sub).to_ascii_lowercase())),
         _ => unknown_subcommand(sub, "COMMAND"),
     }
 }
@@ -410,7 +422,18 @@ fn sentinel(records: &Records, me: &Identity, rest: &[Bytes]) -> Frame {
             Frame::Array(vec![Frame::Integer(i64::from(down)), bulk("*"), Frame::Integer(0)])
         }
         ("myid", []) => bulk(&me.run_id),
-        ("get-master-addr-by-name" | "masters" | "master" | "replicas" | "slaves" | "sentinels" | "is-master-down-by-addr" | "myid", _) => {
+        ("help", []) => help("SENTINEL", &[
+            "GET-MASTER-ADDR-BY-NAME <master-name>", "    Return the ip and port of the master <master-name>.",
+            "IS-MASTER-DOWN-BY-ADDR <ip> <port> <current-epoch> <runid>", "    Whether the master at <ip>:<port> is down; dnsd never votes.",
+            "MASTER <master-name>", "    Show the state and info of <master-name>.",
+            "MASTERS", "    Show every master (cluster) and its state.",
+            "MYID", "    Return this replica's Sentinel run id.",
+            "REPLICAS <master-name>", "    Show the replicas of <master-name> and their state.",
+            "SENTINELS <master-name>", "    Show the other dnsd replicas answering as Sentinels.",
+            "SLAVES <master-name>", "    Same as REPLICAS.",
+            "(dnsd serves only these; the topology changes through etcd)",
+        ]),
+        ("get-master-addr-by-name" | "masters" | "master" | "replicas" | "slaves" | "sentinels" | "is-master-down-by-addr" | "myid" | "help", _) => {
             wrong_arity(&format!("sentinel|{sub}"))
         }
         (write, _) if SENTINEL_WRITES.contains(&write) => error(format!(
@@ -506,6 +529,13 @@ fn unsubscribe(session: &mut Session, patterns: bool, rest: &[Bytes]) -> Reply {
         })
         .collect();
     Reply { frames, close: false }
+}
+
+/// `<COMMAND> HELP`: the subcommands served, one line each, as redis lists them.
+fn help(command: &str, lines: &[&str]) -> Frame {
+    let title = format!("{command} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:");
+    let lines = std::iter::once(title.as_str()).chain(lines.iter().copied()).chain(["HELP", "    Print this help."]);
+    Frame::Array(lines.map(|l| Frame::SimpleString(Bytes::from(l.to_string()))).collect())
 }
 
 fn fields(pairs: Vec<(&'static str, String)>) -> Frame {
@@ -735,6 +765,13 @@ mod tests {
             assert!(e.contains("is not served: dnsd only publishes the topology"), "{sub}: {e}");
         }
         assert_eq!(err("SENTINEL nope"), "ERR unknown subcommand 'nope'. Try SENTINEL HELP.");
+        for command in ["SENTINEL", "CLIENT", "COMMAND"] {
+            let Frame::Array(lines) = ask(&format!("{command} help")) else { panic!("{command} HELP") };
+            assert!(text(&lines[0]).starts_with(&format!("{command} <subcommand>")), "{lines:?}");
+            assert_eq!(err(&format!("{command} HELP x")), format!("ERR wrong number of arguments for '{}|help' command", command.to_lowercase()));
+        }
+        let Frame::Array(lines) = ask("SENTINEL HELP") else { panic!() };
+        assert!(lines.iter().any(|l| text(l).starts_with("GET-MASTER-ADDR-BY-NAME")));
         assert_eq!(err("SENTINEL"), "ERR wrong number of arguments for 'sentinel' command");
         let reply = answer(&records(), &me(), &mut Session::new(1), &[]);
         assert!(matches!(&reply.frames[0], Frame::Error(_)));
