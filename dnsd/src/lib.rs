@@ -19,11 +19,14 @@
 //!   `service::etcd::follow`);
 //! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
 //! - [`api`]: the axum routes;
-//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it.
+//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it;
+//! - [`haproxy`]: pushes the published master and slaves to HAProxy's runtime API
+//!   (`--haproxy-runtime`) the moment the zone changes.
 
 pub mod api;
 pub mod authority;
 pub mod domain;
+pub mod haproxy;
 pub mod live;
 pub mod publish;
 pub mod state;
@@ -56,6 +59,8 @@ pub struct Config {
     /// UDP sockets sharing the DNS port (SO_REUSEPORT), each with its own receive loop.
     pub udp_sockets: usize,
     pub etcd: EtcdArgs,
+    /// Where to push the topology of one cluster (no targets: push nothing).
+    pub haproxy: haproxy::HaproxyConfig,
 }
 
 /// Serves DNS and HTTP and follows etcd until `shutdown` completes, then stops
@@ -73,6 +78,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
+    let pushers = haproxy::start(live.clone(), config.haproxy, &shutdown);
     let app = api::router(live, config.etcd, config.cluster);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
     let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {
@@ -101,6 +107,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::warn!(%error, "DNS server did not stop cleanly");
     }
     let _ = follower.await;
+    for pusher in pushers {
+        let _ = pusher.await;
+    }
     http_result
         .context("HTTP task")?
         .with_context(|| format!("serve HTTP on {}", config.listen))?;

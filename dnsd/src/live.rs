@@ -17,6 +17,8 @@ pub struct Live {
     config: ZoneConfig,
     state: Mutex<Records>,
     zone: ArcSwap<Zone>,
+    /// Told after every swap (the HAProxy pusher waits on it).
+    swapped: tokio::sync::watch::Sender<()>,
 }
 
 impl Live {
@@ -24,7 +26,8 @@ impl Live {
     pub fn new(config: ZoneConfig) -> Live {
         let state = Records::default();
         let zone = Zone::build(&config, state.registrations(), state.published(), state.serial());
-        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone) }
+        let (swapped, _) = tokio::sync::watch::channel(());
+        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone), swapped }
     }
 
     pub fn config(&self) -> &ZoneConfig {
@@ -65,6 +68,11 @@ impl Live {
         changed
     }
 
+    /// Changes each time a new zone is swapped in.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.swapped.subscribe()
+    }
+
     /// A copy of the state (for the HTTP API and tests).
     pub fn state(&self) -> Records {
         self.lock().clone()
@@ -77,6 +85,7 @@ impl Live {
         }
         tracing::debug!(serial = zone.serial(), names = zone.name_count(), "zone swapped");
         self.zone.store(Arc::new(zone));
+        self.swapped.send_replace(());
     }
 
     // A panic while holding the lock cannot leave the state half-changed in a way that

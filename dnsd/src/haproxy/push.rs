@@ -1,0 +1,104 @@
+//! The per-target task: on every zone change (and every [`RESYNC`]) read the slots,
+//! plan, and run the commands in order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use service::backoff::Backoff;
+use service::Shutdown;
+
+use super::plan::{self, Command, StateError};
+use super::runtime::{Runtime, RuntimeError};
+use super::{wanted, HaproxyConfig, Wanted};
+use crate::live::Live;
+
+/// How often a target is re-read even without a change: heals what HAProxy's own
+/// DNS resolution or an operator changed since the last push.
+pub const RESYNC: Duration = Duration::from_secs(1);
+/// Longest a runtime-API exchange may take.
+pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A push that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("backend {backend}: {source}")]
+    State { backend: String, source: StateError },
+}
+
+/// Pushes to `runtime` until `shutdown`.
+pub async fn follow(live: Arc<Live>, config: Arc<HaproxyConfig>, runtime: Runtime, shutdown: Shutdown) {
+    let mut changes = live.subscribe();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let target = runtime.target().to_string();
+    loop {
+        changes.mark_unchanged();
+        let started = Instant::now();
+        let want = wanted(&live.state(), &config.cluster);
+        let delay = match sync(&runtime, &config, &want).await {
+            Ok(commands) => {
+                if backoff.failures() > 0 {
+                    tracing::info!(%target, "HAProxy runtime API reachable again");
+                }
+                backoff.reset();
+                if commands > 0 {
+                    tracing::info!(%target, master = ?want.master, slaves = ?want.slaves, commands,
+                        ms = started.elapsed().as_secs_f64() * 1000.0, "pushed to HAProxy");
+                }
+                RESYNC
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%target, %error, retry_ms = delay.as_millis() as u64, "push to HAProxy failed");
+                delay
+            }
+        };
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.requested() => return,
+        }
+    }
+}
+
+/// Brings both backends of one HAProxy to `want`; returns how many commands ran.
+pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> Result<usize, PushError> {
+    let slots = slots(runtime, &config.write_backend, &config.write_server).await?;
+    let mut commands = plan::plan_write(&config.write_backend, &slots, want.master);
+    let slots = slots_or_none(runtime, &config.read_backend, &config.read_server).await?;
+    if let Some(slots) = slots {
+        if want.slaves.len() > slots.len() {
+            tracing::warn!(backend = config.read_backend, slaves = want.slaves.len(), slots = slots.len(),
+                "more live slaves than server slots; the rest are not served");
+        }
+        commands.extend(plan::plan_read(&config.read_backend, &slots, &want.slaves));
+    }
+    run_all(runtime, &commands).await?;
+    Ok(commands.len())
+}
+
+/// Runs `commands` in order, stopping at the first that fails.
+pub async fn run_all(runtime: &Runtime, commands: &[Command]) -> Result<(), RuntimeError> {
+    for command in commands {
+        runtime.run(command).await?;
+    }
+    Ok(())
+}
+
+async fn slots(runtime: &Runtime, backend: &str, prefix: &str) -> Result<Vec<plan::Slot>, PushError> {
+    let text = runtime.send(&format!("show servers state {backend}")).await?;
+    plan::parse_servers_state(&text, backend, prefix).map_err(|source| {
+        // HAProxy answers an unknown backend with a message, not the table.
+        PushError::State { backend: backend.to_string(), source }
+    })
+}
+
+/// The read backend is optional: an HAProxy may serve writes only. An empty
+/// backend name skips it.
+async fn slots_or_none(runtime: &Runtime, backend: &str, prefix: &str) -> Result<Option<Vec<plan::Slot>>, PushError> {
+    if backend.is_empty() {
+        return Ok(None);
+    }
+    slots(runtime, backend, prefix).await.map(Some)
+}
