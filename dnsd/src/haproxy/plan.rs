@@ -19,9 +19,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 /// `srv_admin_state` bits (HAProxy `enum srv_admin`): forced, inherited,
-/// configuration, resolution and hostname maintenance. Any of them keeps a slot
-/// from taking sessions.
-const ADMIN_MAINT_BITS: u32 = 0x01 | 0x02 | 0x04 | 0x20 | 0x40;
+/// configuration and resolution maintenance. Any of them keeps a slot from taking
+/// sessions. (0x40, `HMAINT`, only says the FQDN came from an SRV record.)
+const ADMIN_MAINT_BITS: u32 = 0x01 | 0x02 | 0x04 | 0x20;
 /// `srv_op_state` of a server that is down (`SRV_ST_STOPPED`).
 const OP_STOPPED: u32 = 0;
 

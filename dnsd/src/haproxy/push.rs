@@ -38,12 +38,14 @@ pub async fn follow(live: Arc<Live>, config: Arc<HaproxyConfig>, runtime: Runtim
         let want = wanted(&live.state(), &config.cluster);
         let delay = match sync(&runtime, &config, &want).await {
             Ok(commands) => {
+                let count = commands.len();
                 if backoff.failures() > 0 {
                     tracing::info!(%target, "HAProxy runtime API reachable again");
                 }
                 backoff.reset();
-                if commands > 0 {
-                    tracing::info!(%target, master = ?want.master, slaves = ?want.slaves, commands,
+                if count > 0 {
+                    let commands: Vec<String> = commands.iter().map(ToString::to_string).collect();
+                    tracing::info!(%target, master = ?want.master, slaves = ?want.slaves, ?commands,
                         ms = started.elapsed().as_secs_f64() * 1000.0, "pushed to HAProxy");
                 }
                 RESYNC
@@ -62,8 +64,8 @@ pub async fn follow(live: Arc<Live>, config: Arc<HaproxyConfig>, runtime: Runtim
     }
 }
 
-/// Brings both backends of one HAProxy to `want`; returns how many commands ran.
-pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> Result<usize, PushError> {
+/// Brings both backends of one HAProxy to `want`; returns the commands that ran.
+pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> Result<Vec<Command>, PushError> {
     let slots = slots(runtime, &config.write_backend, &config.write_server).await?;
     let mut commands = plan::plan_write(&config.write_backend, &slots, want.master);
     let slots = slots_or_none(runtime, &config.read_backend, &config.read_server).await?;
@@ -75,7 +77,7 @@ pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> R
         commands.extend(plan::plan_read(&config.read_backend, &slots, &want.slaves));
     }
     run_all(runtime, &commands).await?;
-    Ok(commands.len())
+    Ok(commands)
 }
 
 /// Runs `commands` in order, stopping at the first that fails.

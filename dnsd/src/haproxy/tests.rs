@@ -17,7 +17,7 @@ fn slot(name: &str, address: Option<&str>, op_state: u32, admin_state: u32) -> S
 }
 
 fn up(name: &str, address: &str) -> Slot {
-    slot(name, Some(address), 2, 0)
+    slot(name, Some(address), 2, 0x40)
 }
 
 fn names(commands: &[Command]) -> Vec<String> {
@@ -27,7 +27,7 @@ fn names(commands: &[Command]) -> Vec<String> {
 #[test]
 fn servers_state_is_parsed_for_the_template_slots_of_one_backend() {
     let text = format!(
-        "{HEADER}3 redis_master 1 master1 10.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 node-1.redis-1.cluster.local 6379 _redis._tcp.master.redis-1.cluster.local 0 0 - - 0\n\
+        "{HEADER}3 redis_master 1 master1 10.0.0.1 2 64 1 1 5 6 3 4 6 0 0 0 node-1.redis-1.cluster.local 6379 _redis._tcp.master.redis-1.cluster.local 0 0 - - 0\n\
          3 redis_master 2 other 10.0.0.9 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n\
          3 redis_master 3 master10 - 0 32 1 1 0 1 0 0 14 0 0 0 - 0 _redis._tcp.master.redis-1.cluster.local 0 0 - - 0\n\
          4 redis_slaves 1 master2 10.0.0.2 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n\n"

@@ -1,0 +1,62 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+//! The runtime-API client and the push against a real HAProxy running the shipped
+//! config: what HAProxy refuses is reported, never taken as done.
+
+use std::time::Duration;
+
+use dnsd::haproxy::plan::Command;
+use dnsd::haproxy::push::{sync, PushError};
+use dnsd::haproxy::runtime::{Runtime, RuntimeError, Target};
+use dnsd::haproxy::{HaproxyConfig, Wanted};
+use harness::stack::{slots, Haproxy};
+
+fn runtime(haproxy: &Haproxy) -> Runtime {
+    Runtime::new(Target::Unix(haproxy.runtime.clone().unwrap()), Duration::from_secs(2))
+}
+
+fn config(write_backend: &str) -> HaproxyConfig {
+    HaproxyConfig {
+        targets: vec![],
+        cluster: "redis-1".into(),
+        write_backend: write_backend.into(),
+        write_server: "master".into(),
+        read_backend: "redis_slaves".into(),
+        read_server: "slave".into(),
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_errors_naming_the_command_and_answer() {
+    let haproxy = Haproxy::start(harness::silent_nameserver(), true);
+    let api = runtime(&haproxy);
+    let missing = Command::Ready { backend: "redis_master".into(), server: "nope".into() };
+    match api.run(&missing).await {
+        Err(RuntimeError::Refused { command, response, .. }) => {
+            assert_eq!(command, "set server redis_master/nope state ready");
+            assert!(response.contains("No such server"), "{response}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A slot that never resolved has no address family: HAProxy 2.6 refuses an address.
+    let never_resolved = Command::Addr { backend: "redis_master".into(), server: "master1".into(), address: ([127, 0, 0, 1], 1).into() };
+    assert!(matches!(api.run(&never_resolved).await, Err(RuntimeError::Refused { .. })));
+    // What HAProxy does accept is not an error.
+    api.run(&Command::Maint { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
+    assert_eq!(slots(haproxy.runtime.as_ref().unwrap(), "redis_master")[0].1, false);
+    api.run(&Command::Ready { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_push_to_an_unknown_backend_or_an_absent_haproxy_fails() {
+    let haproxy = Haproxy::start(harness::silent_nameserver(), true);
+    let want = Wanted { master: Some(([127, 0, 0, 1], 6379).into()), slaves: vec![] };
+    match sync(&runtime(&haproxy), &config("no_such_backend"), &want).await {
+        Err(PushError::State { backend, .. }) => assert_eq!(backend, "no_such_backend"),
+        other => panic!("expected the unknown backend reported, got {other:?}"),
+    }
+    // The slot never resolved (silent nameserver): the address is refused, and said so.
+    assert!(matches!(sync(&runtime(&haproxy), &config("redis_master"), &want).await, Err(PushError::Runtime(RuntimeError::Refused { .. }))));
+    let dir = tempfile::tempdir().unwrap();
+    let absent = Runtime::new(Target::Unix(dir.path().join("absent.sock")), Duration::from_secs(2));
+    assert!(matches!(sync(&absent, &config("redis_master"), &want).await, Err(PushError::Runtime(RuntimeError::Io { .. }))));
+}
