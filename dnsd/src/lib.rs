@@ -78,7 +78,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
-    let pushers = haproxy::start(live.clone(), config.haproxy, &shutdown);
+    let pushers = haproxy::start(live.clone(), config.haproxy, config.etcd.clone(), &shutdown);
     let app = api::router(live, config.etcd, config.cluster);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
     let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {

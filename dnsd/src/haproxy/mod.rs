@@ -9,11 +9,15 @@
 //! backoff. DNS SRV resolution stays configured in HAProxy: an instance that missed
 //! a push (down, started late, socket unreachable) converges through it.
 //!
+//! - [`hold`]: takes the write slot out of service the moment the desired topology
+//!   (`/config/<cluster>/topology`) names another master, so writers wait for the
+//!   move instead of retrying onto the fenced master;
 //! - [`wanted`]: pure: the addresses HAProxy should route to, from dnsd's records;
 //! - [`plan`]: pure: `show servers state` and the wanted addresses to commands;
 //! - [`runtime`]: the runtime-API client (unix socket or TCP);
 //! - [`push`]: the per-target task.
 
+pub mod hold;
 pub mod plan;
 pub mod push;
 pub mod runtime;
@@ -87,6 +91,9 @@ pub struct Wanted {
     pub master: Option<SocketAddr>,
     /// The live slaves with an IP address, as `slaves.<cluster>` serves them.
     pub slaves: Vec<SocketAddr>,
+    /// A move to this master is under way ([`hold`]): keep the write slot out of
+    /// service until it is published.
+    pub hold: Option<SocketAddr>,
 }
 
 /// The same master and read pool the zone serves (`zone::Zone::build`): a node's
@@ -95,11 +102,7 @@ pub struct Wanted {
 /// healthy.
 pub fn wanted(records: &Records, cluster: &str) -> Wanted {
     let Some((topology, _)) = records.published().get(cluster) else { return Wanted::default() };
-    let address = |member: &PublishedMember| {
-        let registration = member.node.as_ref().and_then(|n| records.registrations().get(&(cluster.to_string(), n.clone())));
-        let host = registration.map_or(member.host.as_str(), |r| r.address.as_str());
-        host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, member.port))
-    };
+    let address = |member: &PublishedMember| address_of(records, cluster, member);
     let live = |member: &PublishedMember| match &member.node {
         Some(node) => records.registrations().get(&(cluster.to_string(), node.clone())).is_some_and(|r| r.healthy),
         None => true,
@@ -107,26 +110,43 @@ pub fn wanted(records: &Records, cluster: &str) -> Wanted {
     Wanted {
         master: address(&topology.master),
         slaves: topology.slaves.iter().filter(|s| live(s)).filter_map(address).collect(),
+        hold: None,
     }
+}
+
+/// Where a published member is served: its registration's address when it is a
+/// registered node, else the published host; the published port. `None` for a host
+/// name.
+pub fn address_of(records: &Records, cluster: &str, member: &PublishedMember) -> Option<SocketAddr> {
+    let registration = member.node.as_ref().and_then(|n| records.registrations().get(&(cluster.to_string(), n.clone())));
+    let host = registration.map_or(member.host.as_str(), |r| r.address.as_str());
+    host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, member.port))
 }
 
 /// Starts one pusher per target.
 pub fn start(
     live: std::sync::Arc<crate::live::Live>,
     config: HaproxyConfig,
+    etcd: service::cli::EtcdArgs,
     shutdown: &service::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    if config.targets.is_empty() {
+        return Vec::new();
+    }
     let config = std::sync::Arc::new(config);
-    config
+    let (desired_tx, desired) = tokio::sync::watch::channel(None);
+    let follower = tokio::spawn(hold::follow(etcd, config.cluster.clone(), desired_tx, shutdown.clone()));
+    let pushers: Vec<_> = config
         .targets
         .iter()
         .map(|target| {
             tracing::info!(%target, cluster = config.cluster, write = config.write_backend, read = config.read_backend,
                 "pushing the topology to HAProxy's runtime API");
             let runtime = runtime::Runtime::new(target.clone(), push::TIMEOUT);
-            tokio::spawn(push::follow(live.clone(), config.clone(), runtime, shutdown.clone()))
+            tokio::spawn(push::follow(live.clone(), config.clone(), desired.clone(), runtime, shutdown.clone()))
         })
-        .collect()
+        .collect();
+    pushers.into_iter().chain([follower]).collect()
 }
 
 #[cfg(test)]

@@ -136,10 +136,15 @@ fn is_template_slot(name: &str, prefix: &str) -> bool {
 
 /// Commands that point the write backend's (first) slot at `master`. `None` (the
 /// master is a host name dnsd cannot give an address for, or nothing is published)
-/// pushes nothing: DNS resolution handles it.
-pub fn plan_write(backend: &str, slots: &[Slot], master: Option<SocketAddr>) -> Vec<Command> {
-    let (Some(master), Some(slot)) = (master, slots.first()) else { return Vec::new() };
+/// pushes nothing: DNS resolution handles it. While a move to `hold` is under way
+/// and not yet published, the slot only goes (or stays) out of service.
+pub fn plan_write(backend: &str, slots: &[Slot], master: Option<SocketAddr>, hold: Option<SocketAddr>) -> Vec<Command> {
+    let Some(slot) = slots.first() else { return Vec::new() };
     let (b, s) = (backend.to_string(), slot.name.clone());
+    if hold.is_some() && hold != master {
+        return if slot.in_maintenance() { Vec::new() } else { vec![Command::Maint { backend: b, server: s }] };
+    }
+    let Some(master) = master else { return Vec::new() };
     if slot.address == Some(master) {
         return if slot.in_maintenance() { vec![Command::Ready { backend: b, server: s }] } else { Vec::new() };
     }

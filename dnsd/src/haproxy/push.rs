@@ -9,6 +9,7 @@ use service::Shutdown;
 
 use super::plan::{self, Command, StateError};
 use super::runtime::{Runtime, RuntimeError};
+use super::hold::{desired_master, holding, Desired, HOLD_MAX};
 use super::{wanted, HaproxyConfig, Wanted};
 use crate::live::Live;
 
@@ -28,14 +29,28 @@ pub enum PushError {
 }
 
 /// Pushes to `runtime` until `shutdown`.
-pub async fn follow(live: Arc<Live>, config: Arc<HaproxyConfig>, runtime: Runtime, shutdown: Shutdown) {
+pub async fn follow(
+    live: Arc<Live>,
+    config: Arc<HaproxyConfig>,
+    mut desired: tokio::sync::watch::Receiver<Option<Desired>>,
+    runtime: Runtime,
+    shutdown: Shutdown,
+) {
     let mut changes = live.subscribe();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let target = runtime.target().to_string();
     loop {
         changes.mark_unchanged();
+        desired.mark_unchanged();
         let started = Instant::now();
-        let want = wanted(&live.state(), &config.cluster);
+        let records = live.state();
+        let mut want = wanted(&records, &config.cluster);
+        let mut hold_left = None;
+        if let Some(d) = desired.borrow().as_ref() {
+            let master = desired_master(&records, &live.config().names, &config.cluster, &d.topology);
+            want.hold = holding(master, want.master, d.seen, started);
+            hold_left = want.hold.map(|_| HOLD_MAX.saturating_sub(started.saturating_duration_since(d.seen)));
+        }
         let delay = match sync(&runtime, &config, &want).await {
             Ok(commands) => {
                 let count = commands.len();
@@ -56,8 +71,11 @@ pub async fn follow(live: Arc<Live>, config: Arc<HaproxyConfig>, runtime: Runtim
                 delay
             }
         };
+        // A hold is lifted when it lapses, not a resync later.
+        let delay = hold_left.map_or(delay, |left| delay.min(left + Duration::from_millis(1)));
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
+            changed = desired.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(delay) => {}
             () = shutdown.requested() => return,
         }
@@ -67,7 +85,7 @@ pub async fn follow(live: Arc<Live>, config: Arc<HaproxyConfig>, runtime: Runtim
 /// Brings both backends of one HAProxy to `want`; returns the commands that ran.
 pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> Result<Vec<Command>, PushError> {
     let slots = slots(runtime, &config.write_backend, &config.write_server).await?;
-    let mut commands = plan::plan_write(&config.write_backend, &slots, want.master);
+    let mut commands = plan::plan_write(&config.write_backend, &slots, want.master, want.hold);
     let slots = slots_or_none(runtime, &config.read_backend, &config.read_server).await?;
     if let Some(slots) = slots {
         if want.slaves.len() > slots.len() {

@@ -55,7 +55,7 @@ fn servers_state_that_is_not_the_table_is_an_error() {
 fn a_moved_master_is_fenced_off_shut_then_pointed_at_and_readied() {
     let slots = [up("master1", "10.0.0.1:6379")];
     assert_eq!(
-        names(&plan_write("w", &slots, Some(addr("10.0.0.2:6380")))),
+        names(&plan_write("w", &slots, Some(addr("10.0.0.2:6380")), None)),
         [
             "set server w/master1 state maint",
             "shutdown sessions server w/master1",
@@ -69,26 +69,41 @@ fn a_moved_master_is_fenced_off_shut_then_pointed_at_and_readied() {
 #[test]
 fn a_master_already_in_place_needs_nothing_or_only_to_be_readied() {
     let master = Some(addr("10.0.0.1:6379"));
-    assert!(plan_write("w", &[up("master1", "10.0.0.1:6379")], master).is_empty());
-    assert!(plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, 0)], master).is_empty(), "down: checks decide");
+    assert!(plan_write("w", &[up("master1", "10.0.0.1:6379")], master, None).is_empty());
+    assert!(plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, 0)], master, None).is_empty(), "down: checks decide");
     for maint in [0x01, 0x20] {
         assert_eq!(
-            names(&plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, maint)], master)),
+            names(&plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, maint)], master, None)),
             ["set server w/master1 state ready"]
         );
     }
 }
 
 #[test]
+fn a_move_under_way_takes_the_old_master_out_of_service_until_it_is_published() {
+    let (old, new) = (Some(addr("10.0.0.1:6379")), Some(addr("10.0.0.2:6379")));
+    let serving = [up("master1", "10.0.0.1:6379")];
+    assert_eq!(names(&plan_write("w", &serving, old, new)), ["set server w/master1 state maint"]);
+    let held = [slot("master1", Some("10.0.0.1:6379"), 2, 1)];
+    assert!(plan_write("w", &held, old, new).is_empty(), "already held");
+    assert!(plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, 0x21)], None, new).is_empty());
+    assert_eq!(names(&plan_write("w", &[up("master1", "10.0.0.1:6379")], None, new)), ["set server w/master1 state maint"]);
+    // Published: the ordinary switch (the maint is a no-op on a held slot).
+    assert_eq!(plan_write("w", &held, new, new), plan_write("w", &serving, new, None));
+    // A lapsed hold (None) on the old master readies it again.
+    assert_eq!(names(&plan_write("w", &held, old, None)), ["set server w/master1 state ready"]);
+}
+
+#[test]
 fn nothing_is_pushed_without_an_address_or_a_slot() {
-    assert!(plan_write("w", &[up("master1", "10.0.0.1:6379")], None).is_empty());
-    assert!(plan_write("w", &[], Some(addr("10.0.0.1:6379"))).is_empty());
+    assert!(plan_write("w", &[up("master1", "10.0.0.1:6379")], None, None).is_empty());
+    assert!(plan_write("w", &[], Some(addr("10.0.0.1:6379")), None).is_empty());
 }
 
 #[test]
 fn a_slot_that_never_resolved_is_still_pointed_at_the_master() {
     // HAProxy refuses the address (no family yet); the refusal is reported and DNS heals.
-    let commands = plan_write("w", &[slot("master1", None, 0, 32)], Some(addr("10.0.0.2:6379")));
+    let commands = plan_write("w", &[slot("master1", None, 0, 32)], Some(addr("10.0.0.2:6379")), None);
     assert!(names(&commands).contains(&"set server w/master1 addr 10.0.0.2 port 6379".to_string()));
 }
 
@@ -210,7 +225,7 @@ fn wanted_follows_what_the_zone_serves() {
     records.apply(Change::Published { cluster: "c".into(), topology: Some(topology) }, 4);
     assert_eq!(
         wanted(&records, "c"),
-        Wanted { master: Some(addr("10.0.0.11:7001")), slaves: vec![addr("10.0.0.12:7002"), addr("10.0.0.20:6379")] }
+        Wanted { master: Some(addr("10.0.0.11:7001")), slaves: vec![addr("10.0.0.12:7002"), addr("10.0.0.20:6379")], hold: None }
     );
     assert_eq!(wanted(&records, "other"), Wanted::default());
     let named = PublishedTopology { master: member("redis.example.com", 6379, None), slaves: vec![], topology_revision: None };

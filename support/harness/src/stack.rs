@@ -150,6 +150,11 @@ impl Stack {
         .await;
     }
 
+    /// dnsd's log so far.
+    pub fn dnsd_log(&self) -> String {
+        self._dnsd.log()
+    }
+
     /// The observer that leads now, if any.
     pub fn leader(&self) -> Option<usize> {
         self.observers.iter().position(|(_, port)| {
