@@ -49,7 +49,7 @@ async fn refusals_are_errors_naming_the_command_and_answer() {
 #[tokio::test]
 async fn a_push_to_an_unknown_backend_or_an_absent_haproxy_fails() {
     let haproxy = Haproxy::start(harness::silent_nameserver(), true);
-    let want = Wanted { master: Some(([127, 0, 0, 1], 6379).into()), slaves: vec![] };
+    let want = Wanted { master: Some(([127, 0, 0, 1], 6379).into()), slaves: vec![], hold: None };
     match sync(&runtime(&haproxy), &config("no_such_backend"), &want).await {
         Err(PushError::State { backend, .. }) => assert_eq!(backend, "no_such_backend"),
         other => panic!("expected the unknown backend reported, got {other:?}"),
