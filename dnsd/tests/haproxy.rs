@@ -44,6 +44,14 @@ async fn refusals_are_errors_naming_the_command_and_answer() {
     api.run(&Command::Maint { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
     assert_eq!(slots(haproxy.runtime.as_ref().unwrap(), "redis_master")[0].1, false);
     api.run(&Command::Ready { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
+
+    // The same through one interactive session, as a push runs them.
+    let mut session = api.session().await.unwrap();
+    assert!(matches!(session.run(&missing).await, Err(RuntimeError::Refused { .. })));
+    session.run(&Command::Maint { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
+    let state = session.send("show servers state redis_master").await.unwrap();
+    assert!(state.starts_with("1\n# be_id"), "{state}");
+    session.run(&Command::Ready { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! addresses from dnsd's records.
 //!
 //! Write backend (one slot): when the wanted master is not the slot's address, the
-//! slot is taken out of service, its sessions (to the old master) are shut, it gets
+//! slot is taken out of service (unless a hold already did), its sessions (to the old master) are shut, it gets
 //! the new address, is marked healthy and made ready, in that order: no new session
 //! can reach the old master once the first command ran, and none is shut on the new
 //! one. A slot already at the master but held in maintenance is made ready.
@@ -148,13 +148,15 @@ pub fn plan_write(backend: &str, slots: &[Slot], master: Option<SocketAddr>, hol
     if slot.address == Some(master) {
         return if slot.in_maintenance() { vec![Command::Ready { backend: b, server: s }] } else { Vec::new() };
     }
-    vec![
-        Command::Maint { backend: b.clone(), server: s.clone() },
+    // A held slot is already out of service: one command less mid-move.
+    let maint = (!slot.in_maintenance()).then(|| Command::Maint { backend: b.clone(), server: s.clone() });
+    maint.into_iter().chain([
         Command::ShutdownSessions { backend: b.clone(), server: s.clone() },
         Command::Addr { backend: b.clone(), server: s.clone(), address: master },
         Command::HealthUp { backend: b.clone(), server: s.clone() },
         Command::Ready { backend: b, server: s },
-    ]
+    ])
+    .collect()
 }
 
 /// Commands that make the read backend's slots serve exactly `slaves`. Slaves

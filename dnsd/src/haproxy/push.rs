@@ -8,7 +8,7 @@ use service::backoff::Backoff;
 use service::Shutdown;
 
 use super::plan::{self, Command, StateError};
-use super::runtime::{Runtime, RuntimeError};
+use super::runtime::{Runtime, RuntimeError, Session};
 use super::hold::{desired_master, holding, Desired, HOLD_MAX};
 use super::{wanted, HaproxyConfig, Wanted};
 use crate::live::Live;
@@ -82,43 +82,39 @@ pub async fn follow(
     }
 }
 
-/// Brings both backends of one HAProxy to `want`; returns the commands that ran.
+/// Brings both backends of one HAProxy to `want`, the write backend first (it is
+/// what a move waits for); returns the commands that ran.
 pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> Result<Vec<Command>, PushError> {
-    let slots = slots(runtime, &config.write_backend, &config.write_server).await?;
-    let mut commands = plan::plan_write(&config.write_backend, &slots, want.master, want.hold);
-    let slots = slots_or_none(runtime, &config.read_backend, &config.read_server).await?;
-    if let Some(slots) = slots {
-        if want.slaves.len() > slots.len() {
-            tracing::warn!(backend = config.read_backend, slaves = want.slaves.len(), slots = slots.len(),
-                "more live slaves than server slots; the rest are not served");
-        }
-        commands.extend(plan::plan_read(&config.read_backend, &slots, &want.slaves));
+    let mut session = runtime.session().await?;
+    let write_slots = slots(&mut session, &config.write_backend, &config.write_server).await?;
+    let mut commands = plan::plan_write(&config.write_backend, &write_slots, want.master, want.hold);
+    run_all(&mut session, &commands).await?;
+    if config.read_backend.is_empty() {
+        return Ok(commands);
     }
-    run_all(runtime, &commands).await?;
+    let read_slots = slots(&mut session, &config.read_backend, &config.read_server).await?;
+    if want.slaves.len() > read_slots.len() {
+        tracing::warn!(backend = config.read_backend, slaves = want.slaves.len(), slots = read_slots.len(),
+            "more live slaves than server slots; the rest are not served");
+    }
+    let read = plan::plan_read(&config.read_backend, &read_slots, &want.slaves);
+    run_all(&mut session, &read).await?;
+    commands.extend(read);
     Ok(commands)
 }
 
 /// Runs `commands` in order, stopping at the first that fails.
-pub async fn run_all(runtime: &Runtime, commands: &[Command]) -> Result<(), RuntimeError> {
+pub async fn run_all(session: &mut Session, commands: &[Command]) -> Result<(), RuntimeError> {
     for command in commands {
-        runtime.run(command).await?;
+        session.run(command).await?;
     }
     Ok(())
 }
 
-async fn slots(runtime: &Runtime, backend: &str, prefix: &str) -> Result<Vec<plan::Slot>, PushError> {
-    let text = runtime.send(&format!("show servers state {backend}")).await?;
-    plan::parse_servers_state(&text, backend, prefix).map_err(|source| {
-        // HAProxy answers an unknown backend with a message, not the table.
-        PushError::State { backend: backend.to_string(), source }
-    })
-}
-
-/// The read backend is optional: an HAProxy may serve writes only. An empty
-/// backend name skips it.
-async fn slots_or_none(runtime: &Runtime, backend: &str, prefix: &str) -> Result<Option<Vec<plan::Slot>>, PushError> {
-    if backend.is_empty() {
-        return Ok(None);
-    }
-    slots(runtime, backend, prefix).await.map(Some)
+/// The slots of `backend` named `<prefix><n>`. HAProxy answers an unknown backend
+/// with a message, not the table: that is an error.
+async fn slots(session: &mut Session, backend: &str, prefix: &str) -> Result<Vec<plan::Slot>, PushError> {
+    let text = session.send(&format!("show servers state {backend}")).await?;
+    plan::parse_servers_state(&text, backend, prefix)
+        .map_err(|source| PushError::State { backend: backend.to_string(), source })
 }

@@ -1,6 +1,8 @@
-//! A minimal client for HAProxy's runtime API (the `stats socket`): one command per
-//! connection, in non-interactive mode, the answer read until HAProxy closes.
-//! A unix socket path or a `host:port`.
+//! A minimal client for HAProxy's runtime API (the `stats socket`), a unix socket
+//! path or a `host:port`. [`Runtime::send`]: one command per connection, the answer
+//! read until HAProxy closes. [`Runtime::session`]: one connection in interactive
+//! (`prompt`) mode for several commands, each answer read up to the `> ` prompt (a
+//! fraction of the cost of a connection per command, which matters mid-move).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -105,6 +107,83 @@ impl Runtime {
             Ok(())
         } else {
             Err(RuntimeError::Refused { target: self.target.to_string(), command: line, response: response.trim().to_string() })
+        }
+    }
+}
+
+/// An open interactive connection ([`Runtime::session`]).
+pub struct Session {
+    stream: Box<dyn Stream>,
+    target: String,
+    timeout: Duration,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What HAProxy prints after each answer in interactive mode.
+const PROMPT: &[u8] = b"\n> ";
+
+impl Runtime {
+    /// Opens a connection and switches it to interactive mode.
+    pub async fn session(&self) -> Result<Session, RuntimeError> {
+        let target = self.target.to_string();
+        let connect = async {
+            let stream: Box<dyn Stream> = match &self.target {
+                Target::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+                Target::Tcp(address) => Box::new(tokio::net::TcpStream::connect(address).await?),
+            };
+            Ok::<_, std::io::Error>(stream)
+        };
+        let stream = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| RuntimeError::Timeout { target: target.clone(), command: "prompt".into(), timeout: self.timeout })?
+            .map_err(|source| RuntimeError::Io { target: target.clone(), source })?;
+        let mut session = Session { stream, target, timeout: self.timeout };
+        session.send("prompt").await?;
+        Ok(session)
+    }
+}
+
+impl Session {
+    /// Sends `line` and returns HAProxy's answer (without the prompt).
+    pub async fn send(&mut self, line: &str) -> Result<String, RuntimeError> {
+        let (target, timeout) = (self.target.clone(), self.timeout);
+        let exchange = async {
+            self.stream.write_all(format!("{line}\n").as_bytes()).await?;
+            let mut answer = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !answer.ends_with(PROMPT) {
+                let n = self.stream.read(&mut buffer).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "HAProxy closed the connection"));
+                }
+                answer.extend_from_slice(&buffer[..n]);
+                if answer.len() > MAX_RESPONSE {
+                    return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "answer too long"));
+                }
+            }
+            answer.truncate(answer.len() - PROMPT.len());
+            Ok(answer)
+        };
+        let bytes = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| RuntimeError::Timeout { target: target.clone(), command: line.to_string(), timeout })?
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::FileTooLarge => RuntimeError::TooLong { target: target.clone(), command: line.to_string() },
+                _ => RuntimeError::Io { target: target.clone(), source },
+            })?;
+        String::from_utf8(bytes).map_err(|_| RuntimeError::NotText { target, command: line.to_string() })
+    }
+
+    /// Runs `command`; an answer other than its success answer is an error.
+    pub async fn run(&mut self, command: &Command) -> Result<(), RuntimeError> {
+        let line = command.to_string();
+        let response = self.send(&line).await?;
+        if command.accepts(&response) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Refused { target: self.target.clone(), command: line, response: response.trim().to_string() })
         }
     }
 }

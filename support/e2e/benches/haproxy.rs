@@ -96,8 +96,7 @@ async fn run(push: bool) -> Figures {
         to_switch.extend(changes.iter().find(|(t, addr, up)| *t >= *at && *up && addr == master).map(|(t, _, _)| *t - *at));
         errored.push(tally.rejected.iter().filter(|(_, t)| *t >= *at && *t <= end).count());
     }
-    let pushes: Vec<Duration> = stack
-        .dnsd_log()
+    let pushes: Vec<Duration> = without_ansi(&stack.dnsd_log())
         .lines()
         .filter(|l| l.contains("pushed to HAProxy") && l.contains("redis_master/master1 addr"))
         .filter_map(|l| l.split(" ms=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
@@ -150,10 +149,43 @@ impl SlotPoller {
     }
 }
 
+/// `text` without terminal colour codes (`ESC [ ... m`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A chunked HTTP body (HAProxy's stats page is chunked even for HTTP/1.0) put together.
+fn dechunk(body: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
 /// `redis_master/master1`'s address and whether it is UP, from the stats CSV.
-fn write_slot(csv: &str) -> Option<(SocketAddr, bool)> {
-    let body = csv.split("\r\n\r\n").nth(1).unwrap_or(csv);
-    let mut lines = body.lines();
+fn write_slot(body: &str) -> Option<(SocketAddr, bool)> {
+    let csv = dechunk(body)?;
+    let mut lines = csv.lines();
     let header: Vec<&str> = lines.find(|l| l.starts_with("# "))?.trim_start_matches("# ").split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
     let (addr, status) = (col("addr")?, col("status")?);
