@@ -62,8 +62,10 @@ async fn a_push_to_an_unknown_backend_or_an_absent_haproxy_fails() {
         Err(PushError::State { backend, .. }) => assert_eq!(backend, "no_such_backend"),
         other => panic!("expected the unknown backend reported, got {other:?}"),
     }
-    // The slot never resolved (silent nameserver): the address is refused, and said so.
+    // The slot never resolved (silent nameserver): the address is refused, and said so,
+    // and the slot is not readied at the address it had.
     assert!(matches!(sync(&runtime(&haproxy), &config("redis_master"), &want).await, Err(PushError::Runtime(RuntimeError::Refused { .. }))));
+    assert!(!slots(haproxy.runtime.as_ref().unwrap(), "redis_master")[0].1, "not readied after a refused address");
     let dir = tempfile::tempdir().unwrap();
     let absent = Runtime::new(Target::Unix(dir.path().join("absent.sock")), Duration::from_secs(2));
     assert!(matches!(sync(&absent, &config("redis_master"), &want).await, Err(PushError::Runtime(RuntimeError::Io { .. }))));

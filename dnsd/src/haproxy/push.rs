@@ -8,7 +8,7 @@ use service::backoff::Backoff;
 use service::Shutdown;
 
 use super::plan::{self, Command, StateError};
-use super::runtime::{Runtime, RuntimeError, Session};
+use super::runtime::{batches, Runtime, RuntimeError, Session};
 use super::hold::{desired_master, holding, Desired, HOLD_MAX};
 use super::{wanted, HaproxyConfig, Wanted};
 use crate::live::Live;
@@ -103,10 +103,11 @@ pub async fn sync(runtime: &Runtime, config: &HaproxyConfig, want: &Wanted) -> R
     Ok(commands)
 }
 
-/// Runs `commands` in order, stopping at the first that fails.
+/// Runs `commands` in order, a batch per round trip, stopping at the first batch
+/// with a refusal.
 pub async fn run_all(session: &mut Session, commands: &[Command]) -> Result<(), RuntimeError> {
-    for command in commands {
-        session.run(command).await?;
+    for batch in batches(commands) {
+        session.run_all(batch).await?;
     }
     Ok(())
 }

@@ -116,6 +116,8 @@ pub struct Session {
     stream: Box<dyn Stream>,
     target: String,
     timeout: Duration,
+    /// `prompt` was sent (it goes out with the first commands, saving a round trip).
+    prompting: bool,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -139,21 +141,37 @@ impl Runtime {
             .await
             .map_err(|_| RuntimeError::Timeout { target: target.clone(), command: "prompt".into(), timeout: self.timeout })?
             .map_err(|source| RuntimeError::Io { target: target.clone(), source })?;
-        let mut session = Session { stream, target, timeout: self.timeout };
-        session.send("prompt").await?;
-        Ok(session)
+        Ok(Session { stream, target, timeout: self.timeout, prompting: false })
     }
 }
 
 impl Session {
     /// Sends `line` and returns HAProxy's answer (without the prompt).
     pub async fn send(&mut self, line: &str) -> Result<String, RuntimeError> {
+        let mut answers = self.send_all(&[line.to_string()]).await?;
+        Ok(answers.pop().unwrap_or_default())
+    }
+
+    /// Sends `lines` in one write (HAProxy runs them in order) and returns their
+    /// answers, in order. Mid-move this is one round trip instead of one per command.
+    pub async fn send_all(&mut self, lines: &[String]) -> Result<Vec<String>, RuntimeError> {
         let (target, timeout) = (self.target.clone(), self.timeout);
+        let what = lines.join("; ");
+        let mut out = String::new();
+        let mut expected = lines.len();
+        if !self.prompting {
+            out.push_str("prompt\n");
+            expected += 1;
+        }
+        for line in lines {
+            out.push_str(line);
+            out.push('\n');
+        }
         let exchange = async {
-            self.stream.write_all(format!("{line}\n").as_bytes()).await?;
+            self.stream.write_all(out.as_bytes()).await?;
             let mut answer = Vec::new();
             let mut buffer = [0u8; 4096];
-            while !answer.ends_with(PROMPT) {
+            while count(&answer, PROMPT) < expected {
                 let n = self.stream.read(&mut buffer).await?;
                 if n == 0 {
                     return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "HAProxy closed the connection"));
@@ -163,29 +181,80 @@ impl Session {
                     return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "answer too long"));
                 }
             }
-            answer.truncate(answer.len() - PROMPT.len());
             Ok(answer)
         };
         let bytes = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| RuntimeError::Timeout { target: target.clone(), command: line.to_string(), timeout })?
+            .map_err(|_| RuntimeError::Timeout { target: target.clone(), command: what.clone(), timeout })?
             .map_err(|source| match source.kind() {
-                std::io::ErrorKind::FileTooLarge => RuntimeError::TooLong { target: target.clone(), command: line.to_string() },
+                std::io::ErrorKind::FileTooLarge => RuntimeError::TooLong { target: target.clone(), command: what.clone() },
                 _ => RuntimeError::Io { target: target.clone(), source },
             })?;
-        String::from_utf8(bytes).map_err(|_| RuntimeError::NotText { target, command: line.to_string() })
+        let text = String::from_utf8(bytes).map_err(|_| RuntimeError::NotText { target, command: what })?;
+        let mut answers: Vec<String> = text.split("\n> ").map(str::to_string).collect();
+        answers.pop(); // after the last prompt: nothing
+        if !self.prompting {
+            answers.remove(0); // the answer to `prompt`
+            self.prompting = true;
+        }
+        Ok(answers)
     }
 
     /// Runs `command`; an answer other than its success answer is an error.
     pub async fn run(&mut self, command: &Command) -> Result<(), RuntimeError> {
-        let line = command.to_string();
-        let response = self.send(&line).await?;
-        if command.accepts(&response) {
-            Ok(())
-        } else {
-            Err(RuntimeError::Refused { target: self.target.clone(), command: line, response: response.trim().to_string() })
+        self.run_all(std::slice::from_ref(command)).await
+    }
+
+    /// Runs `commands` in one round trip; the first whose answer is not its success
+    /// answer is the error. HAProxy runs the later ones all the same, so callers only
+    /// batch commands that are safe whatever an earlier one did ([`batches`]).
+    pub async fn run_all(&mut self, commands: &[Command]) -> Result<(), RuntimeError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = commands.iter().map(ToString::to_string).collect();
+        let answers = self.send_all(&lines).await?;
+        for (i, (command, line)) in commands.iter().zip(lines).enumerate() {
+            let response = answers.get(i).map_or("", String::as_str);
+            if !command.accepts(response) {
+                return Err(RuntimeError::Refused { target: self.target.clone(), command: line, response: response.trim().to_string() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `commands` cut after every address change: what follows one (`health up`,
+/// `state ready`) must not run if HAProxy refused the address, or the slot would be
+/// readied at its old one.
+pub fn batches(commands: &[Command]) -> Vec<&[Command]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, command) in commands.iter().enumerate() {
+        if matches!(command, Command::Addr { .. }) {
+            out.push(&commands[start..=i]);
+            start = i + 1;
         }
     }
+    if start < commands.len() {
+        out.push(&commands[start..]);
+    }
+    out
+}
+
+/// Non-overlapping occurrences of `needle` in `haystack`.
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i + needle.len() <= haystack.len() {
+        if &haystack[i..i + needle.len()] == needle {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &str) -> std::io::Result<Vec<u8>> {
@@ -202,6 +271,27 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_end_at_each_address_change() {
+        let (b, s) = ("w".to_string(), "master1".to_string());
+        let maint = Command::Maint { backend: b.clone(), server: s.clone() };
+        let addr = Command::Addr { backend: b.clone(), server: s.clone(), address: ([10, 0, 0, 2], 6379).into() };
+        let ready = Command::Ready { backend: b, server: s };
+        let commands = [maint.clone(), addr.clone(), ready.clone(), addr.clone(), ready.clone()];
+        let cut = batches(&commands);
+        assert_eq!(cut, [&[maint.clone(), addr.clone()][..], &[ready.clone(), addr.clone()][..], &[ready.clone()][..]]);
+        assert_eq!(batches(&[maint.clone(), ready.clone()]), [&[maint, ready][..]]);
+        assert!(batches(&[]).is_empty());
+        assert_eq!(batches(std::slice::from_ref(&addr)), [std::slice::from_ref(&addr)]);
+    }
+
+    #[test]
+    fn prompts_are_counted_without_overlap() {
+        assert_eq!(count(b"\n> \n> x\n> ", PROMPT), 3);
+        assert_eq!(count(b"", PROMPT), 0);
+        assert_eq!(count(b"\n>", PROMPT), 0);
+    }
 
     #[test]
     fn targets_are_socket_addresses_or_absolute_paths() {
