@@ -21,7 +21,9 @@ use std::net::{IpAddr, SocketAddr};
 /// `srv_admin_state` bits (HAProxy `enum srv_admin`): forced, inherited,
 /// configuration and resolution maintenance. Any of them keeps a slot from taking
 /// sessions. (0x40, `HMAINT`, only says the FQDN came from an SRV record.)
-const ADMIN_MAINT_BITS: u32 = 0x01 | 0x02 | 0x04 | 0x20;
+const ADMIN_MAINT_BITS: u32 = ADMIN_FORCED_MAINT | 0x02 | 0x04 | 0x20;
+/// `SRV_ADMF_FMAINT`: maintenance forced from the runtime API.
+const ADMIN_FORCED_MAINT: u32 = 0x01;
 /// `srv_op_state` of a server that is down (`SRV_ST_STOPPED`).
 const OP_STOPPED: u32 = 0;
 
@@ -39,6 +41,13 @@ impl Slot {
     /// In maintenance of any kind: takes no sessions whatever its checks say.
     pub fn in_maintenance(&self) -> bool {
         self.admin_state & ADMIN_MAINT_BITS != 0
+    }
+
+    /// In maintenance set through the runtime API (`FMAINT`), which only the runtime API
+    /// lifts; resolution maintenance comes and goes with DNS answers (and HAProxy 2.6
+    /// even lifts it on a refused `set server addr`).
+    pub fn forced_maintenance(&self) -> bool {
+        self.admin_state & ADMIN_FORCED_MAINT != 0
     }
 
     /// Takes new sessions (not in maintenance, and its checks do not say it is down).
@@ -142,14 +151,14 @@ pub fn plan_write(backend: &str, slots: &[Slot], master: Option<SocketAddr>, hol
     let Some(slot) = slots.first() else { return Vec::new() };
     let (b, s) = (backend.to_string(), slot.name.clone());
     if hold.is_some() && hold != master {
-        return if slot.in_maintenance() { Vec::new() } else { vec![Command::Maint { backend: b, server: s }] };
+        return if slot.forced_maintenance() { Vec::new() } else { vec![Command::Maint { backend: b, server: s }] };
     }
     let Some(master) = master else { return Vec::new() };
     if slot.address == Some(master) {
         return if slot.in_maintenance() { vec![Command::Ready { backend: b, server: s }] } else { Vec::new() };
     }
     // A held slot is already out of service: one command less mid-move.
-    let maint = (!slot.in_maintenance()).then(|| Command::Maint { backend: b.clone(), server: s.clone() });
+    let maint = (!slot.forced_maintenance()).then(|| Command::Maint { backend: b.clone(), server: s.clone() });
     maint.into_iter().chain([
         Command::ShutdownSessions { backend: b.clone(), server: s.clone() },
         Command::Addr { backend: b.clone(), server: s.clone(), address: master },

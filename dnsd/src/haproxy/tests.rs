@@ -87,6 +87,11 @@ fn a_move_under_way_takes_the_old_master_out_of_service_until_it_is_published() 
     let held = [slot("master1", Some("10.0.0.1:6379"), 2, 1)];
     assert!(plan_write("w", &held, old, new).is_empty(), "already held");
     assert!(plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, 0x21)], None, new).is_empty());
+    // Resolution maintenance alone comes and goes with DNS: the hold forces its own.
+    assert_eq!(
+        names(&plan_write("w", &[slot("master1", Some("10.0.0.1:6379"), 0, 0x20)], old, new)),
+        ["set server w/master1 state maint"]
+    );
     assert_eq!(names(&plan_write("w", &[up("master1", "10.0.0.1:6379")], None, new)), ["set server w/master1 state maint"]);
     // Published: the ordinary switch, less the maint the hold already did.
     assert_eq!(plan_write("w", &held, new, new), plan_write("w", &serving, new, None)[1..]);
@@ -103,8 +108,13 @@ fn nothing_is_pushed_without_an_address_or_a_slot() {
 #[test]
 fn a_slot_that_never_resolved_is_still_pointed_at_the_master() {
     // HAProxy refuses the address (no family yet); the refusal is reported and DNS heals.
+    // The slot is forced out first: resolution maintenance alone would not keep it out.
     let commands = plan_write("w", &[slot("master1", None, 0, 32)], Some(addr("10.0.0.2:6379")), None);
-    assert!(names(&commands).contains(&"set server w/master1 addr 10.0.0.2 port 6379".to_string()));
+    assert_eq!(names(&commands)[..3], [
+        "set server w/master1 state maint",
+        "shutdown sessions server w/master1",
+        "set server w/master1 addr 10.0.0.2 port 6379",
+    ]);
 }
 
 #[test]
