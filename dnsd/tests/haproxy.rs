@@ -42,7 +42,7 @@ async fn refusals_are_errors_naming_the_command_and_answer() {
     assert!(matches!(api.run(&never_resolved).await, Err(RuntimeError::Refused { .. })));
     // What HAProxy does accept is not an error.
     api.run(&Command::Maint { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
-    assert_eq!(slots(haproxy.runtime.as_ref().unwrap(), "redis_master")[0].1, false);
+    assert!(!slots(haproxy.runtime.as_ref().unwrap(), "redis_master")[0].1, "held out of service");
     api.run(&Command::Ready { backend: "redis_master".into(), server: "master1".into() }).await.unwrap();
 
     // The same through one interactive session, as a push runs them.

@@ -87,8 +87,7 @@ impl Follower for DesiredFollower {
             .iter()
             .filter(|e| e.event_type() == EventType::Put)
             .filter_map(|e| e.kv())
-            .filter(|kv| kv.key() == self.key.as_bytes())
-            .next_back();
+            .rfind(|kv| kv.key() == self.key.as_bytes());
         if let Some(kv) = latest {
             match Topology::from_json(kv.value()) {
                 Ok(topology) => {
