@@ -103,3 +103,29 @@ async fn read_port(read: std::net::SocketAddr) -> u16 {
     let port: String = redis::cmd("CONFIG").arg("GET").arg("port").query_async::<Vec<String>>(&mut conn).await.unwrap().remove(1);
     port.parse().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_is_never_published_gives_the_old_master_back() {
+    let mut stack = push_stack();
+    let socket = stack.runtime.clone().unwrap();
+    stack.wait_registered().await;
+    let revision = stack.define(0, &[1, 2]).await;
+    stack.wait_applied(revision).await;
+    let old = stack.nodes[0].redis.addr();
+    harness::wait_until("the write slot at the master", WAIT, || ready_addresses(&socket, "redis_master") == [old]);
+
+    // No observer applies the new topology: nothing is published.
+    for (observer, _) in &mut stack.observers {
+        observer.process().kill();
+    }
+    stack.define(1, &[0, 2]).await;
+    harness::wait_until("the write slot held out of service", WAIT, || ready_addresses(&socket, "redis_master").is_empty());
+    harness::wait_until("the hold to lapse back to the old master", WAIT, || {
+        ready_addresses(&socket, "redis_master") == [old]
+    });
+    assert_eq!(stack.nodes[0].redis.role(), "master");
+    let through = Destination::Fixed(stack.write.unwrap());
+    let tally = Writer::start(through.clone(), "lapsed-ids", Pace { count: Some(50), ..PACE }).finish().await.unwrap();
+    let verdict = tally.check(&read_list(&through, "lapsed-ids", Duration::from_secs(10)).await.unwrap());
+    assert_eq!((verdict.acked, verdict.missing, verdict.phantom), (50, 0, 0), "{verdict}");
+}
