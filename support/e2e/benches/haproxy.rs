@@ -26,6 +26,10 @@ struct Figures {
     unknown: usize,
     to_first_ack: (f64, f64),
     push: Option<(f64, f64)>,
+    /// The dictator's own figures per move: write pause (fence -> new master writable)
+    /// and the whole apply (until its answer, which the publish waits for).
+    pause: (f64, f64),
+    apply: (f64, f64),
     verdict: String,
 }
 
@@ -48,6 +52,8 @@ async fn main() {
         "| dnsd zone change -> HAProxy acknowledged the push (ms) | - | {} |",
         push.push.map_or("-".to_string(), cell)
     );
+    println!("| the dictator's write pause, fence -> new master writable (ms) | {} | {} |", cell(dns.pause), cell(push.pause));
+    println!("| the dictator's whole apply, until its answer (ms) | {} | {} |", cell(dns.apply), cell(push.apply));
     println!("DNS only: {}", dns.verdict);
     println!("push:     {}", push.verdict);
 }
@@ -93,7 +99,19 @@ async fn run(push: bool) -> Figures {
         .filter_map(|l| l.split(" ms=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
         .map(|ms| Duration::from_secs_f64(ms / 1000.0))
         .collect();
+    let dictator = without_ansi(&stack.dictator_log());
+    let field = |name: &str| -> Vec<Duration> {
+        dictator
+            .lines()
+            .filter(|l| l.contains(" applied ") && l.contains("write_pause_ms"))
+            .filter_map(|l| l.split(&format!(" {name}=")).nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .skip(1) // the first apply sets the topology up; the moves follow
+            .collect()
+    };
     Figures {
+        pause: median_max_ms(&field("write_pause_ms")),
+        apply: median_max_ms(&field("total_ms")),
         window: median_max_ms(&windows),
         errored_per_move: (tally.rejected.len() as f64 / MOVES as f64, errored.iter().copied().max().unwrap_or(0)),
         unknown: tally.unknown.len(),

@@ -150,6 +150,11 @@ impl Stack {
         .await;
     }
 
+    /// The dictator's log so far.
+    pub fn dictator_log(&self) -> String {
+        self._dictator.log()
+    }
+
     /// dnsd's log so far.
     pub fn dnsd_log(&self) -> String {
         self._dnsd.log()
