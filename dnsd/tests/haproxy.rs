@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dnsd::haproxy::plan::Command;
-use dnsd::haproxy::push::{sync, PushError};
+use dnsd::haproxy::push::{run_all, sync, PushError};
 use dnsd::haproxy::runtime::{Runtime, RuntimeError, Target};
 use dnsd::haproxy::{HaproxyConfig, Wanted};
 use harness::stack::{slots, Haproxy};
@@ -62,9 +62,20 @@ async fn a_push_to_an_unknown_backend_or_an_absent_haproxy_fails() {
         Err(PushError::State { backend, .. }) => assert_eq!(backend, "no_such_backend"),
         other => panic!("expected the unknown backend reported, got {other:?}"),
     }
-    // The slot never resolved (silent nameserver): the address is refused, and said so,
-    // and the slot is not readied at the address it had.
-    assert!(matches!(sync(&runtime(&haproxy), &config("redis_master"), &want).await, Err(PushError::Runtime(RuntimeError::Refused { .. }))));
+    // The slot never resolved (silent nameserver): the plan leaves it to DNS...
+    assert!(sync(&runtime(&haproxy), &config("redis_master"), &want).await.unwrap().is_empty());
+    // ...and a switch HAProxy refuses midway (the address) is reported, and the
+    // commands after it are not sent: the slot is not readied at the address it had.
+    let (backend, server) = ("redis_master".to_string(), "master1".to_string());
+    let switch = [
+        Command::Maint { backend: backend.clone(), server: server.clone() },
+        Command::ShutdownSessions { backend: backend.clone(), server: server.clone() },
+        Command::Addr { backend: backend.clone(), server: server.clone(), address: ([127, 0, 0, 1], 6379).into() },
+        Command::HealthUp { backend: backend.clone(), server: server.clone() },
+        Command::Ready { backend, server },
+    ];
+    let mut session = runtime(&haproxy).session().await.unwrap();
+    assert!(matches!(run_all(&mut session, &switch).await, Err(RuntimeError::Refused { .. })));
     assert!(!slots(haproxy.runtime.as_ref().unwrap(), "redis_master")[0].1, "not readied after a refused address");
     let dir = tempfile::tempdir().unwrap();
     let absent = Runtime::new(Target::Unix(dir.path().join("absent.sock")), Duration::from_secs(2));

@@ -154,6 +154,11 @@ pub fn plan_write(backend: &str, slots: &[Slot], master: Option<SocketAddr>, hol
         return if slot.forced_maintenance() { Vec::new() } else { vec![Command::Maint { backend: b, server: s }] };
     }
     let Some(master) = master else { return Vec::new() };
+    // A slot that never had an address cannot be given one at run time (HAProxy 2.6
+    // refuses: no address family yet); DNS resolution gives it its first.
+    if slot.address.is_none() {
+        return Vec::new();
+    }
     if slot.address == Some(master) {
         return if slot.in_maintenance() { vec![Command::Ready { backend: b, server: s }] } else { Vec::new() };
     }
