@@ -11,7 +11,11 @@
 //!   outcomes (sent, then the connection dropped);
 //! - topology written to etcd -> the first write acknowledged by the new master;
 //! - push config only: push-to-switch, dnsd's zone change (the move published) ->
-//!   HAProxy acknowledged the last command of the push (dnsd's log).
+//!   HAProxy acknowledged the last command of the push (dnsd's log);
+//! - the dictator's write pause and whole apply (its log), the part of the window
+//!   that is the move itself.
+//!
+//! `BENCH_TRACE=1` also prints the slowest move, dnsd's pushes and HAProxy's log.
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +103,13 @@ async fn run(push: bool) -> Figures {
         .filter_map(|l| l.split(" ms=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
         .map(|ms| Duration::from_secs_f64(ms / 1000.0))
         .collect();
+    // A move far slower than the rest: show what dnsd and HAProxy did (not a verdict).
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        let slowest = windows.iter().enumerate().max_by_key(|(_, w)| **w).map(|(i, w)| (i, *w));
+        eprintln!("slowest move: {slowest:?}");
+        eprintln!("{}", without_ansi(&stack.dnsd_log()).lines().filter(|l| l.contains("HAProxy") || l.contains("published")).collect::<Vec<_>>().join("\n"));
+        eprintln!("{}", stack.haproxy_log(200_000));
+    }
     let dictator = without_ansi(&stack.dictator_log());
     let field = |name: &str| -> Vec<Duration> {
         dictator

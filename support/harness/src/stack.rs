@@ -150,6 +150,11 @@ impl Stack {
         .await;
     }
 
+    /// HAProxy's log so far (the last `bytes`).
+    pub fn haproxy_log(&self, bytes: u64) -> String {
+        self._haproxy.as_ref().map_or(String::new(), |h| h.process.log_tail(bytes))
+    }
+
     /// The dictator's log so far.
     pub fn dictator_log(&self) -> String {
         self._dictator.log()
