@@ -136,6 +136,8 @@ for env in "$root"/deploy/env/*.env; do
     keep "$env" "$destdir$sysconfdir/redis-topology/$(basename "$env")"
 done
 keep "$root/deploy/haproxy/haproxy.cfg" "$destdir$sysconfdir/redis-topology/haproxy.cfg"
+# Code, not settings: always the repository's.
+put "$root/deploy/haproxy/wait-for-server.lua" "$destdir$sysconfdir/redis-topology/wait-for-server.lua" 0644
 
 if [ -z "$destdir" ]; then
     echo "install.sh: done. Next: edit $sysconfdir/redis-topology/*.env, then"

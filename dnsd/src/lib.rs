@@ -22,11 +22,14 @@
 //! - [`sentinel_server`]: the `--sentinel-listen` TCP listener around it, and this
 //!   replica's `/sentinels/<run id>` registration;
 //! - [`api`]: the axum routes;
-//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it.
+//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it;
+//! - [`haproxy`]: pushes the published master and slaves to HAProxy's runtime API
+//!   (`--haproxy-runtime`) the moment the zone changes.
 
 pub mod api;
 pub mod authority;
 pub mod domain;
+pub mod haproxy;
 pub mod live;
 pub mod publish;
 pub mod sentinel;
@@ -63,6 +66,8 @@ pub struct Config {
     pub etcd: EtcdArgs,
     /// Where to answer the Sentinel protocol, if anywhere.
     pub sentinel: Option<SentinelConfig>,
+    /// Where to push the topology of one cluster (no targets: push nothing).
+    pub haproxy: haproxy::HaproxyConfig,
 }
 
 /// The Sentinel listener: where it binds, and the address other replicas and
@@ -105,6 +110,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
+    let pushers = haproxy::start(live.clone(), config.haproxy, config.etcd.clone(), &shutdown);
     let app = api::router(live, config.etcd, config.cluster);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
     let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {
@@ -135,6 +141,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = follower.await;
     for task in sentinel_tasks {
         let _ = task.await;
+    }
+    for pusher in pushers {
+        let _ = pusher.await;
     }
     http_result
         .context("HTTP task")?
