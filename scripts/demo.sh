@@ -8,7 +8,7 @@
 # Starts etcd, three redis-servers each with a node-agent, dnsd, the dictator,
 # the observer and HAProxy (deploy/haproxy/haproxy.cfg), defines the topology,
 # runs the counter through HAProxy while mess-with-cluster moves the master 10
-# times, prints the counter's tally and the DNS answers.
+# times (redis-topology switchover --wait), prints the counter's tally and the DNS answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -90,17 +90,16 @@ wait_http $write_port haproxy
 
 echo "demo: defining the topology: node-1 master, node-2 and node-3 slaves"
 for _ in $(seq 100); do
-    [ "$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD_ENDPOINTS get --prefix --keys-only /nodes/$cluster/ | grep -c .)" -ge 3 ] && break
+    [ "$("$bin/redis-topology" list --json | grep -o '"role":"[a-z]*"' | grep -c -e master -e slave)" -ge 3 ] && break
     sleep 0.1
 done
-scripts/define-topology.sh $cluster - <<JSON
-{"master": {"address": "node-1.$cluster.$domain"},
- "slaves": [{"address": "node-2.$cluster.$domain"}, {"address": "node-3.$cluster.$domain"}]}
-JSON
+"$bin/redis-topology" define $cluster --master node-1 --slave node-2 --slave node-3
+# Applied once roles, the topology and DNS agree.
 for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints=$ETCD_ENDPOINTS get --print-value-only /status/$cluster | grep -q '"result":"ok"' && break
+    "$bin/redis-topology" check $cluster >/dev/null && break
     sleep 0.1
 done
+"$bin/redis-topology" status $cluster
 
 echo "demo: counter writing ~1000 ids/s through HAProxy (127.0.0.1:$write_port) while the master moves 10 times"
 "$bin/counter" --redis 127.0.0.1:$write_port --duration-secs 3600 --json >"$state/counter.json" 2>"$state/counter.log" &
@@ -126,12 +125,13 @@ if [ "$verdict" -ne 0 ]; then echo "demo: the counter failed (exit $verdict: los
 if $keep; then
     cat <<EOF2
 demo: the cluster keeps running (pids in $state/pids; stop: kill \$(cat $state/pids)).
-  export ETCD_ENDPOINTS=$ETCD_ENDPOINTS NAMESERVER=$NAMESERVER
-  scripts/redis-cli.sh $cluster INFO replication       # the master, found through dnsd
+  export ETCD_ENDPOINTS=$ETCD_ENDPOINTS NAMESERVER=$NAMESERVER PATH=$bin:\$PATH
+  redis-topology list                                     # every node: role, health, lag, DNS
+  redis-topology switchover $cluster --to node-2 --wait   # move the master, see the report
+  redis-topology check                                    # roles, topology and DNS agree?
+  redis-topology history $cluster
   redis-cli -p $write_port SET k v                        # writes through HAProxy
   scripts/mess-with-cluster.sh $cluster 5 1               # move the master 5 times
-  dig -p $dns_port @127.0.0.1 SRV master.$cluster.$domain
-  etcdctl --endpoints=$ETCD_ENDPOINTS get /status/$cluster
   HAProxy stats: http://127.0.0.1:$stats_port/
 EOF2
 fi

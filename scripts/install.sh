@@ -30,7 +30,7 @@ unitdir=/etc/systemd/system
 sysconfdir=/etc
 bindir_src="$root/target/release"
 build=1
-binaries=(dictator dnsd observer node-agent counter)
+binaries=(dictator dnsd observer node-agent counter redis-topology)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
 need() { [ $# -ge 2 ] || { echo "install.sh: $1 needs a value" >&2; exit 2; }; }
@@ -114,6 +114,12 @@ echo "install.sh: binaries -> $destdir$prefix/bin"
 for bin in "${binaries[@]}"; do
     put "$bindir_src/$bin" "$destdir$prefix/bin/$bin" 0755
 done
+
+echo "install.sh: shell completions of redis-topology -> $destdir$prefix/share"
+"$bindir_src/redis-topology" completions bash > "$staging/redis-topology.bash"
+put "$staging/redis-topology.bash" "$destdir$prefix/share/bash-completion/completions/redis-topology" 0644
+"$bindir_src/redis-topology" completions zsh > "$staging/_redis-topology"
+put "$staging/_redis-topology" "$destdir$prefix/share/zsh/site-functions/_redis-topology" 0644
 
 echo "install.sh: systemd units -> $destdir$unitdir"
 for unit in "$root"/deploy/systemd/*.service; do

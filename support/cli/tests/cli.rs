@@ -182,3 +182,40 @@ async fn every_request_to_a_service_gets_an_access_log_line() {
             && log.lines().any(|l| l.contains("uri=/nowhere") && l.contains("status=404"))
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_are_thin_wrappers_around_the_command() {
+    let stack = Stack::start(StackOptions::default());
+    stack.wait_registered().await;
+    let script = |name: &str, args: &[&str]| {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        Command::new(repo.join("scripts").join(name))
+            .args(args)
+            .env("REDIS_TOPOLOGY_BIN_DIR", harness::binary("redis-topology").parent().unwrap())
+            .env("ETCD_ENDPOINTS", stack.etcd.endpoint())
+            .env_remove("ETCD_PREFIX")
+            .env_remove("DOMAIN")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let topology = std::env::temp_dir().join(format!("cli-test-topology-{}.json", std::process::id()));
+    std::fs::write(&topology, stack.topology(0, &[1, 2])).unwrap();
+    let out = script("define-topology.sh", &[CLUSTER, topology.to_str().unwrap()]);
+    std::fs::remove_file(&topology).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revision: i64 = stdout(&out).split("(revision ").nth(1).and_then(|r| r.split(')').next()).unwrap().parse().unwrap();
+    stack.wait_applied(revision).await;
+
+    let out = script("apply-topology.sh", &[CLUSTER]);
+    assert!(out.status.success() && stdout(&out).starts_with("triggered redis-1: "), "{}", stderr(&out));
+
+    let out = script("mess-with-cluster.sh", &[CLUSTER, "3", "0"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for line in ["move 1: master is now node-2 (ok)", "move 2: master is now node-3 (ok)", "move 3: master is now node-1 (ok)"] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert_eq!(stack.nodes[0].redis.role(), "master");
+    assert_eq!(stack.nodes[1].redis.role(), "slave");
+}

@@ -377,6 +377,9 @@ fn install_sh_is_idempotent_keeps_settings_and_follows_the_prefix() {
     let unit = std::fs::read_to_string(dest.path().join("etc/systemd/system/dnsd.service")).unwrap();
     assert!(unit.contains("ExecStart=/opt/redis-topology/bin/dnsd\n"), "ExecStart follows --prefix:\n{unit}");
     assert!(dest.path().join("opt/redis-topology/bin/node-agent").is_file());
+    assert!(dest.path().join("opt/redis-topology/bin/redis-topology").is_file());
+    let completions = std::fs::read_to_string(dest.path().join("opt/redis-topology/share/bash-completion/completions/redis-topology")).unwrap();
+    assert!(completions.contains("switchover"), "bash completions of redis-topology installed");
     for env in files("deploy/env", ".env") {
         assert!(dest.path().join("etc/redis-topology").join(file_name(&env)).is_file(), "{} installed", file_name(&env));
     }
