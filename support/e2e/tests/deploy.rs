@@ -506,6 +506,20 @@ impl NotifySocket {
         }
     }
 
+    /// Waits until a STATUS= line containing `text` has arrived.
+    fn wait_status(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !self.seen.iter().flat_map(|m| m.lines()).any(|l| l.starts_with("STATUS=") && l.contains(text)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no STATUS with {text:?} within {timeout:?}; received: {:?}", self.messages());
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
     fn count(&self, line: &str) -> usize {
         self.seen.iter().filter(|m| m.lines().any(|l| l == line)).count()
     }
@@ -605,7 +619,25 @@ fn observer_is_ready_once_etcd_answers_and_http_listens() {
     );
     notify.wait_for("READY=1", Duration::from_secs(20));
     assert!(harness::etcd::http_get(port, "/healthz").is_some(), "READY=1 before the endpoint answers");
+    // STATUS= follows what the observer does, not only its start.
+    notify.wait_status("leading: applying topologies", Duration::from_secs(20));
     watchdog_then_stop(service, &mut notify);
+}
+
+#[test]
+fn observer_status_says_when_it_no_longer_leads() {
+    let mut etcd = Etcd::start();
+    let mut notify = NotifySocket::bind();
+    let listen = format!("127.0.0.1:{}", harness::free_port());
+    let _service = start(
+        "observer",
+        &["--listen", &listen, "--etcd-endpoints", &etcd.endpoint(), "--election-ttl-secs", "2",
+          "--dictator", "http://127.0.0.1:9", "--dnsd", "http://127.0.0.1:9"],
+        &notify,
+    );
+    notify.wait_status("leading: applying topologies", Duration::from_secs(20));
+    etcd.kill();
+    notify.wait_status("not leading: ", Duration::from_secs(30));
 }
 
 #[test]
