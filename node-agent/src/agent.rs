@@ -71,8 +71,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             service::systemd::ready(&format!("registered at {ready_key}"));
         }
     });
-    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone());
+    let metrics = service::metrics::install(&[("cluster", &config.cluster), ("node", &config.node)])?;
+    metrics::describe_gauge!("redis_topology_node_agent_redis_up", "1 while redis answers the agent's probe.");
+    metrics::describe_gauge!("redis_topology_node_agent_redis_role", "1 on the role redis reports (master, slave, unknown when down).");
+    metrics::describe_gauge!("redis_topology_node_agent_replication_offset_bytes", "master_repl_offset on a master, slave_repl_offset on a replica.");
+    metrics::describe_gauge!("redis_topology_node_agent_etcd_connected", "1 while etcd answers the agent.");
+    metrics::describe_gauge!("redis_topology_node_agent_registered", "1 while the registration is in etcd under the agent's lease.");
+    let scraped = status_rx.clone();
+    let metrics = service::metrics::routes(metrics, move || record_registration(&scraped.borrow()));
+    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone()).merge(metrics);
     tracing::info!(address = %config.listen, "HTTP API listening");
+    let app = service::http::access_log(app);
     let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.requested()).into_future());
     let registry = Registry::new(config.etcd.clone(), node_key.clone(), trigger_key, config.lease_ttl, status_tx.clone());
     let registering = tokio::spawn(registry.run(desired_rx, shutdown.clone()).instrument(span.clone()));
@@ -139,6 +148,7 @@ async fn probe_loop(
             Probe::Down { error } => (Some(error.clone()), None),
             Probe::Up(state) => (None, Some((state.run_id.clone(), role_name(state.role)))),
         };
+        record_probe(&probe);
         let decision = tracker.observe(probe, Instant::now(), unix_ms());
         for event in &decision.events {
             match event {
@@ -160,6 +170,29 @@ async fn probe_loop(
         });
         desired.send_replace(Desired { registration: Some(decision.registration), triggers });
     }
+}
+
+/// The probe's gauges: redis up, its role (1 on the current one), its
+/// replication offset.
+fn record_probe(probe: &Probe) {
+    let up = matches!(probe, Probe::Up(_));
+    metrics::gauge!("redis_topology_node_agent_redis_up").set(if up { 1.0 } else { 0.0 });
+    let role = match probe {
+        Probe::Up(state) => role_name(state.role),
+        Probe::Down { .. } => "unknown",
+    };
+    for name in ["master", "slave", "unknown"] {
+        metrics::gauge!("redis_topology_node_agent_redis_role", "role" => name).set(if name == role { 1.0 } else { 0.0 });
+    }
+    if let Probe::Up(state) = probe {
+        metrics::gauge!("redis_topology_node_agent_replication_offset_bytes").set(state.offset as f64);
+    }
+}
+
+/// The lease's gauges, at scrape time: etcd reached, registration held.
+fn record_registration(status: &Status) {
+    metrics::gauge!("redis_topology_node_agent_etcd_connected").set(if status.etcd_connected { 1.0 } else { 0.0 });
+    metrics::gauge!("redis_topology_node_agent_registered").set(if status.registered { 1.0 } else { 0.0 });
 }
 
 fn unix_ms() -> u64 {

@@ -111,6 +111,7 @@ impl Term {
         }
         tracing::info!(observer = %self.cx.observer_id, "leader: reconciling every cluster");
         state.leader.store(true, Ordering::SeqCst);
+        metrics::gauge!("redis_topology_observer_leader").set(1.0);
         service::systemd::status("leading: applying topologies and watching masters");
         let keys = self.cx.keys.clone();
         // Registrations: for failover, and for members whose role diverged.
@@ -149,6 +150,7 @@ impl Term {
         for (_, (_, task)) in self.workers.drain() {
             task.abort();
         }
+        metrics::gauge!("redis_topology_observer_leader").set(0.0);
         if state.leader.swap(false, Ordering::SeqCst) {
             tracing::warn!(observer = %self.cx.observer_id, workers, "no longer leading: workers stopped");
         }

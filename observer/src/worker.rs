@@ -51,12 +51,33 @@ pub struct Context {
     pub failovers: Mutex<HashMap<String, u64>>,
     /// Redis AUTH, to ask a master and its slaves directly before failing over.
     pub redis_auth: Credentials,
+    /// When each cluster's last round that applied (`ok` or `partial`)
+    /// finished, ms since the epoch: `/metrics` shows its age.
+    pub last_good_round: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
     fn count_failover(&self, cluster: &str) {
         let mut counts = self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *counts.entry(cluster.to_string()).or_default() += 1;
+        metrics::counter!("redis_topology_observer_failovers_total", "cluster" => cluster.to_string()).increment(1);
+    }
+
+    /// Counts a recorded round; one that applied resets its cluster's age.
+    fn count_round(&self, cluster: &str, result: &str, finished_ms: u64) {
+        metrics::counter!("redis_topology_observer_rounds_total", "cluster" => cluster.to_string(), "result" => result.to_string()).increment(1);
+        if result == "ok" || result == Stage::Partial.as_str() {
+            self.last_good_round.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cluster.to_string(), finished_ms);
+        }
+    }
+
+    /// Sets the scrape-time gauges: seconds since each cluster's last good round.
+    pub fn refresh_metrics(&self, now_ms: u64) {
+        let last = self.last_good_round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (cluster, ms) in last.iter() {
+            metrics::gauge!("redis_topology_observer_last_good_round_age_seconds", "cluster" => cluster.clone())
+                .set(service::metrics::seconds_since(*ms, now_ms));
+        }
     }
 
     /// Failovers per cluster, for `/status`.
@@ -230,7 +251,7 @@ impl Reconciler {
                 if let Some(skipped) = &outcome.skipped {
                     tracing::warn!(cluster, topology_revision = desired.topology_revision, skipped = skipped.as_str(), "round: partial");
                 }
-                self.floor = self.record(outcome).await;
+                self.floor = self.record(outcome, true).await;
                 self.failover_note = None;
                 self.attempt = None;
                 tracing::info!(cluster, topology_revision = desired.topology_revision, "round: applied and published");
@@ -258,13 +279,13 @@ impl Reconciler {
                 };
                 if let Some(note) = self.after_refusal(snapshot, &error).await {
                     let outcome = round(Some(&error), failures, Some(note), diverged, None, error.report.clone());
-                    self.record(outcome).await;
+                    self.record(outcome, true).await;
                     self.waiting = None;
                     // Writing the topology wakes this worker through the leader's watch.
                     return Action::AwaitChange;
                 }
                 let outcome = round(Some(&error), failures, failover, diverged, Some(retry), error.report.clone());
-                self.record(outcome).await;
+                self.record(outcome, true).await;
                 match retry {
                     Retry::OnChange => {
                         tracing::warn!(cluster, %error, failures, "round failed; not retrying until the topology, a trigger or a registration changes");
@@ -387,7 +408,7 @@ impl Reconciler {
             reason: format!("failover: topology revision {revision} written"),
             master: Some(promotion.topology.master.to_string()),
         };
-        self.record(outcome).await;
+        self.record(outcome, false).await;
         Ok(Attempt { previous: topology.clone(), master_addr, promotion, revision })
     }
 
@@ -599,7 +620,8 @@ impl Reconciler {
     /// Writes `/status/<cluster>`, with the round added to the history, and
     /// returns the etcd revision it was written at; a failure is only logged
     /// (the next record wins).
-    async fn record(&mut self, outcome: StatusUpdate<'_>) -> Option<i64> {
+    /// `counted`: a round that applied, for the metrics (not a failover's decision).
+    async fn record(&mut self, outcome: StatusUpdate<'_>, counted: bool) -> Option<i64> {
         let cluster = self.cluster.as_str();
         let mut etcd = self.cx.etcd.clone();
         if self.history.is_none() {
@@ -611,6 +633,9 @@ impl Reconciler {
         }
         let history = self.history.get_or_insert_default();
         let mut status = outcome.status(&self.cx.observer_id, now_ms());
+        if counted {
+            self.cx.count_round(cluster, &status.result, status.finished_ms);
+        }
         push_history(history, status.history.remove(0));
         status.history = history.clone();
         let value = serde_json::to_string(&status).unwrap_or_default();

@@ -7,6 +7,7 @@
 //!   their environment variables, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown;
+//! - [`metrics`]: Prometheus `GET /metrics` from the `metrics` facade;
 //! - [`redis_auth`]: redis AUTH (`--redis-user`, `--redis-password-file`) for every
 //!   service that talks to redis, and connecting with it within timeouts;
 //! - [`redis_info`]: what an instance says in `INFO` (role, upstream, replication
@@ -22,6 +23,7 @@ pub mod backoff;
 pub mod cli;
 pub mod etcd;
 pub mod http;
+pub mod metrics;
 pub mod redis_auth;
 pub mod redis_info;
 pub mod resolve;
