@@ -79,7 +79,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::describe_gauge!("redis_topology_node_agent_registered", "1 while the registration is in etcd under the agent's lease.");
     let scraped = status_rx.clone();
     let metrics = service::metrics::routes(metrics, move || record_registration(&scraped.borrow()));
-    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone()).merge(metrics);
+    let me = crate::checks::Identity {
+        cluster: config.cluster.clone(),
+        node: config.node.clone(),
+        address: config.advertise_address.clone(),
+        port: config.advertise_port,
+    };
+    let checker = crate::checks::Checker::new(me, config.redis.clone(), config.credentials.clone(), config.etcd.clone());
+    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone(), checker).merge(metrics);
     tracing::info!(address = %config.listen, "HTTP API listening");
     let app = service::http::access_log(app);
     let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.requested()).into_future());

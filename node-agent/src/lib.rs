@@ -16,11 +16,13 @@
 //!    `/config/<cluster>/topology-trigger` when asked, and survives etcd outages by
 //!    reconnecting with backoff under a new lease; on shutdown it revokes the lease.
 //!
-//! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`);
+//! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`, and
+//! the load balancers' role checks `GET /master` and `GET /replica` of [`checks`]);
 //! [`config`] holds the settings; the retry schedule is `service::backoff`.
 
 pub mod agent;
 pub mod api;
+pub mod checks;
 pub mod config;
 pub mod probe;
 pub mod registry;
