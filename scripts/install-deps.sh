@@ -22,6 +22,7 @@ packages=(
     dnsperf            # dnsd tests and benchmark: DNS load
     systemd            # deploy tests: systemd-analyze verify on the shipped units
     prometheus         # metrics tests: promtool checks /metrics and deploy/monitoring's alert rules
+    chromium           # status page test: loads the observer's page headless, takes the README's screenshot
 )
 
 installed() {

@@ -150,6 +150,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             async move { Json(serde_json::json!({ "leader": leader, "failovers": failovers, "domain_error": domain_error })) }
         }),
     );
+    let page_cx = cx.clone();
+    let page_state = state.clone();
+    let app = app.route(
+        "/",
+        get(move || {
+            let (etcd, keys, names) = (page_cx.etcd.clone(), page_cx.keys.clone(), page_cx.names.clone());
+            let leader = page_state.leader.load(Ordering::SeqCst);
+            async move { axum::response::Html(observer::page::load(etcd, keys, &names, leader).await) }
+        }),
+    );
     let metrics_cx = cx.clone();
     let app = app.merge(service::metrics::routes(metrics, move || metrics_cx.refresh_metrics(topology::records::now_ms())));
     let shutdown = service::Shutdown::on_signals();
