@@ -25,7 +25,8 @@ domain=cluster.local
 # Fixed demo ports, all on 127.0.0.1.
 etcd_port=12379; etcd_peer=12380
 dictator_port=18000; dnsd_port=18001; dns_port=18053; observer_port=18002
-redis_ports=(17001 17002 17003); agent_ports=(18011 18012 18013)
+# DEMO_REDIS_PORTS="p1 p2 p3" moves the redis-servers when 17001-17003 are taken.
+read -r -a redis_ports <<<"${DEMO_REDIS_PORTS:-17001 17002 17003}"; agent_ports=(18011 18012 18013)
 write_port=16380; read_port=16381; stats_port=18404
 
 for p in $etcd_port $etcd_peer $dictator_port $dnsd_port $dns_port $observer_port \
