@@ -70,6 +70,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         if registered.wait_for(|s| s.registered).await.is_ok() {
             service::systemd::ready(&format!("registered at {ready_key}"));
         }
+        // From then on STATUS= follows redis and the registration.
+        let mut shown = String::new();
+        loop {
+            let line = status_line(&registered.borrow_and_update(), &ready_key);
+            if line != shown {
+                service::systemd::status(&line);
+                shown = line;
+            }
+            if registered.changed().await.is_err() {
+                return;
+            }
+        }
     });
     let metrics = service::metrics::install(&[("cluster", &config.cluster), ("node", &config.node)])?;
     metrics::describe_gauge!("redis_topology_node_agent_redis_up", "1 while redis answers the agent's probe.");
@@ -177,6 +189,23 @@ async fn probe_loop(
         });
         desired.send_replace(Desired { registration: Some(decision.registration), triggers });
     }
+}
+
+/// systemd's `STATUS=` line for what the agent knows now.
+pub fn status_line(status: &Status, key: &str) -> String {
+    let redis = match (status.redis_healthy, status.role) {
+        (true, Some(role)) => format!("redis up ({role})"),
+        (true, None) => "redis up".to_string(),
+        (false, _) => format!("redis DOWN ({})", status.redis_error.as_deref().unwrap_or("no answer")),
+    };
+    let etcd = if status.registered {
+        format!("registered at {key}")
+    } else if status.etcd_connected {
+        "not registered".to_string()
+    } else {
+        format!("etcd unreachable ({})", status.etcd_error.as_deref().unwrap_or("no answer"))
+    };
+    format!("{redis}; {etcd}")
 }
 
 /// The probe's gauges: redis up, its role (1 on the current one), its

@@ -643,7 +643,7 @@ fn observer_status_says_when_it_no_longer_leads() {
 #[test]
 fn node_agent_is_ready_once_its_registration_is_in_etcd() {
     let etcd = Etcd::start();
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let mut notify = NotifySocket::bind();
     let listen = format!("127.0.0.1:{}", harness::free_port());
     let service = start(
@@ -669,6 +669,10 @@ fn node_agent_is_ready_once_its_registration_is_in_etcd() {
         client.get("/nodes/redis-1/node-1", None).await.unwrap().kvs().len()
     });
     assert_eq!(registered, 1, "READY=1 before the registration is in etcd");
+    // STATUS= follows redis and the registration.
+    notify.wait_status("redis up (master); registered at /nodes/redis-1/node-1", Duration::from_secs(20));
+    redis.kill();
+    notify.wait_status("redis DOWN", Duration::from_secs(20));
     watchdog_then_stop(service, &mut notify);
 }
 
