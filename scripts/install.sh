@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs redis-topology: the binaries, the systemd units of deploy/systemd/ and
-# the example settings of deploy/env/ (plus HAProxy's config), for a machine or a
-# package.
+# Installs redis-topology: the binaries (with redis-topology's shell completions),
+# the systemd units of deploy/systemd/, the example settings of deploy/env/ (plus
+# HAProxy's configs) and deploy/monitoring/, for a machine or a package.
 #
 #   scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--unitdir DIR]
 #                      [--sysconfdir /etc] [--bin-dir DIR] [--no-build]
@@ -142,6 +142,12 @@ for env in "$root"/deploy/env/*.env; do
     keep "$env" "$destdir$sysconfdir/redis-topology/$(basename "$env")"
 done
 keep "$root/deploy/haproxy/haproxy.cfg" "$destdir$sysconfdir/redis-topology/haproxy.cfg"
+keep "$root/deploy/haproxy/haproxy-httpchk.cfg" "$destdir$sysconfdir/redis-topology/haproxy-httpchk.cfg"
+
+echo "install.sh: Grafana dashboard and Prometheus alert rules -> $destdir$prefix/share/redis-topology/monitoring"
+for file in "$root"/deploy/monitoring/*; do
+    put "$file" "$destdir$prefix/share/redis-topology/monitoring/$(basename "$file")" 0644
+done
 
 if [ -z "$destdir" ]; then
     echo "install.sh: done. Next: edit $sysconfdir/redis-topology/*.env, then"

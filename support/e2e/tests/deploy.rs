@@ -380,6 +380,8 @@ fn install_sh_is_idempotent_keeps_settings_and_follows_the_prefix() {
     assert!(dest.path().join("opt/redis-topology/bin/redis-topology").is_file());
     let completions = std::fs::read_to_string(dest.path().join("opt/redis-topology/share/bash-completion/completions/redis-topology")).unwrap();
     assert!(completions.contains("switchover"), "bash completions of redis-topology installed");
+    assert!(dest.path().join("etc/redis-topology/haproxy-httpchk.cfg").is_file());
+    assert!(dest.path().join("opt/redis-topology/share/redis-topology/monitoring/alerts.yml").is_file());
     for env in files("deploy/env", ".env") {
         assert!(dest.path().join("etc/redis-topology").join(file_name(&env)).is_file(), "{} installed", file_name(&env));
     }
