@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // /metrics: hickory's query counters, and the zone's etcd revision at scrape time.
     let metrics = service::metrics::install(&[])?;
     metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
+    metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
     metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
     let scraped = live.clone();
     let metrics = service::metrics::routes(metrics, move || {

@@ -74,6 +74,7 @@ async fn every_service_serves_valid_prometheus_metrics() {
     let dnsd = scrape("dnsd", port_of(&stack.dnsd_url));
     assert!(sample(&dnsd, "redis_topology_dnsd_zone_revision", &[]).unwrap_or(0.0) >= revision as f64, "{dnsd}");
     assert!(dnsd.contains("hickory_response_codes_total{"), "queries by response code: {dnsd}");
+    assert_eq!(sample(&dnsd, "redis_topology_dnsd_etcd_connected", &[]), Some(1.0), "{dnsd}");
     assert!(sample(&dnsd, "redis_topology_dnsd_queries_total", &[("type", "SRV"), ("rcode", "No Error")]).unwrap_or(0.0) >= 1.0, "queries by type and rcode: {dnsd}");
 
     let agent = scrape("node-agent", stack.nodes[0].agent_port);
