@@ -2,12 +2,12 @@
 //! roles, health, lag, the master DNS publishes, the last round and recent
 //! failovers. One self-contained HTML document: inline CSS, no script, no
 //! external asset; it reloads itself every [`REFRESH_SECS`] (meta refresh).
-//! The data is what `redis-topology list` shows ([`cli::model`]), read from
+//! The data is what `redis-topology list` shows (`topology::cluster`, read by `service::clusters`), read from
 //! etcd on each load; [`render`] is pure.
 
 use std::fmt::Write;
 
-use cli::model::{role_name, ClusterView};
+use topology::cluster::{clock_and_age, role_name, ClusterView};
 use topology::records::HistoryEntry;
 
 pub const REFRESH_SECS: u32 = 2;
@@ -15,7 +15,7 @@ pub const REFRESH_SECS: u32 = 2;
 /// Reads every cluster from etcd and renders the page; etcd unreachable is a
 /// page that says so.
 pub async fn load(etcd: etcd_client::Client, keys: topology::Keys, names: &topology::Names, leader: bool) -> String {
-    let mut store = cli::store::Store { etcd, keys };
+    let mut store = service::clusters::Store { etcd, keys };
     let now = topology::records::now_ms();
     match store.clusters(None).await {
         Ok(states) => {
@@ -82,7 +82,7 @@ pub fn render(clusters: &[ClusterPage], leader: bool, now_ms: u64) -> String {
          <title>redis-topology</title><style>{STYLE}</style></head><body><h1>redis-topology</h1>\
          <p class=\"meta\">This observer {}. Refreshes every {REFRESH_SECS} s; as of {}.</p>",
         if leader { "leads" } else { "does not lead" },
-        cli::render::when(now_ms, now_ms).split(' ').next().unwrap_or(""),
+        clock_and_age(now_ms, now_ms).split(' ').next().unwrap_or(""),
     );
     if clusters.is_empty() {
         html.push_str("<p>No clusters in etcd.</p>");
@@ -106,7 +106,7 @@ pub fn render(clusters: &[ClusterPage], leader: bool, now_ms: u64) -> String {
                     "<p>last round: <span class=\"{}\">{}</span> at {}{}{}</p>",
                     result_class(result),
                     esc(result),
-                    view.last_finished_ms.map_or_else(|| "-".to_string(), |ms| cli::render::when(ms, now_ms)),
+                    view.last_finished_ms.map_or_else(|| "-".to_string(), |ms| clock_and_age(ms, now_ms)),
                     view.last_round.as_ref().map_or(String::new(), |r| format!(", {}", esc(r))),
                     view.last_error.as_ref().map_or(String::new(), |e| format!(": {}", esc(e))),
                 );
@@ -140,7 +140,7 @@ pub fn render(clusters: &[ClusterPage], leader: bool, now_ms: u64) -> String {
         } else {
             html.push_str("<p>recent failovers:</p><ul>");
             for e in failovers {
-                let _ = write!(html, "<li>{}: {}</li>", cli::render::when(e.at_ms, now_ms), esc(&e.reason));
+                let _ = write!(html, "<li>{}: {}</li>", clock_and_age(e.at_ms, now_ms), esc(&e.reason));
             }
             html.push_str("</ul>");
         }
@@ -153,7 +153,7 @@ pub fn render(clusters: &[ClusterPage], leader: bool, now_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cli::model::NodeRow;
+    use topology::cluster::NodeRow;
     use topology::records::Role;
 
     fn page(result: &str) -> ClusterPage {

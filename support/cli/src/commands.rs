@@ -1,5 +1,5 @@
 //! One function per subcommand. Each reads etcd through [`Store`], lets
-//! [`crate::model`] decide, writes only once the input is valid, and prints a
+//! `topology::cluster` decide, writes only once the input is valid, and prints a
 //! table or (`--json`) JSON. Errors name the problem; nothing is written then.
 
 use std::io::{IsTerminal, Read};
@@ -11,9 +11,9 @@ use topology::records::now_ms;
 use topology::{Names, Topology};
 
 use crate::args::{Cli, Command, Define};
-use crate::model::{self, DnsAnswer, Outcome};
+use topology::cluster::{self as model, DnsAnswer, Outcome};
 use crate::render;
-use crate::store::{Store, StoreError};
+use service::clusters::{Store, StoreError};
 
 /// A failure that ends the command: bad input (nothing written) or etcd.
 #[derive(Debug, thiserror::Error)]

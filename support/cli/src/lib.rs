@@ -6,10 +6,11 @@
 //! Modules, I/O first, then the pure core:
 //! - [`args`]: the clap command line (also the source of shell completions);
 //! - [`commands`]: one function per subcommand: read, decide, write, print;
-//! - [`store`]: the only code that talks to etcd;
-//! - [`model`] (pure): a cluster as etcd holds it; the node table, the check of
-//!   roles against the topology and DNS, members named on the command line, the
-//!   topology of a switchover, and when a switchover is over;
+//! - `service::clusters`: the only code that talks to etcd (shared with the
+//!   observer's status page);
+//! - `topology::cluster` (pure): a cluster as etcd holds it; the node table, the
+//!   check of roles against the topology and DNS, members named on the command
+//!   line, the topology of a switchover, and when a switchover is over;
 //! - [`render`] (pure): human tables; `--json` prints the same data as JSON.
 //!
 //! Exit codes: 0 done (or `check`: all agree); 1 failed (a switchover the
@@ -18,6 +19,4 @@
 
 pub mod args;
 pub mod commands;
-pub mod model;
 pub mod render;
-pub mod store;

@@ -5,7 +5,7 @@ use comfy_table::{presets, Table};
 use serde_json::Value;
 use topology::records::{HistoryEntry, StatusRecord};
 
-use crate::model::{role_name, ClusterView};
+use topology::cluster::{clock_and_age as when, role_name, ClusterView};
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -15,13 +15,6 @@ fn table(header: &[&str]) -> Table {
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
-}
-
-/// `HH:MM:SS` UTC of a time in ms since the epoch, and how long ago.
-pub fn when(ms: u64, now_ms: u64) -> String {
-    let secs = ms / 1000;
-    let ago = now_ms.saturating_sub(ms) / 1000;
-    format!("{:02}:{:02}:{:02} ({ago}s ago)", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 /// A cluster's summary line and node table.
@@ -119,15 +112,4 @@ pub fn report(status: &StatusRecord) -> String {
         out += &format!("write pause: {pause:.2} ms, total {:.2} ms\n", report.get("total_ms").and_then(Value::as_f64).unwrap_or(0.0));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_as_utc_clock_and_age() {
-        assert_eq!(when(3_723_000, 3_733_000), "01:02:03 (10s ago)");
-        assert_eq!(when(5_000, 1_000), "00:00:05 (0s ago)", "a clock behind is no negative age");
-    }
 }

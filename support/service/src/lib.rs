@@ -1,6 +1,8 @@
 //! Plumbing shared by every redis-topology service, so each `main.rs` stays thin:
 //!
 //! - [`backoff`]: capped exponential backoff for reconnection loops;
+//! - [`clusters`]: every cluster's keys read from etcd, and the operator's writes
+//!   (`redis-topology`, the observer's status page);
 //! - [`etcd`]: the list-then-watch loop and the kept-alive lease every service
 //!   holds etcd with;
 //! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, `--log-format`) with
@@ -21,6 +23,7 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod clusters;
 pub mod etcd;
 pub mod http;
 pub mod metrics;

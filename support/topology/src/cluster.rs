@@ -1,13 +1,13 @@
-//! What one cluster looks like in etcd, and every decision the command makes
-//! from it, pure: the node table (role, health, lag, what DNS publishes), the
+//! What one cluster looks like in etcd, and every decision `redis-topology` and
+//! the observer's status page make from it, pure: the node table (role, health, lag, what DNS publishes), the
 //! check of roles against the desired topology and DNS, the members an operator
 //! names on the command line, and the topology of a switchover.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use topology::records::{NodeRecord, PublishedMember, PublishedTopology, Role, StatusRecord};
-use topology::{Address, Member, MemberName, Names, SpecError, Topology};
+use crate::records::{NodeRecord, PublishedMember, PublishedTopology, Role, StatusRecord};
+use crate::{Address, Member, MemberName, Names, SpecError, Topology};
 
 /// Everything etcd holds about one cluster.
 #[derive(Debug, Clone, Default)]
@@ -244,6 +244,13 @@ impl ClusterState {
     }
 }
 
+/// `HH:MM:SS` UTC of a time in ms since the epoch, and how long before `now_ms`.
+pub fn clock_and_age(ms: u64, now_ms: u64) -> String {
+    let secs = ms / 1000;
+    let ago = now_ms.saturating_sub(ms) / 1000;
+    format!("{:02}:{:02}:{:02} ({ago}s ago)", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+}
+
 /// What a nameserver answered for `_redis._tcp.master.<cluster>.<domain>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsAnswer {
@@ -266,7 +273,7 @@ pub fn member_arg(names: &Names, cluster: &str, arg: &str) -> Result<Member, Spe
     let invalid = |message: String| SpecError::Invalid { field: arg.to_string(), message };
     let is_label = !arg.is_empty() && !arg.contains(['.', ':']);
     if is_label {
-        topology::keys::validate_node_name(arg).map_err(|e| invalid(e.to_string()))?;
+        crate::keys::validate_node_name(arg).map_err(|e| invalid(e.to_string()))?;
         return Ok(Member::new(Address::Name(names.node(cluster, arg)), None));
     }
     Member::parse_host_port(arg).map_err(|e| invalid(e.to_string()))
@@ -376,6 +383,12 @@ mod tests {
             ..ClusterState::default()
         };
         (state, names)
+    }
+
+    #[test]
+    fn times_read_as_utc_clock_and_age() {
+        assert_eq!(clock_and_age(3_723_000, 3_733_000), "01:02:03 (10s ago)");
+        assert_eq!(clock_and_age(5_000, 1_000), "00:00:05 (0s ago)", "a clock behind is no negative age");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The command's only I/O with etcd: read every cluster's keys, write a
-//! topology (a plain put, as an operator's write always wins; a switchover
+//! Reading every cluster's keys from etcd into [`ClusterState`]s (for
+//! `redis-topology` and the observer's status page), and the operator's writes:
+//! a topology (a plain put, as an operator's write always wins; a switchover
 //! only over the topology it read), a trigger, the maintenance flag.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use topology::keys::Key;
 use topology::records::{NodeRecord, PublishedTopology, StatusRecord};
 use topology::{Keys, Topology};
 
-use crate::model::ClusterState;
+use topology::cluster::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
