@@ -111,7 +111,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
     let pushers = haproxy::start(live.clone(), config.haproxy, config.etcd.clone(), &shutdown);
-    let app = api::router(live, config.etcd, config.cluster);
+    // /metrics: hickory's query counters, and the zone's etcd revision at scrape time.
+    let metrics = service::metrics::install(&[])?;
+    metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
+    metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
+    metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
+    let scraped = live.clone();
+    let metrics = service::metrics::routes(metrics, move || {
+        metrics::gauge!("redis_topology_dnsd_zone_revision").set(scraped.state().revision() as f64);
+    });
+    let app = api::router(live, config.etcd, config.cluster).merge(metrics);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
     let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {
         let _ = http_bound_tx.send(address);
