@@ -93,12 +93,16 @@ async fn apply(
     let task = tokio::spawn(async move { state.dictator.apply_in_turn(&turn, &cluster, &topology, options).await });
     match task.await {
         Ok(Ok(report)) => {
-            record_metrics(&labels, &report);
+            let result = record_metrics(&labels, &report);
+            if !report.dry_run {
+                service::systemd::status(&format!("last apply: cluster {labels}, {result}, master {}", report.master));
+            }
             Json(report).into_response()
         }
         Ok(Err(e)) => {
-            metrics::counter!("redis_topology_dictator_applies_total", "cluster" => labels, "result" => error_result(status(&e)))
-                .increment(1);
+            let result = error_result(status(&e));
+            service::systemd::status(&format!("last apply: cluster {labels}, {result}: {e}"));
+            metrics::counter!("redis_topology_dictator_applies_total", "cluster" => labels, "result" => result).increment(1);
             e.into_response()
         }
         Err(e) => {
@@ -109,11 +113,12 @@ async fn apply(
 }
 
 /// Counts an apply that answered 2xx and times it: `ok`, `partial` (members
-/// in `failed`), `unchanged` (the topology already held) or `dry_run`.
-fn record_metrics(cluster: &str, report: &crate::apply::Report) {
+/// in `failed` or `quarantined`), `unchanged` (the topology already held) or
+/// `dry_run`. Returns that result.
+fn record_metrics(cluster: &str, report: &crate::apply::Report) -> &'static str {
     let result = if report.dry_run {
         "dry_run"
-    } else if !report.outcome.failed.is_empty() {
+    } else if !report.outcome.failed.is_empty() || !report.quarantined.is_empty() {
         "partial"
     } else if !report.changed {
         "unchanged"
@@ -128,6 +133,7 @@ fn record_metrics(cluster: &str, report: &crate::apply::Report) {
                 .record(report.outcome.write_pause_ms / 1000.0);
         }
     }
+    result
 }
 
 /// The `result` label of a refused or failed apply, by its status code.

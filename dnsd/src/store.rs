@@ -48,6 +48,7 @@ struct ZoneFollower {
 impl Follower for ZoneFollower {
     fn listed(&mut self, revision: i64, kvs: &[KeyValue]) {
         metrics::gauge!("redis_topology_dnsd_etcd_connected").set(1.0);
+        service::systemd::status(&format!("serving; following etcd from revision {revision}"));
         let mut registrations = Registrations::new();
         let mut published = Published::new();
         let mut sentinels = Sentinels::new();
@@ -90,8 +91,9 @@ impl Follower for ZoneFollower {
         }
     }
 
-    fn unavailable(&mut self, _error: &FollowError) {
+    fn unavailable(&mut self, error: &FollowError) {
         metrics::gauge!("redis_topology_dnsd_etcd_connected").set(0.0);
+        service::systemd::status(&format!("serving the last zone; etcd unreachable: {error}"));
         if let Some(first) = self.first_list.take() {
             let _ = first.send(false);
         }

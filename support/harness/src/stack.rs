@@ -257,7 +257,22 @@ fn socket_exists(path: &Path) -> bool {
 }
 
 /// One runtime-API command on `socket`, its whole answer (for tests and benches).
+/// HAProxy sometimes resets a stats connection while it is busy (a connection
+/// reset before any answer): that is tried again, twice, other errors are not.
 pub fn runtime_command(socket: &Path, line: &str) -> std::io::Result<String> {
+    let mut tries = 0;
+    loop {
+        match runtime_command_once(socket, line) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && tries < 2 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn runtime_command_once(socket: &Path, line: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
