@@ -152,6 +152,7 @@ mod tests {
             updated_ms: offset,
             upstream: None,
             fenced: false,
+            upstream_down: false,
         }
     }
 

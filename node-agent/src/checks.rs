@@ -245,6 +245,7 @@ mod tests {
             updated_ms: 0,
             upstream: None,
             fenced: false,
+            upstream_down: false,
         };
         Facts {
             redis: Some(Ok(RedisFacts { master, fenced, offset, upstream: (!master).then(|| "10.0.0.1:6379".into()), link_up: !master })),

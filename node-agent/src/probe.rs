@@ -2,10 +2,11 @@
 //! `INFO replication` and `CONFIG GET min-replicas-to-write` (is it fenced?) in one
 //! round trip, within a timeout. And fencing it, when the agent loses etcd.
 //!
-//! Each probe also publishes a heartbeat ([`HEARTBEAT_CHANNEL`]). On a master it
-//! replicates (pub/sub is propagated to replicas, not to the AOF or the keyspace),
-//! so its replicas read something every interval while the master and its host
-//! live: the observer's second view of a master it cannot reach.
+//! On a replica, each probe also PINGs its master (from `INFO`'s `master_host` and
+//! `master_port`), on a connection kept between probes, within the same timeout:
+//! can this host still reach it? That is the observer's second view of a master
+//! it cannot reach itself ([`RedisState::upstream_down`]). A PING is not
+//! replicated: asking adds nothing to any replication history.
 //!
 //! [`redis_state`] is pure (tested on captured `INFO` text, parsed by
 //! `service::redis_info`); [`Prober`] is the thin I/O around it. The whole probe
@@ -21,9 +22,6 @@ use topology::records::Role;
 
 use crate::config::{Credentials, RedisTarget};
 use crate::tracker::{Probe, RedisState};
-
-/// The channel the heartbeat is published on; nobody needs to subscribe.
-pub const HEARTBEAT_CHANNEL: &str = "__redis-topology__:heartbeat";
 
 /// Why a probe found redis unusable; its text is what the registration reports.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +52,7 @@ pub fn redis_state(text: &str, min_replicas_to_write: u32) -> Result<RedisState,
     let run_id = info.run_id()?;
     let (role, upstream) = if info.is_replica()? { (Role::Slave, Some(upstream(&info)?)) } else { (Role::Master, None) };
     let fenced = service::fence::is_fence(min_replicas_to_write);
-    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()?, upstream, fenced })
+    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()?, upstream, fenced, upstream_down: false })
 }
 
 /// A replica's `master_host:master_port`, written the way `SocketAddr` prints
@@ -72,8 +70,12 @@ fn upstream(info: &Info<'_>) -> Result<String, InfoError> {
 pub struct Prober {
     target: RedisTarget,
     client: redis::Client,
+    credentials: Credentials,
     timeout: Duration,
     conn: Option<MultiplexedConnection>,
+    /// The replica's master (`host:port` as in the registration) and a
+    /// connection to it, kept while it answers.
+    upstream: Option<(String, MultiplexedConnection)>,
 }
 
 impl Prober {
@@ -81,22 +83,57 @@ impl Prober {
         let client = credentials
             .client(&target.host, target.port)
             .map_err(|error| ProbeError::Client { target: target.clone(), error })?;
-        Ok(Prober { target: target.clone(), client, timeout, conn: None })
+        Ok(Prober { target: target.clone(), client, credentials: credentials.clone(), timeout, conn: None, upstream: None })
     }
 
-    /// One probe, never longer than the timeout.
+    /// One probe, never longer than the timeout (and, on a replica, the PING of
+    /// its master, never longer than another).
     pub async fn probe(&mut self) -> Probe {
         let result = match tokio::time::timeout(self.timeout, self.try_probe()).await {
             Ok(result) => result,
             Err(_) => Err(ProbeError::Timeout { target: self.target.clone(), timeout: self.timeout }),
         };
         match result {
-            Ok(state) => Probe::Up(state),
+            Ok(mut state) => {
+                if let Some(upstream) = state.upstream.clone() {
+                    state.upstream_down = !self.upstream_answers(&upstream).await;
+                } else {
+                    self.upstream = None;
+                }
+                Probe::Up(state)
+            }
             Err(error) => {
                 self.conn = None;
                 Probe::Down { error: error.to_string() }
             }
         }
+    }
+
+    /// Whether the replica's master answers a PING from this host within the
+    /// timeout, on the kept connection or a new one.
+    async fn upstream_answers(&mut self, upstream: &str) -> bool {
+        if self.upstream.as_ref().is_some_and(|(addr, _)| addr != upstream) {
+            self.upstream = None;
+        }
+        let timeout = self.timeout;
+        let ping = async {
+            if self.upstream.is_none() {
+                let (host, port) = upstream.rsplit_once(':')?;
+                let port = port.parse().ok()?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let client = self.credentials.client(host, port).ok()?;
+                let config = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
+                let conn = client.get_multiplexed_async_connection_with_config(&config).await.ok()?;
+                self.upstream = Some((upstream.to_string(), conn));
+            }
+            let (_, conn) = self.upstream.as_mut()?;
+            redis::cmd("PING").query_async::<String>(conn).await.ok()
+        };
+        let answered = matches!(tokio::time::timeout(timeout, ping).await, Ok(Some(_)));
+        if !answered {
+            self.upstream = None;
+        }
+        answered
     }
 
     async fn try_probe(&mut self) -> Result<RedisState, ProbeError> {
@@ -127,8 +164,8 @@ impl Prober {
                 self.conn.insert(conn)
             }
         };
-        type Answers = (String, String, String, String, Vec<String>, i64);
-        let (_pong, server, persistence, replication, setting, _subscribers): Answers = redis::pipe()
+        type Answers = (String, String, String, String, Vec<String>);
+        let (_pong, server, persistence, replication, setting): Answers = redis::pipe()
             .cmd("PING")
             .cmd("INFO")
             .arg("server")
@@ -139,9 +176,6 @@ impl Prober {
             .cmd("CONFIG")
             .arg("GET")
             .arg("min-replicas-to-write")
-            .cmd("PUBLISH")
-            .arg(HEARTBEAT_CHANNEL)
-            .arg("")
             .query_async(conn)
             .await
             .map_err(|error| ProbeError::Query { target: self.target.clone(), error })?;
@@ -206,7 +240,8 @@ mod tests {
                 role: Role::Master,
                 offset: 560,
                 upstream: None,
-                fenced: false
+                fenced: false,
+                upstream_down: false
             }
         );
     }

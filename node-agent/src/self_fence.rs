@@ -65,7 +65,7 @@ mod tests {
     const AFTER: Duration = Duration::from_millis(2500);
 
     fn redis(role: Role, fenced: bool) -> RedisState {
-        RedisState { run_id: "r".into(), role, offset: 10, upstream: None, fenced }
+        RedisState { run_id: "r".into(), role, offset: 10, upstream: None, fenced, upstream_down: false }
     }
 
     #[test]

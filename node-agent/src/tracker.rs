@@ -31,6 +31,8 @@ pub struct RedisState {
     pub upstream: Option<String>,
     /// The write fence is set: it takes no writes.
     pub fenced: bool,
+    /// A replica whose master did not answer a PING from this host.
+    pub upstream_down: bool,
 }
 
 /// One probe's result.
@@ -213,7 +215,7 @@ impl Tracker {
             let unknown = RedisState {
                 role: Role::Unknown,
                 upstream: None,
-                ..self.last.clone().unwrap_or(RedisState { run_id: String::new(), role: Role::Unknown, offset: 0, upstream: None, fenced: false })
+                ..self.last.clone().unwrap_or(RedisState { run_id: String::new(), role: Role::Unknown, offset: 0, upstream: None, fenced: false, upstream_down: false })
             };
             Registration::Put(self.record(&unknown, false, wall_ms))
         };
@@ -231,6 +233,7 @@ impl Tracker {
             updated_ms: wall_ms,
             upstream: state.upstream.clone(),
             fenced: state.fenced,
+            upstream_down: state.upstream_down,
         }
     }
 }
@@ -243,7 +246,7 @@ mod tests {
 
     fn up(run_id: &str, role: Role, offset: u64) -> Probe {
         let upstream = (role == Role::Slave).then(|| "10.0.0.9:6379".to_string());
-        Probe::Up(RedisState { run_id: run_id.into(), role, offset, upstream, fenced: false })
+        Probe::Up(RedisState { run_id: run_id.into(), role, offset, upstream, fenced: false, upstream_down: false })
     }
 
     fn down() -> Probe {
@@ -291,6 +294,7 @@ mod tests {
                 updated_ms: 1000,
                 upstream: None,
                 fenced: false,
+                upstream_down: false,
             }
         );
         assert_eq!(d.trigger, Some(TriggerReason::FirstContact));

@@ -12,13 +12,13 @@
 //! - not while the cluster is in maintenance, nor within `cooldown` of the last
 //!   automatic failover (no flapping);
 //! - etcd is not the only view: every `probe_every` the observer asks the master
-//!   itself, and when it does not answer, asks its replicas whether they read
-//!   anything from it for `silence` ([`replicas_silent`]; its agent publishes a
-//!   heartbeat through it every probe interval). Both silent is a dead machine or
-//!   a hung redis, seen from two sides, and counts as down at once, like a
-//!   refusal, without waiting for the agent's lease to expire or its registration
-//!   to turn unhealthy. One side alone (the observer cut off from the master, the
-//!   replicas still fed) is not;
+//!   itself, and when it does not answer, looks at what its slaves' agents
+//!   registered: each PINGs its slave's master from the slave's host at every
+//!   probe (`upstream_down`, [`replicas_lost_master`]). Both sides failing is a
+//!   dead machine or a hung redis, and counts as down at once, like a refusal,
+//!   without waiting for the agent's lease to expire or its registration to turn
+//!   unhealthy. One side alone (the observer cut off from the master, the slaves
+//!   still reaching it) is not;
 //! - a master that answers PING is never failed over, whatever etcd says (a dead
 //!   agent or a slow etcd is not a dead master), unless it carries the write fence:
 //!   its agent fenced it on losing etcd (`node-agent`'s `self_fence`), so it takes
@@ -53,9 +53,6 @@ pub struct Policy {
     pub cooldown: Duration,
     /// How often a master etcd says is healthy is asked directly (`None`: never).
     pub probe_every: Option<Duration>,
-    /// How long its replicas must read nothing from a master that does not
-    /// answer for it to count as silent.
-    pub silence: Duration,
 }
 
 /// What etcd says about the master and, when it says down, what the master's
@@ -79,19 +76,28 @@ pub enum MasterCheck {
     NoAnswer,
     /// It answered, but carries the write fence: it takes no writes.
     Fenced,
-    /// It did not answer, and none of its replicas read a byte from it for the
-    /// silence window ([`replicas_silent`]).
+    /// It did not answer, and its slaves cannot reach it either
+    /// ([`replicas_lost_master`]).
     Silent,
 }
 
-/// Whether the replicas heard nothing from their master: each pair is how much
-/// one replica had read from it (`slave_read_repl_offset`) at the start and at the
-/// end of the silence window. At least one replica must have been read both
-/// times, and none may have read more. The master's agent publishes a heartbeat
-/// every probe interval, which replicates, so the replicas of a live master read
-/// something in any window longer than that.
-pub fn replicas_silent(reads: &[(u64, u64)]) -> bool {
-    !reads.is_empty() && reads.iter().all(|(before, after)| after <= before)
+/// What one slave of the topology registered about its master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaveView {
+    /// Registered and healthy.
+    pub healthy: bool,
+    /// It replicates from the topology's master.
+    pub follows_master: bool,
+    /// Its agent's PING of that master, from the slave's host, went unanswered.
+    pub upstream_down: bool,
+}
+
+/// Whether the slaves lost their master too: at least one healthy slave follows
+/// it, and every healthy slave that follows it says it cannot reach it. A PING is
+/// not replicated, so asking adds nothing to the master's history.
+pub fn replicas_lost_master(views: &[SlaveView]) -> bool {
+    let mut following = views.iter().filter(|v| v.healthy && v.follows_master).peekable();
+    following.peek().is_some() && following.all(|v| v.upstream_down)
 }
 
 /// What the master looks like from etcd (`registered`: registered and healthy)
@@ -472,7 +478,6 @@ mod tests {
             failover_after_refused: Duration::ZERO,
             cooldown: Duration::from_secs(60),
             probe_every: Some(Duration::from_millis(500)),
-            silence: Duration::from_millis(500),
         }
     }
 
@@ -565,12 +570,16 @@ mod tests {
     }
 
     #[test]
-    fn replicas_are_silent_only_when_one_was_read_and_none_read_more() {
-        assert!(!replicas_silent(&[]), "no replica read: no second view");
-        assert!(replicas_silent(&[(100, 100)]));
-        assert!(replicas_silent(&[(100, 100), (90, 90)]));
-        assert!(!replicas_silent(&[(100, 100), (90, 91)]), "one still hears it");
-        assert!(!replicas_silent(&[(100, 101)]));
+    fn the_slaves_lost_their_master_only_when_every_healthy_follower_says_so() {
+        let view = |healthy, follows_master, upstream_down| SlaveView { healthy, follows_master, upstream_down };
+        assert!(!replicas_lost_master(&[]), "no slave: no second view");
+        assert!(replicas_lost_master(&[view(true, true, true)]));
+        assert!(replicas_lost_master(&[view(true, true, true), view(true, true, true)]));
+        assert!(!replicas_lost_master(&[view(true, true, true), view(true, true, false)]), "one still reaches it");
+        assert!(!replicas_lost_master(&[view(true, true, false)]));
+        // Only healthy slaves that follow the master count.
+        assert!(replicas_lost_master(&[view(true, true, true), view(false, true, false), view(true, false, false)]));
+        assert!(!replicas_lost_master(&[view(false, true, true), view(true, false, true)]), "nobody who counts");
     }
 
     #[test]
@@ -624,6 +633,7 @@ mod tests {
             updated_ms: 0,
             upstream: None,
             fenced: false,
+            upstream_down: false,
         };
         assert!(serving(Some(&record(true))));
         assert!(!serving(Some(&record(false))));

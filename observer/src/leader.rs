@@ -75,8 +75,9 @@ struct Term {
     cx: Arc<Context>,
     lease: Option<i64>,
     workers: HashMap<String, (watch::Sender<u64>, JoinHandle<()>)>,
-    /// What workers judge in every registration (health, role, upstream, fence),
-    /// to wake them on a change and not on every refresh.
+    /// What workers judge in every registration (health, role, upstream, fence,
+    /// whether a slave reaches its master), to wake them on a change and not on
+    /// every refresh.
     health: HashMap<(String, String), Option<Seen>>,
 }
 
@@ -87,12 +88,13 @@ struct Seen {
     role: Role,
     upstream: Option<String>,
     fenced: bool,
+    upstream_down: bool,
 }
 
 fn seen(value: &[u8]) -> Option<Seen> {
     serde_json::from_slice::<NodeRecord>(value)
         .ok()
-        .map(|r| Seen { healthy: r.healthy, role: r.role, upstream: r.upstream, fenced: r.fenced })
+        .map(|r| Seen { healthy: r.healthy, role: r.role, upstream: r.upstream, fenced: r.fenced, upstream_down: r.upstream_down })
 }
 
 impl Term {

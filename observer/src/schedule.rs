@@ -155,6 +155,9 @@ pub fn classify(status: Option<u16>, error: &str) -> Retry {
         None => Retry::Backoff,
         // The dictator's lock is held by another apply: that one will end.
         Some(409) if error.contains("still running") => Retry::Backoff,
+        // A node name dnsd does not serve yet: the registration that woke this
+        // apply may reach dnsd's zone a moment after it reached the observer.
+        Some(422) if error.contains("does not resolve") => Retry::Backoff,
         // 504: the new master could not catch up within the timeout; each try
         // fences the master for that long. 409: it would lose writes. 4xx: the
         // request itself is refused (422: invalid, or a member not registered).
@@ -287,6 +290,7 @@ mod tests {
             updated_ms: 0,
             upstream: upstream.map(str::to_string),
             fenced: false,
+            upstream_down: false,
         }
     }
 
@@ -387,6 +391,11 @@ mod tests {
     #[test]
     fn failures_that_may_heal_by_themselves_back_off() {
         assert_eq!(classify(None, ""), Retry::Backoff, "no answer: refused, timeout, DNS");
+        assert_eq!(
+            classify(Some(422), "master: node-1.redis-1.cluster.local does not resolve (no SRV, A or AAAA record)"),
+            Retry::Backoff,
+            "dnsd may not serve a new registration yet"
+        );
         assert_eq!(classify(Some(502), "master 127.0.0.1:7001 is unreachable"), Retry::Backoff);
         assert_eq!(classify(Some(500), ""), Retry::Backoff);
         assert_eq!(classify(Some(503), ""), Retry::Backoff);

@@ -29,7 +29,7 @@ use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
 use crate::apply::{skipped_members, ApplyError, PutError, Stage, Targets};
 use crate::failover::{
-    self, AfterRefusal, Attempt, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts,
+    self, AfterRefusal, Attempt, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts, SlaveView,
 };
 use crate::inspect;
 use crate::schedule::{
@@ -357,7 +357,7 @@ impl Reconciler {
             };
             // No answer: do its replicas still hear from it?
             let check = match check {
-                MasterCheck::NoAnswer | MasterCheck::Refused => self.ask_replicas(&topology, policy).await.unwrap_or(check),
+                MasterCheck::NoAnswer | MasterCheck::Refused if self.slaves_lost(snapshot, &topology) => MasterCheck::Silent,
                 check => check,
             };
             (Some(check), addr)
@@ -401,17 +401,21 @@ impl Reconciler {
         }
     }
 
-    /// A master that does not answer the observer: [`MasterCheck::Silent`] when its
-    /// replicas read nothing from it for `policy.silence` either.
-    async fn ask_replicas(&self, topology: &Topology, policy: &Policy) -> Option<MasterCheck> {
-        let mut addrs = Vec::new();
-        for slave in &topology.slaves {
-            if let Some(addr) = self.address_of(slave).await {
-                addrs.push(addr);
-            }
-        }
-        let reads = inspect::replica_reads(&addrs, &self.cx.redis_auth, policy.silence).await;
-        failover::replicas_silent(&reads).then_some(MasterCheck::Silent)
+    /// Whether the topology's slaves, as their agents registered, cannot reach
+    /// its master either ([`failover::replicas_lost_master`]).
+    fn slaves_lost(&self, snapshot: &Snapshot, topology: &Topology) -> bool {
+        let master = self.registered_address(&topology.master).map(|a| a.to_string());
+        let views: Vec<SlaveView> = topology
+            .slaves
+            .iter()
+            .filter_map(|slave| self.node_of(slave).and_then(|n| snapshot.nodes.get(&n)))
+            .map(|record| SlaveView {
+                healthy: record.healthy,
+                follows_master: master.is_some() && record.upstream == master,
+                upstream_down: record.upstream_down,
+            })
+            .collect();
+        failover::replicas_lost_master(&views)
     }
 
     /// Asks the slaves where they stand, lets [`failover::plan`] choose, and

@@ -932,7 +932,6 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--failover-after-refused-ms", "FAILOVER_AFTER_REFUSED_MS"),
             ("--failover-cooldown-secs", "FAILOVER_COOLDOWN_SECS"),
             ("--master-probe-ms", "MASTER_PROBE_MS"),
-            ("--master-silence-ms", "MASTER_SILENCE_MS"),
             ("--domain", "DOMAIN"),
             ("--etcd-endpoints", "ETCD_ENDPOINTS"),
             ("--etcd-prefix", "ETCD_PREFIX"),
@@ -1133,15 +1132,21 @@ async fn a_master_fenced_by_a_short_partition_takes_writes_again_after_the_next_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_silent_to_the_observer_and_its_replicas_is_failed_over_though_etcd_lists_it_healthy() {
-    // The test's own registrations stay healthy whatever happens: etcd never says down.
-    let stack = Stack::start(3).await;
+    let mut stack = Stack::start(3).await;
+    // node-1's agent holds a 30 s lease and will be frozen with its redis, so etcd
+    // keeps listing node-1 healthy; the slaves' agents PING their master.
+    let endpoint = stack.etcd.endpoint();
+    stack.start_agent(0, &endpoint, &["--lease-ttl", "30"]);
+    stack.start_agent(1, &endpoint, &[]);
+    stack.start_agent(2, &endpoint, &[]);
     let (observer, _) = stack.observer_with("o1", &["--failover-after-ms", "60000"]);
     stack.define(stack.topology(0, &[1, 2])).await;
     stack.wait_applied(0, "first topology").await;
     wait_in_sync(&stack, 0, &[1, 2]);
+    stack.agents[0].process().signal(libc::SIGSTOP);
     stack.nodes[0].freeze(true);
-    // Neither the observer's probe nor the replicas hear from it: a dead machine,
-    // seen from two sides, failed over without the 60 s blip delay.
+    // Neither the observer nor the slaves' hosts reach it: a dead machine, seen
+    // from two sides, failed over without the 60 s blip delay or the lease.
     let ports: Vec<u64> = stack.nodes.iter().map(|n| u64::from(n.port())).collect();
     harness::wait_until_async("the failover", Duration::from_secs(20), || async {
         let published = stack.published_master_port(CLUSTER).await;
@@ -1149,14 +1154,16 @@ async fn a_master_silent_to_the_observer_and_its_replicas_is_failed_over_though_
     })
     .await;
     assert!(!logged(&observer, "the master answers neither the observer nor its replicas, though etcd still lists it healthy").is_empty());
+    assert!(stack.registration_of("node-1").await.is_some_and(|(r, _)| r.healthy), "etcd said down: this test proves nothing");
     stack.nodes[0].freeze(false);
+    stack.agents[0].process().signal(libc::SIGCONT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_the_observer_cannot_reach_but_its_replicas_hear_is_not_failed_over() {
     let mut stack = Stack::start(3).await;
-    // Everyone reaches node-1 through a proxy; its agent probes (and publishes its
-    // heartbeat on) node-1 directly, and advertises the proxy.
+    // Everyone reaches node-1 through a proxy; its agent probes node-1 directly
+    // and advertises the proxy. The slaves' agents PING their master (the proxy).
     let proxy = Partition::start(stack.nodes[0].port()).await;
     let mut client = stack.etcd.client().await;
     client.delete(stack.keys.node(CLUSTER, "node-1"), None).await.unwrap();
@@ -1176,12 +1183,26 @@ async fn a_master_the_observer_cannot_reach_but_its_replicas_hear_is_not_failed_
         stack.nodes[1..].iter().all(|n| n.info_field("master_link_status").as_deref() == Some("up"))
     });
 
-    // The observer cannot open a connection to node-1 any more; the replicas'
-    // links, already open, still carry the agent's heartbeats.
+    // The observer cannot open a connection to node-1 any more; the connections
+    // already open (replication, the slaves' agents' PINGs) still go through.
+    let endpoint = stack.etcd.endpoint();
+    stack.start_agent(1, &endpoint, &[]);
+    stack.start_agent(2, &endpoint, &[]);
+    harness::wait_until_async("the slaves' agents registered their upstream", Duration::from_secs(20), || async {
+        let mut ok = true;
+        for node in ["node-2", "node-3"] {
+            ok &= stack.registration_of(node).await.is_some_and(|(r, _)| r.upstream.as_deref() == Some(&format!("127.0.0.1:{}", proxy.port)[..]));
+        }
+        ok
+    })
+    .await;
     proxy.block_new();
     let said = "the master does not answer the observer, but its replicas still hear from it: no failover";
     harness::wait_until("the observer to look three times", Duration::from_secs(20), || logged(&observer, said).len() >= 3);
     assert!(logged(&observer, "automatic failover").is_empty());
     assert_eq!(stack.published_master_port(CLUSTER).await, Some(u64::from(proxy.port)));
     assert_eq!(stack.nodes[0].role(), "master");
+    for node in ["node-2", "node-3"] {
+        assert!(stack.registration_of(node).await.is_some_and(|(r, _)| !r.upstream_down), "{node} lost its master too");
+    }
 }

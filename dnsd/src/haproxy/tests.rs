@@ -206,6 +206,7 @@ fn node(address: &str, port: u16, healthy: bool) -> NodeRecord {
         updated_ms: 0,
         upstream: None,
         fenced: false,
+        upstream_down: false,
     }
 }
 

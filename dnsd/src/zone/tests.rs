@@ -22,6 +22,7 @@ pub(crate) fn reg(address: &str, port: u16) -> NodeRecord {
         updated_ms: 0,
         upstream: None,
         fenced: false,
+        upstream_down: false,
     }
 }
 

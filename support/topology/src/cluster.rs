@@ -353,6 +353,7 @@ mod tests {
             updated_ms: 0,
             upstream: (role == Role::Slave).then(|| "127.0.0.1:7001".into()),
             fenced: false,
+            upstream_down: false,
         }
     }
 

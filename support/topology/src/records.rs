@@ -33,6 +33,10 @@ pub struct NodeRecord {
     /// topology names that stays fenced is re-applied, which lifts it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fenced: bool,
+    /// A slave whose master did not answer a PING from the slave's host: the
+    /// observer's second view of a master it cannot reach itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upstream_down: bool,
 }
 
 /// One member of a published topology: a resolved host and port, plus the node
@@ -209,6 +213,7 @@ mod tests {
             updated_ms: 1,
             upstream: Some("127.0.0.1:6380".into()),
             fenced: false,
+            upstream_down: false,
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(
