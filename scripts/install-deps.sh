@@ -21,6 +21,7 @@ packages=(
     bind9-dnsutils     # tests, demo, operator scripts: dig
     dnsperf            # dnsd tests and benchmark: DNS load
     systemd            # deploy tests: systemd-analyze verify on the shipped units
+    iproute2           # fault tests and benchmark: `ip netns` hosts, bridges and veth links
 )
 
 installed() {
