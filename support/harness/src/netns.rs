@@ -188,6 +188,19 @@ impl Host {
         })
     }
 
+    /// Runs the future `f` makes on a runtime of its own inside this host.
+    pub fn block_on<F, Fut>(&self, f: F) -> Fut::Output
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future,
+        Fut::Output: Send,
+    {
+        self.run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+            runtime.block_on(f())
+        })
+    }
+
     /// Waits until a TCP connection to `addr` opens from inside this host.
     pub fn wait_tcp(&self, addr: std::net::SocketAddr, timeout: Duration) {
         self.run(|| {
