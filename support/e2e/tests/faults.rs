@@ -75,7 +75,6 @@ fn scenario(fault: Fault) {
     let master = wait_one_published_master(&sys, "after the heal", None, true);
     println!("{}: converged {:?} after the heal; probes {:?}", fault.name(), healed.elapsed(), sys.probes());
     let status = sys.status().unwrap();
-    println!("observer status: {status}");
     std::thread::sleep(Duration::from_secs(1));
 
     let stopped = Instant::now();
@@ -89,9 +88,8 @@ fn scenario(fault: Fault) {
     assert!(after > 100, "writes go on after the heal: {after} acknowledged; {verdict}");
     let old = sys.redis[0].probe();
     assert!(master == 0 || matches!(old, Probe::ReadOnly | Probe::Fenced), "the old master: {old:?}");
-    if old == Probe::Fenced {
-        println!("the old master is quarantined (fenced); observer status: {status}");
-    }
+    let old_state = if old == Probe::Fenced { "quarantined (fenced)" } else { "re-pointed or still master" };
+    println!("{}: the old master is {old_state}; observer status: {status}", fault.name());
 }
 
 #[test]

@@ -293,18 +293,23 @@ impl MultiHost {
     /// The master DNS publishes (`_redis._tcp.master.<cluster>` SRV, asked from
     /// the client host as HAProxy does): its node name, e.g. `node-2`.
     pub fn dns_master(&self) -> Option<String> {
-        let name = format!("_redis._tcp.master.{CLUSTER}.{DOMAIN}");
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.client.ns, "dig", "+short", "+time=1", "+tries=1"])
-            .arg(format!("@{}", self.control_ip()))
-            .args(["SRV", &name])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = self.dig(&format!("_redis._tcp.master.{CLUSTER}.{DOMAIN}"), "SRV")?;
         let mut fields = text.split_whitespace();
         let port: u16 = fields.nth(2)?.parse().ok()?;
         let target = fields.next()?;
         (port == REDIS_PORT).then(|| target.split('.').next().map(str::to_string)).flatten()
+    }
+
+    /// `dig +short` of `name` from the client host at dnsd; `None` when empty.
+    fn dig(&self, name: &str, kind: &str) -> Option<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.client.ns, "dig", "+short", "+time=1", "+tries=1"])
+            .arg(format!("@{}", self.control_ip()))
+            .args([kind, name])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
     }
 
     /// Runs `f`'s future on a runtime inside the control host (e.g. etcd calls).
@@ -348,6 +353,12 @@ impl MultiHost {
                 let opts = etcd_client::GetOptions::new().with_prefix().with_keys_only();
                 Self::etcd().await.get(format!("/nodes/{CLUSTER}/"), Some(opts)).await.is_ok_and(|g| g.kvs().len() == 3)
             })
+        });
+        // The dictator resolves node names through dnsd, whose watch may lag
+        // behind etcd: a topology naming a node dnsd does not serve yet is a 422,
+        // which the observer does not retry until something changes.
+        crate::wait_until("dnsd to serve every node", Duration::from_secs(30), || {
+            self.redis.iter().all(|r| self.dig(&format!("{}.{CLUSTER}.{DOMAIN}", r.node), "A").is_some())
         });
         let revision = self.define(0);
         crate::wait_until("the first topology applied", Duration::from_secs(30), || {
