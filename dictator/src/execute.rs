@@ -20,9 +20,8 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::observe::{Members, Observed};
-use service::redis_info::{read_offset, Info};
-use topology::history::fence_value;
-use topology::FENCE_MIN_REPLICAS;
+use service::redis_info::read_offset;
+use service::fence::FenceError;
 use service::redis_info::InfoError;
 use crate::plan::{Plan, Step};
 
@@ -325,19 +324,12 @@ impl Run<'_> {
         if self.members.get(&node).and_then(Observed::replication).is_some_and(|r| r.fence_point().is_some()) {
             return if pause { self.pipeline(node, &pipe).await } else { Ok(()) };
         }
-        // The fence goes on before the offset is read: no write is accepted after
-        // it, so that offset is where this master's writes end.
-        pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(FENCE_MIN_REPLICAS).ignore();
-        if self.observed_max_lag(node) == 0 {
-            pipe.cmd("CONFIG").arg("SET").arg("min-replicas-max-lag").arg(self.settings.writes.min_replicas_max_lag.max(1)).ignore();
-        }
-        pipe.cmd("INFO").arg("replication");
+        let max_lag = (self.observed_max_lag(node) == 0).then_some(self.settings.writes.min_replicas_max_lag);
         let mut conn = self.conn(node)?;
-        let (info,): (String,) = pipe.query_async(&mut conn).await.map_err(|error| Failure::Redis { node, error })?;
-        let point = Info::parse(&info).applied_offset().map_err(|error| Failure::Info { node, error })?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(fence_value(point)).ignore();
-        self.pipeline(node, &pipe).await
+        service::fence::set(&mut conn, pipe, max_lag).await.map(drop).map_err(|error| match error {
+            FenceError::Redis(error) => Failure::Redis { node, error },
+            FenceError::Info(error) => Failure::Info { node, error },
+        })
     }
 
     /// Restores write settings and releases paused clients.

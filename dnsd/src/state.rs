@@ -130,6 +130,7 @@ mod tests {
             healthy: true,
             updated_ms: offset,
             upstream: None,
+            fenced: false,
         }
     }
 

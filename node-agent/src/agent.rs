@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::probe::Prober;
 use crate::registry::{Desired, Registry};
+use crate::self_fence;
 use crate::tracker::{role_name, Event, Probe, Tracker};
 
 /// What the agent knows right now, for `GET /status`.
@@ -74,10 +75,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone());
     tracing::info!(address = %config.listen, "HTTP API listening");
     let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.requested()).into_future());
-    let registry = Registry::new(config.etcd.clone(), node_key.clone(), trigger_key, config.lease_ttl, status_tx.clone());
+    // Counted from the start until etcd first answers: a master the control plane
+    // never saw is fenced too.
+    let (reached_tx, reached_rx) = watch::channel(Instant::now());
+    let registry =
+        Registry::new(config.etcd.clone(), node_key.clone(), trigger_key, config.lease_ttl, status_tx.clone(), reached_tx);
     let registering = tokio::spawn(registry.run(desired_rx, shutdown.clone()).instrument(span.clone()));
+    let fencing = SelfFence { after: config.self_fence_after, reached: reached_rx };
     let probing = tokio::spawn(
-        probe_loop(prober, tracker, config.interval, desired_tx, status_tx, shutdown.clone()).instrument(span.clone()),
+        probe_loop(prober, tracker, config.interval, fencing, desired_tx, status_tx, shutdown.clone()).instrument(span.clone()),
     );
     span.in_scope(|| {
         tracing::info!(
@@ -86,6 +92,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             address = %config.advertise_address,
             port = config.advertise_port,
             interval_ms = config.interval.as_millis() as u64,
+            self_fence_after_ms = config.self_fence_after.as_millis() as u64,
             "node-agent started"
         )
     });
@@ -113,12 +120,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
 }
 
-/// Probes redis every `interval`, feeds the tracker, logs what changed and hands
-/// the wanted etcd state to the registry.
+/// When to fence redis: `after` without etcd answering, counted from `reached`.
+struct SelfFence {
+    after: std::time::Duration,
+    reached: watch::Receiver<Instant>,
+}
+
+/// Probes redis every `interval`, fences it when the agent has lost etcd, feeds
+/// the tracker, logs what changed and hands the wanted etcd state to the registry.
 async fn probe_loop(
     mut prober: Prober,
     mut tracker: Tracker,
     interval: std::time::Duration,
+    fencing: SelfFence,
     desired: watch::Sender<Desired>,
     status: watch::Sender<Status>,
     shutdown: Shutdown,
@@ -131,10 +145,23 @@ async fn probe_loop(
             () = shutdown.requested() => break,
             _ = ticker.tick() => {}
         }
-        let probe = tokio::select! {
+        let mut probe = tokio::select! {
             () = shutdown.requested() => break,
             probe = prober.probe() => probe,
         };
+        if let Probe::Up(state) = &mut probe {
+            let reached = *fencing.reached.borrow();
+            if self_fence::due(reached, Instant::now(), fencing.after, state) {
+                let unreached_ms = reached.elapsed().as_millis() as u64;
+                match prober.fence().await {
+                    Ok(offset) => {
+                        state.fenced = true;
+                        tracing::error!(unreached_ms, offset, "etcd out of reach: fenced this master, it takes no writes until an apply lifts the fence");
+                    }
+                    Err(error) => tracing::error!(unreached_ms, %error, "etcd out of reach, and fencing this master failed; trying again"),
+                }
+            }
+        }
         let (error, up) = match &probe {
             Probe::Down { error } => (Some(error.clone()), None),
             Probe::Up(state) => (None, Some((state.run_id.clone(), role_name(state.role)))),

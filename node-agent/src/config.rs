@@ -91,6 +91,9 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// How long redis may stay down before the registration is removed.
     pub down_grace: Duration,
+    /// Fence redis, if it is a master, once etcd has not answered a lease renewal
+    /// sent this long ago (`self_fence`); zero: never.
+    pub self_fence_after: Duration,
     pub etcd: service::cli::EtcdArgs,
     /// Address of the HTTP status API.
     pub listen: SocketAddr,

@@ -16,6 +16,11 @@
 //!    `/config/<cluster>/topology-trigger` when asked, and survives etcd outages by
 //!    reconnecting with backoff under a new lease; on shutdown it revokes the lease.
 //!
+//! 4. [`self_fence`]: when etcd has not answered a lease renewal for
+//!    `--self-fence-after-ms`, a master is fenced (`service::fence`), so that it
+//!    takes no writes the observer's failover, which can only start after the lease
+//!    expired, would lose.
+//!
 //! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`);
 //! [`config`] holds the settings; the retry schedule is `service::backoff`.
 
@@ -24,6 +29,7 @@ pub mod api;
 pub mod config;
 pub mod probe;
 pub mod registry;
+pub mod self_fence;
 pub mod tracker;
 
 pub use agent::{run, Status};

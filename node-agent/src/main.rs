@@ -63,6 +63,14 @@ struct Cli {
     #[arg(long, env = "DOWN_GRACE_SECS", default_value_t = 30)]
     down_grace_secs: u64,
 
+    /// Fence redis, if it is a master, when etcd has not answered a lease renewal
+    /// for this long, in milliseconds; it then takes no writes until the dictator
+    /// lifts the fence in an apply. Between half the lease TTL and all of it;
+    /// default: two thirds of it, when the agent counts its lease lost. 0 turns
+    /// self-fencing off.
+    #[arg(long, env = "SELF_FENCE_AFTER_MS")]
+    self_fence_after_ms: Option<u64>,
+
     #[command(flatten)]
     redis_auth: service::redis_auth::RedisAuthArgs,
 
@@ -97,6 +105,8 @@ impl Cli {
     fn config(self) -> anyhow::Result<Config> {
         let credentials = self.redis_auth.credentials()?;
         let interval = Duration::from_millis(self.interval_ms);
+        let lease_ttl = Duration::from_secs(self.lease_ttl_secs);
+        let self_fence_after = node_agent::self_fence::delay(self.self_fence_after_ms.map(Duration::from_millis), lease_ttl)?;
         Ok(Config {
             advertise_address: self.advertise_address.unwrap_or_else(|| self.redis.host.clone()),
             advertise_port: self.advertise_port.unwrap_or(self.redis.port),
@@ -106,8 +116,9 @@ impl Cli {
             credentials,
             interval,
             redis_timeout: self.redis_timeout_ms.map_or(interval, Duration::from_millis),
-            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+            lease_ttl,
             down_grace: Duration::from_secs(self.down_grace_secs),
+            self_fence_after,
             etcd: self.etcd,
             listen: self.listen,
         })

@@ -1,5 +1,6 @@
-//! Asking redis how it is: `PING`, then `INFO server`, `INFO persistence` and
-//! `INFO replication` in one round trip, within a timeout.
+//! Asking redis how it is: `PING`, `INFO server`, `INFO persistence`,
+//! `INFO replication` and `CONFIG GET min-replicas-to-write` (is it fenced?) in one
+//! round trip, within a timeout. And fencing it, when the agent loses etcd.
 //!
 //! [`redis_state`] is pure (tested on captured `INFO` text, parsed by
 //! `service::redis_info`); [`Prober`] is the thin I/O around it. The whole probe
@@ -30,19 +31,22 @@ pub enum ProbeError {
     Query { target: RedisTarget, error: redis::RedisError },
     #[error(transparent)]
     Info(#[from] InfoError),
+    #[error("no connection to {target}: the last probe failed")]
+    NotConnected { target: RedisTarget },
 }
 
 /// Reads role, offset and run_id from `INFO server`, `INFO persistence` and
-/// `INFO replication` text. An instance still loading its dataset is not usable
-/// yet, so it is an error too.
-pub fn redis_state(text: &str) -> Result<RedisState, InfoError> {
+/// `INFO replication` text, and the fence from `min-replicas-to-write`. An
+/// instance still loading its dataset is not usable yet, so it is an error too.
+pub fn redis_state(text: &str, min_replicas_to_write: u32) -> Result<RedisState, InfoError> {
     let info = Info::parse(text);
     if info.loading() {
         return Err(InfoError::Loading);
     }
     let run_id = info.run_id()?;
     let (role, upstream) = if info.is_replica()? { (Role::Slave, Some(upstream(&info)?)) } else { (Role::Master, None) };
-    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()?, upstream })
+    let fenced = service::fence::is_fence(min_replicas_to_write);
+    Ok(RedisState { run_id: run_id.to_string(), role, offset: info.applied_offset()?, upstream, fenced })
 }
 
 /// A replica's `master_host:master_port`, written the way `SocketAddr` prints
@@ -115,7 +119,8 @@ impl Prober {
                 self.conn.insert(conn)
             }
         };
-        let (_pong, server, persistence, replication): (String, String, String, String) = redis::pipe()
+        type Answers = (String, String, String, String, Vec<String>);
+        let (_pong, server, persistence, replication, setting): Answers = redis::pipe()
             .cmd("PING")
             .cmd("INFO")
             .arg("server")
@@ -123,10 +128,47 @@ impl Prober {
             .arg("persistence")
             .cmd("INFO")
             .arg("replication")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("min-replicas-to-write")
             .query_async(conn)
             .await
             .map_err(|error| ProbeError::Query { target: self.target.clone(), error })?;
-        Ok(redis_state(&format!("{server}\n{persistence}\n{replication}"))?)
+        // `[name, value]`; anything else is no fence.
+        let min_replicas_to_write = setting.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(redis_state(&format!("{server}\n{persistence}\n{replication}"), min_replicas_to_write)?)
+    }
+
+    /// Sets the write fence (`service::fence`) and drops every client connection
+    /// but this one, so writers get an error and reconnect (through a proxy that
+    /// may send them elsewhere by then). Returns the offset the fence records.
+    pub async fn fence(&mut self) -> Result<u64, ProbeError> {
+        let target = self.target.clone();
+        let timeout = self.timeout;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ProbeError::NotConnected { target });
+        };
+        let fence = async {
+            // A max lag of 0 would make redis ignore the fence.
+            let point = service::fence::set(conn, redis::pipe(), Some(10)).await.map_err(|error| match error {
+                service::fence::FenceError::Redis(error) => ProbeError::Query { target: target.clone(), error },
+                service::fence::FenceError::Info(error) => ProbeError::Info(error),
+            })?;
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("normal")
+                .arg("SKIPME")
+                .arg("yes")
+                .query_async::<i64>(conn)
+                .await
+                .map_err(|error| ProbeError::Query { target: target.clone(), error })?;
+            Ok(point)
+        };
+        match tokio::time::timeout(timeout, fence).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::Timeout { target, timeout }),
+        }
     }
 }
 
@@ -145,55 +187,65 @@ mod tests {
 
     #[test]
     fn parses_a_master() {
-        let s = redis_state(&info(&[SERVER, PERSISTENCE, MASTER])).unwrap();
+        let s = redis_state(&info(&[SERVER, PERSISTENCE, MASTER]), 0).unwrap();
         assert_eq!(
             s,
             RedisState {
                 run_id: "4e2fa1c0b0f6a3e1e1b5cf6f0d1b9a5d2c3e4f50".into(),
                 role: Role::Master,
                 offset: 560,
-                upstream: None
+                upstream: None,
+                fenced: false
             }
         );
     }
 
     #[test]
+    fn only_a_fence_sized_min_replicas_to_write_is_a_fence() {
+        let state = |setting| redis_state(&info(&[SERVER, PERSISTENCE, MASTER]), setting).unwrap().fenced;
+        assert!(!state(0));
+        assert!(!state(1), "a durability setting");
+        assert!(state(topology::FENCE_MIN_REPLICAS));
+        assert!(state(topology::history::fence_value(560)));
+    }
+
+    #[test]
     fn a_replica_reports_its_upstream() {
-        let s = redis_state(&info(&[SERVER, PERSISTENCE, SLAVE])).unwrap();
+        let s = redis_state(&info(&[SERVER, PERSISTENCE, SLAVE]), 0).unwrap();
         assert_eq!(s.upstream.as_deref(), Some("127.0.0.1:7000"));
         let v6 = SLAVE.replace("master_host:127.0.0.1", "master_host:::1");
-        assert_eq!(redis_state(&info(&[SERVER, &v6])).unwrap().upstream.as_deref(), Some("[::1]:7000"));
+        assert_eq!(redis_state(&info(&[SERVER, &v6]), 0).unwrap().upstream.as_deref(), Some("[::1]:7000"));
         let named = SLAVE.replace("master_host:127.0.0.1", "master_host:node-1.redis-1.cluster.local");
-        assert_eq!(redis_state(&info(&[SERVER, &named])).unwrap().upstream.as_deref(), Some("node-1.redis-1.cluster.local:7000"));
+        assert_eq!(redis_state(&info(&[SERVER, &named]), 0).unwrap().upstream.as_deref(), Some("node-1.redis-1.cluster.local:7000"));
     }
 
     #[test]
     fn a_replica_reports_the_offset_it_applied() {
-        let s = redis_state(&info(&[SERVER, PERSISTENCE, SLAVE])).unwrap();
+        let s = redis_state(&info(&[SERVER, PERSISTENCE, SLAVE]), 0).unwrap();
         assert_eq!((s.role, s.offset), (Role::Slave, 550));
     }
 
     #[test]
     fn a_replica_without_slave_offset_falls_back_and_negative_is_zero() {
         let slave = SLAVE.replace("slave_repl_offset:550\r\n", "").replace("master_repl_offset:560", "master_repl_offset:-1");
-        let s = redis_state(&info(&[SERVER, &slave])).unwrap();
+        let s = redis_state(&info(&[SERVER, &slave]), 0).unwrap();
         assert_eq!((s.role, s.offset), (Role::Slave, 0));
     }
 
     #[test]
     fn loading_is_not_usable() {
         let loading = PERSISTENCE.replace("loading:0", "loading:1");
-        let err = redis_state(&info(&[SERVER, &loading, MASTER])).unwrap_err();
+        let err = redis_state(&info(&[SERVER, &loading, MASTER]), 0).unwrap_err();
         assert!(matches!(err, InfoError::Loading));
         assert_eq!(err.to_string(), "redis is loading its dataset");
     }
 
     #[test]
     fn incomplete_or_odd_info_is_an_error_not_a_panic() {
-        assert!(redis_state("").is_err());
-        assert!(redis_state(MASTER).unwrap_err().to_string().contains("run_id"));
-        assert!(redis_state(&info(&[SERVER, "role:sentinel"])).unwrap_err().to_string().contains("sentinel"));
-        assert!(redis_state(&info(&[SERVER, "role:master\r\nmaster_repl_offset:x"])).unwrap_err().to_string().contains("not a number"));
-        assert!(redis_state(&info(&["run_id:", MASTER])).is_err());
+        assert!(redis_state("", 0).is_err());
+        assert!(redis_state(MASTER, 0).unwrap_err().to_string().contains("run_id"));
+        assert!(redis_state(&info(&[SERVER, "role:sentinel"]), 0).unwrap_err().to_string().contains("sentinel"));
+        assert!(redis_state(&info(&[SERVER, "role:master\r\nmaster_repl_offset:x"]), 0).unwrap_err().to_string().contains("not a number"));
+        assert!(redis_state(&info(&["run_id:", MASTER]), 0).is_err());
     }
 }

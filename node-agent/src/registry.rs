@@ -53,6 +53,9 @@ pub struct Registry {
     /// A registration was put at least once (so one may linger after a failure).
     ever_registered: bool,
     status: watch::Sender<Status>,
+    /// When the newest lease grant or renewal etcd answered was sent (see
+    /// `self_fence`): the probe loop fences a master when this grows too old.
+    reached: watch::Sender<std::time::Instant>,
 }
 
 /// A connection with a live lease.
@@ -72,6 +75,7 @@ impl Registry {
         trigger_key: String,
         lease_ttl: Duration,
         status: watch::Sender<Status>,
+        reached: watch::Sender<std::time::Instant>,
     ) -> Registry {
         Registry {
             etcd,
@@ -85,6 +89,7 @@ impl Registry {
             stale_lease: None,
             ever_registered: false,
             status,
+            reached,
         }
     }
 
@@ -96,10 +101,16 @@ impl Registry {
             tokio::select! {
                 () = shutdown.requested() => break,
                 changed = desired.changed() => if changed.is_err() { break },
-                reason = lease_lost(&mut self.session) => {
-                    self.lost(&format!("lease lost: {reason}"));
-                    retry_at = Some(Instant::now());
-                }
+                event = lease_event(&mut self.session) => match event {
+                    Ok(()) => {
+                        self.note_reached();
+                        continue;
+                    }
+                    Err(reason) => {
+                        self.lost(&format!("lease lost: {reason}"));
+                        retry_at = Some(Instant::now());
+                    }
+                },
                 () = sleep_until(retry_at) => {}
             }
             if retry_at.is_some_and(|at| Instant::now() < at) {
@@ -146,6 +157,7 @@ impl Registry {
         if self.session.is_none() {
             let session = Session::open(&self.etcd, self.lease_ttl).await?;
             self.session = Some(session);
+            self.note_reached();
         }
         let Some(session) = self.session.as_mut() else { return Ok(()) };
         match registration {
@@ -198,6 +210,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Hands the newest answered renewal of the session's lease to the probe loop.
+    fn note_reached(&self) {
+        if let Some(session) = &self.session {
+            let renewed = session.lease.renewed().into_std();
+            self.reached.send_if_modified(|reached| {
+                let newer = renewed > *reached;
+                if newer {
+                    *reached = renewed;
+                }
+                newer
+            });
+        }
+    }
+
     /// Drops the session after an error; the next attempt starts afresh.
     fn lost(&mut self, error: &str) {
         if let Some(session) = self.session.take() {
@@ -247,10 +273,11 @@ impl Session {
     }
 }
 
-/// Completes when the session's lease is lost; never without a session.
-async fn lease_lost(session: &mut Option<Session>) -> LeaseLost {
+/// Completes at the session's next answered lease renewal, or when its lease is
+/// lost; never without a session.
+async fn lease_event(session: &mut Option<Session>) -> Result<(), LeaseLost> {
     match session {
-        Some(session) => session.lease.lost().await,
+        Some(session) => session.lease.renewed_or_lost().await,
         None => std::future::pending().await,
     }
 }

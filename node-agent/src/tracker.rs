@@ -29,6 +29,8 @@ pub struct RedisState {
     /// A replica's `master_host:master_port`: the observer compares it with the
     /// topology, so a replica following the wrong master is seen too.
     pub upstream: Option<String>,
+    /// The write fence is set: it takes no writes.
+    pub fenced: bool,
 }
 
 /// One probe's result.
@@ -211,7 +213,7 @@ impl Tracker {
             let unknown = RedisState {
                 role: Role::Unknown,
                 upstream: None,
-                ..self.last.clone().unwrap_or(RedisState { run_id: String::new(), role: Role::Unknown, offset: 0, upstream: None })
+                ..self.last.clone().unwrap_or(RedisState { run_id: String::new(), role: Role::Unknown, offset: 0, upstream: None, fenced: false })
             };
             Registration::Put(self.record(&unknown, false, wall_ms))
         };
@@ -228,6 +230,7 @@ impl Tracker {
             healthy,
             updated_ms: wall_ms,
             upstream: state.upstream.clone(),
+            fenced: state.fenced,
         }
     }
 }
@@ -240,7 +243,7 @@ mod tests {
 
     fn up(run_id: &str, role: Role, offset: u64) -> Probe {
         let upstream = (role == Role::Slave).then(|| "10.0.0.9:6379".to_string());
-        Probe::Up(RedisState { run_id: run_id.into(), role, offset, upstream })
+        Probe::Up(RedisState { run_id: run_id.into(), role, offset, upstream, fenced: false })
     }
 
     fn down() -> Probe {
@@ -287,6 +290,7 @@ mod tests {
                 healthy: true,
                 updated_ms: 1000,
                 upstream: None,
+                fenced: false,
             }
         );
         assert_eq!(d.trigger, Some(TriggerReason::FirstContact));

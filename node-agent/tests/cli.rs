@@ -23,6 +23,7 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--redis-timeout-ms", "REDIS_TIMEOUT_MS"),
             ("--lease-ttl", "LEASE_TTL_SECS"),
             ("--down-grace-secs", "DOWN_GRACE_SECS"),
+            ("--self-fence-after-ms", "SELF_FENCE_AFTER_MS"),
             ("--redis-user", "REDIS_USER"),
             ("--redis-password-file", "REDIS_PASSWORD_FILE"),
             ("--listen", "LISTEN"),
@@ -46,7 +47,7 @@ fn bad_settings_are_usage_errors_that_name_the_problem() {
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
     };
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--node", "node-1"], "--cluster"),
         (&["--cluster", "Redis_1", "--node", "node-1"], "cluster name"),
         (&["--cluster", "redis-1", "--node", "master"], "reserved"),
@@ -54,6 +55,8 @@ fn bad_settings_are_usage_errors_that_name_the_problem() {
         (&["--cluster", "redis-1", "--node", "node-1", "--interval", "0"], "--interval"),
         (&["--cluster", "redis-1", "--node", "node-1", "--redis-user", "agent"], "needs a password"),
         (&["--cluster", "redis-1", "--node", "node-1", "--redis-password-file", "/nonexistent/pw"], "/nonexistent/pw"),
+        (&["--cluster", "redis-1", "--node", "node-1", "--lease-ttl", "2", "--self-fence-after-ms", "2000"], "shorter than the lease TTL"),
+        (&["--cluster", "redis-1", "--node", "node-1", "--lease-ttl", "2", "--self-fence-after-ms", "999"], "at least half the lease TTL"),
     ];
     for (args, names) in cases {
         let (code, stderr) = run(args);

@@ -12,7 +12,9 @@
 //! - not while the cluster is in maintenance, nor within `cooldown` of the last
 //!   automatic failover (no flapping);
 //! - a master that answers PING is never failed over, whatever etcd says (a dead
-//!   agent or a slow etcd is not a dead master);
+//!   agent or a slow etcd is not a dead master), unless it carries the write fence:
+//!   its agent fenced it on losing etcd (`node-agent`'s `self_fence`), so it takes
+//!   no writes, and it is failed over like one that does not answer;
 //! - only a slave of the topology that is registered, healthy, reachable and not
 //!   itself a master (one that restarted empty is) may be promoted;
 //! - the candidate is chosen by the dictator's own rule (`topology::history`): it
@@ -61,6 +63,8 @@ pub enum MasterCheck {
     Refused,
     /// A timeout or another error: the master may be paused or partitioned away.
     NoAnswer,
+    /// It answered, but carries the write fence: it takes no writes.
+    Fenced,
 }
 
 /// Whether a registration says the node is serving: registered, and healthy.
@@ -129,7 +133,7 @@ impl FailoverClock {
         let down_for = Duration::from_millis(now_ms.saturating_sub(since));
         let delay = match check {
             MasterCheck::Refused => policy.failover_after_refused.min(policy.failover_after),
-            MasterCheck::Answers | MasterCheck::NoAnswer => policy.failover_after,
+            MasterCheck::Answers | MasterCheck::NoAnswer | MasterCheck::Fenced => policy.failover_after,
         };
         if down_for < delay {
             return FailoverDecision::WaitFor(delay - down_for);
@@ -510,6 +514,17 @@ mod tests {
     }
 
     #[test]
+    fn a_master_that_answers_but_fenced_itself_is_failed_over_like_a_silent_one() {
+        let fenced = MasterSeen::Down(MasterCheck::Fenced);
+        let mut w = FailoverClock::default();
+        assert_eq!(w.assess(fenced, &policy(), false, 10_000), WaitFor(Duration::from_millis(1000)));
+        assert_eq!(w.assess(fenced, &policy(), false, 11_000), FailOver);
+        // Registered and healthy, a fenced master is not failed over: the topology
+        // is applied again instead, which lifts the fence.
+        assert_eq!(FailoverClock::default().assess(MasterSeen::Healthy, &policy(), false, 0), Healthy);
+    }
+
+    #[test]
     fn the_holds_are_reported_before_the_ping_veto() {
         let mut w = FailoverClock { down_since_ms: Some(0), last_failover_ms: None };
         assert!(held_for(w.assess(ANSWERS, &policy(), true, 5_000), "maintenance"));
@@ -536,6 +551,7 @@ mod tests {
             healthy,
             updated_ms: 0,
             upstream: None,
+            fenced: false,
         };
         assert!(serving(Some(&record(true))));
         assert!(!serving(Some(&record(false))));

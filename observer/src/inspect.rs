@@ -14,8 +14,8 @@ use crate::failover::{MasterCheck, SlaveReplication};
 /// while the master is down.
 const TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Connects to the master and PINGs it. Connects by hand, not through
-/// `redis_auth::connect`, which does not say whether the port refused.
+/// Connects to the master, PINGs it and reads its write fence. Connects by hand,
+/// not through `redis_auth::connect`, which does not say whether the port refused.
 pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck {
     let Ok(client) = credentials.client_for(addr) else { return MasterCheck::NoAnswer };
     let config = redis::AsyncConnectionConfig::new()
@@ -25,8 +25,21 @@ pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck 
         Err(e) if e.is_connection_refusal() => MasterCheck::Refused,
         Err(_) => MasterCheck::NoAnswer,
         Ok(mut conn) => {
-            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-            if pong.is_ok() { MasterCheck::Answers } else { MasterCheck::NoAnswer }
+            let answers: redis::RedisResult<(String, Vec<String>)> = redis::pipe()
+                .cmd("PING")
+                .cmd("CONFIG")
+                .arg("GET")
+                .arg("min-replicas-to-write")
+                .query_async(&mut conn)
+                .await;
+            match answers {
+                Err(_) => MasterCheck::NoAnswer,
+                // `[name, value]`.
+                Ok((_, setting)) if setting.get(1).and_then(|v| v.parse().ok()).is_some_and(service::fence::is_fence) => {
+                    MasterCheck::Fenced
+                }
+                Ok(_) => MasterCheck::Answers,
+            }
         }
     }
 }

@@ -74,8 +74,8 @@ struct Term {
     cx: Arc<Context>,
     lease: Option<i64>,
     workers: HashMap<String, (watch::Sender<u64>, JoinHandle<()>)>,
-    /// What workers judge in every registration (health, role, upstream), to
-    /// wake them on a change and not on every refresh.
+    /// What workers judge in every registration (health, role, upstream, fence),
+    /// to wake them on a change and not on every refresh.
     health: HashMap<(String, String), Option<Seen>>,
 }
 
@@ -85,10 +85,13 @@ struct Seen {
     healthy: bool,
     role: Role,
     upstream: Option<String>,
+    fenced: bool,
 }
 
 fn seen(value: &[u8]) -> Option<Seen> {
-    serde_json::from_slice::<NodeRecord>(value).ok().map(|r| Seen { healthy: r.healthy, role: r.role, upstream: r.upstream })
+    serde_json::from_slice::<NodeRecord>(value)
+        .ok()
+        .map(|r| Seen { healthy: r.healthy, role: r.role, upstream: r.upstream, fenced: r.fenced })
 }
 
 impl Term {
@@ -192,7 +195,7 @@ impl Follower for Term {
             match self.cx.keys.parse(key) {
                 Some(Key::Node { cluster, node }) => {
                     // Agents rewrite their key every interval: wake the worker only
-                    // when a node's health, role or upstream changes, or it
+                    // when a node's health, role, upstream or fence changes, or it
                     // appears or disappears.
                     let now = (event.event_type() == EventType::Put).then(|| seen(kv.value())).flatten();
                     let before = self.health.insert((cluster.clone(), node), now.clone());

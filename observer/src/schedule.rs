@@ -56,6 +56,9 @@ pub enum Divergence {
     SlaveIsMaster { member: String },
     /// A slave follows someone other than the topology's master.
     WrongUpstream { member: String, upstream: String, master: SocketAddr },
+    /// The topology's master is fenced (its agent lost etcd, or an apply stopped
+    /// half-way): it takes no writes until an apply lifts the fence.
+    MasterFenced { member: String },
 }
 
 impl fmt::Display for Divergence {
@@ -71,6 +74,7 @@ impl fmt::Display for Divergence {
             Divergence::WrongUpstream { member, upstream, master } => {
                 write!(f, "{member} replicates from {upstream}, not from the master {master}")
             }
+            Divergence::MasterFenced { member } => write!(f, "{member} is the topology's master but is fenced"),
         }
     }
 }
@@ -106,6 +110,7 @@ pub fn compare_roles(master_addr: Option<SocketAddr>, members: &[MemberSeen<'_>]
                 .and_then(|u| Some((u, u.parse::<SocketAddr>().ok()?, master_addr?)))
                 .filter(|(_, upstream, master)| upstream != master)
                 .map(|(u, _, master)| Divergence::WrongUpstream { member, upstream: u.clone(), master }),
+            (true, Role::Master) if record.fenced => Some(Divergence::MasterFenced { member }),
             (true, Role::Master) | (_, Role::Unknown) => None,
         };
         match divergence {
@@ -176,6 +181,7 @@ struct Registered {
     upstream: Option<String>,
     run_id: String,
     healthy: bool,
+    fenced: bool,
 }
 
 impl World {
@@ -190,6 +196,7 @@ impl World {
                     upstream: r.upstream.clone(),
                     run_id: r.run_id.clone(),
                     healthy: r.healthy,
+                    fenced: r.fenced,
                 };
                 (n.clone(), registered)
             })
@@ -279,6 +286,7 @@ mod tests {
             healthy,
             updated_ms: 0,
             upstream: upstream.map(str::to_string),
+            fenced: false,
         }
     }
 
@@ -305,6 +313,21 @@ mod tests {
         assert_eq!(got, Roles::Diverged(vec![Divergence::SlaveIsMaster { member: "b".into() }]));
         let Roles::Diverged(d) = got else { unreachable!() };
         assert_eq!(d[0].to_string(), "b is a slave in the topology but registers as a master");
+    }
+
+    #[test]
+    fn a_fenced_master_diverged_and_fenced_slaves_did_not() {
+        let mut m = record(Role::Master, None, true);
+        m.fenced = true;
+        let got = compare_roles(master(), &[seen("a", true, Some(&m), true)]);
+        assert_eq!(got, Roles::Diverged(vec![Divergence::MasterFenced { member: "a".into() }]));
+        let Roles::Diverged(d) = got else { unreachable!() };
+        assert_eq!(d[0].to_string(), "a is the topology's master but is fenced");
+        // A slave is fenced while the dictator demotes it; it takes no writes anyway.
+        let mut s = record(Role::Slave, Some(M), true);
+        s.fenced = true;
+        let unfenced = record(Role::Master, None, true);
+        assert_eq!(compare_roles(master(), &[seen("a", true, Some(&unfenced), true), seen("b", false, Some(&s), true)]), Roles::Converged);
     }
 
     #[test]

@@ -96,18 +96,26 @@ impl Stack {
     /// Real node-agents for the nodes of `CLUSTER` (`node-1`, ... in order),
     /// probing every 100 ms; they replace the test's registrations.
     fn start_agents(&mut self) {
-        for (i, redis) in self.nodes.iter().enumerate() {
-            let port = free_port();
-            let mut agent = Service::start(
-                "node-agent",
-                &["--cluster", CLUSTER, "--node", &format!("node-{}", i + 1), "--redis", &redis.host_port(),
-                  "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &self.etcd.endpoint(),
-                  "--interval", "100", "--lease-ttl", "2"],
-                &[],
-            );
-            agent.wait_http(port);
-            self.agents.push(agent);
+        for i in 0..self.nodes.len() {
+            let endpoint = self.etcd.endpoint();
+            self.start_agent(i, &endpoint, &[]);
         }
+    }
+
+    /// A node-agent for `nodes[i]` reaching etcd at `endpoint`, with extra flags
+    /// (a lease TTL of 2 s unless they set one).
+    fn start_agent(&mut self, i: usize, endpoint: &str, extra: &[&str]) {
+        let port = free_port();
+        let (node, redis, listen) = (format!("node-{}", i + 1), self.nodes[i].host_port(), format!("127.0.0.1:{port}"));
+        let mut args = vec!["--cluster", CLUSTER, "--node", &node, "--redis", &redis, "--listen", &listen,
+                            "--etcd-endpoints", endpoint, "--interval", "100", "--log-format", "json"];
+        if !extra.contains(&"--lease-ttl") {
+            args.extend_from_slice(&["--lease-ttl", "2"]);
+        }
+        args.extend_from_slice(extra);
+        let mut agent = Service::start("node-agent", &args, &[]);
+        agent.wait_http(port);
+        self.agents.push(agent);
     }
 
     /// The registration of `node` in `CLUSTER`, with its etcd mod revision.
@@ -277,6 +285,11 @@ impl Partition {
     /// From now on no byte passes either way; the connections stay open.
     fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Bytes pass again, those held first.
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }
 
@@ -989,4 +1002,113 @@ async fn an_old_master_back_from_its_aof_is_quarantined_and_holds_up_no_later_fa
             && stack.nodes[0].info_field("master_link_status").as_deref() == Some("up")
     });
     assert_eq!(stack.nodes[0].cmd::<Option<String>>(&["GET", "after"]).as_deref(), Some("acked"));
+}
+
+/// Whether a write to `redis` is refused by the write fence.
+fn refuses_writes(redis: &Redis) -> bool {
+    let result: redis::RedisResult<()> = redis::cmd("SET").arg("fence-check").arg("1").query(&mut redis.conn());
+    result.is_err_and(|e| e.to_string().contains("NOREPLICAS"))
+}
+
+/// Writes `writes:<i>` to `redis` directly, as a client that stays connected to
+/// the old master does, until `stop`; returns the keys it acknowledged.
+fn direct_writer(redis: &Redis, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    let mut conn = redis.conn();
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0.. {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let key = format!("writes:{i}");
+            if redis::cmd("SET").arg(&key).arg("acked").query::<()>(&mut conn).is_ok() {
+                acked.push(key);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        acked
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_cut_off_from_etcd_fences_itself_before_its_lease_can_expire_and_loses_nothing() {
+    let mut stack = Stack::start(3).await;
+    let partition = Partition::start(stack.etcd.client_port()).await;
+    // Lease TTL 6 s: the agent fences after 3 s without an answered renewal, with
+    // at least 2 s left on the lease by etcd's count.
+    stack.start_agent(0, &partition.endpoint(), &["--lease-ttl", "6", "--self-fence-after-ms", "3000"]);
+    let endpoint = stack.etcd.endpoint();
+    stack.start_agent(1, &endpoint, &[]);
+    stack.start_agent(2, &endpoint, &[]);
+    let (_observer, _) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1, 2])).await;
+    stack.wait_applied(0, "first topology").await;
+    let mut etcd = stack.etcd.client().await;
+    let lease = etcd.get(stack.keys.node(CLUSTER, "node-1"), None).await.unwrap().kvs()[0].lease();
+
+    // A client stays connected to node-1 (HAProxy keeps sessions) and writes on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = direct_writer(&stack.nodes[0], stop.clone());
+    partition.cut();
+    harness::wait_until("node-1 to fence itself", Duration::from_secs(10), || refuses_writes(&stack.nodes[0]));
+    // By etcd's own clock its lease still runs (whole seconds, rounded down): no
+    // failover can have started, and none can promote a slave that lacks a write.
+    let ttl = etcd.lease_time_to_live(lease, None).await.unwrap().ttl();
+    assert!(ttl >= 1, "etcd counted {ttl} s left on node-1's lease when it fenced itself");
+    assert_eq!(stack.nodes[0].role(), "master");
+
+    // The lease expires; the observer fails over to a slave, which has every write.
+    let ports: Vec<u16> = stack.nodes.iter().map(Redis::port).collect();
+    let promoted = |published: Option<u64>| {
+        [1, 2].into_iter().find(|i| published == Some(u64::from(ports[*i])) && stack.nodes[*i].role() == "master")
+    };
+    harness::wait_until_async("the failover", Duration::from_secs(30), || async {
+        promoted(stack.published_master_port(CLUSTER).await).is_some()
+    })
+    .await;
+    let new = promoted(stack.published_master_port(CLUSTER).await).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+    assert!(acked.len() > 10, "the writer got only {} writes through before the cut", acked.len());
+    let mut conn = stack.nodes[new].conn();
+    let missing: Vec<&String> = acked.iter().filter(|k| redis::cmd("EXISTS").arg(*k).query::<i64>(&mut conn).unwrap() == 0).collect();
+    assert!(missing.is_empty(), "{} acknowledged writes lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+
+    // Healed, node-1 follows the new master: one writable master.
+    partition.heal();
+    harness::wait_until("node-1 to follow the new master", Duration::from_secs(30), || {
+        stack.nodes[0].role() == "slave" && stack.nodes[0].info_field("master_port") == Some(ports[new].to_string())
+    });
+    let masters = stack.nodes.iter().filter(|n| n.role() == "master").count();
+    assert_eq!(masters, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_fenced_by_a_short_partition_takes_writes_again_after_the_next_apply() {
+    let mut stack = Stack::start(2).await;
+    let partition = Partition::start(stack.etcd.client_port()).await;
+    // A 6 s lease outlives the partition: no failover, only the fence.
+    stack.start_agent(0, &partition.endpoint(), &["--lease-ttl", "6", "--self-fence-after-ms", "3000"]);
+    let endpoint = stack.etcd.endpoint();
+    stack.start_agent(1, &endpoint, &[]);
+    let (observer, _) = stack.observer("o1");
+    stack.define(stack.topology(0, &[1])).await;
+    stack.wait_applied(0, "first topology").await;
+    let lease = stack.etcd.client().await.get(stack.keys.node(CLUSTER, "node-1"), None).await.unwrap().kvs()[0].lease();
+
+    partition.cut();
+    harness::wait_until("node-1 to fence itself", Duration::from_secs(10), || refuses_writes(&stack.nodes[0]));
+    partition.heal();
+    // Its agent registers the fence; the observer applies the topology again,
+    // and the dictator lifts it.
+    harness::wait_until("node-1 to take writes again", Duration::from_secs(30), || !refuses_writes(&stack.nodes[0]));
+    harness::wait_until_async("the re-apply recorded", Duration::from_secs(10), || async {
+        stack.status().await.is_some_and(|s| s.diverged.as_deref().is_some_and(|d| d.contains("is fenced")))
+    })
+    .await;
+    assert_eq!(stack.nodes[0].role(), "master");
+    assert_eq!(stack.published_master_port(CLUSTER).await, Some(u64::from(stack.nodes[0].port())));
+    assert!(logged(&observer, "automatic failover").is_empty());
+    let still = stack.etcd.client().await.lease_time_to_live(lease, None).await.unwrap().ttl();
+    assert!(still != 0 || stack.registration_of("node-1").await.is_some(), "node-1's registration vanished");
 }

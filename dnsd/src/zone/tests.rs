@@ -21,6 +21,7 @@ pub(crate) fn reg(address: &str, port: u16) -> NodeRecord {
         healthy: true,
         updated_ms: 0,
         upstream: None,
+        fenced: false,
     }
 }
 

@@ -189,6 +189,7 @@ pub struct KeptLease {
     ttl: Duration,
     keeper: AbortOnDropHandle<LeaseLost>,
     lost: Option<LeaseLost>,
+    renewed: tokio::sync::watch::Receiver<Instant>,
 }
 
 impl KeptLease {
@@ -196,11 +197,45 @@ impl KeptLease {
     /// renewing it.
     pub async fn grant(client: &mut Client, ttl: Duration) -> Result<KeptLease, etcd_client::Error> {
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let asked = Instant::now();
         let lease = client.lease_grant(ttl_secs, None).await?;
         let (keeper, stream) = client.lease_keep_alive(lease.id()).await?;
         let granted = Duration::from_secs(u64::try_from(lease.ttl()).unwrap_or(1).max(1));
-        let task = tokio::spawn(keep_alive(keeper, stream, granted));
-        Ok(KeptLease { id: lease.id(), ttl: granted, keeper: AbortOnDropHandle::new(task), lost: None })
+        let (renewed_tx, renewed) = tokio::sync::watch::channel(asked);
+        let task = tokio::spawn(keep_alive(keeper, stream, granted, renewed_tx));
+        Ok(KeptLease { id: lease.id(), ttl: granted, keeper: AbortOnDropHandle::new(task), lost: None, renewed })
+    }
+
+    /// When the newest grant or renewal that etcd answered was sent. etcd received
+    /// it later, so the lease cannot expire before this plus the TTL, whatever
+    /// etcd's clock says.
+    pub fn renewed(&self) -> Instant {
+        *self.renewed.borrow()
+    }
+
+    /// Completes at the next answered renewal (`Ok`), or when the lease is lost,
+    /// as [`KeptLease::lost`] does. Cancel-safe.
+    pub async fn renewed_or_lost(&mut self) -> Result<(), LeaseLost> {
+        if let Some(lost) = &self.lost {
+            return Err(lost.clone());
+        }
+        let ended = tokio::select! {
+            changed = self.renewed.changed() => match changed {
+                Ok(()) => return Ok(()),
+                // The keeper dropped its sender: it ended, so `lost()` will not wait.
+                Err(_) => None,
+            },
+            ended = &mut self.keeper => Some(ended),
+        };
+        Err(match ended {
+            // A finished task must not be polled again: keep what it said.
+            Some(ended) => {
+                let lost = ended.unwrap_or_else(|e| LeaseLost::Task(e.to_string()));
+                self.lost = Some(lost.clone());
+                lost
+            }
+            None => self.lost().await,
+        })
     }
 
     pub fn id(&self) -> i64 {
@@ -230,7 +265,12 @@ impl KeptLease {
 /// Renews at a third of `ttl` and waits at most that long for each answer: the
 /// first unanswered renewal is reported at most 2/3 of a TTL after the last
 /// answered one was sent, while the lease still has a third of its TTL to run.
-async fn keep_alive(mut keeper: LeaseKeeper, mut stream: LeaseKeepAliveStream, ttl: Duration) -> LeaseLost {
+async fn keep_alive(
+    mut keeper: LeaseKeeper,
+    mut stream: LeaseKeepAliveStream,
+    ttl: Duration,
+    renewed: tokio::sync::watch::Sender<Instant>,
+) -> LeaseLost {
     let period = ttl / 3;
     let answer_timeout = period.max(Duration::from_millis(500)).min(ttl / 2);
     loop {
@@ -243,7 +283,9 @@ async fn keep_alive(mut keeper: LeaseKeeper, mut stream: LeaseKeepAliveStream, t
             Ok(Err(e)) => return LeaseLost::Failed(e.to_string()),
             Ok(Ok(None)) => return LeaseLost::Closed,
             Ok(Ok(Some(answer))) if answer.ttl() <= 0 => return LeaseLost::Expired(answer.id()),
-            Ok(Ok(Some(_))) => {}
+            Ok(Ok(Some(_))) => {
+                renewed.send_replace(sent);
+            }
         }
         tokio::time::sleep_until(sent + period).await;
     }

@@ -7,6 +7,8 @@
 //!   their environment variables, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown;
+//! - [`fence`]: the write fence on a master, set the same way by the dictator and
+//!   by a node-agent cut off from etcd;
 //! - [`redis_auth`]: redis AUTH (`--redis-user`, `--redis-password-file`) for every
 //!   service that talks to redis, and connecting with it within timeouts;
 //! - [`redis_info`]: what an instance says in `INFO` (role, upstream, replication
@@ -21,6 +23,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod etcd;
+pub mod fence;
 pub mod http;
 pub mod redis_auth;
 pub mod redis_info;

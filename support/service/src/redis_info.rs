@@ -12,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use topology::history::History;
-use topology::FENCE_MIN_REPLICAS;
 
 /// Why `INFO` (or reading it) gave no usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -202,9 +201,9 @@ impl Replication {
         matches!(self.role, ReplicationRole::Master)
     }
 
-    /// Carries the dictator's write fence (`min-replicas-to-write` no group can meet).
+    /// Carries the write fence (`min-replicas-to-write` no group can meet).
     pub fn is_fenced(&self) -> bool {
-        self.min_replicas_to_write >= FENCE_MIN_REPLICAS
+        crate::fence::is_fence(self.min_replicas_to_write)
     }
 
     /// Its place in replication, for [`topology::history`].
@@ -293,7 +292,7 @@ mod tests {
 
     #[test]
     fn parses_a_slave_with_its_applied_offset() {
-        let r = parse_info(SLAVE, FENCE_MIN_REPLICAS, 10).unwrap();
+        let r = parse_info(SLAVE, topology::FENCE_MIN_REPLICAS, 10).unwrap();
         assert_eq!(
             r.role,
             ReplicationRole::Slave { upstream: Some("127.0.0.1:7000".parse().unwrap()), link_up: true }

@@ -28,6 +28,11 @@ pub struct NodeRecord {
     /// master, while redis is down, and from agents that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// The write fence is set (`min-replicas-to-write` of
+    /// [`crate::FENCE_MIN_REPLICAS`] or more): it takes no writes. A master the
+    /// topology names that stays fenced is re-applied, which lifts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }
 
 /// One member of a published topology: a resolved host and port, plus the node
@@ -107,6 +112,7 @@ mod tests {
             healthy: true,
             updated_ms: 1,
             upstream: Some("127.0.0.1:6380".into()),
+            fenced: false,
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(
@@ -123,5 +129,16 @@ mod tests {
         let r: NodeRecord = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(r.upstream, None);
         assert_eq!(serde_json::to_value(&r).unwrap(), old, "no upstream field written when there is none");
+        assert!(!r.fenced, "older agents registered no fence");
+    }
+
+    #[test]
+    fn a_fenced_master_says_so_and_an_unfenced_one_writes_nothing() {
+        let old = serde_json::json!({"address":"a","port":1,"role":"master","repl_offset":0,"run_id":"x","healthy":true,"updated_ms":0});
+        let mut r: NodeRecord = serde_json::from_value(old).unwrap();
+        r.fenced = true;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["fenced"], true);
+        assert_eq!(serde_json::from_value::<NodeRecord>(v).unwrap(), r);
     }
 }
