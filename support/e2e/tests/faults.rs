@@ -80,7 +80,6 @@ fn scenario(fault: Fault) {
     fault.heal(&mut sys, 0);
     let master = wait_one_published_master(&sys, "after the heal", None, true);
     println!("{}: converged {:?} after the heal; probes {:?}", fault.name(), healed.elapsed(), sys.probes());
-    let status = sys.status().unwrap();
     std::thread::sleep(Duration::from_secs(1));
 
     let stopped = Instant::now();
@@ -94,8 +93,12 @@ fn scenario(fault: Fault) {
     assert!(after > 100, "writes go on after the heal: {after} acknowledged; {verdict}");
     let old = sys.redis[0].probe();
     assert!(master == 0 || matches!(old, Probe::ReadOnly | Probe::Fenced), "the old master: {old:?}");
-    let old_state = if old == Probe::Fenced { "quarantined (fenced)" } else { "re-pointed or still master" };
-    println!("{}: the old master is {old_state}; observer status: {status}", fault.name());
+    let old_state = match old {
+        Probe::Fenced => "a fenced master (quarantined or self-fenced)",
+        Probe::ReadOnly => "re-pointed (a slave)",
+        _ => "the master",
+    };
+    println!("{}: at the end the old master is {old_state}; observer status: {}", fault.name(), sys.status().unwrap());
 }
 
 #[test]
