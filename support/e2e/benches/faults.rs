@@ -27,7 +27,7 @@ mod multihost;
 use std::time::{Duration, Instant};
 
 use harness::multihost::{ControlPlane, MultiHost, Probe};
-use multihost::{discover, read_back, recovery, through_haproxy, Fault, NsWriter};
+use multihost::{discover, read_back, recovery, through_haproxy, Fault, NsWriter, PACE};
 
 const HOLD: Duration = Duration::from_secs(10);
 // Sentinel converts a returning old master only after it has reported itself a
@@ -61,7 +61,7 @@ fn run(plane: ControlPlane, fault: Fault) -> Option<Row> {
         }
         ControlPlane::Sentinel => discover(&sys),
     };
-    let writer = NsWriter::start(&sys.client, target.clone());
+    let writer = NsWriter::start(&sys.client, target.clone(), PACE);
     std::thread::sleep(Duration::from_secs(2));
     let mut samples = Vec::new();
     let at = fault.inflict(&mut sys, 0);

@@ -17,6 +17,9 @@ pub const KEY: &str = "fault-ids";
 /// ~500 writes/s as in the issue. A write waits at most 500 ms: a client on a
 /// silent link should measure the failover more than its own timeout.
 pub const PACE: Pace = Pace { per_second: 500, count: None, timeout: Duration::from_millis(500) };
+/// A client that waits out a 6 s freeze: its write queued in the frozen redis's
+/// socket is answered after the thaw, by whatever redis is by then.
+pub const PATIENT: Pace = Pace { per_second: 50, count: None, timeout: Duration::from_secs(10) };
 
 /// How the master fails, and how it comes back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +86,12 @@ pub struct NsWriter {
 }
 
 impl NsWriter {
-    pub fn start(host: &Host, target: Destination) -> NsWriter {
+    pub fn start(host: &Host, target: Destination, pace: Pace) -> NsWriter {
         let (tx, rx) = mpsc::channel();
         let host = host.clone();
         let thread = std::thread::spawn(move || {
             host.block_on(|| async move {
-                let writer = Writer::start(target, KEY, PACE);
+                let writer = Writer::start(target, KEY, pace);
                 tx.send(writer.stopper()).expect("the test waits for the writer");
                 writer.finish().await
             })
