@@ -281,6 +281,26 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_removes_namespaces_of_dead_test_processes_only() {
+        if unavailable().is_some() {
+            println!("SKIPPED: needs root / ip netns");
+            return;
+        }
+        let mut done = std::process::Command::new("true").spawn().expect("run true");
+        done.wait().expect("reap true");
+        let (dead, alive) = (format!("{PREFIX}{}-0-x", done.id()), format!("{PREFIX}{}-999-x", std::process::id()));
+        ip(&["netns", "add", &dead]);
+        ip(&["netns", "add", &alive]);
+        sweep();
+        let exists = |ns: &str| Path::new(NETNS_DIR).join(ns).exists();
+        let (dead_left, alive_left) = (exists(&dead), exists(&alive));
+        remove(&alive);
+        remove(&dead);
+        assert!(!dead_left, "{dead} survived the sweep");
+        assert!(alive_left, "the sweep removed {alive}, which belongs to a live process");
+    }
+
+    #[test]
     fn a_cut_link_goes_silent_and_heals_and_everything_goes_on_drop() {
         let Some(mut net) = Net::create() else { return };
         let a = net.host("a", 1, &[Link::Data, Link::Control]);
