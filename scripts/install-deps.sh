@@ -21,6 +21,7 @@ packages=(
     bind9-dnsutils     # tests, demo, operator scripts: dig
     dnsperf            # dnsd tests and benchmark: DNS load
     systemd            # deploy tests: systemd-analyze verify on the shipped units
+    python3-redis      # e2e tests: redis-py's Sentinel client finding the master through dnsd
     iproute2           # fault tests and benchmark: `ip netns` hosts, bridges and veth links
 )
 

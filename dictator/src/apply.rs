@@ -29,13 +29,19 @@ pub struct Settings {
     pub lock_wait: Duration,
 }
 
-/// Per request: `?force=true`, `?dry_run=true`.
+/// Per request: `?force=true`, `?dry_run=true`, `?down=<ip:port>`.
 #[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
 pub struct ApplyOptions {
     #[serde(default)]
     pub force: bool,
     #[serde(default)]
     pub dry_run: bool,
+    /// A member the caller found down (the observer's failed master): observed
+    /// with a connect timeout of [`crate::observe::DOWN_CONNECT_TIMEOUT`], so a
+    /// machine that drops packets does not hold the failover for the whole
+    /// `--redis-connect-timeout-ms`. One that answers is observed as usual.
+    #[serde(default)]
+    pub down: Option<SocketAddr>,
 }
 
 /// The answer to an apply (DESIGN.md): what was asked and found, and the
@@ -167,7 +173,7 @@ impl Dictator {
     ) -> Result<Report, ApplyError> {
         let started = turn.started;
         let mut wanted = self.resolve(topology).await?;
-        let members = observe(&wanted, self.settings.timeouts, &self.settings.credentials).await;
+        let members = observe(&wanted, self.settings.timeouts, &self.settings.credentials, options.down).await;
         let mut report = Report {
             cluster: cluster.to_string(),
             changed: false,

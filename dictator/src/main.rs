@@ -224,7 +224,7 @@ async fn apply_once(dictator: &Dictator, cluster: &str, args: ApplyArgs) -> Exit
             return ExitCode::from(2);
         }
     };
-    let options = ApplyOptions { force: args.force, dry_run: args.dry_run };
+    let options = ApplyOptions { force: args.force, dry_run: args.dry_run, down: None };
     match dictator.apply(cluster, &topology, options).await {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
@@ -69,11 +70,19 @@ impl<C> Observed<C> {
 /// Every observed instance by address.
 pub type Members = HashMap<SocketAddr, Observed<MultiplexedConnection>>;
 
+/// How long a member the caller found down may take to accept a connection: a
+/// live redis on a LAN accepts in well under a millisecond.
+pub const DOWN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Observes every member in parallel, plus the new master's upstream when that is
-/// not a member (the planner must know whether it still takes writes).
-pub async fn observe(wanted: &Wanted, timeouts: Timeouts, credentials: &Credentials) -> Members {
-    let addrs: Vec<SocketAddr> = wanted.members().collect();
-    let mut members = observe_all(&addrs, timeouts, credentials).await;
+/// not a member (the planner must know whether it still takes writes). `down`, a
+/// member the caller found down, gets [`DOWN_CONNECT_TIMEOUT`] to connect.
+pub async fn observe(wanted: &Wanted, timeouts: Timeouts, credentials: &Credentials, down: Option<SocketAddr>) -> Members {
+    let (quick, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = wanted.members().partition(|a| Some(*a) == down);
+    let quick_timeouts = Timeouts { connect: timeouts.connect.min(DOWN_CONNECT_TIMEOUT), ..timeouts };
+    let (mut members, quick) =
+        futures::join!(observe_all(&addrs, timeouts, credentials), observe_all(&quick, quick_timeouts, credentials));
+    members.extend(quick);
     let outside_upstream = members
         .get(&wanted.master)
         .and_then(Observed::replication)

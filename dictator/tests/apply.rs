@@ -71,7 +71,7 @@ async fn a_master_of_its_own_data_is_refused_fenced_then_forced() {
     assert_refuses_writes(&b);
 
     let forced = d
-        .apply("test", &topology(&a, &[&b]), ApplyOptions { force: true, dry_run: false })
+        .apply("test", &topology(&a, &[&b]), ApplyOptions { force: true, ..ApplyOptions::default() })
         .await
         .unwrap();
     assert_eq!(forced.forced.len(), 1);
@@ -172,7 +172,7 @@ async fn the_old_master_restarted_from_its_aof_is_refused_and_fenced_until_force
     assert_has_keys(&a, &before);
     assert_refuses_writes(&a);
 
-    let forced = d.apply("test", &topology(&b, &[&a]), ApplyOptions { force: true, dry_run: false }).await.unwrap();
+    let forced = d.apply("test", &topology(&b, &[&a]), ApplyOptions { force: true, ..ApplyOptions::default() }).await.unwrap();
     assert_eq!(forced.forced.len(), 1, "{forced:?}");
     assert_follows(&a, &b);
     wait_in_step(&a, &b);
@@ -242,7 +242,7 @@ async fn dry_run_plans_reports_lag_and_changes_nothing() {
     b.cmd::<()>(&["SET", "other", "v"]);
     let d = dictator();
     let report = d
-        .apply("test", &topology(&a, &[&b]), ApplyOptions { force: false, dry_run: true })
+        .apply("test", &topology(&a, &[&b]), ApplyOptions { dry_run: true, ..ApplyOptions::default() })
         .await
         .unwrap();
     assert!(report.dry_run && report.changed);
@@ -394,4 +394,21 @@ async fn authenticates_to_password_protected_instances() {
     let report = with.apply("test", &topology(&a, &[&b]), ApplyOptions::default()).await.unwrap();
     assert!(report.changed && report.outcome.lagging.is_empty(), "{report:?}");
     assert_eq!(role(&b), "slave");
+}
+
+#[tokio::test]
+async fn a_member_said_down_that_answers_is_observed_and_demoted_as_usual() {
+    // The observer says a is down (its failover found it so), but a answers: the
+    // short connect timeout must not turn a live master into a skipped one.
+    let (a, b) = (Redis::start(), Redis::start());
+    let d = dictator();
+    apply(&d, &a, &[&b]).await;
+    let before = write_keys(&a, "before", 20);
+    wait_in_step(&b, &a);
+    let down = Some(a.host_port().parse().unwrap());
+    let report = d.apply("test", &topology(&b, &[&a]), ApplyOptions { down, ..ApplyOptions::default() }).await.unwrap();
+    assert!(report.unreachable.is_empty(), "{report:?}");
+    assert_eq!(actions(&report)[0], format!("fence {}", a.host_port()));
+    assert_follows(&a, &b);
+    assert_has_keys(&b, &before);
 }

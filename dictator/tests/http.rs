@@ -100,6 +100,7 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
             ("force=maybe", "query: Failed to deserialize query string: force: provided string was not `true` or `false`"),
             ("dry_run=2", "query: Failed to deserialize query string: dry_run: provided string was not `true` or `false`"),
             ("force=true&dry_run=yes", "query: Failed to deserialize query string: dry_run: provided string was not `true` or `false`"),
+            ("down=node-1", "query: Failed to deserialize query string: down: invalid socket address syntax"),
         ] {
             let (status, err) = put(&format!("{url}?{query}"), good.clone()).await;
             assert_eq!(status, 400, "?{query}: {err}");

@@ -18,6 +18,9 @@
 //! - [`store`]: turns etcd keys into zone changes (the list/watch loop itself is
 //!   `service::etcd::follow`);
 //! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
+//! - [`sentinel`]: pure: the read-only Sentinel protocol, (state, command) to reply;
+//! - [`sentinel_server`]: the `--sentinel-listen` TCP listener around it, and this
+//!   replica's `/sentinels/<run id>` registration;
 //! - [`api`]: the axum routes;
 //! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it.
 
@@ -26,6 +29,8 @@ pub mod authority;
 pub mod domain;
 pub mod live;
 pub mod publish;
+pub mod sentinel;
+pub mod sentinel_server;
 pub mod state;
 pub mod store;
 pub mod zone;
@@ -56,6 +61,16 @@ pub struct Config {
     /// UDP sockets sharing the DNS port (SO_REUSEPORT), each with its own receive loop.
     pub udp_sockets: usize,
     pub etcd: EtcdArgs,
+    /// Where to answer the Sentinel protocol, if anywhere.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// The Sentinel listener: where it binds, and the address other replicas and
+/// clients are told (`SENTINEL sentinels`); the bound address when `None`.
+#[derive(Debug, Clone)]
+pub struct SentinelConfig {
+    pub listen: SocketAddr,
+    pub announce: Option<SocketAddr>,
 }
 
 /// Serves DNS and HTTP and follows etcd until `shutdown` completes, then stops
@@ -69,6 +84,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut dns = listeners.serve(live.clone());
     tracing::info!(address = %dns_address, domain = config.names.domain(), ttl = config.ttl,
         udp_sockets = config.udp_sockets, "DNS listening (UDP and TCP)");
+
+    let mut sentinel_tasks = Vec::new();
+    if let Some(sentinel) = &config.sentinel {
+        let listener = tokio::net::TcpListener::bind(sentinel.listen)
+            .await
+            .with_context(|| format!("bind Sentinel (TCP) on {}", sentinel.listen))?;
+        let bound = listener.local_addr().context("Sentinel listener address")?;
+        let announce = sentinel.announce.unwrap_or(bound);
+        anyhow::ensure!(!announce.ip().is_unspecified(),
+            "--sentinel-listen {bound} is not an address clients can use: give --sentinel-announce");
+        let run_id = sentinel_server::new_run_id();
+        let me = sentinel::Identity { run_id: run_id.clone(), port: announce.port() };
+        let record = topology::records::SentinelRecord { address: announce.ip().to_string(), port: announce.port() };
+        sentinel_tasks.push(tokio::spawn(sentinel_server::serve(listener, live.clone(), me, shutdown.clone())));
+        sentinel_tasks.push(tokio::spawn(sentinel_server::register(config.etcd.clone(), run_id.clone(), record, shutdown.clone())));
+        tracing::info!(address = %bound, %announce, run_id, "Sentinel listening (TCP)");
+    }
 
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
@@ -101,6 +133,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::warn!(%error, "DNS server did not stop cleanly");
     }
     let _ = follower.await;
+    for task in sentinel_tasks {
+        let _ = task.await;
+    }
     http_result
         .context("HTTP task")?
         .with_context(|| format!("serve HTTP on {}", config.listen))?;

@@ -4,19 +4,29 @@
 //! (the etcd watch and this replica's own `PUT /dns`) take a mutex, change the
 //! [`Records`], build a whole new zone and swap it in. A query therefore sees either the
 //! old zone or the new one, never a mix: no gap and no half-applied change.
+//!
+//! The Sentinel side reads the state the zone was built from ([`Live::records`], one
+//! atomic load too) and hears of every published master change ([`Live::switches`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
+use crate::sentinel::{switches, Switch};
 use crate::state::{Change, Records};
 use crate::zone::{Zone, ZoneConfig};
+
+/// Master changes buffered per Sentinel subscriber; one that falls further behind
+/// misses some (and is told so in the log).
+const SWITCH_BUFFER: usize = 1024;
 
 /// The state, and the zone built from it.
 pub struct Live {
     config: ZoneConfig,
     state: Mutex<Records>,
     zone: ArcSwap<Zone>,
+    records: ArcSwap<Records>,
+    switches: tokio::sync::broadcast::Sender<Switch>,
 }
 
 impl Live {
@@ -24,7 +34,9 @@ impl Live {
     pub fn new(config: ZoneConfig) -> Live {
         let state = Records::default();
         let zone = Zone::build(&config, state.registrations(), state.published(), state.serial());
-        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone) }
+        let records = ArcSwap::from_pointee(state.clone());
+        let (switches, _) = tokio::sync::broadcast::channel(SWITCH_BUFFER);
+        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone), records, switches }
     }
 
     pub fn config(&self) -> &ZoneConfig {
@@ -34,6 +46,16 @@ impl Live {
     /// The zone to answer from.
     pub fn zone(&self) -> Arc<Zone> {
         self.zone.load_full()
+    }
+
+    /// The state the current zone was built from.
+    pub fn records(&self) -> Arc<Records> {
+        self.records.load_full()
+    }
+
+    /// Every change of a published master from now on, in order.
+    pub fn switches(&self) -> tokio::sync::broadcast::Receiver<Switch> {
+        self.switches.subscribe()
     }
 
     /// The zone's holder, for the DNS handler's lock-free reads.
@@ -71,6 +93,13 @@ impl Live {
     }
 
     fn rebuild(&self, state: &Records) {
+        let before = self.records.load();
+        for switch in switches(before.published(), state.published()) {
+            tracing::info!(cluster = switch.cluster, from = %switch.from, to = %switch.to, "master switched");
+            // No subscriber is not an error.
+            let _ = self.switches.send(switch);
+        }
+        self.records.store(Arc::new(state.clone()));
         let zone = Zone::build(&self.config, state.registrations(), state.published(), state.serial());
         for warning in zone.warnings() {
             tracing::warn!(%warning, "record not served");

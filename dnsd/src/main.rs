@@ -38,6 +38,17 @@ struct Cli {
     #[arg(long, env = "DNS_UDP_SOCKETS")]
     dns_udp_sockets: Option<usize>,
 
+    /// Also answer the read-only part of the Redis Sentinel protocol here (TCP), with
+    /// each cluster as a Sentinel master of the same name, so that redis clients find
+    /// the master as they would through Sentinel [default: off].
+    #[arg(long, env = "SENTINEL_LISTEN")]
+    sentinel_listen: Option<SocketAddr>,
+
+    /// The Sentinel address given to clients and other dnsd replicas
+    /// (`SENTINEL sentinels`) [default: the --sentinel-listen address].
+    #[arg(long, env = "SENTINEL_ANNOUNCE", requires = "sentinel_listen")]
+    sentinel_announce: Option<SocketAddr>,
+
     #[command(flatten)]
     etcd: EtcdArgs,
 
@@ -71,6 +82,7 @@ async fn main() -> ExitCode {
         cluster: cli.cluster,
         udp_sockets: cli.dns_udp_sockets.unwrap_or(cpus).max(1),
         etcd: cli.etcd,
+        sentinel: cli.sentinel_listen.map(|listen| dnsd::SentinelConfig { listen, announce: cli.sentinel_announce }),
     };
     service::systemd::spawn_watchdog();
     match dnsd::run(config, service::Shutdown::on_signals()).await {

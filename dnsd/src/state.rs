@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use topology::records::{NodeRecord, PublishedTopology, Role};
+use topology::records::{NodeRecord, PublishedTopology, Role, SentinelRecord};
 
 use crate::zone::{Published, Registrations};
 
@@ -18,13 +18,19 @@ use crate::zone::{Published, Registrations};
 pub enum Change {
     Registration { cluster: String, node: String, record: Option<NodeRecord> },
     Published { cluster: String, topology: Option<PublishedTopology> },
+    /// A dnsd replica answering the Sentinel protocol (`/sentinels/<run id>`).
+    Sentinel { run_id: String, record: Option<SentinelRecord> },
 }
+
+/// The dnsd replicas answering the Sentinel protocol, by run id.
+pub type Sentinels = BTreeMap<String, SentinelRecord>;
 
 /// The registrations and published topologies, with the revisions that order them.
 #[derive(Debug, Clone, Default)]
 pub struct Records {
     registrations: Registrations,
     published: Published,
+    sentinels: Sentinels,
     /// Revision of the last put or delete of `/dns/<cluster>` seen, per cluster.
     dns_revisions: BTreeMap<String, i64>,
     /// Revision of the last full listing: it reflected every change up to here.
@@ -38,14 +44,21 @@ impl Records {
     /// key's modification revision.
     pub fn listed(registrations: Registrations, published: Published, revision: i64) -> Records {
         let dns_revisions = published.iter().map(|(c, (_, rev))| (c.clone(), *rev)).collect();
-        Records { registrations, published, dns_revisions, listed_at: revision, revision }
+        Records { registrations, published, sentinels: Sentinels::new(), dns_revisions, listed_at: revision, revision }
+    }
+
+    /// The same listing, with the Sentinel replicas it found.
+    pub fn with_sentinels(mut self, sentinels: Sentinels) -> Records {
+        self.sentinels = sentinels;
+        self
     }
 
     /// Replaces everything with a fresh listing (after a reconnect), keeping the serial
     /// from going backwards. Returns whether what is served changed.
     pub fn relist(&mut self, listed: Records) -> bool {
         let changed = !same_registrations(&self.registrations, &listed.registrations)
-            || self.published != listed.published;
+            || self.published != listed.published
+            || self.sentinels != listed.sentinels;
         let revision = self.revision.max(listed.revision);
         *self = listed;
         self.revision = revision;
@@ -81,6 +94,10 @@ impl Records {
                     None => self.published.remove(&cluster).is_some(),
                 }
             }
+            Change::Sentinel { run_id, record } => match record {
+                Some(record) => self.sentinels.insert(run_id, record.clone()) != Some(record),
+                None => self.sentinels.remove(&run_id).is_some(),
+            },
         };
         self.revision = self.revision.max(revision);
         changed
@@ -92,6 +109,10 @@ impl Records {
 
     pub fn published(&self) -> &Published {
         &self.published
+    }
+
+    pub fn sentinels(&self) -> &Sentinels {
+        &self.sentinels
     }
 
     /// Newest etcd revision applied.
@@ -203,6 +224,22 @@ mod tests {
         assert!(s.relist(Records::listed(Default::default(), published, 41)));
         assert_eq!(s.revision(), 41);
         assert!(!s.apply(publish("c", Some(1)), 35), "older than the listing");
+    }
+
+    #[test]
+    fn sentinel_replicas_come_and_go() {
+        let mut s = Records::default();
+        let at = |port| Some(SentinelRecord { address: "127.0.0.1".into(), port });
+        let change = |record| Change::Sentinel { run_id: "a".into(), record };
+        assert!(s.apply(change(at(1)), 2));
+        assert!(!s.apply(change(at(1)), 3), "a lease renewal's re-put changes nothing");
+        assert!(s.apply(change(at(2)), 4));
+        assert_eq!(s.sentinels()["a"].port, 2);
+        assert!(s.apply(change(None), 5));
+        assert!(!s.apply(change(None), 6));
+        let listed = Records::listed(Default::default(), Default::default(), 7)
+            .with_sentinels(Sentinels::from([("b".to_string(), SentinelRecord { address: "h".into(), port: 3 })]));
+        assert!(s.relist(listed), "a new replica in the listing is a change");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The etcd side: list `/dns/` and `/nodes/`, then watch both from the listed
+//! The etcd side: list `/dns/`, `/nodes/` and `/sentinels/`, then watch them from the listed
 //! revision, feeding every change into [`Live`].
 //!
 //! The list, watch and relist after any failure are `service::etcd::follow`'s; this
@@ -12,11 +12,11 @@ use service::cli::EtcdArgs;
 use service::etcd::{FollowError, FollowPolicy, Follower};
 use service::Shutdown;
 use topology::keys::Key;
-use topology::records::{NodeRecord, PublishedTopology};
+use topology::records::{NodeRecord, PublishedTopology, SentinelRecord};
 use topology::Keys;
 
 use crate::live::Live;
-use crate::state::{Change, Records};
+use crate::state::{Change, Records, Sentinels};
 use crate::zone::{Published, Registrations};
 
 /// Follows etcd until `shutdown`. `first_list` (if given) is told once the first
@@ -29,7 +29,7 @@ pub async fn follow(
     first_list: Option<tokio::sync::oneshot::Sender<bool>>,
 ) {
     let keys = etcd.keys();
-    let prefixes = [keys.dns_prefix(), keys.nodes_prefix()];
+    let prefixes = [keys.dns_prefix(), keys.nodes_prefix(), keys.sentinels_prefix()];
     let mut zone = ZoneFollower { keys, live, first_list };
     let policy = FollowPolicy::default();
     tokio::select! {
@@ -49,6 +49,7 @@ impl Follower for ZoneFollower {
     fn listed(&mut self, revision: i64, kvs: &[KeyValue]) {
         let mut registrations = Registrations::new();
         let mut published = Published::new();
+        let mut sentinels = Sentinels::new();
         for kv in kvs {
             match parse_change(&self.keys, kv, false) {
                 Some(Change::Registration { cluster, node, record: Some(record) }) => {
@@ -57,13 +58,16 @@ impl Follower for ZoneFollower {
                 Some(Change::Published { cluster, topology: Some(topology) }) => {
                     published.insert(cluster, (topology, kv.mod_revision()));
                 }
+                Some(Change::Sentinel { run_id, record: Some(record) }) => {
+                    sentinels.insert(run_id, record);
+                }
                 _ => {}
             }
         }
         let (registration_count, published_count) = (registrations.len(), published.len());
-        let changed = self.live.relist(Records::listed(registrations, published, revision));
+        let changed = self.live.relist(Records::listed(registrations, published, revision).with_sentinels(sentinels));
         tracing::info!(revision, registrations = registration_count, published = published_count, changed,
-            "listed etcd; watching /dns/ and /nodes/");
+            "listed etcd; watching /dns/, /nodes/ and /sentinels/");
         if let Some(first) = self.first_list.take() {
             let _ = first.send(true);
         }
@@ -105,6 +109,10 @@ fn parse_change(keys: &Keys, kv: &KeyValue, deleted: bool) -> Option<Change> {
         Key::Dns { cluster } => {
             let topology = if deleted { None } else { Some(parse_value::<PublishedTopology>(key, kv.value())?) };
             Some(Change::Published { cluster, topology })
+        }
+        Key::Sentinel { run_id } => {
+            let record = if deleted { None } else { Some(parse_value::<SentinelRecord>(key, kv.value())?) };
+            Some(Change::Sentinel { run_id, record })
         }
         _ => None,
     }

@@ -406,7 +406,7 @@ impl<'c> Builder<'c> {
 /// healthy and not a master, so readers and HAProxy are not sent to a dead one or to
 /// one that serves data of its own. A member that is no registered node (an IP
 /// literal) is kept: nothing says it is down.
-fn in_read_pool(registrations: &Registrations, cluster: &str, member: &PublishedMember) -> bool {
+pub(crate) fn in_read_pool(registrations: &Registrations, cluster: &str, member: &PublishedMember) -> bool {
     match &member.node {
         Some(node) => registrations
             .get(&(cluster.to_string(), node.clone()))

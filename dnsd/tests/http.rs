@@ -150,6 +150,8 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--ttl", "TTL"),
             ("--cluster", "CLUSTER"),
             ("--dns-udp-sockets", "DNS_UDP_SOCKETS"),
+            ("--sentinel-listen", "SENTINEL_LISTEN"),
+            ("--sentinel-announce", "SENTINEL_ANNOUNCE"),
             ("--etcd-endpoints", "ETCD_ENDPOINTS"),
             ("--etcd-prefix", "ETCD_PREFIX"),
             ("--log-format", "LOG_FORMAT"),

@@ -9,6 +9,7 @@
 //! decides: retrying cannot change it.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -94,9 +95,19 @@ impl Targets {
     /// Applies `topology` (the JSON as stored in etcd at `mod_revision` `revision`) to
     /// `cluster`. Returns the dictator's report. Both PUTs carry `?revision=`, so
     /// the dictator and dnsd refuse this apply if a newer one reached them first.
-    pub async fn apply_and_publish(&self, cluster: &str, topology: &[u8], revision: i64) -> Result<Value, ApplyError> {
+    /// `down`, the master a failover found down, is passed on (`?down=`): the
+    /// dictator gives it only a short connect timeout.
+    pub async fn apply_and_publish(
+        &self,
+        cluster: &str,
+        topology: &[u8],
+        revision: i64,
+        down: Option<SocketAddr>,
+    ) -> Result<Value, ApplyError> {
         let at = |stage| move |cause| ApplyError { stage, cause };
-        let report = self.put(&self.dictator, &format!("/clusters/{cluster}/master?revision={revision}"), topology).await.map_err(at(Stage::Dictator))?;
+        let down = down.map(|a| format!("&down={}", a.to_string().replace('[', "%5B").replace(']', "%5D"))).unwrap_or_default();
+        let path = format!("/clusters/{cluster}/master?revision={revision}{down}");
+        let report = self.put(&self.dictator, &path, topology).await.map_err(at(Stage::Dictator))?;
         self.put(&self.dnsd, &format!("/clusters/{cluster}/dns?revision={revision}"), topology).await.map_err(at(Stage::Dnsd))?;
         if let Some(failed) = failed_members(&report) {
             return Err(ApplyError { stage: Stage::Partial, cause: PutError::Incomplete { failed } });

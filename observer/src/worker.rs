@@ -211,7 +211,9 @@ impl Reconciler {
         let started_ms = now_ms();
         tracing::info!(cluster, topology_revision = desired.topology_revision, trigger = ?desired.trigger, diverged = ?diverged, "round: applying the topology");
         let failover = self.failover_note.clone();
-        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision).await {
+        // The master this worker's own failover found down, while applying it.
+        let down = self.attempt.as_ref().filter(|a| a.revision == desired.topology_revision).and_then(|a| a.master_addr);
+        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision, down).await {
             Ok(_) => {
                 let outcome = StatusUpdate { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
                 self.floor = record(&self.cx, cluster, outcome).await;

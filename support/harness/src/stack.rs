@@ -41,6 +41,8 @@ pub struct Stack {
     pub etcd: Etcd,
     pub nodes: Vec<Node>,
     pub dns: SocketAddr,
+    /// dnsd's Sentinel listener (`--sentinel-listen`).
+    pub sentinel: SocketAddr,
     pub dnsd_url: String,
     pub dictator_url: String,
     pub write: Option<SocketAddr>,
@@ -59,10 +61,12 @@ impl Stack {
         let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"))).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let (dnsd_port, dictator_port) = (free_port(), free_port());
         let mut dnsd = Service::start(
             "dnsd",
             &["--listen", &format!("127.0.0.1:{dnsd_port}"), "--dns-listen", &dns.to_string(),
+              "--sentinel-listen", &sentinel.to_string(),
               "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER],
             &[],
         );
@@ -97,7 +101,7 @@ impl Stack {
             None => (None, None, None),
         };
         Stack {
-            etcd, nodes, dns, dnsd_url, dictator_url, write, read,
+            etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read,
             observers, _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
         }
     }

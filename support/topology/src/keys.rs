@@ -20,6 +20,7 @@ pub enum Key {
     Status { cluster: String },
     Applied { cluster: String },
     Domain,
+    Sentinel { run_id: String },
 }
 
 impl Keys {
@@ -96,6 +97,17 @@ impl Keys {
         format!("{}/domain", self.prefix)
     }
 
+    /// `/sentinels/<run id>`: a dnsd replica answering the Sentinel protocol, held
+    /// under its lease, so every replica can list the others (`SENTINEL sentinels`).
+    pub fn sentinel(&self, run_id: &str) -> String {
+        format!("{}/sentinels/{run_id}", self.prefix)
+    }
+
+    /// `/sentinels/`: every dnsd replica answering the Sentinel protocol.
+    pub fn sentinels_prefix(&self) -> String {
+        format!("{}/sentinels/", self.prefix)
+    }
+
     /// `/election/observer`: the observers' leader election.
     pub fn election(&self) -> String {
         format!("{}/election/observer", self.prefix)
@@ -119,9 +131,15 @@ impl Keys {
             ["status", c] => Some(Key::Status { cluster: cluster(c)? }),
             ["applied", c] => Some(Key::Applied { cluster: cluster(c)? }),
             ["domain"] => Some(Key::Domain),
+            ["sentinels", id] if is_run_id(id) => Some(Key::Sentinel { run_id: id.to_string() }),
             _ => None,
         }
     }
+}
+
+/// A Sentinel run id: 40 lowercase hexadecimal digits, as redis makes them.
+pub fn is_run_id(id: &str) -> bool {
+    id.len() == 40 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Names under a cluster's DNS zone that a node may not take.
@@ -177,6 +195,10 @@ mod tests {
         assert_eq!(k.parse("/p/nodes/redis-1/master"), None, "reserved node name");
         assert_eq!(k.parse("/p/config/r/other"), None);
         assert_eq!(k.parse("/p/dns/r/extra"), None);
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(k.parse(&k.sentinel(id)), Some(Key::Sentinel { run_id: id.into() }));
+        assert_eq!(k.parse("/p/sentinels/0123"), None, "not a run id");
+        assert_eq!(k.parse(&k.sentinel(&id.to_uppercase())), None, "not lowercase");
     }
 
     proptest! {

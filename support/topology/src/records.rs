@@ -58,6 +58,13 @@ pub struct PublishedTopology {
     pub topology_revision: Option<i64>,
 }
 
+/// `/sentinels/<run id>`: where a dnsd replica answers the Sentinel protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelRecord {
+    pub address: String,
+    pub port: u16,
+}
+
 /// `/status/<cluster>`: the outcome of the observer's last round for a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
