@@ -67,10 +67,16 @@ impl RedisHost {
         self.host.wait_tcp(SocketAddr::from(([127, 0, 0, 1], REDIS_PORT)), Duration::from_secs(20));
     }
 
-    /// The answer to a real write, sent from this host itself over loopback, so it
-    /// can be asked while the host is cut off.
+    /// The answer to a real write command (`DEL` of a key that does not exist),
+    /// sent from this host itself over loopback, so it can be asked while the host
+    /// is cut off.
     pub fn probe(&self) -> Probe {
         self.host.run(|| probe_write(&self.node))
+    }
+
+    /// The list at `key` on this node (from the host itself), if redis answers.
+    pub fn list(&self, key: &str) -> Option<Vec<String>> {
+        self.host.run(|| redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query(&mut local_conn().ok()?).ok())
     }
 
     /// A field of `INFO replication` (from the host itself), if redis answers.
@@ -109,10 +115,12 @@ fn probe_write(node: &str) -> Probe {
         Ok(conn) => conn,
         Err(e) => return Probe::Other(e.to_string()),
     };
-    let reply: redis::RedisResult<()> =
-        redis::cmd("SET").arg(format!("fault-probe:{node}")).arg("1").arg("PX").arg(2000).query(&mut conn);
+    // A write command that changes nothing: redis refuses it as any write
+    // (NOREPLICAS, READONLY), but deleting a missing key is not replicated, so
+    // probing a master adds nothing to its history for the dictator to weigh.
+    let reply: redis::RedisResult<i64> = redis::cmd("DEL").arg(format!("fault-probe:{node}")).query(&mut conn);
     match reply {
-        Ok(()) => Probe::Writable,
+        Ok(_) => Probe::Writable,
         Err(e) if e.code() == Some("NOREPLICAS") => Probe::Fenced,
         Err(e) if e.code() == Some("READONLY") => Probe::ReadOnly,
         Err(e) => Probe::Other(e.to_string()),
