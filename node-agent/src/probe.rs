@@ -2,6 +2,11 @@
 //! `INFO replication` and `CONFIG GET min-replicas-to-write` (is it fenced?) in one
 //! round trip, within a timeout. And fencing it, when the agent loses etcd.
 //!
+//! Each probe also publishes a heartbeat ([`HEARTBEAT_CHANNEL`]). On a master it
+//! replicates (pub/sub is propagated to replicas, not to the AOF or the keyspace),
+//! so its replicas read something every interval while the master and its host
+//! live: the observer's second view of a master it cannot reach.
+//!
 //! [`redis_state`] is pure (tested on captured `INFO` text, parsed by
 //! `service::redis_info`); [`Prober`] is the thin I/O around it. The whole probe
 //! (connect, AUTH, commands) is bounded by one timeout, so a frozen redis (SIGSTOP,
@@ -16,6 +21,9 @@ use topology::records::Role;
 
 use crate::config::{Credentials, RedisTarget};
 use crate::tracker::{Probe, RedisState};
+
+/// The channel the heartbeat is published on; nobody needs to subscribe.
+pub const HEARTBEAT_CHANNEL: &str = "__redis-topology__:heartbeat";
 
 /// Why a probe found redis unusable; its text is what the registration reports.
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +127,8 @@ impl Prober {
                 self.conn.insert(conn)
             }
         };
-        type Answers = (String, String, String, String, Vec<String>);
-        let (_pong, server, persistence, replication, setting): Answers = redis::pipe()
+        type Answers = (String, String, String, String, Vec<String>, i64);
+        let (_pong, server, persistence, replication, setting, _subscribers): Answers = redis::pipe()
             .cmd("PING")
             .cmd("INFO")
             .arg("server")
@@ -131,6 +139,9 @@ impl Prober {
             .cmd("CONFIG")
             .arg("GET")
             .arg("min-replicas-to-write")
+            .cmd("PUBLISH")
+            .arg(HEARTBEAT_CHANNEL)
+            .arg("")
             .query_async(conn)
             .await
             .map_err(|error| ProbeError::Query { target: self.target.clone(), error })?;

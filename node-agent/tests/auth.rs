@@ -62,7 +62,7 @@ async fn authenticates_as_an_acl_user() {
     // and setting min-replicas-*, and dropping clients when it fences itself; and
     // no anonymous access at all (disabling the default user may drop the
     // connection that asks for it, so that answer is not checked).
-    redis.cmd::<()>(&["ACL", "SETUSER", "agent", "on", ">agent-pw", "-@all", "+ping", "+info", "+config|get", "+config|set", "+client|kill"]);
+    redis.cmd::<()>(&["ACL", "SETUSER", "agent", "on", ">agent-pw", "-@all", "+ping", "+info", "+config|get", "+config|set", "+client|kill", "+publish", "&__redis-topology__:heartbeat"]);
     let _: redis::RedisResult<()> = redis::cmd("ACL").arg("SETUSER").arg("default").arg("off").query(&mut redis.conn());
     assert!(redis::cmd("PING").query::<String>(&mut redis.conn()).is_err(), "anonymous access should be off");
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,14 @@
 //!   waited for, or its slaves would resync from it and lose everything);
 //! - not while the cluster is in maintenance, nor within `cooldown` of the last
 //!   automatic failover (no flapping);
+//! - etcd is not the only view: every `probe_every` the observer asks the master
+//!   itself, and when it does not answer, asks its replicas whether they read
+//!   anything from it for `silence` ([`replicas_silent`]; its agent publishes a
+//!   heartbeat through it every probe interval). Both silent is a dead machine or
+//!   a hung redis, seen from two sides, and counts as down at once, like a
+//!   refusal, without waiting for the agent's lease to expire or its registration
+//!   to turn unhealthy. One side alone (the observer cut off from the master, the
+//!   replicas still fed) is not;
 //! - a master that answers PING is never failed over, whatever etcd says (a dead
 //!   agent or a slow etcd is not a dead master), unless it carries the write fence:
 //!   its agent fenced it on losing etcd (`node-agent`'s `self_fence`), so it takes
@@ -39,9 +47,15 @@ use topology::{Member, Topology};
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub failover_after: Duration,
-    /// The delay instead when the master's port refuses connections.
+    /// The delay instead when the master's port refuses connections, or when it
+    /// is silent to the observer and to its replicas alike.
     pub failover_after_refused: Duration,
     pub cooldown: Duration,
+    /// How often a master etcd says is healthy is asked directly (`None`: never).
+    pub probe_every: Option<Duration>,
+    /// How long its replicas must read nothing from a master that does not
+    /// answer for it to count as silent.
+    pub silence: Duration,
 }
 
 /// What etcd says about the master and, when it says down, what the master's
@@ -65,6 +79,30 @@ pub enum MasterCheck {
     NoAnswer,
     /// It answered, but carries the write fence: it takes no writes.
     Fenced,
+    /// It did not answer, and none of its replicas read a byte from it for the
+    /// silence window ([`replicas_silent`]).
+    Silent,
+}
+
+/// Whether the replicas heard nothing from their master: each pair is how much
+/// one replica had read from it (`slave_read_repl_offset`) at the start and at the
+/// end of the silence window. At least one replica must have been read both
+/// times, and none may have read more. The master's agent publishes a heartbeat
+/// every probe interval, which replicates, so the replicas of a live master read
+/// something in any window longer than that.
+pub fn replicas_silent(reads: &[(u64, u64)]) -> bool {
+    !reads.is_empty() && reads.iter().all(|(before, after)| after <= before)
+}
+
+/// What the master looks like from etcd (`registered`: registered and healthy)
+/// and from the observer's own look at it (`None`: not asked).
+pub fn master_seen(registered: bool, check: Option<MasterCheck>) -> MasterSeen {
+    match (registered, check) {
+        (false, check) => MasterSeen::Down(check.unwrap_or(MasterCheck::NoAnswer)),
+        // etcd says healthy: only both other views together overrule it.
+        (true, Some(MasterCheck::Silent)) => MasterSeen::Down(MasterCheck::Silent),
+        (true, _) => MasterSeen::Healthy,
+    }
 }
 
 /// Whether a registration says the node is serving: registered, and healthy.
@@ -132,7 +170,7 @@ impl FailoverClock {
         let since = *self.down_since_ms.get_or_insert(now_ms);
         let down_for = Duration::from_millis(now_ms.saturating_sub(since));
         let delay = match check {
-            MasterCheck::Refused => policy.failover_after_refused.min(policy.failover_after),
+            MasterCheck::Refused | MasterCheck::Silent => policy.failover_after_refused.min(policy.failover_after),
             MasterCheck::Answers | MasterCheck::NoAnswer | MasterCheck::Fenced => policy.failover_after,
         };
         if down_for < delay {
@@ -433,6 +471,8 @@ mod tests {
             failover_after: Duration::from_millis(1000),
             failover_after_refused: Duration::ZERO,
             cooldown: Duration::from_secs(60),
+            probe_every: Some(Duration::from_millis(500)),
+            silence: Duration::from_millis(500),
         }
     }
 
@@ -522,6 +562,38 @@ mod tests {
         // Registered and healthy, a fenced master is not failed over: the topology
         // is applied again instead, which lifts the fence.
         assert_eq!(FailoverClock::default().assess(MasterSeen::Healthy, &policy(), false, 0), Healthy);
+    }
+
+    #[test]
+    fn replicas_are_silent_only_when_one_was_read_and_none_read_more() {
+        assert!(!replicas_silent(&[]), "no replica read: no second view");
+        assert!(replicas_silent(&[(100, 100)]));
+        assert!(replicas_silent(&[(100, 100), (90, 90)]));
+        assert!(!replicas_silent(&[(100, 100), (90, 91)]), "one still hears it");
+        assert!(!replicas_silent(&[(100, 101)]));
+    }
+
+    #[test]
+    fn etcd_saying_healthy_is_overruled_only_by_a_refusal_or_silence_on_both_sides() {
+        use MasterCheck::*;
+        assert_eq!(master_seen(true, None), MasterSeen::Healthy);
+        assert_eq!(master_seen(true, Some(Answers)), MasterSeen::Healthy);
+        assert_eq!(master_seen(true, Some(NoAnswer)), MasterSeen::Healthy, "the observer alone may be cut off");
+        assert_eq!(master_seen(true, Some(Fenced)), MasterSeen::Healthy, "registered and fenced: re-applied, not failed over");
+        assert_eq!(master_seen(true, Some(Refused)), MasterSeen::Healthy, "its replicas must confirm it (Silent)");
+        assert_eq!(master_seen(true, Some(Silent)), MasterSeen::Down(Silent));
+        for check in [Answers, NoAnswer, Fenced, Refused, Silent] {
+            assert_eq!(master_seen(false, Some(check)), MasterSeen::Down(check));
+        }
+        assert_eq!(master_seen(false, None), MasterSeen::Down(NoAnswer));
+    }
+
+    #[test]
+    fn a_silent_master_is_failed_over_without_the_blip_delay() {
+        let silent = MasterSeen::Down(MasterCheck::Silent);
+        assert_eq!(FailoverClock::default().assess(silent, &policy(), false, 10_000), FailOver);
+        let slow = Policy { failover_after_refused: Duration::from_millis(300), ..policy() };
+        assert_eq!(FailoverClock::default().assess(silent, &slow, false, 0), WaitFor(Duration::from_millis(300)));
     }
 
     #[test]

@@ -44,6 +44,30 @@ pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck 
     }
 }
 
+/// How much each replica at `addrs` had read from its master
+/// (`slave_read_repl_offset`) now and `window` later, on one connection each, read
+/// in parallel; a replica that cannot be reached or read either time, or is no
+/// replica, is left out.
+pub async fn replica_reads(addrs: &[SocketAddr], credentials: &Credentials, window: Duration) -> Vec<(u64, u64)> {
+    let timeouts = Timeouts { connect: TIMEOUT, command: TIMEOUT };
+    let read = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let text: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.ok()?;
+            redis_info::Info::parse(&text).field("slave_read_repl_offset").ok()?.parse::<u64>().ok()
+        }
+    };
+    let reads = futures::future::join_all(addrs.iter().map(|addr| async move {
+        let mut conn = redis_auth::connect(*addr, timeouts, credentials).await.ok()?;
+        let before = read(&mut conn).await?;
+        tokio::time::sleep(window).await;
+        let after = read(&mut conn).await?;
+        Some((before, after))
+    }))
+    .await;
+    reads.into_iter().flatten().collect()
+}
+
 /// A slave's replication state, with the history the dictator judges it by;
 /// `None` when it cannot be reached or read.
 pub async fn slave(addr: SocketAddr, credentials: &Credentials) -> Option<SlaveReplication> {

@@ -69,6 +69,19 @@ struct Cli {
     #[arg(long, env = "FAILOVER_AFTER_REFUSED_MS", default_value_t = 0)]
     failover_after_refused_ms: u64,
 
+    /// Ask a master etcd says is healthy every this many milliseconds, so a machine
+    /// that vanished is seen before its agent's lease expires; 0: only ask masters
+    /// etcd says are down.
+    #[arg(long, env = "MASTER_PROBE_MS", default_value_t = 500)]
+    master_probe_ms: u64,
+
+    /// A master that does not answer counts as dead, like one whose port refuses,
+    /// when none of its replicas read anything from it for this many milliseconds
+    /// (its agent publishes a heartbeat through it every --interval); at least
+    /// twice the agents' interval.
+    #[arg(long, env = "MASTER_SILENCE_MS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    master_silence_ms: u64,
+
     /// At most one automatic failover per cluster within this many seconds.
     #[arg(long, env = "FAILOVER_COOLDOWN_SECS", default_value_t = 60)]
     failover_cooldown_secs: u64,
@@ -114,6 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         failover_after: Duration::from_millis(cli.failover_after_ms),
         failover_after_refused: Duration::from_millis(cli.failover_after_refused_ms),
         cooldown: Duration::from_secs(cli.failover_cooldown_secs),
+        probe_every: (cli.master_probe_ms > 0).then(|| Duration::from_millis(cli.master_probe_ms)),
+        silence: Duration::from_millis(cli.master_silence_ms),
     });
     let cx = Arc::new(Context {
         etcd,

@@ -308,19 +308,33 @@ impl Reconciler {
         let Ok(topology) = Topology::from_json(&snapshot.topology) else { return Action::AwaitChange };
         let cluster = self.cluster.as_str();
         let registration = self.node_of(&topology.master).and_then(|n| snapshot.nodes.get(&n));
-        // Redis is asked only when etcd says down: a healthy master costs no I/O.
-        let (seen, master_addr) = if failover::serving(registration) {
-            (MasterSeen::Healthy, None)
+        let registered = failover::serving(registration);
+        // A master etcd says is healthy is asked every `probe_every`, if at all.
+        let (check, master_addr) = if registered && policy.probe_every.is_none() {
+            (None, None)
         } else {
             let addr = self.address_of(&topology.master).await;
             let check = match addr {
                 Some(addr) => inspect::master(addr, &self.cx.redis_auth).await,
                 None => MasterCheck::NoAnswer,
             };
-            (MasterSeen::Down(check), addr)
+            // No answer: do its replicas still hear from it?
+            let check = match check {
+                MasterCheck::NoAnswer | MasterCheck::Refused => self.ask_replicas(&topology, policy).await.unwrap_or(check),
+                check => check,
+            };
+            (Some(check), addr)
         };
+        let seen = failover::master_seen(registered, check);
+        if registered && matches!(check, Some(MasterCheck::NoAnswer)) {
+            tracing::info!(cluster, master = %topology.master, "the master does not answer the observer, but its replicas still hear from it: no failover");
+        }
+        if let (MasterSeen::Down(MasterCheck::Silent), true) = (seen, registered) {
+            tracing::warn!(cluster, master = %topology.master, "the master answers neither the observer nor its replicas, though etcd still lists it healthy");
+        }
+        let healthy = policy.probe_every.map_or(Action::AwaitChange, Action::Requeue);
         match self.clock.assess(seen, policy, snapshot.maintenance, now_ms()) {
-            FailoverDecision::Healthy => Action::AwaitChange,
+            FailoverDecision::Healthy => healthy,
             FailoverDecision::WaitFor(wait) => Action::Requeue(wait),
             FailoverDecision::Held(reason) => {
                 tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
@@ -348,6 +362,19 @@ impl Reconciler {
                 }
             },
         }
+    }
+
+    /// A master that does not answer the observer: [`MasterCheck::Silent`] when its
+    /// replicas read nothing from it for `policy.silence` either.
+    async fn ask_replicas(&self, topology: &Topology, policy: &Policy) -> Option<MasterCheck> {
+        let mut addrs = Vec::new();
+        for slave in &topology.slaves {
+            if let Some(addr) = self.address_of(slave).await {
+                addrs.push(addr);
+            }
+        }
+        let reads = inspect::replica_reads(&addrs, &self.cx.redis_auth, policy.silence).await;
+        failover::replicas_silent(&reads).then_some(MasterCheck::Silent)
     }
 
     /// Asks the slaves where they stand, lets [`failover::plan`] choose, and

@@ -253,11 +253,13 @@ fn registration(port: u16, healthy: bool) -> String {
     .to_string()
 }
 
-/// A TCP proxy in front of etcd that can cut every connection through it without
-/// closing any: a partition between one process and etcd, while etcd runs on.
+/// A TCP proxy in front of etcd (or redis) that can cut every connection through
+/// it without closing any: a partition between one process and etcd, while etcd
+/// runs on. Or only hold new connections, while the established ones flow.
 struct Partition {
     port: u16,
     cut: Arc<AtomicBool>,
+    block_new: Arc<AtomicBool>,
     _accept: tokio::task::JoinHandle<()>,
 }
 
@@ -266,16 +268,29 @@ impl Partition {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
-        let flag = cut.clone();
+        let block_new = Arc::new(AtomicBool::new(false));
+        let (flag, blocked) = (cut.clone(), block_new.clone());
         let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Ok((client, _)) = listener.accept().await {
+                if blocked.load(Ordering::SeqCst) {
+                    // Accepted, never answered: as a host behind a firewall that drops.
+                    held.push(client);
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
                 let ((client_read, client_write), (server_read, server_write)) = (client.into_split(), server.into_split());
                 tokio::spawn(pump(client_read, server_write, flag.clone()));
                 tokio::spawn(pump(server_read, client_write, flag.clone()));
             }
         });
-        Partition { port, cut, _accept: accept }
+        Partition { port, cut, block_new, _accept: accept }
+    }
+
+    /// From now on new connections are accepted but never answered; those already
+    /// through flow on.
+    fn block_new(&self) {
+        self.block_new.store(true, Ordering::SeqCst);
     }
 
     fn endpoint(&self) -> String {
@@ -915,6 +930,8 @@ fn help_documents_every_flag_with_its_env_var() {
             ("--failover-after-ms", "FAILOVER_AFTER_MS"),
             ("--failover-after-refused-ms", "FAILOVER_AFTER_REFUSED_MS"),
             ("--failover-cooldown-secs", "FAILOVER_COOLDOWN_SECS"),
+            ("--master-probe-ms", "MASTER_PROBE_MS"),
+            ("--master-silence-ms", "MASTER_SILENCE_MS"),
             ("--domain", "DOMAIN"),
             ("--etcd-endpoints", "ETCD_ENDPOINTS"),
             ("--etcd-prefix", "ETCD_PREFIX"),
@@ -1111,4 +1128,59 @@ async fn a_master_fenced_by_a_short_partition_takes_writes_again_after_the_next_
     assert!(logged(&observer, "automatic failover").is_empty());
     let still = stack.etcd.client().await.lease_time_to_live(lease, None).await.unwrap().ttl();
     assert!(still != 0 || stack.registration_of("node-1").await.is_some(), "node-1's registration vanished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_silent_to_the_observer_and_its_replicas_is_failed_over_though_etcd_lists_it_healthy() {
+    // The test's own registrations stay healthy whatever happens: etcd never says down.
+    let stack = Stack::start(3).await;
+    let (observer, _) = stack.observer_with("o1", &["--failover-after-ms", "60000"]);
+    stack.define(stack.topology(0, &[1, 2])).await;
+    stack.wait_applied(0, "first topology").await;
+    wait_in_sync(&stack, 0, &[1, 2]);
+    stack.nodes[0].freeze(true);
+    // Neither the observer's probe nor the replicas hear from it: a dead machine,
+    // seen from two sides, failed over without the 60 s blip delay.
+    let ports: Vec<u64> = stack.nodes.iter().map(|n| u64::from(n.port())).collect();
+    harness::wait_until_async("the failover", Duration::from_secs(20), || async {
+        let published = stack.published_master_port(CLUSTER).await;
+        published == Some(ports[1]) || published == Some(ports[2])
+    })
+    .await;
+    assert!(!logged(&observer, "the master answers neither the observer nor its replicas, though etcd still lists it healthy").is_empty());
+    stack.nodes[0].freeze(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_the_observer_cannot_reach_but_its_replicas_hear_is_not_failed_over() {
+    let mut stack = Stack::start(3).await;
+    // Everyone reaches node-1 through a proxy; its agent probes (and publishes its
+    // heartbeat on) node-1 directly, and advertises the proxy.
+    let proxy = Partition::start(stack.nodes[0].port()).await;
+    let mut client = stack.etcd.client().await;
+    client.delete(stack.keys.node(CLUSTER, "node-1"), None).await.unwrap();
+    let endpoint = stack.etcd.endpoint();
+    let advertised = proxy.port.to_string();
+    stack.start_agent(0, &endpoint, &["--advertise-port", &advertised]);
+    let (observer, _) = stack.observer_with("o1", &["--failover-after-ms", "60000"]);
+    let member = |port: u16| json!({"address": "127.0.0.1", "port": port});
+    let topology = json!({"master": member(proxy.port), "slaves": [member(stack.nodes[1].port()), member(stack.nodes[2].port())]});
+    stack.define(topology.to_string()).await;
+    harness::wait_until_async("the topology applied through the proxy", Duration::from_secs(20), || async {
+        stack.published_master_port(CLUSTER).await == Some(u64::from(proxy.port))
+            && stack.status().await.is_some_and(|s| s.result == "ok")
+    })
+    .await;
+    harness::wait_until("the replicas linked through the proxy", Duration::from_secs(20), || {
+        stack.nodes[1..].iter().all(|n| n.info_field("master_link_status").as_deref() == Some("up"))
+    });
+
+    // The observer cannot open a connection to node-1 any more; the replicas'
+    // links, already open, still carry the agent's heartbeats.
+    proxy.block_new();
+    let said = "the master does not answer the observer, but its replicas still hear from it: no failover";
+    harness::wait_until("the observer to look three times", Duration::from_secs(20), || logged(&observer, said).len() >= 3);
+    assert!(logged(&observer, "automatic failover").is_empty());
+    assert_eq!(stack.published_master_port(CLUSTER).await, Some(u64::from(proxy.port)));
+    assert_eq!(stack.nodes[0].role(), "master");
 }
