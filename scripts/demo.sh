@@ -8,7 +8,7 @@
 # Starts etcd, three redis-servers each with a node-agent, dnsd, the dictator,
 # the observer and HAProxy (deploy/haproxy/haproxy.cfg), defines the topology,
 # runs the counter through HAProxy while mess-with-cluster moves the master 10
-# times, prints the counter's tally and the DNS answers.
+# times (redis-topology switchover --wait), prints the counter's tally and the DNS answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -25,7 +25,8 @@ domain=cluster.local
 # Fixed demo ports, all on 127.0.0.1.
 etcd_port=12379; etcd_peer=12380
 dictator_port=18000; dnsd_port=18001; dns_port=18053; observer_port=18002
-redis_ports=(17001 17002 17003); agent_ports=(18011 18012 18013)
+# DEMO_REDIS_PORTS="p1 p2 p3" moves the redis-servers when 17001-17003 are taken.
+read -r -a redis_ports <<<"${DEMO_REDIS_PORTS:-17001 17002 17003}"; agent_ports=(18011 18012 18013)
 write_port=16380; read_port=16381; stats_port=18404
 
 for p in $etcd_port $etcd_peer $dictator_port $dnsd_port $dns_port $observer_port \
@@ -90,17 +91,16 @@ wait_http $write_port haproxy
 
 echo "demo: defining the topology: node-1 master, node-2 and node-3 slaves"
 for _ in $(seq 100); do
-    [ "$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD_ENDPOINTS get --prefix --keys-only /nodes/$cluster/ | grep -c .)" -ge 3 ] && break
+    [ "$("$bin/redis-topology" list --json | grep -o '"role":"[a-z]*"' | grep -c -e master -e slave)" -ge 3 ] && break
     sleep 0.1
 done
-scripts/define-topology.sh $cluster - <<JSON
-{"master": {"address": "node-1.$cluster.$domain"},
- "slaves": [{"address": "node-2.$cluster.$domain"}, {"address": "node-3.$cluster.$domain"}]}
-JSON
+"$bin/redis-topology" define $cluster --master node-1 --slave node-2 --slave node-3
+# Applied once roles, the topology and DNS agree.
 for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints=$ETCD_ENDPOINTS get --print-value-only /status/$cluster | grep -q '"result":"ok"' && break
+    "$bin/redis-topology" check $cluster >/dev/null && break
     sleep 0.1
 done
+"$bin/redis-topology" status $cluster
 
 echo "demo: counter writing ~1000 ids/s through HAProxy (127.0.0.1:$write_port) while the master moves 10 times"
 "$bin/counter" --redis 127.0.0.1:$write_port --duration-secs 3600 --json >"$state/counter.json" 2>"$state/counter.log" &
@@ -126,12 +126,13 @@ if [ "$verdict" -ne 0 ]; then echo "demo: the counter failed (exit $verdict: los
 if $keep; then
     cat <<EOF2
 demo: the cluster keeps running (pids in $state/pids; stop: kill \$(cat $state/pids)).
-  export ETCD_ENDPOINTS=$ETCD_ENDPOINTS NAMESERVER=$NAMESERVER
-  scripts/redis-cli.sh $cluster INFO replication       # the master, found through dnsd
+  export ETCD_ENDPOINTS=$ETCD_ENDPOINTS NAMESERVER=$NAMESERVER PATH=$bin:\$PATH
+  redis-topology list                                     # every node: role, health, lag, DNS
+  redis-topology switchover $cluster --to node-2 --wait   # move the master, see the report
+  redis-topology check                                    # roles, topology and DNS agree?
+  redis-topology history $cluster
   redis-cli -p $write_port SET k v                        # writes through HAProxy
   scripts/mess-with-cluster.sh $cluster 5 1               # move the master 5 times
-  dig -p $dns_port @127.0.0.1 SRV master.$cluster.$domain
-  etcdctl --endpoints=$ETCD_ENDPOINTS get /status/$cluster
   HAProxy stats: http://127.0.0.1:$stats_port/
 EOF2
 fi

@@ -22,6 +22,8 @@ packages=(
     dnsperf            # dnsd tests and benchmark: DNS load
     systemd            # deploy tests: systemd-analyze verify on the shipped units
     python3-redis      # e2e tests: redis-py's Sentinel client finding the master through dnsd
+    prometheus         # metrics tests: promtool checks /metrics and deploy/monitoring's alert rules
+    chromium           # status page test: loads the observer's page headless, takes the README's screenshot
     iproute2           # fault tests and benchmark: `ip netns` hosts, bridges and veth links
 )
 
@@ -53,7 +55,7 @@ done
 
 # Debian starts packaged servers right away; our tests and demo run their own
 # instances on other ports, so stop the system ones to keep the machine quiet.
-for unit in redis-server etcd haproxy; do
+for unit in redis-server etcd haproxy prometheus; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
         $sudo systemctl stop "$unit" || true
     fi

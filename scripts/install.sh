@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs redis-topology: the binaries, the systemd units of deploy/systemd/ and
-# the example settings of deploy/env/ (plus HAProxy's config), for a machine or a
-# package.
+# Installs redis-topology: the binaries (with redis-topology's shell completions),
+# the systemd units of deploy/systemd/, the example settings of deploy/env/ (plus
+# HAProxy's configs) and deploy/monitoring/, for a machine or a package.
 #
 #   scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--unitdir DIR]
 #                      [--sysconfdir /etc] [--bin-dir DIR] [--no-build]
@@ -30,7 +30,7 @@ unitdir=/etc/systemd/system
 sysconfdir=/etc
 bindir_src="$root/target/release"
 build=1
-binaries=(dictator dnsd observer node-agent counter)
+binaries=(dictator dnsd observer node-agent counter redis-topology)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
 need() { [ $# -ge 2 ] || { echo "install.sh: $1 needs a value" >&2; exit 2; }; }
@@ -115,6 +115,12 @@ for bin in "${binaries[@]}"; do
     put "$bindir_src/$bin" "$destdir$prefix/bin/$bin" 0755
 done
 
+echo "install.sh: shell completions of redis-topology -> $destdir$prefix/share"
+"$bindir_src/redis-topology" completions bash > "$staging/redis-topology.bash"
+put "$staging/redis-topology.bash" "$destdir$prefix/share/bash-completion/completions/redis-topology" 0644
+"$bindir_src/redis-topology" completions zsh > "$staging/_redis-topology"
+put "$staging/_redis-topology" "$destdir$prefix/share/zsh/site-functions/_redis-topology" 0644
+
 echo "install.sh: systemd units -> $destdir$unitdir"
 for unit in "$root"/deploy/systemd/*.service; do
     name="$(basename "$unit")"
@@ -136,6 +142,14 @@ for env in "$root"/deploy/env/*.env; do
     keep "$env" "$destdir$sysconfdir/redis-topology/$(basename "$env")"
 done
 keep "$root/deploy/haproxy/haproxy.cfg" "$destdir$sysconfdir/redis-topology/haproxy.cfg"
+# Code, not settings: always the repository's.
+put "$root/deploy/haproxy/wait-for-server.lua" "$destdir$sysconfdir/redis-topology/wait-for-server.lua" 0644
+keep "$root/deploy/haproxy/haproxy-httpchk.cfg" "$destdir$sysconfdir/redis-topology/haproxy-httpchk.cfg"
+
+echo "install.sh: Grafana dashboard and Prometheus alert rules -> $destdir$prefix/share/redis-topology/monitoring"
+for file in "$root"/deploy/monitoring/*; do
+    put "$file" "$destdir$prefix/share/redis-topology/monitoring/$(basename "$file")" 0644
+done
 
 if [ -z "$destdir" ]; then
     echo "install.sh: done. Next: edit $sysconfdir/redis-topology/*.env, then"

@@ -89,14 +89,54 @@ async fn apply(
     // axum drops this future when the client goes away; an apply stopped between
     // two steps would leave a fence or a half-moved group for no reason. Its own
     // task finishes it whoever is still listening, holding the turn.
+    let labels = cluster.clone();
     let task = tokio::spawn(async move { state.dictator.apply_in_turn(&turn, &cluster, &topology, options).await });
     match task.await {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => e.into_response(),
+        Ok(Ok(report)) => {
+            record_metrics(&labels, &report);
+            Json(report).into_response()
+        }
+        Ok(Err(e)) => {
+            metrics::counter!("redis_topology_dictator_applies_total", "cluster" => labels, "result" => error_result(status(&e)))
+                .increment(1);
+            e.into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "the apply task failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the apply task failed: {e}")).into_response()
         }
+    }
+}
+
+/// Counts an apply that answered 2xx and times it: `ok`, `partial` (members
+/// in `failed`), `unchanged` (the topology already held) or `dry_run`.
+fn record_metrics(cluster: &str, report: &crate::apply::Report) {
+    let result = if report.dry_run {
+        "dry_run"
+    } else if !report.outcome.failed.is_empty() {
+        "partial"
+    } else if !report.changed {
+        "unchanged"
+    } else {
+        "ok"
+    };
+    metrics::counter!("redis_topology_dictator_applies_total", "cluster" => cluster.to_string(), "result" => result).increment(1);
+    if !report.dry_run {
+        metrics::histogram!("redis_topology_dictator_apply_duration_seconds", "cluster" => cluster.to_string()).record(report.total_ms / 1000.0);
+        if report.changed {
+            metrics::histogram!("redis_topology_dictator_write_pause_seconds", "cluster" => cluster.to_string())
+                .record(report.outcome.write_pause_ms / 1000.0);
+        }
+    }
+}
+
+/// The `result` label of a refused or failed apply, by its status code.
+fn error_result(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::CONFLICT => "refused",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        StatusCode::GATEWAY_TIMEOUT => "timeout",
+        _ => "failed",
     }
 }
 

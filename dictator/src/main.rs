@@ -203,7 +203,17 @@ fn read_topology(file: &str) -> anyhow::Result<Topology> {
 }
 
 async fn serve(dictator: Dictator, revisions: dictator::revision::Revisions, listen: SocketAddr, cluster: String) -> ExitCode {
-    let app = dictator::api::router(dictator, cluster, revisions);
+    let metrics = match service::metrics::install(&[]) {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve /metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    metrics::describe_counter!("redis_topology_dictator_applies_total", "Applies answered, by result (ok, unchanged, partial, dry_run, refused, invalid, timeout, failed).");
+    metrics::describe_histogram!("redis_topology_dictator_apply_duration_seconds", metrics::Unit::Seconds, "How long an apply took, resolve to verify.");
+    metrics::describe_histogram!("redis_topology_dictator_write_pause_seconds", metrics::Unit::Seconds, "How long a changing apply kept the group from taking writes.");
+    let app = dictator::api::router(dictator, cluster, revisions).merge(service::metrics::routes(metrics, || {}));
     service::systemd::spawn_watchdog();
     let shutdown = service::Shutdown::on_signals();
     let ready = |address| service::systemd::ready(&format!("serving HTTP on {address}"));

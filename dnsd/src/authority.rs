@@ -73,6 +73,16 @@ fn decide<'z>(zone: &'z Zone, request: &Request) -> Reply<'z> {
     }
 }
 
+/// `redis_topology_dnsd_queries_total{type, rcode}` (`type` of the first
+/// question, `none` without one).
+fn count_query(request: &Request, reply: &Reply<'_>) {
+    let code = match reply {
+        Reply::Error(code) | Reply::Records { code, .. } => *code,
+    };
+    let kind = request.queries.queries().first().map_or_else(|| "none".to_string(), |q| q.query_type().to_string());
+    metrics::counter!("redis_topology_dnsd_queries_total", "type" => kind, "rcode" => code.to_str().to_string()).increment(1);
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -99,6 +109,7 @@ impl RequestHandler for Handler {
 
         let zone = self.zones().load();
         let reply = if bad_version { Reply::Error(ResponseCode::BADVERS) } else { decide(&zone, request) };
+        count_query(request, &reply);
         let result = match reply {
             Reply::Error(code) => {
                 metadata.response_code = code;

@@ -22,11 +22,14 @@
 //! - [`sentinel_server`]: the `--sentinel-listen` TCP listener around it, and this
 //!   replica's `/sentinels/<run id>` registration;
 //! - [`api`]: the axum routes;
-//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it.
+//! - [`domain`]: records `--domain` in etcd (`/domain`), so others check against it;
+//! - [`haproxy`]: pushes the published master and slaves to HAProxy's runtime API
+//!   (`--haproxy-runtime`) the moment the zone changes.
 
 pub mod api;
 pub mod authority;
 pub mod domain;
+pub mod haproxy;
 pub mod live;
 pub mod publish;
 pub mod sentinel;
@@ -63,6 +66,8 @@ pub struct Config {
     pub etcd: EtcdArgs,
     /// Where to answer the Sentinel protocol, if anywhere.
     pub sentinel: Option<SentinelConfig>,
+    /// Where to push the topology of one cluster (no targets: push nothing).
+    pub haproxy: haproxy::HaproxyConfig,
 }
 
 /// The Sentinel listener: where it binds, and the address other replicas and
@@ -105,7 +110,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
-    let app = api::router(live, config.etcd, config.cluster);
+    let pushers = haproxy::start(live.clone(), config.haproxy, config.etcd.clone(), &shutdown);
+    // /metrics: hickory's query counters, and the zone's etcd revision at scrape time.
+    let metrics = service::metrics::install(&[])?;
+    metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
+    metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
+    metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
+    let scraped = live.clone();
+    let metrics = service::metrics::routes(metrics, move || {
+        metrics::gauge!("redis_topology_dnsd_zone_revision").set(scraped.state().revision() as f64);
+    });
+    let app = api::router(live, config.etcd, config.cluster).merge(metrics);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
     let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {
         let _ = http_bound_tx.send(address);
@@ -135,6 +150,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = follower.await;
     for task in sentinel_tasks {
         let _ = task.await;
+    }
+    for pusher in pushers {
+        let _ = pusher.await;
     }
     http_result
         .context("HTTP task")?

@@ -27,6 +27,8 @@ pub struct Live {
     zone: ArcSwap<Zone>,
     records: ArcSwap<Records>,
     switches: tokio::sync::broadcast::Sender<Switch>,
+    /// Told after every swap (the HAProxy pusher waits on it).
+    swapped: tokio::sync::watch::Sender<()>,
 }
 
 impl Live {
@@ -36,7 +38,8 @@ impl Live {
         let zone = Zone::build(&config, state.registrations(), state.published(), state.serial());
         let records = ArcSwap::from_pointee(state.clone());
         let (switches, _) = tokio::sync::broadcast::channel(SWITCH_BUFFER);
-        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone), records, switches }
+        let (swapped, _) = tokio::sync::watch::channel(());
+        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone), records, switches, swapped }
     }
 
     pub fn config(&self) -> &ZoneConfig {
@@ -87,6 +90,11 @@ impl Live {
         changed
     }
 
+    /// Changes each time a new zone is swapped in.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.swapped.subscribe()
+    }
+
     /// A copy of the state (for the HTTP API and tests).
     pub fn state(&self) -> Records {
         self.lock().clone()
@@ -106,6 +114,7 @@ impl Live {
         }
         tracing::debug!(serial = zone.serial(), names = zone.name_count(), "zone swapped");
         self.zone.store(Arc::new(zone));
+        self.swapped.send_replace(());
     }
 
     // A panic while holding the lock cannot leave the state half-changed in a way that

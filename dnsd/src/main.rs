@@ -29,7 +29,8 @@ struct Cli {
     #[arg(long, env = "TTL", default_value_t = 1)]
     ttl: u32,
 
-    /// Cluster the original `PUT /dns` endpoint publishes.
+    /// Cluster the original `PUT /dns` endpoint publishes, and whose master and slaves
+    /// `--haproxy-runtime` pushes.
     #[arg(long, env = "CLUSTER", default_value = "default")]
     cluster: String,
 
@@ -54,6 +55,9 @@ struct Cli {
 
     #[command(flatten)]
     log: LogArgs,
+
+    #[command(flatten)]
+    haproxy: dnsd::haproxy::HaproxyArgs,
 }
 
 #[tokio::main]
@@ -79,10 +83,11 @@ async fn main() -> ExitCode {
         dns_listen: cli.dns_listen,
         names,
         ttl: cli.ttl,
-        cluster: cli.cluster,
+        cluster: cli.cluster.clone(),
         udp_sockets: cli.dns_udp_sockets.unwrap_or(cpus).max(1),
         etcd: cli.etcd,
         sentinel: cli.sentinel_listen.map(|listen| dnsd::SentinelConfig { listen, announce: cli.sentinel_announce }),
+        haproxy: cli.haproxy.config(&cli.cluster),
     };
     service::systemd::spawn_watchdog();
     match dnsd::run(config, service::Shutdown::on_signals()).await {

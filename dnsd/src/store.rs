@@ -47,6 +47,7 @@ struct ZoneFollower {
 
 impl Follower for ZoneFollower {
     fn listed(&mut self, revision: i64, kvs: &[KeyValue]) {
+        metrics::gauge!("redis_topology_dnsd_etcd_connected").set(1.0);
         let mut registrations = Registrations::new();
         let mut published = Published::new();
         let mut sentinels = Sentinels::new();
@@ -90,6 +91,7 @@ impl Follower for ZoneFollower {
     }
 
     fn unavailable(&mut self, _error: &FollowError) {
+        metrics::gauge!("redis_topology_dnsd_etcd_connected").set(0.0);
         if let Some(first) = self.first_list.take() {
             let _ = first.send(false);
         }

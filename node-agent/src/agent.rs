@@ -71,9 +71,37 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         if registered.wait_for(|s| s.registered).await.is_ok() {
             service::systemd::ready(&format!("registered at {ready_key}"));
         }
+        // From then on STATUS= follows redis and the registration.
+        let mut shown = String::new();
+        loop {
+            let line = status_line(&registered.borrow_and_update(), &ready_key);
+            if line != shown {
+                service::systemd::status(&line);
+                shown = line;
+            }
+            if registered.changed().await.is_err() {
+                return;
+            }
+        }
     });
-    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone());
+    let metrics = service::metrics::install(&[("cluster", &config.cluster), ("node", &config.node)])?;
+    metrics::describe_gauge!("redis_topology_node_agent_redis_up", "1 while redis answers the agent's probe.");
+    metrics::describe_gauge!("redis_topology_node_agent_redis_role", "1 on the role redis reports (master, slave, unknown when down).");
+    metrics::describe_gauge!("redis_topology_node_agent_replication_offset_bytes", "master_repl_offset on a master, slave_repl_offset on a replica.");
+    metrics::describe_gauge!("redis_topology_node_agent_etcd_connected", "1 while etcd answers the agent.");
+    metrics::describe_gauge!("redis_topology_node_agent_registered", "1 while the registration is in etcd under the agent's lease.");
+    let scraped = status_rx.clone();
+    let metrics = service::metrics::routes(metrics, move || record_registration(&scraped.borrow()));
+    let me = crate::checks::Identity {
+        cluster: config.cluster.clone(),
+        node: config.node.clone(),
+        address: config.advertise_address.clone(),
+        port: config.advertise_port,
+    };
+    let checker = crate::checks::Checker::new(me, config.redis.clone(), config.credentials.clone(), config.etcd.clone());
+    let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone(), checker).merge(metrics);
     tracing::info!(address = %config.listen, "HTTP API listening");
+    let app = service::http::access_log(app);
     let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.requested()).into_future());
     // Counted from the start until etcd first answers: a master the control plane
     // never saw is fenced too.
@@ -166,6 +194,7 @@ async fn probe_loop(
             Probe::Down { error } => (Some(error.clone()), None),
             Probe::Up(state) => (None, Some((state.run_id.clone(), role_name(state.role)))),
         };
+        record_probe(&probe);
         let decision = tracker.observe(probe, Instant::now(), unix_ms());
         for event in &decision.events {
             match event {
@@ -187,6 +216,46 @@ async fn probe_loop(
         });
         desired.send_replace(Desired { registration: Some(decision.registration), triggers });
     }
+}
+
+/// systemd's `STATUS=` line for what the agent knows now.
+pub fn status_line(status: &Status, key: &str) -> String {
+    let redis = match (status.redis_healthy, status.role) {
+        (true, Some(role)) => format!("redis up ({role})"),
+        (true, None) => "redis up".to_string(),
+        (false, _) => format!("redis DOWN ({})", status.redis_error.as_deref().unwrap_or("no answer")),
+    };
+    let etcd = if status.registered {
+        format!("registered at {key}")
+    } else if status.etcd_connected {
+        "not registered".to_string()
+    } else {
+        format!("etcd unreachable ({})", status.etcd_error.as_deref().unwrap_or("no answer"))
+    };
+    format!("{redis}; {etcd}")
+}
+
+/// The probe's gauges: redis up, its role (1 on the current one), its
+/// replication offset.
+fn record_probe(probe: &Probe) {
+    let up = matches!(probe, Probe::Up(_));
+    metrics::gauge!("redis_topology_node_agent_redis_up").set(if up { 1.0 } else { 0.0 });
+    let role = match probe {
+        Probe::Up(state) => role_name(state.role),
+        Probe::Down { .. } => "unknown",
+    };
+    for name in ["master", "slave", "unknown"] {
+        metrics::gauge!("redis_topology_node_agent_redis_role", "role" => name).set(if name == role { 1.0 } else { 0.0 });
+    }
+    if let Probe::Up(state) = probe {
+        metrics::gauge!("redis_topology_node_agent_replication_offset_bytes").set(state.offset as f64);
+    }
+}
+
+/// The lease's gauges, at scrape time: etcd reached, registration held.
+fn record_registration(status: &Status) {
+    metrics::gauge!("redis_topology_node_agent_etcd_connected").set(if status.etcd_connected { 1.0 } else { 0.0 });
+    metrics::gauge!("redis_topology_node_agent_registered").set(if status.registered { 1.0 } else { 0.0 });
 }
 
 fn unix_ms() -> u64 {

@@ -21,11 +21,13 @@
 //!    takes no writes the observer's failover, which can only start after the lease
 //!    expired, would lose.
 //!
-//! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`);
+//! [`agent`] wires these together with [`api`] (`GET /status`, `GET /healthz`, and
+//! the load balancers' role checks `GET /master` and `GET /replica` of [`checks`]);
 //! [`config`] holds the settings; the retry schedule is `service::backoff`.
 
 pub mod agent;
 pub mod api;
+pub mod checks;
 pub mod config;
 pub mod probe;
 pub mod registry;

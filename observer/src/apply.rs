@@ -3,9 +3,11 @@
 //! the dictator did not make. A 2xx whose report lists `failed` members means the
 //! new master takes writes but some members are not in place yet: DNS must follow
 //! the master all the same (the old one answers READONLY or NOREPLICAS), and the
-//! apply counts as failed so that it is retried for those members. A 2xx that
-//! lists `quarantined` members (masters holding writes the master lacks, fenced
-//! and left out) is published too, and counts as failed until an operator
+//! apply counts as failed so that it is retried for those members. A 2xx whose
+//! report lists members `unreachable` or `lagging` is a success that is recorded
+//! as partial ([`skipped_members`]): those members rejoin on their own trigger. A
+//! 2xx that lists `quarantined` members (masters holding writes the master lacks,
+//! fenced and left out) is published too, and counts as failed until an operator
 //! decides: retrying cannot change it.
 
 use std::fmt;
@@ -49,6 +51,10 @@ pub struct ApplyError {
     pub stage: Stage,
     /// Recorded as the status's `error`, without the stage.
     pub cause: PutError,
+    /// The dictator's report, when it sent one: with a refusal (the `report`
+    /// of its error body), or the 2xx report of an apply dnsd then failed or
+    /// that left members `failed`.
+    pub report: Option<Value>,
 }
 
 /// Why one PUT failed.
@@ -71,7 +77,7 @@ pub enum PutError {
     Quarantined { members: String },
     /// A non-2xx answer, with the service's own `error` when it sent one.
     #[error("PUT {url}: {status}: {error}")]
-    Rejected { url: String, status: reqwest::StatusCode, error: String },
+    Rejected { url: String, status: reqwest::StatusCode, error: String, report: Option<Value> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,16 +110,26 @@ impl Targets {
         revision: i64,
         down: Option<SocketAddr>,
     ) -> Result<Value, ApplyError> {
-        let at = |stage| move |cause| ApplyError { stage, cause };
         let down = down.map(|a| format!("&down={}", a.to_string().replace('[', "%5B").replace(']', "%5D"))).unwrap_or_default();
         let path = format!("/clusters/{cluster}/master?revision={revision}{down}");
-        let report = self.put(&self.dictator, &path, topology).await.map_err(at(Stage::Dictator))?;
-        self.put(&self.dnsd, &format!("/clusters/{cluster}/dns?revision={revision}"), topology).await.map_err(at(Stage::Dnsd))?;
+        let report = match self.put(&self.dictator, &path, topology).await {
+            Ok(report) => report,
+            Err(cause) => {
+                let report = match &cause {
+                    PutError::Rejected { report, .. } => report.clone(),
+                    _ => None,
+                };
+                return Err(ApplyError { stage: Stage::Dictator, cause, report });
+            }
+        };
+        if let Err(cause) = self.put(&self.dnsd, &format!("/clusters/{cluster}/dns?revision={revision}"), topology).await {
+            return Err(ApplyError { stage: Stage::Dnsd, cause, report: Some(report) });
+        }
         if let Some(failed) = failed_members(&report) {
-            return Err(ApplyError { stage: Stage::Partial, cause: PutError::Incomplete { failed } });
+            return Err(ApplyError { stage: Stage::Partial, cause: PutError::Incomplete { failed }, report: Some(report) });
         }
         if let Some(members) = quarantined_members(&report) {
-            return Err(ApplyError { stage: Stage::Partial, cause: PutError::Quarantined { members } });
+            return Err(ApplyError { stage: Stage::Partial, cause: PutError::Quarantined { members }, report: Some(report) });
         }
         Ok(report)
     }
@@ -141,7 +157,8 @@ impl Targets {
             Ok(json)
         } else {
             let error = json.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| json.to_string());
-            Err(PutError::Rejected { url, status, error })
+            let report = json.get("report").filter(|r| !r.is_null()).cloned();
+            Err(PutError::Rejected { url, status, error, report })
         }
     }
 }
@@ -175,6 +192,22 @@ fn quarantined_members(report: &Value) -> Option<String> {
     Some(line)
 }
 
+/// The members a 2xx report says were skipped (`unreachable`) or did not show
+/// the verification marker in time (`lagging`), as one line; `None` when there
+/// are none. The apply stands: the round is recorded as partial, not retried.
+pub fn skipped_members(report: &Value) -> Option<String> {
+    let list = |field: &str| {
+        let members: Vec<String> = report
+            .get(field)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string)).collect())
+            .unwrap_or_default();
+        (!members.is_empty()).then(|| format!("{field}: {}", members.join(", ")))
+    };
+    let parts: Vec<String> = ["unreachable", "lagging"].into_iter().filter_map(list).collect();
+    (!parts.is_empty()).then(|| format!("applied and published; not in place: {}", parts.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +220,16 @@ mod tests {
         assert_eq!(failed_members(&report).as_deref(), Some("10.0.0.3:6379 (replicate: NOPERM)"));
         assert_eq!(failed_members(&json!({"changed": true, "failed": []})), None);
         assert_eq!(failed_members(&json!({"changed": true})), None, "an older dictator's report");
+    }
+
+    #[test]
+    fn a_report_with_unreachable_or_lagging_members_is_partial() {
+        let report = json!({"changed": true, "unreachable": ["127.0.0.1:7000"], "lagging": [], "failed": []});
+        assert_eq!(skipped_members(&report).as_deref(), Some("applied and published; not in place: unreachable: 127.0.0.1:7000"));
+        let report = json!({"unreachable": ["a:1"], "lagging": ["b:2", "c:3"]});
+        assert_eq!(skipped_members(&report).as_deref(), Some("applied and published; not in place: unreachable: a:1; lagging: b:2, c:3"));
+        assert_eq!(skipped_members(&json!({"unreachable": [], "lagging": [], "forced": ["x"]})), None, "forced is done, not partial");
+        assert_eq!(skipped_members(&json!({})), None);
     }
 
     #[test]

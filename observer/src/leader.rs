@@ -61,6 +61,7 @@ pub async fn run(cx: Arc<Context>, lease_ttl: Duration, state: Arc<Leadership>, 
         term.stop(&state).await;
         failures += 1;
         let wait = delay_after(failures, Duration::from_millis(200), Duration::from_secs(5));
+        service::systemd::status(&format!("not leading: {outcome}; campaigning again"));
         tracing::warn!(error = %outcome, retry_in_ms = wait.as_millis() as u64, "lost leadership or etcd; campaigning again");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -105,6 +106,7 @@ impl Term {
         self.lease = Some(lease.id());
 
         tracing::info!(observer = %self.cx.observer_id, "campaigning for leadership");
+        service::systemd::status("standing by: another observer leads (campaigning)");
         let campaign = etcd.campaign(self.cx.keys.election(), self.cx.observer_id.clone(), lease.id());
         tokio::select! {
             won = campaign => if let Err(e) = won { return TermEnded::Campaign(e) },
@@ -112,6 +114,8 @@ impl Term {
         }
         tracing::info!(observer = %self.cx.observer_id, "leader: reconciling every cluster");
         state.leader.store(true, Ordering::SeqCst);
+        metrics::gauge!("redis_topology_observer_leader").set(1.0);
+        service::systemd::status("leading: applying topologies and watching masters");
         let keys = self.cx.keys.clone();
         // Registrations: for failover, and for members whose role diverged.
         let prefixes = vec![keys.config_prefix(), keys.nodes_prefix()];
@@ -149,6 +153,7 @@ impl Term {
         for (_, (_, task)) in self.workers.drain() {
             task.abort();
         }
+        metrics::gauge!("redis_topology_observer_leader").set(0.0);
         if state.leader.swap(false, Ordering::SeqCst) {
             tracing::warn!(observer = %self.cx.observer_id, workers, "no longer leading: workers stopped");
         }

@@ -14,6 +14,7 @@
 //!   do the slaves stand;
 //! - [`domain`]: checks `--domain` against the zone dnsd recorded, loudly;
 //! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name;
+//! - [`page`]: the status page (`GET /`), rendered from etcd on each load;
 //! - [`schedule`] (pure): is applying due (new in etcd, or roles diverged), how a
 //!   failure is retried (backoff, or only on a change), and [`schedule::Action`],
 //!   when to look again;
@@ -37,5 +38,6 @@ pub mod endpoint;
 pub mod failover;
 pub mod inspect;
 pub mod leader;
+pub mod page;
 pub mod schedule;
 pub mod worker;

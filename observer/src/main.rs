@@ -141,7 +141,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         failover,
         failovers: Default::default(),
         redis_auth: cli.redis_auth.credentials()?,
+        last_good_round: Default::default(),
     });
+    let metrics = service::metrics::install(&[])?;
+    metrics::describe_gauge!("redis_topology_observer_leader", "1 while this observer leads (applies and fails over), else 0.");
+    metrics::describe_counter!("redis_topology_observer_rounds_total", "Rounds recorded in /status/<cluster>, by result (ok, partial, dictator, dnsd).");
+    metrics::describe_counter!("redis_topology_observer_failovers_total", "Automatic failovers this observer wrote.");
+    metrics::describe_gauge!("redis_topology_observer_last_good_round_age_seconds", "Seconds since the cluster's last round that applied (ok or partial).");
+    metrics::gauge!("redis_topology_observer_leader").set(0.0);
 
     let domain_error = observer::domain::DomainError::default();
     let domain_check = tokio::spawn(observer::domain::watch(
@@ -158,6 +165,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             async move { Json(serde_json::json!({ "leader": leader, "failovers": failovers, "domain_error": domain_error })) }
         }),
     );
+    let page_cx = cx.clone();
+    let page_state = state.clone();
+    let app = app.route(
+        "/",
+        get(move || {
+            let (etcd, keys, names) = (page_cx.etcd.clone(), page_cx.keys.clone(), page_cx.names.clone());
+            let leader = page_state.leader.load(Ordering::SeqCst);
+            async move { axum::response::Html(observer::page::load(etcd, keys, &names, leader).await) }
+        }),
+    );
+    let metrics_cx = cx.clone();
+    let app = app.merge(service::metrics::routes(metrics, move || metrics_cx.refresh_metrics(topology::records::now_ms())));
     let shutdown = service::Shutdown::on_signals();
     // systemd: ready once etcd answered (above) and the HTTP endpoint is bound.
     let ready = |address| service::systemd::ready(&format!("connected to etcd, serving HTTP on {address}"));

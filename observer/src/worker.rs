@@ -24,10 +24,10 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use service::redis_auth::Credentials;
 use tokio::sync::watch;
 use topology::keys::Key;
-use topology::records::{now_ms, NodeRecord, StatusRecord};
+use topology::records::{now_ms, push_history, HistoryEntry, NodeRecord, StatusRecord};
 use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
-use crate::apply::{ApplyError, PutError, Stage, Targets};
+use crate::apply::{skipped_members, ApplyError, PutError, Stage, Targets};
 use crate::failover::{
     self, AfterRefusal, Attempt, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts,
 };
@@ -51,12 +51,33 @@ pub struct Context {
     pub failovers: Mutex<HashMap<String, u64>>,
     /// Redis AUTH, to ask a master and its slaves directly before failing over.
     pub redis_auth: Credentials,
+    /// When each cluster's last round that applied (`ok` or `partial`)
+    /// finished, ms since the epoch: `/metrics` shows its age.
+    pub last_good_round: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
     fn count_failover(&self, cluster: &str) {
         let mut counts = self.failovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *counts.entry(cluster.to_string()).or_default() += 1;
+        metrics::counter!("redis_topology_observer_failovers_total", "cluster" => cluster.to_string()).increment(1);
+    }
+
+    /// Counts a recorded round; one that applied resets its cluster's age.
+    fn count_round(&self, cluster: &str, result: &str, finished_ms: u64) {
+        metrics::counter!("redis_topology_observer_rounds_total", "cluster" => cluster.to_string(), "result" => result.to_string()).increment(1);
+        if result == "ok" || result == Stage::Partial.as_str() {
+            self.last_good_round.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cluster.to_string(), finished_ms);
+        }
+    }
+
+    /// Sets the scrape-time gauges: seconds since each cluster's last good round.
+    pub fn refresh_metrics(&self, now_ms: u64) {
+        let last = self.last_good_round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (cluster, ms) in last.iter() {
+            metrics::gauge!("redis_topology_observer_last_good_round_age_seconds", "cluster" => cluster.clone())
+                .set(service::metrics::seconds_since(*ms, now_ms));
+        }
     }
 
     /// Failovers per cluster, for `/status`.
@@ -142,6 +163,9 @@ pub struct Reconciler {
     waiting: Option<World>,
     /// Consecutive successful applies made for a divergence: the next look backs off.
     diverged_applies: u32,
+    /// The rounds `/status/<cluster>` remembers; `None` until read from the
+    /// record the previous leader left.
+    history: Option<Vec<HistoryEntry>>,
 }
 
 impl Reconciler {
@@ -158,6 +182,7 @@ impl Reconciler {
             floor: Some(0),
             waiting: None,
             diverged_applies: 0,
+            history: None,
         }
     }
 
@@ -211,12 +236,24 @@ impl Reconciler {
         let started_ms = now_ms();
         tracing::info!(cluster, topology_revision = desired.topology_revision, trigger = ?desired.trigger, diverged = ?diverged, "round: applying the topology");
         let failover = self.failover_note.clone();
+        let reason = round_reason(self.applied.as_ref(), desired, failover.as_deref(), diverged.as_deref());
+        let master = Topology::from_json(&snapshot.topology).ok().map(|t| t.master.to_string());
+        let round = |error, failures, failover, diverged, retry, report: Option<serde_json::Value>| {
+            let skipped = match error {
+                None => report.as_ref().and_then(skipped_members),
+                Some(_) => None,
+            };
+            StatusUpdate { desired, started_ms, error, failures, failover, diverged, retry, report, skipped, reason: reason.clone(), master: master.clone() }
+        };
         // The master this worker's own failover found down, while applying it.
         let down = self.attempt.as_ref().filter(|a| a.revision == desired.topology_revision).and_then(|a| a.master_addr);
         match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision, down).await {
-            Ok(_) => {
-                let outcome = StatusUpdate { desired, started_ms, error: None, failures: 0, failover, diverged: diverged.clone(), retry: None };
-                self.floor = record(&self.cx, cluster, outcome).await;
+            Ok(report) => {
+                let outcome = round(None, 0, failover, diverged.clone(), None, Some(report));
+                if let Some(skipped) = &outcome.skipped {
+                    tracing::warn!(cluster, topology_revision = desired.topology_revision, skipped = skipped.as_str(), "round: partial");
+                }
+                self.floor = self.record(outcome, true).await;
                 self.failover_note = None;
                 self.attempt = None;
                 tracing::info!(cluster, topology_revision = desired.topology_revision, "round: applied and published");
@@ -245,14 +282,14 @@ impl Reconciler {
                     PutError::Quarantined { .. } => Retry::OnChange,
                 };
                 if let Some(note) = self.after_refusal(snapshot, &error).await {
-                    let outcome = StatusUpdate { desired, started_ms, error: Some(&error), failures, failover: Some(note), diverged, retry: None };
-                    record(&self.cx, cluster, outcome).await;
+                    let outcome = round(Some(&error), failures, Some(note), diverged, None, error.report.clone());
+                    self.record(outcome, true).await;
                     self.waiting = None;
                     // Writing the topology wakes this worker through the leader's watch.
                     return Action::AwaitChange;
                 }
-                let outcome = StatusUpdate { desired, started_ms, error: Some(&error), failures, failover, diverged, retry: Some(retry) };
-                record(&self.cx, cluster, outcome).await;
+                let outcome = round(Some(&error), failures, failover, diverged, Some(retry), error.report.clone());
+                self.record(outcome, true).await;
                 match retry {
                     Retry::OnChange => {
                         tracing::warn!(cluster, %error, failures, "round failed; not retrying until the topology, a trigger or a registration changes");
@@ -380,7 +417,7 @@ impl Reconciler {
     /// Asks the slaves where they stand, lets [`failover::plan`] choose, and
     /// writes the new topology if nobody changed it meanwhile.
     async fn fail_over(
-        &self,
+        &mut self,
         snapshot: &Snapshot,
         topology: &Topology,
         master_addr: Option<SocketAddr>,
@@ -397,8 +434,12 @@ impl Reconciler {
             failover: Some(promotion.to_string()),
             diverged: None,
             retry: None,
+            report: None,
+            skipped: None,
+            reason: format!("failover: topology revision {revision} written"),
+            master: Some(promotion.topology.master.to_string()),
         };
-        record(&self.cx, &self.cluster, outcome).await;
+        self.record(outcome, false).await;
         Ok(Attempt { previous: topology.clone(), master_addr, promotion, revision })
     }
 
@@ -544,15 +585,39 @@ struct StatusUpdate<'a> {
     diverged: Option<String>,
     /// After a failure, how it is tried again.
     retry: Option<Retry>,
+    /// The dictator's report, when it answered one.
+    report: Option<serde_json::Value>,
+    /// After a success, the members it skipped or left lagging: a partial round.
+    skipped: Option<String>,
+    /// Why the round ran ([`round_reason`]).
+    reason: String,
+    /// The master of the topology applied.
+    master: Option<String>,
 }
 
 impl StatusUpdate<'_> {
+    /// The record, with this round alone in its `history`.
     fn status(self, observer: &str, finished_ms: u64) -> StatusRecord {
+        let result = match (self.error, &self.skipped) {
+            (Some(error), _) => error.stage.as_str(),
+            (None, Some(_)) => Stage::Partial.as_str(),
+            (None, None) => "ok",
+        };
+        let error = self.error.map(|e| e.cause.to_string()).or(self.skipped);
+        let entry = HistoryEntry {
+            at_ms: finished_ms,
+            topology_revision: self.desired.topology_revision,
+            master: self.master,
+            result: result.to_string(),
+            reason: self.reason,
+            error: error.clone(),
+            rounds: 1,
+        };
         StatusRecord {
             trigger: self.desired.trigger.clone(),
             topology_revision: self.desired.topology_revision,
-            result: self.error.map_or("ok", |e| e.stage.as_str()).to_string(),
-            error: self.error.map(|e| e.cause.to_string()),
+            result: result.to_string(),
+            error,
             observer: observer.to_string(),
             failures: self.failures,
             started_ms: self.started_ms,
@@ -560,21 +625,57 @@ impl StatusUpdate<'_> {
             failover: self.failover,
             diverged: self.diverged,
             retry: self.retry.map(|r| r.as_str().to_string()),
+            report: self.report,
+            history: vec![entry],
         }
     }
 }
 
-/// Writes `/status/<cluster>` and returns the etcd revision it was written at;
-/// a failure is only logged (the next record wins).
-async fn record(cx: &Context, cluster: &str, outcome: StatusUpdate<'_>) -> Option<i64> {
-    let status = outcome.status(&cx.observer_id, now_ms());
-    let value = serde_json::to_string(&status).unwrap_or_default();
-    let mut etcd = cx.etcd.clone();
-    match etcd.put(cx.keys.status(cluster), value, None).await {
-        Ok(put) => put.header().map(|h| h.revision()),
-        Err(e) => {
-            tracing::warn!(cluster, error = %e, "cannot record the round's status");
-            None
+/// Why a round ran, for the history.
+fn round_reason(applied: Option<&DesiredRevision>, desired: &DesiredRevision, failover: Option<&str>, diverged: Option<&str>) -> String {
+    if let Some(failover) = failover {
+        return format!("failover: {failover}");
+    }
+    if let Some(diverged) = diverged {
+        return format!("diverged: {diverged}");
+    }
+    match applied {
+        Some(applied) if applied.topology_revision == desired.topology_revision => {
+            format!("trigger {}", desired.trigger.as_deref().unwrap_or("-"))
+        }
+        _ => format!("topology revision {}", desired.topology_revision),
+    }
+}
+
+impl Reconciler {
+    /// Writes `/status/<cluster>`, with the round added to the history, and
+    /// returns the etcd revision it was written at; a failure is only logged
+    /// (the next record wins).
+    /// `counted`: a round that applied, for the metrics (not a failover's decision).
+    async fn record(&mut self, outcome: StatusUpdate<'_>, counted: bool) -> Option<i64> {
+        let cluster = self.cluster.as_str();
+        let mut etcd = self.cx.etcd.clone();
+        if self.history.is_none() {
+            // The previous leader's history, read once; unreadable, it starts afresh.
+            let previous = etcd.get(self.cx.keys.status(cluster), None).await.ok().and_then(|got| {
+                got.kvs().first().and_then(|kv| serde_json::from_slice::<StatusRecord>(kv.value()).ok())
+            });
+            self.history = Some(previous.map(|p| p.history).unwrap_or_default());
+        }
+        let history = self.history.get_or_insert_default();
+        let mut status = outcome.status(&self.cx.observer_id, now_ms());
+        if counted {
+            self.cx.count_round(cluster, &status.result, status.finished_ms);
+        }
+        push_history(history, status.history.remove(0));
+        status.history = history.clone();
+        let value = serde_json::to_string(&status).unwrap_or_default();
+        match etcd.put(self.cx.keys.status(cluster), value, None).await {
+            Ok(put) => put.header().map(|h| h.revision()),
+            Err(e) => {
+                tracing::warn!(cluster, error = %e, "cannot record the round's status");
+                None
+            }
         }
     }
 }
@@ -583,18 +684,42 @@ async fn record(cx: &Context, cluster: &str, outcome: StatusUpdate<'_>) -> Optio
 mod tests {
     use super::*;
     use crate::apply::{PutError, Stage};
+    use serde_json::json;
+
+    fn update<'a>(desired: &'a DesiredRevision, error: Option<&'a ApplyError>) -> StatusUpdate<'a> {
+        StatusUpdate {
+            desired,
+            started_ms: 1,
+            error,
+            failures: 0,
+            failover: None,
+            diverged: None,
+            retry: None,
+            report: None,
+            skipped: None,
+            reason: "topology revision 7".into(),
+            master: Some("node-1.c.cluster.local".into()),
+        }
+    }
 
     #[test]
     fn a_status_says_what_was_applied_and_how_it_went() {
         let desired = DesiredRevision { topology_revision: 7, trigger_revision: 9, trigger: Some("t".into()) };
+        let report = json!({"changed": true, "unreachable": [], "steps": [{"action": "promote"}]});
         let ok = StatusUpdate {
-            desired: &desired,
-            started_ms: 1,
-            error: None,
-            failures: 0,
             failover: Some("f".into()),
             diverged: Some("d".into()),
-            retry: None,
+            report: Some(report.clone()),
+            ..update(&desired, None)
+        };
+        let entry = HistoryEntry {
+            at_ms: 2,
+            topology_revision: 7,
+            master: Some("node-1.c.cluster.local".into()),
+            result: "ok".into(),
+            reason: "topology revision 7".into(),
+            error: None,
+            rounds: 1,
         };
         assert_eq!(
             ok.status("o1", 2),
@@ -610,23 +735,18 @@ mod tests {
                 failover: Some("f".into()),
                 diverged: Some("d".into()),
                 retry: None,
+                report: Some(report),
+                history: vec![entry],
             }
         );
         let cause = PutError::Rejected {
             url: "http://d/clusters/c/master".into(),
             status: reqwest::StatusCode::BAD_GATEWAY,
             error: "unreachable".into(),
+            report: None,
         };
-        let error = ApplyError { stage: Stage::Dictator, cause };
-        let failed = StatusUpdate {
-            desired: &desired,
-            started_ms: 1,
-            error: Some(&error),
-            failures: 3,
-            failover: None,
-            diverged: None,
-            retry: Some(Retry::OnChange),
-        };
+        let error = ApplyError { stage: Stage::Dictator, cause, report: Some(json!({"steps": []})) };
+        let failed = StatusUpdate { failures: 3, retry: Some(Retry::OnChange), report: error.report.clone(), ..update(&desired, Some(&error)) };
         let status = failed.status("o1", 2);
         assert_eq!(status.retry.as_deref(), Some("on_change"));
         assert_eq!(status.result, "dictator", "the stage that failed");
@@ -636,5 +756,31 @@ mod tests {
             "the cause, without the stage"
         );
         assert_eq!(status.failures, 3);
+        assert_eq!(status.report, Some(json!({"steps": []})), "the refusal's report is kept");
+        assert_eq!(status.history[0].result, "dictator");
+    }
+
+    #[test]
+    fn a_success_that_skipped_members_is_partial_and_says_which() {
+        let desired = DesiredRevision { topology_revision: 7, trigger_revision: 0, trigger: None };
+        let report = json!({"changed": true, "unreachable": ["127.0.0.1:7000"], "lagging": []});
+        let skipped = skipped_members(&report);
+        let status = StatusUpdate { skipped, report: Some(report), ..update(&desired, None) }.status("o1", 2);
+        assert_eq!(status.result, "partial");
+        assert_eq!(status.retry, None, "not retried: the member rejoins on its trigger");
+        assert_eq!(status.error.as_deref(), Some("applied and published; not in place: unreachable: 127.0.0.1:7000"));
+        assert_eq!(status.history[0].result, "partial");
+    }
+
+    #[test]
+    fn the_reason_of_a_round_says_what_started_it() {
+        let desired = DesiredRevision { topology_revision: 7, trigger_revision: 9, trigger: Some("u1".into()) };
+        let applied = DesiredRevision { topology_revision: 7, trigger_revision: 5, trigger: Some("u0".into()) };
+        let older = DesiredRevision { topology_revision: 6, ..applied.clone() };
+        assert_eq!(round_reason(None, &desired, None, None), "topology revision 7");
+        assert_eq!(round_reason(Some(&older), &desired, None, None), "topology revision 7");
+        assert_eq!(round_reason(Some(&applied), &desired, None, None), "trigger u1");
+        assert_eq!(round_reason(Some(&applied), &desired, None, Some("node-2 is master")), "diverged: node-2 is master");
+        assert_eq!(round_reason(Some(&applied), &desired, Some("master x promoting y"), Some("d")), "failover: master x promoting y");
     }
 }

@@ -377,6 +377,11 @@ fn install_sh_is_idempotent_keeps_settings_and_follows_the_prefix() {
     let unit = std::fs::read_to_string(dest.path().join("etc/systemd/system/dnsd.service")).unwrap();
     assert!(unit.contains("ExecStart=/opt/redis-topology/bin/dnsd\n"), "ExecStart follows --prefix:\n{unit}");
     assert!(dest.path().join("opt/redis-topology/bin/node-agent").is_file());
+    assert!(dest.path().join("opt/redis-topology/bin/redis-topology").is_file());
+    let completions = std::fs::read_to_string(dest.path().join("opt/redis-topology/share/bash-completion/completions/redis-topology")).unwrap();
+    assert!(completions.contains("switchover"), "bash completions of redis-topology installed");
+    assert!(dest.path().join("etc/redis-topology/haproxy-httpchk.cfg").is_file());
+    assert!(dest.path().join("opt/redis-topology/share/redis-topology/monitoring/alerts.yml").is_file());
     for env in files("deploy/env", ".env") {
         assert!(dest.path().join("etc/redis-topology").join(file_name(&env)).is_file(), "{} installed", file_name(&env));
     }
@@ -503,6 +508,20 @@ impl NotifySocket {
         }
     }
 
+    /// Waits until a STATUS= line containing `text` has arrived.
+    fn wait_status(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !self.seen.iter().flat_map(|m| m.lines()).any(|l| l.starts_with("STATUS=") && l.contains(text)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no STATUS with {text:?} within {timeout:?}; received: {:?}", self.messages());
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
     fn count(&self, line: &str) -> usize {
         self.seen.iter().filter(|m| m.lines().any(|l| l == line)).count()
     }
@@ -602,13 +621,31 @@ fn observer_is_ready_once_etcd_answers_and_http_listens() {
     );
     notify.wait_for("READY=1", Duration::from_secs(20));
     assert!(harness::etcd::http_get(port, "/healthz").is_some(), "READY=1 before the endpoint answers");
+    // STATUS= follows what the observer does, not only its start.
+    notify.wait_status("leading: applying topologies", Duration::from_secs(20));
     watchdog_then_stop(service, &mut notify);
+}
+
+#[test]
+fn observer_status_says_when_it_no_longer_leads() {
+    let mut etcd = Etcd::start();
+    let mut notify = NotifySocket::bind();
+    let listen = format!("127.0.0.1:{}", harness::free_port());
+    let _service = start(
+        "observer",
+        &["--listen", &listen, "--etcd-endpoints", &etcd.endpoint(), "--election-ttl-secs", "2",
+          "--dictator", "http://127.0.0.1:9", "--dnsd", "http://127.0.0.1:9"],
+        &notify,
+    );
+    notify.wait_status("leading: applying topologies", Duration::from_secs(20));
+    etcd.kill();
+    notify.wait_status("not leading: ", Duration::from_secs(30));
 }
 
 #[test]
 fn node_agent_is_ready_once_its_registration_is_in_etcd() {
     let etcd = Etcd::start();
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let mut notify = NotifySocket::bind();
     let listen = format!("127.0.0.1:{}", harness::free_port());
     let service = start(
@@ -634,6 +671,10 @@ fn node_agent_is_ready_once_its_registration_is_in_etcd() {
         client.get("/nodes/redis-1/node-1", None).await.unwrap().kvs().len()
     });
     assert_eq!(registered, 1, "READY=1 before the registration is in etcd");
+    // STATUS= follows redis and the registration.
+    notify.wait_status("redis up (master); registered at /nodes/redis-1/node-1", Duration::from_secs(20));
+    redis.kill();
+    notify.wait_status("redis DOWN", Duration::from_secs(20));
     watchdog_then_stop(service, &mut notify);
 }
 

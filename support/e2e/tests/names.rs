@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-//! One rule for names: a topology is defined (`scripts/define-topology.sh`, `dictator
+//! One rule for names: a topology is defined (`redis-topology define`, through
+//! `scripts/define-topology.sh`; `dictator
 //! check --cluster`) only if every member is an IP address or a node name of its
 //! cluster in the zone dnsd serves, so nothing can be applied that dnsd would refuse
 //! to publish.
@@ -14,10 +15,10 @@ fn repo() -> std::path::PathBuf {
 }
 
 fn define(etcd: &Etcd, domain: Option<&str>, topology: &str) -> Output {
-    // The script runs the dictator built from these sources, not a stale release build.
-    let dictator = harness::binary("dictator");
+    // The script runs redis-topology built from these sources, not a stale release build.
+    let command = harness::binary("redis-topology");
     let mut cmd = Command::new(repo().join("scripts/define-topology.sh"));
-    cmd.env("REDIS_TOPOLOGY_BIN_DIR", dictator.parent().unwrap());
+    cmd.env("REDIS_TOPOLOGY_BIN_DIR", command.parent().unwrap());
     cmd.args(["redis-1", "-"]).env("ETCD_ENDPOINTS", etcd.endpoint()).env_remove("ETCD_PREFIX").env_remove("DOMAIN");
     if let Some(domain) = domain {
         cmd.env("DOMAIN", domain);

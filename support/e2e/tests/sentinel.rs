@@ -312,10 +312,11 @@ fn sentinel_conn(sentinel: SocketAddr) -> redis::Connection {
     redis::Client::open(format!("redis://{sentinel}/")).unwrap().get_connection_with_timeout(Duration::from_secs(2)).unwrap()
 }
 
-/// The ports of the sentinels `sentinel` lists besides itself.
+/// The ports of the sentinels `sentinel` lists besides itself; none while it does
+/// not know the cluster yet (it answers "No such master" until it has read it).
 fn other_sentinels(sentinel: SocketAddr) -> Vec<u16> {
     let listed: Vec<std::collections::HashMap<String, String>> =
-        redis::cmd("SENTINEL").arg("sentinels").arg(CLUSTER).query(&mut sentinel_conn(sentinel)).unwrap();
+        redis::cmd("SENTINEL").arg("sentinels").arg(CLUSTER).query(&mut sentinel_conn(sentinel)).unwrap_or_default();
     listed.iter().map(|s| s["port"].parse().unwrap()).collect()
 }
 

@@ -3,6 +3,7 @@
 //! (optionally) HAProxy with the repository's own `deploy/haproxy/haproxy.cfg`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,11 +22,14 @@ pub struct StackOptions {
     pub observers: usize,
     /// Extra flags for every observer (e.g. `--failover-cooldown-secs 0`).
     pub observer_args: &'static [&'static str],
+    /// With `haproxy`: HAProxy opens its runtime API and dnsd pushes to it
+    /// (`--haproxy-runtime`); otherwise HAProxy follows through DNS alone.
+    pub haproxy_push: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[] }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false }
     }
 }
 
@@ -49,9 +53,13 @@ pub struct Stack {
     pub read: Option<SocketAddr>,
     /// The observers with their HTTP ports (`GET /status` says who leads).
     pub observers: Vec<(Service, u16)>,
+    /// HAProxy's runtime API socket, with `haproxy_push`.
+    pub runtime: Option<PathBuf>,
+    /// HAProxy's stats page (`/;csv` lists the servers with their addresses).
+    pub haproxy_stats: Option<SocketAddr>,
     _dnsd: Service,
     _dictator: Service,
-    _haproxy: Option<(Process, tempfile::TempDir)>,
+    _haproxy: Option<Haproxy>,
 }
 
 impl Stack {
@@ -63,13 +71,17 @@ impl Stack {
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let (dnsd_port, dictator_port) = (free_port(), free_port());
-        let mut dnsd = Service::start(
-            "dnsd",
-            &["--listen", &format!("127.0.0.1:{dnsd_port}"), "--dns-listen", &dns.to_string(),
-              "--sentinel-listen", &sentinel.to_string(),
-              "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER],
-            &[],
-        );
+        let haproxy_dir = tempfile::tempdir().expect("haproxy temp dir");
+        let runtime = (options.haproxy && options.haproxy_push).then(|| haproxy_dir.path().join("admin.sock"));
+        let (listen, dns_listen, sentinel_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string(), sentinel.to_string());
+        let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
+              "--sentinel-listen", &sentinel_listen,
+              "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER];
+        let runtime_arg = runtime.as_ref().map(|p| p.display().to_string());
+        if let Some(socket) = &runtime_arg {
+            dnsd_args.extend(["--haproxy-runtime", socket]);
+        }
+        let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
         dnsd.wait_http(dnsd_port);
         let mut dictator = Service::start(
             "dictator",
@@ -95,14 +107,14 @@ impl Stack {
             })
             .collect();
 
-        let haproxy = options.haproxy.then(|| start_haproxy(dns));
-        let (write, read, haproxy) = match haproxy {
-            Some((w, r, p)) => (Some(w), Some(r), Some(p)),
+        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some()));
+        let (write, read, haproxy_stats) = match &haproxy {
+            Some(h) => (Some(h.write), Some(h.read), Some(h.stats)),
             None => (None, None, None),
         };
         Stack {
-            etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read,
-            observers, _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
+            etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
+            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
         }
     }
 
@@ -140,6 +152,21 @@ impl Stack {
             })
         })
         .await;
+    }
+
+    /// HAProxy's log so far (the last `bytes`).
+    pub fn haproxy_log(&self, bytes: u64) -> String {
+        self._haproxy.as_ref().map_or(String::new(), |h| h.process.log_tail(bytes))
+    }
+
+    /// The dictator's log so far.
+    pub fn dictator_log(&self) -> String {
+        self._dictator.log()
+    }
+
+    /// dnsd's log so far.
+    pub fn dnsd_log(&self) -> String {
+        self._dnsd.log()
     }
 
     /// The observer that leads now, if any.
@@ -182,20 +209,85 @@ pub fn start_agent(node: &mut Node, etcd: &str) {
     node.agent = Some(agent);
 }
 
-/// HAProxy with deploy/haproxy/haproxy.cfg; returns the write and read addresses.
-fn start_haproxy(dns: SocketAddr) -> (SocketAddr, SocketAddr, (Process, tempfile::TempDir)) {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy/haproxy.cfg");
-    let dir = tempfile::tempdir().expect("haproxy temp dir");
-    let (write, read): (SocketAddr, SocketAddr) = (([127, 0, 0, 1], free_port()).into(), ([127, 0, 0, 1], free_port()).into());
-    let mut cmd = Command::new("haproxy");
-    cmd.args(["-db", "-f", config])
-        .env("DNSD_DNS", dns.to_string())
-        .env("CLUSTER", CLUSTER)
-        .env("DOMAIN", DOMAIN)
-        .env("WRITE_BIND", write.to_string())
-        .env("READ_BIND", read.to_string())
-        .env("STATS_BIND", format!("127.0.0.1:{}", free_port()));
-    let process = Process::spawn("haproxy", cmd, &dir.path().join("haproxy.log"));
-    crate::wait_until("haproxy to listen", Duration::from_secs(10), || std::net::TcpStream::connect(write).is_ok());
-    (write, read, (process, dir))
+/// HAProxy running deploy/haproxy/haproxy.cfg, killed on drop.
+pub struct Haproxy {
+    pub write: SocketAddr,
+    pub read: SocketAddr,
+    pub stats: SocketAddr,
+    /// The runtime API socket, when started with one.
+    pub runtime: Option<PathBuf>,
+    pub process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// An HAProxy following dnsd at `dns`; with `runtime`, it opens its runtime API
+    /// (`<dir>/admin.sock`) and holds write connections while no master is usable.
+    pub fn start(dns: SocketAddr, runtime: bool) -> Haproxy {
+        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime)
+    }
+
+    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool) -> Haproxy {
+        let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy");
+        let local = |port| -> SocketAddr { ([127, 0, 0, 1], port).into() };
+        let (write, read, stats) = (local(free_port()), local(free_port()), local(free_port()));
+        let socket = runtime.then(|| dir.path().join("admin.sock"));
+        let mut cmd = Command::new("haproxy");
+        cmd.args(["-db", "-f", &format!("{deploy}/haproxy.cfg")])
+            .env("DNSD_DNS", dns.to_string())
+            .env("CLUSTER", CLUSTER)
+            .env("DOMAIN", DOMAIN)
+            .env("WRITE_BIND", write.to_string())
+            .env("READ_BIND", read.to_string())
+            .env("STATS_BIND", stats.to_string());
+        if let Some(socket) = &socket {
+            cmd.env("RUNTIME_SOCKET", socket).env("HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));
+        }
+        let process = Process::spawn("haproxy", cmd, &dir.path().join("haproxy.log"));
+        crate::wait_until("haproxy to listen", Duration::from_secs(10), || std::net::TcpStream::connect(write).is_ok());
+        if let Some(socket) = &socket {
+            crate::wait_until("haproxy's runtime API", Duration::from_secs(10), || socket_exists(socket));
+        }
+        Haproxy { write, read, stats, runtime: socket, process, _dir: dir }
+    }
+}
+
+fn socket_exists(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// One runtime-API command on `socket`, its whole answer (for tests and benches).
+pub fn runtime_command(socket: &Path, line: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// The `(address, ready)` of each slot of `backend` in HAProxy's `show servers state`
+/// (ready: no maintenance bit (forced, inherited, configuration, resolution), not down).
+pub fn slots(socket: &Path, backend: &str) -> Vec<(Option<SocketAddr>, bool)> {
+    let answer = runtime_command(socket, &format!("show servers state {backend}")).expect("show servers state");
+    answer
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let address = f[4].parse().ok().and_then(|ip| Some(SocketAddr::new(ip, f[18].parse().ok()?)));
+            let (op, admin): (u32, u32) = (f[5].parse().expect("op state"), f[6].parse().expect("admin state"));
+            (address, op != 0 && admin & 0x27 == 0)
+        })
+        .collect()
+}
+
+/// The addresses of the ready slots of `backend`, sorted.
+pub fn ready_addresses(socket: &Path, backend: &str) -> Vec<SocketAddr> {
+    let mut ready: Vec<SocketAddr> = slots(socket, backend).into_iter().filter(|(_, r)| *r).filter_map(|(a, _)| a).collect();
+    ready.sort();
+    ready.dedup();
+    ready
 }

@@ -1,5 +1,6 @@
 //! HTTP conventions every API shares: errors are `{"error": "..."}` with the status
-//! codes of docs/architecture.md, routing misses are JSON too, and `GET /healthz` exists.
+//! codes of docs/architecture.md, routing misses are JSON too, `GET /healthz` exists,
+//! and every request gets one access log line ([`access_log`]).
 
 use std::net::SocketAddr;
 
@@ -106,5 +107,21 @@ pub async fn serve_then(
     let address = listener.local_addr()?;
     tracing::info!(%address, "HTTP API listening");
     on_listening(address);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, access_log(app)).with_graceful_shutdown(shutdown).await
+}
+
+/// Wraps every route of `app` (added before or after [`with_conventions`]) in
+/// tower-http's `TraceLayer`: one `http` span per request (method, path) and one
+/// INFO line when the response is sent, with its status and latency; a 5xx or a
+/// failure to answer is logged at ERROR.
+pub fn access_log(app: Router) -> Router {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+    use tracing::Level;
+    app.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+            .on_request(())
+            .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros))
+            .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
+    )
 }

@@ -1,6 +1,8 @@
 //! Plumbing shared by every redis-topology service, so each `main.rs` stays thin:
 //!
 //! - [`backoff`]: capped exponential backoff for reconnection loops;
+//! - [`clusters`]: every cluster's keys read from etcd, and the operator's writes
+//!   (`redis-topology`, the observer's status page);
 //! - [`etcd`]: the list-then-watch loop and the kept-alive lease every service
 //!   holds etcd with;
 //! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, `--log-format`) with
@@ -9,6 +11,7 @@
 //!   serving with graceful shutdown;
 //! - [`fence`]: the write fence on a master, set the same way by the dictator and
 //!   by a node-agent cut off from etcd;
+//! - [`metrics`]: Prometheus `GET /metrics` from the `metrics` facade;
 //! - [`redis_auth`]: redis AUTH (`--redis-user`, `--redis-password-file`) for every
 //!   service that talks to redis, and connecting with it within timeouts;
 //! - [`redis_info`]: what an instance says in `INFO` (role, upstream, replication
@@ -22,9 +25,11 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod clusters;
 pub mod etcd;
 pub mod fence;
 pub mod http;
+pub mod metrics;
 pub mod redis_auth;
 pub mod redis_info;
 pub mod resolve;

@@ -10,12 +10,16 @@
 //! - [`names`]: the DNS names dnsd serves (`_redis._tcp.master.<cluster>.<domain>`, ...) and
 //!   the reverse mapping from a query name to what it asks for.
 //!
+//! - [`cluster`]: one cluster as etcd holds it (topology, registrations, what DNS
+//!   publishes, the observer's status), its node table and the check of roles
+//!   against the topology and DNS; shared by `redis-topology` and the status page.
 //! - [`history`]: whether one instance holds everything another has written, from
 //!   their replication ids and offsets; the write fence's recorded point.
 //! - [`revision`]: the rule that refuses an apply or publish older than the last one.
 //!
 //! Nothing in this crate does I/O; it is all pure functions and data.
 
+pub mod cluster;
 pub mod history;
 pub mod keys;
 pub mod names;

@@ -72,7 +72,10 @@ pub struct StatusRecord {
     pub trigger: Option<String>,
     /// etcd mod revision of the topology that was applied.
     pub topology_revision: i64,
-    /// `ok`, or the stage that failed: `read`, `dictator`, `dnsd`.
+    /// `ok`: applied to every member and published. `partial`: the master is in
+    /// place and published, but the report lists members `unreachable`,
+    /// `lagging` or `failed` (retried only for `failed`: `retry` says so). Or the
+    /// stage that failed: `dictator`, `dnsd`.
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -94,6 +97,63 @@ pub struct StatusRecord {
     /// change in a member's registration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<String>,
+    /// The dictator's report of the round as it answered it (members unreachable,
+    /// lagging, forced and failed, the steps and their timings), also with a
+    /// refusal when it sent one. Absent when the dictator did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+    /// The last rounds, oldest first, at most [`HISTORY_LEN`]: what was applied,
+    /// why and how it went ([`push_history`]). Kept in this record so that
+    /// history costs no etcd write of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// How many rounds `/status/<cluster>` remembers.
+pub const HISTORY_LEN: usize = 20;
+
+/// One round in [`StatusRecord::history`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When the round finished (ms since the Unix epoch); for repeats, the last.
+    pub at_ms: u64,
+    pub topology_revision: i64,
+    /// The master of the applied topology, as the topology names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// As [`StatusRecord::result`].
+    pub result: String,
+    /// Why the round ran: a new topology, a trigger, a divergence, a failover.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How many consecutive rounds this entry stands for (retries of one failure).
+    #[serde(default = "one")]
+    pub rounds: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Adds `entry` to `history`, keeping the last [`HISTORY_LEN`] entries. A round
+/// that repeats the last one (same revision, result, reason and error: a retry)
+/// only counts in it, so a failure retried for hours does not push out the
+/// rounds before it.
+pub fn push_history(history: &mut Vec<HistoryEntry>, entry: HistoryEntry) {
+    if let Some(last) = history.last_mut()
+        && last.topology_revision == entry.topology_revision
+        && last.result == entry.result
+        && last.reason == entry.reason
+        && last.error == entry.error
+    {
+        last.rounds = last.rounds.saturating_add(entry.rounds);
+        last.at_ms = entry.at_ms;
+        return;
+    }
+    history.push(entry);
+    let excess = history.len().saturating_sub(HISTORY_LEN);
+    history.drain(..excess);
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -107,6 +167,35 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(revision: i64, result: &str, at_ms: u64) -> HistoryEntry {
+        HistoryEntry { at_ms, topology_revision: revision, master: None, result: result.into(), reason: "r".into(), error: None, rounds: 1 }
+    }
+
+    #[test]
+    fn history_keeps_the_last_rounds_and_folds_repeats() {
+        let mut history = Vec::new();
+        push_history(&mut history, entry(1, "ok", 1));
+        push_history(&mut history, entry(2, "dictator", 2));
+        push_history(&mut history, entry(2, "dictator", 3));
+        assert_eq!(history.len(), 2, "a retry failing the same way is the same entry");
+        assert_eq!((history[1].rounds, history[1].at_ms), (2, 3));
+        push_history(&mut history, entry(2, "ok", 4));
+        assert_eq!(history.len(), 3, "the retry that succeeds is a new entry");
+        for r in 3..40 {
+            push_history(&mut history, entry(r, "ok", r as u64));
+        }
+        assert_eq!(history.len(), HISTORY_LEN);
+        assert_eq!(history.last().map(|e| e.topology_revision), Some(39), "the newest kept");
+        assert_eq!(history.first().map(|e| e.topology_revision), Some(39 - HISTORY_LEN as i64 + 1), "the oldest dropped");
+    }
+
+    #[test]
+    fn a_status_from_before_the_report_still_reads() {
+        let old = serde_json::json!({"trigger":null,"topology_revision":3,"result":"ok","observer":"o","failures":0,"started_ms":1,"finished_ms":2});
+        let status: StatusRecord = serde_json::from_value(old).unwrap();
+        assert_eq!((status.report, status.history), (None, vec![]));
+    }
 
     #[test]
     fn node_record_has_the_design_fields() {

@@ -1,0 +1,101 @@
+//! The command line. Every global flag has the environment variable the
+//! services use for the same setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use service::cli::EtcdArgs;
+
+/// Operate redis-topology clusters: see them, define them, move their master,
+/// pause automatic failover, read their history, check that everything agrees.
+#[derive(Debug, Parser)]
+#[command(name = "redis-topology", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// DNS zone of node names; default: the one dnsd recorded in etcd (`/domain`),
+    /// else cluster.local. Refused when it differs from dnsd's.
+    #[arg(long, env = "DOMAIN", global = true)]
+    pub domain: Option<String>,
+
+    /// dnsd's DNS address, to ask what it answers (`check`).
+    #[arg(long, env = "NAMESERVER", global = true)]
+    pub nameserver: Option<SocketAddr>,
+
+    /// Print JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every cluster and node: role, health, replication lag, what DNS publishes,
+    /// the last round and its result.
+    List,
+    /// One cluster, with the dictator's report of the last round.
+    Status {
+        cluster: String,
+        /// Show it again every --interval-ms until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
+    /// Define the desired topology, validated (JSON rules, and every member an IP
+    /// address or a node of the cluster in dnsd's zone) before anything is written.
+    Define(Define),
+    /// Ask for the topology to be applied again (what a node-agent does when redis restarts).
+    Trigger { cluster: String },
+    /// Move the master to another member of the topology.
+    Switchover {
+        cluster: String,
+        /// The new master: a node name (`node-2`) or a member as the topology names it.
+        #[arg(long)]
+        to: String,
+        /// Wait for the observer's round, show its progress and the dictator's
+        /// report; exit 1 if it failed, 3 if members were left out.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+    /// Pause automatic failover of a cluster (`/config/<cluster>/maintenance`).
+    Pause {
+        cluster: String,
+        /// Why, shown by `list` and `status`.
+        #[arg(long, default_value = "paused by redis-topology")]
+        reason: String,
+    },
+    /// Resume automatic failover of a cluster.
+    Resume { cluster: String },
+    /// The last rounds of a cluster: applies and failovers, why, and how they went.
+    History { cluster: String },
+    /// Do the roles redis reports, the desired topology and DNS agree? Lists what
+    /// differs; exit 1 if anything does.
+    Check {
+        /// Only this cluster (default: every cluster).
+        cluster: Option<String>,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct Define {
+    pub cluster: String,
+    /// The master: a node name (`node-1`), a full node name, or IP[:port].
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub master: Option<String>,
+    /// A slave, as --master; repeat for each.
+    #[arg(long, conflicts_with = "file")]
+    pub slave: Vec<String>,
+    /// The topology JSON from a file (`-`: stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}

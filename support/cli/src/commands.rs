@@ -1,0 +1,274 @@
+//! One function per subcommand. Each reads etcd through [`Store`], lets
+//! `topology::cluster` decide, writes only once the input is valid, and prints a
+//! table or (`--json`) JSON. Errors name the problem; nothing is written then.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use topology::records::now_ms;
+use topology::{Names, Topology};
+
+use crate::args::{Cli, Command, Define};
+use topology::cluster::{self as model, DnsAnswer, Outcome};
+use crate::render;
+use service::clusters::{Store, StoreError};
+
+/// A failure that ends the command: bad input (nothing written) or etcd.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CommandError {
+    fn invalid(e: impl std::fmt::Display) -> CommandError {
+        CommandError::Invalid(e.to_string())
+    }
+}
+
+/// Runs the command; the exit code is the crate doc's.
+pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "redis-topology", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redis-topology: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
+    if let Some(cluster) = cluster_arg(&cli.command) {
+        topology::validate_label("cluster", cluster).map_err(CommandError::invalid)?;
+    }
+    let etcd = cli.etcd.connect().await.map_err(|e| CommandError::Invalid(format!("etcd ({}): {e}", cli.etcd.etcd_endpoints.join(","))))?;
+    let mut store = Store { etcd, keys: cli.etcd.keys() };
+    let names = names(&mut store, cli.domain.as_deref()).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::List => list(&mut store, &names, json).await,
+        Command::Status { cluster, watch, interval_ms } => status(&mut store, &names, &cluster, watch, interval_ms, json).await,
+        Command::Define(define) => self::define(&mut store, &names, define, json).await,
+        Command::Trigger { cluster } => {
+            let trigger = store.trigger(&cluster).await?;
+            print(json, &json!({"cluster": cluster, "trigger": trigger}), &format!("triggered {cluster}: {trigger}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Switchover { cluster, to, wait, timeout_secs } => {
+            switchover(&mut store, &names, &cluster, &to, wait.then(|| Duration::from_secs(timeout_secs)), json).await
+        }
+        Command::Pause { cluster, reason } => {
+            store.pause(&cluster, Some(&reason)).await?;
+            print(json, &json!({"cluster": cluster, "paused": reason}), &format!("automatic failover of {cluster} paused: {reason}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { cluster } => {
+            store.pause(&cluster, None).await?;
+            print(json, &json!({"cluster": cluster, "paused": null}), &format!("automatic failover of {cluster} resumed"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { cluster } => {
+            let history = store.status(&cluster).await?.map(|s| s.history).unwrap_or_default();
+            print(json, &json!(history), &render::history(&history, now_ms()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { cluster } => check(&mut store, &names, cluster.as_deref(), cli.nameserver, json).await,
+        Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn cluster_arg(command: &Command) -> Option<&str> {
+    match command {
+        Command::Status { cluster, .. }
+        | Command::Trigger { cluster }
+        | Command::Switchover { cluster, .. }
+        | Command::Pause { cluster, .. }
+        | Command::Resume { cluster }
+        | Command::History { cluster } => Some(cluster),
+        Command::Define(define) => Some(&define.cluster),
+        Command::Check { cluster } => cluster.as_deref(),
+        Command::List | Command::Completions { .. } => None,
+    }
+}
+
+fn print(json: bool, value: &serde_json::Value, human: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", human.trim_end());
+    }
+}
+
+/// The zone of node names: dnsd's (`/domain` in etcd); `--domain` only before
+/// any dnsd ran, and refused when it differs from dnsd's.
+async fn names(store: &mut Store, domain: Option<&str>) -> Result<Names, CommandError> {
+    let recorded = store.domain().await?;
+    let domain = match (domain, recorded) {
+        (Some(given), Some(recorded)) if Names::new(given).ok() != Names::new(&recorded).ok() => {
+            return Err(CommandError::Invalid(format!("DOMAIN is {given} but dnsd serves {recorded} (/domain in etcd)")));
+        }
+        (_, Some(recorded)) => recorded,
+        (Some(given), None) => given.to_string(),
+        (None, None) => topology::names::DEFAULT_DOMAIN.to_string(),
+    };
+    Names::new(&domain).map_err(|e| CommandError::Invalid(format!("domain: {e}")))
+}
+
+async fn list(store: &mut Store, names: &Names, json: bool) -> Result<ExitCode, CommandError> {
+    let views: Vec<_> = store.clusters(None).await?.iter().map(|c| c.view(names)).collect();
+    let now = now_ms();
+    let human = if views.is_empty() { "no clusters".to_string() } else { views.iter().map(|v| render::cluster(v, now)).collect::<Vec<_>>().join("\n") };
+    print(json, &json!(views), &human);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(store: &mut Store, names: &Names, cluster: &str, watch: bool, interval_ms: u64, json: bool) -> Result<ExitCode, CommandError> {
+    let clear = watch && !json && std::io::stdout().is_terminal();
+    let mut last = None;
+    loop {
+        let state = store.cluster(cluster).await?;
+        let view = state.view(names);
+        let value = json!({"cluster": view, "status": state.status});
+        if last.as_ref() != Some(&value) {
+            let mut human = render::cluster(&view, now_ms());
+            if let Some(status) = &state.status {
+                human += &format!("\n{}", render::report(status));
+            }
+            if clear {
+                print!("\x1b[2J\x1b[H");
+            }
+            print(json, &value, &human);
+            if watch && !json && !clear {
+                println!("---");
+            }
+            last = Some(value);
+        }
+        if !watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(interval_ms.max(100))).await;
+    }
+}
+
+async fn define(store: &mut Store, names: &Names, define: Define, json: bool) -> Result<ExitCode, CommandError> {
+    let cluster = define.cluster.as_str();
+    let topology = match (&define.file, &define.master) {
+        (Some(file), _) => {
+            let mut text = Vec::new();
+            let read = if file.as_os_str() == "-" {
+                std::io::stdin().read_to_end(&mut text).map(drop)
+            } else {
+                std::fs::read(file).map(|t| text = t)
+            };
+            read.map_err(|e| CommandError::Invalid(format!("{}: {e}", file.display())))?;
+            Topology::from_json(&text).map_err(|e| CommandError::Invalid(format!("{}: {e}", file.display())))?
+        }
+        (None, Some(master)) => {
+            let member = |arg: &str| model::member_arg(names, cluster, arg).map_err(CommandError::invalid);
+            let slaves = define.slave.iter().map(|s| member(s)).collect::<Result<Vec<_>, _>>()?;
+            Topology::new(member(master)?, slaves).map_err(CommandError::invalid)?
+        }
+        (None, None) => return Err(CommandError::Invalid("give --master (and --slave ...) or --file".into())),
+    };
+    let topology = model::checked(names, cluster, topology).map_err(CommandError::invalid)?;
+    let revision = store.define(cluster, &topology).await?;
+    print(
+        json,
+        &json!({"cluster": cluster, "topology": serde_json::from_str::<serde_json::Value>(&topology.to_json()).unwrap_or_default(), "revision": revision}),
+        &format!("defined {cluster} (revision {revision}): {}", topology.to_json()),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn switchover(store: &mut Store, names: &Names, cluster: &str, to: &str, wait: Option<Duration>, json: bool) -> Result<ExitCode, CommandError> {
+    let state = store.cluster(cluster).await?;
+    let topology = model::switchover(&state, names, to).map_err(CommandError::invalid)?;
+    let read_revision = state.topology.as_ref().map_or(0, |(_, r)| *r);
+    let revision = store.replace(cluster, &topology, read_revision).await?;
+    if !json {
+        println!("switchover of {cluster} to {}: topology revision {revision} written", topology.master);
+    }
+    let Some(timeout) = wait else {
+        if json {
+            println!("{}", json!({"cluster": cluster, "revision": revision, "master": topology.master.to_string()}));
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let started = Instant::now();
+    let mut seen = None;
+    loop {
+        let status = store.status(cluster).await?;
+        if let Some(status) = &status {
+            let outcome = model::outcome(status, revision);
+            let line = (status.topology_revision, status.result.clone(), status.failures);
+            if !json && status.topology_revision >= revision && seen.as_ref() != Some(&line) {
+                println!("  observer: round of revision {}: {}{}", status.topology_revision, status.result, status.error.as_ref().map_or(String::new(), |e| format!(" ({e})")));
+                seen = Some(line);
+            }
+            if outcome != Outcome::Pending {
+                print(json, &json!({"cluster": cluster, "revision": revision, "status": status}), &render::report(status));
+                return Ok(match outcome {
+                    Outcome::Done => ExitCode::SUCCESS,
+                    Outcome::Partial => ExitCode::from(3),
+                    _ => ExitCode::FAILURE,
+                });
+            }
+        }
+        if started.elapsed() > timeout {
+            eprintln!("redis-topology: revision {revision} not applied within {}s", timeout.as_secs());
+            if let Some(status) = &status {
+                print(json, &json!({"cluster": cluster, "revision": revision, "status": status}), &render::report(status));
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn check(store: &mut Store, names: &Names, cluster: Option<&str>, nameserver: Option<std::net::SocketAddr>, json: bool) -> Result<ExitCode, CommandError> {
+    let mut states = store.clusters(cluster).await?;
+    if let Some(cluster) = cluster
+        && states.is_empty()
+    {
+        states.push(model::ClusterState { name: cluster.to_string(), ..model::ClusterState::default() });
+    }
+    let resolver = match nameserver {
+        Some(ns) => Some(service::resolve::MemberResolver::new(Some(ns)).map_err(CommandError::invalid)?),
+        None => None,
+    };
+    let mut results = Vec::new();
+    for state in &states {
+        let answer = match &resolver {
+            Some(resolver) => Some(match resolver.srv(&names.master_srv(&state.name)).await {
+                Ok(addrs) => DnsAnswer::Addresses(addrs.iter().map(ToString::to_string).collect()),
+                Err(e) => DnsAnswer::Error(e.to_string()),
+            }),
+            None => None,
+        };
+        results.push((state.name.clone(), state.check(names, answer.as_ref())));
+    }
+    let agree = results.iter().all(|(_, diffs)| diffs.is_empty());
+    let human = results
+        .iter()
+        .map(|(name, diffs)| {
+            if diffs.is_empty() {
+                format!("{name}: OK (roles, topology and DNS agree)")
+            } else {
+                format!("{name}: {} difference(s)\n{}", diffs.len(), diffs.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value = json!(results.iter().map(|(name, diffs)| json!({"cluster": name, "agree": diffs.is_empty(), "differences": diffs})).collect::<Vec<_>>());
+    print(json, &value, if results.is_empty() { "no clusters" } else { &human });
+    Ok(if agree { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,127 @@
+//! Reading every cluster's keys from etcd into [`ClusterState`]s (for
+//! `redis-topology` and the observer's status page), and the operator's writes:
+//! a topology (a plain put, as an operator's write always wins; a switchover
+//! only over the topology it read), a trigger, the maintenance flag.
+
+use std::collections::BTreeMap;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use topology::keys::Key;
+use topology::records::{NodeRecord, PublishedTopology, StatusRecord};
+use topology::{Keys, Topology};
+
+use topology::cluster::ClusterState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the topology of {0} changed while the switchover was computed; run it again")]
+    Raced(String),
+}
+
+pub struct Store {
+    pub etcd: Client,
+    pub keys: Keys,
+}
+
+impl Store {
+    /// Every cluster with a topology, a registration, a publication or a status;
+    /// only `cluster` when given.
+    pub async fn clusters(&mut self, cluster: Option<&str>) -> Result<Vec<ClusterState>, StoreError> {
+        let mut states: BTreeMap<String, ClusterState> = BTreeMap::new();
+        let prefixes = [
+            self.keys.config_prefix(),
+            self.keys.nodes_prefix(),
+            self.keys.dns_prefix(),
+            format!("{}/status/", self.keys.prefix()),
+        ];
+        for prefix in prefixes {
+            let got = self.etcd.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
+            for kv in got.kvs() {
+                let Some(key) = kv.key_str().ok().and_then(|k| self.keys.parse(k)) else { continue };
+                let name = match &key {
+                    Key::Topology { cluster }
+                    | Key::Maintenance { cluster }
+                    | Key::Node { cluster, .. }
+                    | Key::Dns { cluster }
+                    | Key::Status { cluster } => cluster.clone(),
+                    _ => continue,
+                };
+                if cluster.is_some_and(|c| c != name) {
+                    continue;
+                }
+                let state = states.entry(name.clone()).or_insert_with(|| ClusterState { name, ..ClusterState::default() });
+                match key {
+                    Key::Topology { .. } => match Topology::from_json(kv.value()) {
+                        Ok(topology) => state.topology = Some((topology, kv.mod_revision())),
+                        Err(e) => state.topology_error = Some(e.to_string()),
+                    },
+                    Key::Maintenance { .. } => state.paused = Some(String::from_utf8_lossy(kv.value()).into_owned()),
+                    Key::Node { node, .. } => {
+                        if let Ok(record) = serde_json::from_slice::<NodeRecord>(kv.value()) {
+                            state.nodes.insert(node, record);
+                        }
+                    }
+                    Key::Dns { .. } => state.published = serde_json::from_slice::<PublishedTopology>(kv.value()).ok(),
+                    Key::Status { .. } => state.status = serde_json::from_slice::<StatusRecord>(kv.value()).ok(),
+                    _ => {}
+                }
+            }
+        }
+        Ok(states.into_values().collect())
+    }
+
+    /// One cluster, empty when etcd holds nothing about it.
+    pub async fn cluster(&mut self, cluster: &str) -> Result<ClusterState, StoreError> {
+        let found = self.clusters(Some(cluster)).await?.into_iter().next();
+        Ok(found.unwrap_or_else(|| ClusterState { name: cluster.to_string(), ..ClusterState::default() }))
+    }
+
+    /// The zone dnsd recorded (`/domain`), if any dnsd has run.
+    pub async fn domain(&mut self) -> Result<Option<String>, StoreError> {
+        let got = self.etcd.get(self.keys.domain(), None).await?;
+        Ok(got.kvs().first().and_then(|kv| kv.value_str().ok()).map(str::to_string))
+    }
+
+    pub async fn status(&mut self, cluster: &str) -> Result<Option<StatusRecord>, StoreError> {
+        let got = self.etcd.get(self.keys.status(cluster), None).await?;
+        Ok(got.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    }
+
+    /// Writes the desired topology; returns its revision.
+    pub async fn define(&mut self, cluster: &str, topology: &Topology) -> Result<i64, StoreError> {
+        let put = self.etcd.put(self.keys.topology(cluster), topology.to_json(), None).await?;
+        Ok(put.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Writes `topology` only over the one at `revision`; returns the new revision.
+    pub async fn replace(&mut self, cluster: &str, topology: &Topology, revision: i64) -> Result<i64, StoreError> {
+        let key = self.keys.topology(cluster);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
+            .and_then([TxnOp::put(key.as_str(), topology.to_json(), None)]);
+        let response = self.etcd.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(StoreError::Raced(cluster.to_string()));
+        }
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    /// A fresh trigger: the observer applies the topology again.
+    pub async fn trigger(&mut self, cluster: &str) -> Result<String, StoreError> {
+        let trigger = uuid::Uuid::new_v4().to_string();
+        self.etcd.put(self.keys.trigger(cluster), trigger.as_str(), None).await?;
+        Ok(trigger)
+    }
+
+    /// Sets (`Some(reason)`) or clears the maintenance flag.
+    pub async fn pause(&mut self, cluster: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        let key = self.keys.maintenance(cluster);
+        match reason {
+            Some(reason) => self.etcd.put(key, reason, None).await.map(drop)?,
+            None => self.etcd.delete(key, None).await.map(drop)?,
+        }
+        Ok(())
+    }
+}
