@@ -24,6 +24,7 @@ packages=(
     python3-redis      # e2e tests: redis-py's Sentinel client finding the master through dnsd
     prometheus         # metrics tests: promtool checks /metrics and deploy/monitoring's alert rules
     chromium           # status page test: loads the observer's page headless, takes the README's screenshot
+    iproute2           # fault tests and benchmark: `ip netns` hosts, bridges and veth links
 )
 
 installed() {

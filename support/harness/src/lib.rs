@@ -13,9 +13,14 @@
 //! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
 //! - [`stack`]: the whole system (etcd, redis + node-agent per node, dnsd, dictator,
 //!   observer, HAProxy with the repository's config), as an operator runs it.
+//! - [`netns`]: simulated hosts in network namespaces, with a data and a control
+//!   network whose links can be cut and healed.
+//! - [`multihost`]: the whole system (or Redis Sentinel) spread over such hosts.
 
 pub mod bin;
 pub mod etcd;
+pub mod multihost;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod redis;
