@@ -8,9 +8,16 @@
 --
 -- HAProxy 2.6 has no wake-up on a server state change, and core.msleep() inside
 -- an action sleeps far longer than asked (it wakes with the stream's analysers),
--- so this yields to the scheduler and re-reads the backend's active server count
--- at most once per millisecond. It gives up after <max ms>; HAProxy then refuses
--- the connection as it would have at once.
+-- so for the first SPIN_MS this yields to the scheduler and re-reads the
+-- backend's active server count at most once per millisecond: a move readies
+-- the new master within that. It must not spin longer: HAProxy aborts the whole
+-- process when one stream is woken more than 100000 times a second for long
+-- ("A bogus STREAM ... is spinning"), which the netns fault suite hit while a
+-- frozen master's slot stayed out of service for seconds. After SPIN_MS it
+-- sleeps between looks instead, however coarsely. It gives up after <max ms>;
+-- HAProxy then refuses the connection as it would have at once.
+
+local SPIN_MS = 20
 
 local function now_ms()
   local t = core.now()
@@ -35,7 +42,11 @@ core.register_action("wait-for-server", { "tcp-req" }, function(txn, name, max_m
     return
   end
   while true do
-    core.yield()
+    if now_ms() - start < SPIN_MS then
+      core.yield()
+    else
+      core.msleep(5)
+    end
     local now = now_ms()
     if now - start >= limit then
       return

@@ -27,6 +27,8 @@ pub const REDIS_PORT: u16 = 6379;
 /// HAProxy's write frontend on the client host's loopback.
 pub const WRITE_PORT: u16 = 6380;
 const ETCD_PORT: u16 = 2379;
+/// HAProxy's runtime API on the client host, which dnsd pushes moves to.
+const RUNTIME_PORT: u16 = 9999;
 
 /// What runs the control host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,9 +199,12 @@ impl MultiHost {
         self.services.push(("etcd".into(), etcd));
         ctl.wait_tcp(SocketAddr::from(([127, 0, 0, 1], ETCD_PORT)), Duration::from_secs(30));
         let local_etcd = format!("http://127.0.0.1:{ETCD_PORT}");
+        // dnsd pushes each move to HAProxy's runtime API on the client host, over
+        // the control network, as the shipped env files set it up on one host.
+        let runtime = format!("{}:{RUNTIME_PORT}", self.client.control.expect("the client host is on the control network"));
         let services: [(&str, u16, Vec<&str>); 3] = [
             ("dnsd", 8001, vec!["--listen", "0.0.0.0:8001", "--dns-listen", "0.0.0.0:53", "--etcd-endpoints", &local_etcd,
-                "--domain", DOMAIN, "--cluster", CLUSTER]),
+                "--domain", DOMAIN, "--cluster", CLUSTER, "--haproxy-runtime", &runtime]),
             ("dictator", 8000, vec!["--listen", "0.0.0.0:8000", "--nameserver", "127.0.0.1:53", "--cluster", CLUSTER,
                 "--etcd-endpoints", &local_etcd]),
             ("observer", 8002, [vec!["--listen", "0.0.0.0:8002", "--etcd-endpoints", &local_etcd,
@@ -223,14 +228,17 @@ impl MultiHost {
             r.host.wait_tcp(SocketAddr::from(([127, 0, 0, 1], 8003)), Duration::from_secs(20));
         }
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy/haproxy.cfg");
+        let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy/wait-for-server.lua");
         let dns = format!("{}:53", self.control_ip());
         let write = format!("127.0.0.1:{WRITE_PORT}");
+        let runtime_socket = format!("ipv4@{runtime}");
         let haproxy = self.client.spawn(
             "haproxy",
             Path::new("haproxy"),
             &["-db", "-f", config],
             &[("DNSD_DNS", &dns), ("CLUSTER", CLUSTER), ("DOMAIN", DOMAIN), ("WRITE_BIND", &write),
-              ("READ_BIND", "127.0.0.1:6381"), ("STATS_BIND", "127.0.0.1:8404")],
+              ("READ_BIND", "127.0.0.1:6381"), ("STATS_BIND", "127.0.0.1:8404"),
+              ("RUNTIME_SOCKET", &runtime_socket), ("HAPROXY_LUA", lua)],
             &self.log("haproxy"),
         );
         self.services.push(("haproxy".into(), haproxy));
