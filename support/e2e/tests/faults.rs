@@ -20,8 +20,10 @@ use harness::multihost::{ControlPlane, MultiHost, Probe};
 use multihost::{read_back, recovery, through_haproxy, Fault, NsWriter, PACE, PATIENT};
 
 /// Acknowledged writes a scenario may lose. None for every fault (issue 16): a
-/// cut-off or frozen master fences itself or is fenced before any write it
-/// acknowledges can be given up, and an AOF keeps every write redis answered.
+/// master cut off from etcd fences itself before its lease can expire; a frozen
+/// one is failed over while its clients' HAProxy sessions are shut by dnsd's push,
+/// so what it answers after the thaw reaches no client; and an AOF keeps every
+/// write redis answered.
 fn lost_bound(fault: Fault) -> usize {
     match fault {
         Fault::MachineLoss | Fault::ControlPartition | Fault::Freeze | Fault::AofRestart => 0,
