@@ -81,6 +81,13 @@ pub struct SentinelConfig {
 /// Serves DNS and HTTP and follows etcd until `shutdown` completes, then stops
 /// gracefully. Fails if a listener cannot be bound.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    // /metrics: hickory's query counters, and the zone's etcd revision at scrape time.
+    // Installed first: what the DNS listeners and the etcd follower record from
+    // their first moment must not go to a recorder that is not there yet.
+    let metrics = service::metrics::install(&[])?;
+    metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
+    metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
+    metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
     let listeners = Listeners::bind(config.dns_listen, config.udp_sockets)
         .with_context(|| format!("bind DNS (UDP and TCP) on {}", config.dns_listen))?;
     let dns_address = listeners.local_addr().context("DNS listener address")?;
@@ -111,11 +118,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tokio::spawn(domain::record(config.etcd.clone(), config.names.domain().to_string(), shutdown.clone()));
     let follower = tokio::spawn(store::follow(config.etcd.clone(), live.clone(), shutdown.clone(), Some(listed_tx)));
     let pushers = haproxy::start(live.clone(), config.haproxy, config.etcd.clone(), &shutdown);
-    // /metrics: hickory's query counters, and the zone's etcd revision at scrape time.
-    let metrics = service::metrics::install(&[])?;
-    metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
-    metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
-    metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
     let scraped = live.clone();
     let metrics = service::metrics::routes(metrics, move || {
         metrics::gauge!("redis_topology_dnsd_zone_revision").set(scraped.state().revision() as f64);
