@@ -324,6 +324,11 @@ mod tests {
 
         let mut sleeper = a.spawn("sleep", Path::new("sleep"), &["600"], &[], &std::env::temp_dir().join("rt-netns-test.log"));
         assert!(sleeper.is_running());
+        // `ip netns exec` enters the namespace a moment after it starts.
+        let pid = sleeper.pid().expect("the sleeper's pid").to_string();
+        crate::wait_until("the process to enter its namespace", Duration::from_secs(5), || {
+            Command::new("ip").args(["netns", "pids", &a.ns]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().any(|p| p == pid))
+        });
         let names: Vec<String> = [&a, &b, &c].iter().map(|h| h.ns.clone()).chain([net.switch.clone()]).collect();
         drop(net);
         for ns in names {
