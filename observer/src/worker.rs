@@ -166,6 +166,10 @@ pub struct Reconciler {
     /// The rounds `/status/<cluster>` remembers; `None` until read from the
     /// record the previous leader left.
     history: Option<Vec<HistoryEntry>>,
+    /// When this worker's own probe of the master (at that address) last went
+    /// unanswered: when the slaves then report they lost it too, within a probe
+    /// interval, that probe is the observer's view and is not waited for again.
+    unanswered: Option<(SocketAddr, std::time::Instant)>,
 }
 
 impl Reconciler {
@@ -183,6 +187,7 @@ impl Reconciler {
             waiting: None,
             diverged_applies: 0,
             history: None,
+            unanswered: None,
         }
     }
 
@@ -351,13 +356,25 @@ impl Reconciler {
             (None, None)
         } else {
             let addr = self.address_of(&topology.master).await;
+            let lost = self.slaves_lost(snapshot, &topology);
+            // The slaves' report woke this pass, and the observer's own probe went
+            // unanswered within the last probe interval: that is its view already.
+            let interval = policy.probe_every.unwrap_or_default();
+            let recently_unanswered =
+                self.unanswered.is_some_and(|(at, when)| Some(at) == addr && when.elapsed() <= interval);
             let check = match addr {
-                Some(addr) => inspect::master(addr, &self.cx.redis_auth).await,
+                Some(_) if registered && lost && recently_unanswered => MasterCheck::NoAnswer,
+                Some(addr) => {
+                    let check = inspect::master(addr, &self.cx.redis_auth).await;
+                    self.unanswered = matches!(check, MasterCheck::NoAnswer | MasterCheck::Refused)
+                        .then(|| (addr, std::time::Instant::now()));
+                    check
+                }
                 None => MasterCheck::NoAnswer,
             };
             // No answer: do its replicas still hear from it?
             let check = match check {
-                MasterCheck::NoAnswer | MasterCheck::Refused if self.slaves_lost(snapshot, &topology) => MasterCheck::Silent,
+                MasterCheck::NoAnswer | MasterCheck::Refused if lost => MasterCheck::Silent,
                 check => check,
             };
             (Some(check), addr)
