@@ -177,7 +177,7 @@ impl Checker {
             redis::cmd("CONFIG").arg("GET").arg("min-replicas-to-write").query_async(&mut conn).await.map_err(|e| e.to_string())?;
         let info = Info::parse(&info);
         let master = matches!(info.role().map_err(|e| e.to_string())?, ReplicationRole::Master);
-        let fenced = fence.get(1).and_then(|v| v.parse::<u32>().ok()).is_some_and(service::fence::is_fence);
+        let fenced = service::fence::is_fence(service::fence::setting(&fence));
         let upstream = match (info.field("master_host"), info.field("master_port")) {
             (Ok(host), Ok(port)) => Some(format!("{host}:{port}")),
             _ => None,

@@ -179,8 +179,7 @@ impl Prober {
             .query_async(conn)
             .await
             .map_err(|error| ProbeError::Query { target: self.target.clone(), error })?;
-        // `[name, value]`; anything else is no fence.
-        let min_replicas_to_write = setting.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let min_replicas_to_write = service::fence::setting(&setting);
         Ok(redis_state(&format!("{server}\n{persistence}\n{replication}"), min_replicas_to_write)?)
     }
 

@@ -34,10 +34,7 @@ pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck 
                 .await;
             match answers {
                 Err(_) => MasterCheck::NoAnswer,
-                // `[name, value]`.
-                Ok((_, setting)) if setting.get(1).and_then(|v| v.parse().ok()).is_some_and(service::fence::is_fence) => {
-                    MasterCheck::Fenced
-                }
+                Ok((_, setting)) if service::fence::is_fence(service::fence::setting(&setting)) => MasterCheck::Fenced,
                 Ok(_) => MasterCheck::Answers,
             }
         }

@@ -36,7 +36,28 @@ pub async fn set(conn: &mut MultiplexedConnection, mut first: redis::Pipeline, m
     Ok(point)
 }
 
+/// `min-replicas-to-write` from the reply to `CONFIG GET min-replicas-to-write`
+/// (`[name, value]`); 0, no fence, for any other reply.
+pub fn setting(config_get_reply: &[String]) -> u32 {
+    config_get_reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// Whether `min-replicas-to-write` is a fence rather than a durability setting.
 pub fn is_fence(min_replicas_to_write: u32) -> bool {
     min_replicas_to_write >= FENCE_MIN_REPLICAS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_is_the_value_of_a_name_value_reply() {
+        let reply = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(setting(&reply(&["min-replicas-to-write", "1000017"])), 1_000_017);
+        assert!(is_fence(setting(&reply(&["min-replicas-to-write", "1000017"]))));
+        assert_eq!(setting(&reply(&["min-replicas-to-write", "1"])), 1);
+        assert_eq!(setting(&reply(&[])), 0, "no such setting");
+        assert_eq!(setting(&reply(&["min-replicas-to-write", "x"])), 0);
+    }
 }
