@@ -23,8 +23,9 @@ use service::Shutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use topology::keys::Key;
-use topology::records::{NodeRecord, Role};
+use topology::records::NodeRecord;
 
+use crate::schedule::Registered;
 use crate::worker::{self, Context};
 
 /// Observable state, for `/status`.
@@ -75,26 +76,13 @@ struct Term {
     cx: Arc<Context>,
     lease: Option<i64>,
     workers: HashMap<String, (watch::Sender<u64>, JoinHandle<()>)>,
-    /// What workers judge in every registration (health, role, upstream, fence,
-    /// whether a slave reaches its master), to wake them on a change and not on
-    /// every refresh.
-    health: HashMap<(String, String), Option<Seen>>,
+    /// What workers judge in every registration (`schedule::Registered`), to wake
+    /// them on a change and not on every refresh; `None`: deleted or unreadable.
+    health: HashMap<(String, String), Option<Registered>>,
 }
 
-/// The parts of a registration a worker acts on; `None` in the map: deleted or unreadable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    healthy: bool,
-    role: Role,
-    upstream: Option<String>,
-    fenced: bool,
-    upstream_down: bool,
-}
-
-fn seen(value: &[u8]) -> Option<Seen> {
-    serde_json::from_slice::<NodeRecord>(value)
-        .ok()
-        .map(|r| Seen { healthy: r.healthy, role: r.role, upstream: r.upstream, fenced: r.fenced, upstream_down: r.upstream_down })
+fn seen(value: &[u8]) -> Option<Registered> {
+    serde_json::from_slice::<NodeRecord>(value).ok().map(|r| Registered::from(&r))
 }
 
 impl Term {
@@ -202,8 +190,8 @@ impl Follower for Term {
             match self.cx.keys.parse(key) {
                 Some(Key::Node { cluster, node }) => {
                     // Agents rewrite their key every interval: wake the worker only
-                    // when a node's health, role, upstream or fence changes, or it
-                    // appears or disappears.
+                    // when what it judges of a node changes, or the node appears or
+                    // disappears.
                     let now = (event.event_type() == EventType::Put).then(|| seen(kv.value())).flatten();
                     let before = self.health.insert((cluster.clone(), node), now.clone());
                     if before != Some(now) && self.workers.contains_key(&cluster) {

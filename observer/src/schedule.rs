@@ -175,9 +175,11 @@ pub struct World {
     registrations: BTreeMap<String, Registered>,
 }
 
-/// What of a registration can make a failed apply worth trying again.
+/// What a worker judges in a registration: a change in it can make a failed
+/// apply worth trying again, and wakes the cluster's worker (the leader's
+/// watch). Not what changes on every write (offset, `updated_ms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Registered {
+pub struct Registered {
     address: String,
     port: u16,
     role: Role,
@@ -185,24 +187,29 @@ struct Registered {
     run_id: String,
     healthy: bool,
     fenced: bool,
+    upstream_down: bool,
+}
+
+impl From<&NodeRecord> for Registered {
+    fn from(r: &NodeRecord) -> Registered {
+        Registered {
+            address: r.address.clone(),
+            port: r.port,
+            role: r.role,
+            upstream: r.upstream.clone(),
+            run_id: r.run_id.clone(),
+            healthy: r.healthy,
+            fenced: r.fenced,
+            upstream_down: r.upstream_down,
+        }
+    }
 }
 
 impl World {
     pub fn new(desired: &DesiredRevision, nodes: &HashMap<String, NodeRecord>) -> World {
         let registrations = nodes
             .iter()
-            .map(|(n, r)| {
-                let registered = Registered {
-                    address: r.address.clone(),
-                    port: r.port,
-                    role: r.role,
-                    upstream: r.upstream.clone(),
-                    run_id: r.run_id.clone(),
-                    healthy: r.healthy,
-                    fenced: r.fenced,
-                };
-                (n.clone(), registered)
-            })
+            .map(|(n, r)| (n.clone(), Registered::from(r)))
             .collect();
         World { desired: desired.clone(), registrations }
     }
