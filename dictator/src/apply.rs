@@ -305,7 +305,7 @@ impl Dictator {
             addrs.push(addr);
         }
         let master = addrs.remove(0);
-        Ok(Wanted { master, slaves: addrs, published: None })
+        Ok(Wanted { master, slaves: addrs, published: None, durability: topology.durability })
     }
 }
 

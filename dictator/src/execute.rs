@@ -148,6 +148,7 @@ pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) ->
     let mut run = Run {
         members,
         settings,
+        durability: plan.durability,
         outcome: Outcome::default(),
         fenced: Vec::new(),
         not_repointed: Vec::new(),
@@ -172,7 +173,7 @@ pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) ->
                     Step::Verify { .. } | Step::Persist { .. } => {}
                     // These run once the new master takes writes: the apply goes on,
                     // and answers with the members still to fix.
-                    Step::Replicate { node, .. } | Step::Release { node } | Step::Quarantine { node } => {
+                    Step::Replicate { node, .. } | Step::Release { node } | Step::Durability { node } | Step::Quarantine { node } => {
                         if !run.outcome.failed.iter().any(|f| f.node == *node) {
                             run.outcome.failed.push(FailedMember { node: *node, action: step.action(), error: f.to_string() });
                         }
@@ -200,6 +201,8 @@ pub async fn execute(plan: &Plan, members: &Members, settings: &ExecSettings) ->
 struct Run<'a> {
     members: &'a Members,
     settings: &'a ExecSettings,
+    /// The group's `min-replicas-*`, set wherever a fence is lifted.
+    durability: Option<topology::Durability>,
     outcome: Outcome,
     /// Nodes whose fence we set during this run.
     fenced: Vec<SocketAddr>,
@@ -257,6 +260,7 @@ impl Run<'_> {
             // its fence (see `run_step`).
             Step::Replicate { .. }
             | Step::Release { .. }
+            | Step::Durability { .. }
             | Step::Verify { .. }
             | Step::Persist { .. }
             | Step::Quarantine { .. } => false,
@@ -303,6 +307,11 @@ impl Run<'_> {
                 }
                 self.lift_fence(node).await
             }
+            Step::Durability { node } => {
+                let mut pipe = redis::pipe();
+                self.restore_writes(node, &mut pipe);
+                self.pipeline(node, &pipe).await
+            }
             Step::Verify { node, master } => self.verify(node, master).await,
             Step::Persist { node } => {
                 let mut pipe = redis::pipe();
@@ -334,14 +343,27 @@ impl Run<'_> {
 
     /// Restores write settings and releases paused clients.
     async fn lift_fence(&self, node: SocketAddr) -> Result<(), Failure> {
+        let mut pipe = redis::pipe();
+        self.restore_writes(node, &mut pipe);
+        pipe.cmd("CLIENT").arg("UNPAUSE").ignore();
+        self.pipeline(node, &pipe).await
+    }
+
+    /// The write settings `node` gets where a fence is lifted: the group's
+    /// durability; without one, what it had before we fenced it, or
+    /// `--min-replicas-to-write`. The lag goes first: with it at 0 redis
+    /// ignores `min-replicas-to-write`, so the guard never has a gap.
+    fn restore_writes(&self, node: SocketAddr, pipe: &mut redis::Pipeline) {
+        if let Some(d) = self.durability {
+            pipe.cmd("CONFIG").arg("SET").arg("min-replicas-max-lag").arg(d.min_replicas_max_lag).ignore();
+            pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(d.min_replicas_to_write).ignore();
+            return;
+        }
         let restore = match self.members.get(&node).and_then(Observed::replication) {
             Some(r) if !r.is_fenced() => r.min_replicas_to_write,
             _ => self.settings.writes.min_replicas_to_write,
         };
-        let mut pipe = redis::pipe();
         pipe.cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(restore).ignore();
-        pipe.cmd("CLIENT").arg("UNPAUSE").ignore();
-        self.pipeline(node, &pipe).await
     }
 
     /// Waits until `node` has applied `from`'s whole history, reading both offsets

@@ -5,12 +5,19 @@
 //! 1. fence every master that is to become a slave (its writes fail with NOREPLICAS:
 //!    redis checks `min-replicas-to-write` before `CLIENT PAUSE`);
 //! 2. let the new master catch up with the master it replicates from;
-//! 3. let the new master accept writes (undo a fence an earlier apply left) and promote it;
+//! 3. let the new master accept writes (undo a fence an earlier apply left, or set
+//!    the group's durability) and promote it;
 //! 4. re-point every other member at it (in parallel);
 //! 5. release the demoted masters (now slaves, they answer writes with READONLY;
 //!    re-pointing sets `replica-read-only yes` on every slave);
-//! 6. verify that every slave sees a marker written on the new master;
-//! 7. persist the roles with `CONFIG REWRITE` where redis has a config file.
+//! 6. set the group's durability (`min-replicas-*`) on the slaves that lack it;
+//! 7. verify that every slave sees a marker written on the new master;
+//! 8. persist the roles with `CONFIG REWRITE` where redis has a config file.
+//!
+//! A group with a durability setting ([`topology::Durability`]) gets it wherever
+//! a fence is lifted (steps 3 and 5), or on its own (steps 3 and 6), so the new
+//! master never takes a write without it. Without one, a lifted fence restores
+//! what the member had before.
 //!
 //! It refuses when promoting would discard acknowledged writes, unless forced,
 //! judged by `topology::history` (replication ids and offsets, cut at a fence's
@@ -36,6 +43,7 @@ use serde::Serialize;
 use crate::observe::Observed;
 use service::redis_info::Replication;
 use topology::history::{coverage, discards};
+use topology::Durability;
 
 /// The topology to apply, resolved to one address per member: the planner's goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +53,8 @@ pub struct Wanted {
     /// The master DNS publishes for the group as the apply starts (`None`:
     /// unknown). Not a goal: it says which master clients write to.
     pub published: Option<SocketAddr>,
+    /// `min-replicas-*` for every member; `None` leaves them as they are.
+    pub durability: Option<Durability>,
 }
 
 impl Wanted {
@@ -70,6 +80,9 @@ pub enum Step {
     Replicate { node: SocketAddr, master: SocketAddr },
     /// Restore write settings and `CLIENT UNPAUSE` on a member that is now a slave.
     Release { node: SocketAddr },
+    /// `CONFIG SET min-replicas-to-write / min-replicas-max-lag` to the group's
+    /// durability, on a member whose fence this apply does not lift.
+    Durability { node: SocketAddr },
     /// A marker written on `master` must be readable on `node`.
     Verify { node: SocketAddr, master: SocketAddr },
     /// `CONFIG REWRITE`.
@@ -88,6 +101,7 @@ impl Step {
             | Step::Promote { node }
             | Step::Replicate { node, .. }
             | Step::Release { node }
+            | Step::Durability { node }
             | Step::Verify { node, .. }
             | Step::Persist { node }
             | Step::Quarantine { node } => node,
@@ -102,6 +116,7 @@ impl Step {
             Step::Promote { .. } => "promote",
             Step::Replicate { .. } => "replicate",
             Step::Release { .. } => "release",
+            Step::Durability { .. } => "durability",
             Step::Verify { .. } => "verify",
             Step::Persist { .. } => "persist",
             Step::Quarantine { .. } => "quarantine",
@@ -137,6 +152,8 @@ pub struct Plan {
     /// Members left out because they hold writes the new master lacks, though
     /// clients are sent elsewhere: fenced, and left as they are for an operator.
     pub quarantined: Vec<Quarantined>,
+    /// The group's durability, which lifting a fence sets (from [`Wanted`]).
+    pub durability: Option<Durability>,
 }
 
 /// A member the plan leaves out, and why.
@@ -260,8 +277,20 @@ pub fn plan<C>(
     if let Some(from) = catch_up_from {
         steps.push(Step::CatchUp { node: new, from });
     }
+    // Lifting a fence sets the group's durability; every other member gets it on
+    // its own, the new master before it is promoted (a slave ignores the setting),
+    // so it never takes a write without it.
+    let lacks_durability = |r: &Replication| {
+        wanted.durability.is_some_and(|d| {
+            r.min_replicas_to_write != d.min_replicas_to_write || r.min_replicas_max_lag != d.min_replicas_max_lag
+        })
+    };
+    let mut durable = Vec::new();
     if n.is_fenced() {
         steps.push(Step::AllowWrites { node: new });
+    } else if lacks_durability(n) {
+        steps.push(Step::Durability { node: new });
+        durable.push(new);
     }
     if !n.is_master() {
         steps.push(Step::Promote { node: new });
@@ -274,9 +303,17 @@ pub fn plan<C>(
     for s in &repointed {
         steps.push(Step::Replicate { node: *s, master: new });
     }
+    let mut released = Vec::new();
     for (s, r) in &slaves {
         if r.is_master() || r.is_fenced() {
             steps.push(Step::Release { node: *s });
+            released.push(*s);
+        }
+    }
+    for (s, r) in &slaves {
+        if !released.contains(s) && lacks_durability(r) {
+            steps.push(Step::Durability { node: *s });
+            durable.push(*s);
         }
     }
     if !steps.is_empty() {
@@ -285,13 +322,19 @@ pub fn plan<C>(
         }
         let role_changed = |addr: &SocketAddr| *addr == new && !n.is_master() || repointed.contains(addr);
         for addr in std::iter::once(&new).chain(wanted.slaves.iter()) {
-            if role_changed(addr) && up(addr).is_some_and(|r| r.has_config_file) {
+            if (role_changed(addr) || durable.contains(addr)) && up(addr).is_some_and(|r| r.has_config_file) {
                 steps.push(Step::Persist { node: *addr });
             }
         }
     }
 
-    Ok(Plan { steps, unreachable, overridden: if force { reasons } else { Vec::new() }, quarantined })
+    Ok(Plan {
+        steps,
+        unreachable,
+        overridden: if force { reasons } else { Vec::new() },
+        quarantined,
+        durability: wanted.durability,
+    })
 }
 
 /// Two instances are on the same replication history, so one can catch up with
@@ -345,7 +388,7 @@ mod tests {
     #[test]
     fn members_are_the_master_then_the_slaves_in_order() {
         let [a, b, c] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"].map(|s| s.parse::<SocketAddr>().unwrap());
-        let wanted = Wanted { master: b, slaves: vec![c, a], published: None };
+        let wanted = Wanted { master: b, slaves: vec![c, a], published: None, durability: None };
         assert_eq!(wanted.members().collect::<Vec<_>>(), [b, c, a]);
     }
 
@@ -409,7 +452,7 @@ use topology::FENCE_MIN_REPLICAS;
     }
 
     fn wanted(m: u16, slaves: &[u16]) -> Wanted {
-        Wanted { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect(), published: None }
+        Wanted { master: addr(m), slaves: slaves.iter().map(|p| addr(*p)).collect(), published: None, durability: None }
     }
 
     fn up(r: Replication) -> Observed {
@@ -1060,6 +1103,47 @@ use topology::FENCE_MIN_REPLICAS;
                             }
                         }
                     }
+                }
+            }
+
+            /// With a durability setting, every member the plan keeps ends with it,
+            /// and the new master has it before it is promoted; without one, no
+            /// member's write settings are touched beyond its fence.
+            #[test]
+            fn every_member_kept_ends_with_the_groups_durability(
+                a in node(A), b in node(B), c in node(C), m in 0..3usize, published in proptest::option::of(0..3usize),
+                durability in proptest::option::of(proptest::sample::select(vec![(0u32, 10u32), (1, 10), (1, 2), (2, 1)])),
+            ) {
+                let nodes = [(A, a), (B, b), (C, c)];
+                let w: HashMap<SocketAddr, Observed> = nodes.iter().map(|(p, r)| (addr(*p), r.clone().map_or_else(down, up))).collect();
+                let ports = [A, B, C];
+                let new = addr(ports[m]);
+                let slaves: Vec<u16> = ports.into_iter().filter(|p| addr(*p) != new).collect();
+                let durability = durability.map(|(n, lag)| Durability { min_replicas_to_write: n, min_replicas_max_lag: lag });
+                let wanted = Wanted { published: published.map(|i| addr(ports[i])), durability, ..wanted(ports[m], &slaves) };
+                let Ok(p) = plan(&wanted, &w, true) else { return Ok(()) };
+                prop_assert_eq!(p.durability, durability);
+                let sets = |s: &Step| matches!(s, Step::AllowWrites { .. } | Step::Release { .. } | Step::Durability { .. });
+                let Some(d) = durability else {
+                    prop_assert!(!p.steps.iter().any(|s| matches!(s, Step::Durability { .. })), "{:?}", actions(&p));
+                    return Ok(());
+                };
+                for (addr, o) in &w {
+                    let Some(r) = o.replication() else { continue };
+                    if p.quarantined.iter().any(|q| q.node == *addr) || !wanted.members().any(|m| m == *addr) {
+                        continue;
+                    }
+                    let has = r.min_replicas_to_write == d.min_replicas_to_write && r.min_replicas_max_lag == d.min_replicas_max_lag;
+                    let set = p.steps.iter().filter(|s| s.node() == *addr && sets(s)).count();
+                    prop_assert!(has || set > 0, "{addr} keeps {}/{}: {:?}", r.min_replicas_to_write, r.min_replicas_max_lag, actions(&p));
+                    prop_assert!(set <= 1, "{addr} set twice: {:?}", actions(&p));
+                    prop_assert!(!(has && set > 0 && !r.is_fenced() && !r.is_master()), "needless step on {addr}: {:?}", actions(&p));
+                }
+                let position = |f: &dyn Fn(&Step) -> bool| p.steps.iter().position(f);
+                if let Some(promote) = position(&|s| matches!(s, Step::Promote { .. })) {
+                    let first_write_setting = position(&|s| s.node() == new && sets(s));
+                    let has = w[&new].replication().is_some_and(|r| r.min_replicas_to_write == d.min_replicas_to_write && r.min_replicas_max_lag == d.min_replicas_max_lag);
+                    prop_assert!(has || first_write_setting.is_some_and(|i| i < promote), "promoted before its durability: {:?}", actions(&p));
                 }
             }
         }

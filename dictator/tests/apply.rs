@@ -10,6 +10,7 @@ use dictator::api::status;
 use dictator::{ApplyOptions, Settings};
 use harness::redis::RedisOptions;
 use harness::{Persistence, Redis};
+use topology::Topology;
 
 #[tokio::test]
 async fn fresh_instances_become_one_group_and_a_second_apply_changes_nothing() {
@@ -412,3 +413,72 @@ async fn a_member_said_down_that_answers_is_observed_and_demoted_as_usual() {
     assert_follows(&a, &b);
     assert_has_keys(&b, &before);
 }
+
+fn config(r: &Redis, name: &str) -> String {
+    r.cmd::<Vec<String>>(&["CONFIG", "GET", name]).pop().unwrap()
+}
+
+fn durable(t: Topology, min_replicas_to_write: u32, min_replicas_max_lag: u32) -> Topology {
+    t.with_durability(Some(topology::Durability { min_replicas_to_write, min_replicas_max_lag })).unwrap()
+}
+
+#[tokio::test]
+async fn the_groups_durability_is_set_on_every_member_and_kept_through_a_switchover() {
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let d = dictator();
+    apply(&d, &a, &[&b, &c]).await;
+
+    // The setting alone changes: each member gets it, nothing else moves.
+    let report = d.apply("test", &durable(topology(&a, &[&b, &c]), 1, 2), ApplyOptions::default()).await.unwrap();
+    let steps = actions(&report);
+    assert!(steps.iter().all(|s| s.starts_with("durability") || s.starts_with("verify")), "{steps:?}");
+    assert_eq!(steps.iter().filter(|s| s.starts_with("durability")).count(), 3, "{steps:?}");
+    for r in [&a, &b, &c] {
+        assert_eq!((config(r, "min-replicas-to-write"), config(r, "min-replicas-max-lag")), ("1".into(), "2".into()));
+    }
+    assert_writable(&a);
+    let again = d.apply("test", &durable(topology(&a, &[&b, &c]), 1, 2), ApplyOptions::default()).await.unwrap();
+    assert!(!again.changed, "{:?}", actions(&again));
+
+    // A switchover lifts the old master's fence into the setting, and the new
+    // master takes writes as soon as a replica is back on it.
+    let report = d.apply("test", &durable(topology(&b, &[&a, &c]), 1, 2), ApplyOptions::default()).await.unwrap();
+    assert!(report.outcome.lagging.is_empty(), "{report:?}");
+    assert_follows(&a, &b);
+    assert_follows(&c, &b);
+    assert_writable(&b);
+    for r in [&a, &b, &c] {
+        assert_eq!((config(r, "min-replicas-to-write"), config(r, "min-replicas-max-lag")), ("1".into(), "2".into()));
+    }
+
+    // Turning it off is a setting too.
+    d.apply("test", &durable(topology(&b, &[&a, &c]), 0, 10), ApplyOptions::default()).await.unwrap();
+    for r in [&a, &b, &c] {
+        assert_eq!(config(r, "min-replicas-to-write"), "0");
+    }
+}
+
+/// What the setting is for: a master whose replicas are gone stops acknowledging
+/// writes on its own, with no agent and no dictator to fence it.
+#[tokio::test]
+async fn a_master_whose_replicas_are_gone_refuses_writes_by_itself() {
+    let (a, mut b) = (Redis::start(), Redis::start());
+    let d = dictator();
+    d.apply("test", &durable(topology(&a, &[&b]), 1, 1), ApplyOptions::default()).await.unwrap();
+    assert_writable(&a);
+    b.freeze(true);
+    // redis counts its good replicas once a second: wait for the count to drop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let set: redis::RedisResult<()> = redis::cmd("SET").arg("k").arg("v").query(&mut a.conn());
+        match set {
+            Err(e) => break e.to_string(),
+            Ok(()) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(()) => panic!("the master still takes writes with its only replica frozen"),
+        }
+    };
+    assert!(refused.contains("NOREPLICAS"), "{refused}");
+    b.freeze(false);
+    b.kill();
+}
+

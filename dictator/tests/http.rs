@@ -91,6 +91,13 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
                 422,
                 "slaves[0]",
             ),
+            (
+                "a durability two slaves short",
+                json!({"master": {"address": "127.0.0.1", "port": a.port()}, "slaves": [{"address": "127.0.0.1", "port": b.port()}],
+                       "durability": {"min_replicas_to_write": 3}}).to_string(),
+                422,
+                "durability.min_replicas_to_write: is 3 but the topology has 1 slave(s)",
+            ),
             ("64 KiB, not JSON", "x".repeat(limit), 400, "malformed JSON"),
             ("one byte over 64 KiB", padded(&good, limit + 1), 413, "length limit exceeded"),
         ];

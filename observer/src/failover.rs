@@ -325,7 +325,7 @@ pub fn promote(topology: &Topology, chosen: usize) -> Option<Topology> {
     let mut slaves: Vec<Member> =
         topology.slaves.iter().enumerate().filter(|(i, _)| *i != chosen).map(|(_, m)| m.clone()).collect();
     slaves.push(topology.master.clone());
-    Topology::new(master, slaves).ok()
+    Topology::new(master, slaves).ok()?.with_durability(topology.durability).ok()
 }
 
 /// A failover to write: the new topology, and what to tell operators.
@@ -669,6 +669,14 @@ mod tests {
         let after = promote(&t, 1).unwrap();
         assert_eq!(after.to_json(), r#"{"master":{"address":"c"},"slaves":[{"address":"b"},{"address":"a"}]}"#);
         assert!(promote(&t, 5).is_none());
+    }
+
+    #[test]
+    fn a_failover_keeps_the_groups_durability() {
+        let t: Topology = r#"{"master":{"address":"a"},"slaves":[{"address":"b"}],"durability":{"min_replicas_to_write":1,"min_replicas_max_lag":2}}"#
+            .parse()
+            .unwrap();
+        assert_eq!(promote(&t, 0).unwrap().durability, t.durability);
     }
 
     fn topology() -> Topology {

@@ -309,7 +309,7 @@ pub fn switchover(state: &ClusterState, names: &Names, to: &str) -> Result<Topol
         return Err(SwitchoverError::NotAMember { to: to.to_string(), cluster: state.name.clone(), members: members.join(", ") });
     };
     let slaves = std::iter::once(topology.master.clone()).chain(topology.slaves.iter().filter(|m| !is_to(m)).cloned()).collect();
-    Ok(Topology { master: new_master.clone(), slaves })
+    Ok(Topology { master: new_master.clone(), slaves, durability: topology.durability })
 }
 
 /// How a round the observer recorded ends a `switchover --wait`.
@@ -446,6 +446,16 @@ mod tests {
         let other = Topology::new(member_arg(&names, "r", "node-1.q.example.org").unwrap(), vec![]).unwrap();
         let refused = checked(&names, "r", other).unwrap_err().to_string();
         assert!(refused.starts_with("master.address: node-1.q.example.org is not a node of cluster r"), "{refused}");
+    }
+
+    #[test]
+    fn a_switchover_keeps_the_groups_durability() {
+        let (mut state, names) = healthy_cluster();
+        let durability = crate::Durability { min_replicas_to_write: 1, min_replicas_max_lag: 2 };
+        if let Some((t, _)) = state.topology.as_mut() {
+            t.durability = Some(durability);
+        }
+        assert_eq!(switchover(&state, &names, "node-3").unwrap().durability, Some(durability));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod spec;
 pub use keys::Keys;
 
 pub use names::{MemberName, Names, NotANode, QueryName};
-pub use spec::{Address, AddressError, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
+pub use spec::{Address, AddressError, Durability, Member, SpecError, Topology, DEFAULT_REDIS_PORT};
 
 /// `min-replicas-to-write` at or above this value is the dictator's write fence on
 /// a master being demoted: no deployment has a million replicas, so writes are

@@ -5,6 +5,10 @@
 //!   "slaves": [ { "address": "10.0.0.3", "port": 6379 } ] }
 //! ```
 //!
+//! An optional `"durability"` asks the dictator to set redis's own write guard on
+//! every member: `{"min_replicas_to_write": 1, "min_replicas_max_lag": 2}` (see
+//! [`Durability`]).
+//!
 //! Parsing is strict on purpose: an unknown field is most likely a typo (`"slave"`,
 //! `"prot"`) and silently ignoring it would apply a topology nobody asked for.
 
@@ -24,6 +28,51 @@ pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub struct Topology {
     pub master: Member,
     pub slaves: Vec<Member>,
+    /// `None`: members keep the write settings they have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<Durability>,
+}
+
+/// Redis's own guard against a master cut off from its replicas, set by the
+/// dictator on every member (slaves keep it for when they are promoted): the
+/// master refuses writes (`NOREPLICAS`) unless `min_replicas_to_write` replicas
+/// acknowledged replication within the last `min_replicas_max_lag` seconds. It
+/// needs no agent and no network, so it still acts when the node-agent died or
+/// froze with redis. The price: a master without that many live replicas takes
+/// no writes at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Durability {
+    pub min_replicas_to_write: u32,
+    pub min_replicas_max_lag: u32,
+}
+
+impl Durability {
+    /// `min-replicas-max-lag` when the topology gives none: redis's default.
+    pub const DEFAULT_MAX_LAG: u32 = 10;
+
+    /// Checks the setting against a group of `slaves` members.
+    pub fn validate(&self, slaves: usize) -> Result<(), SpecError> {
+        let field = "durability.min_replicas_to_write";
+        if self.min_replicas_to_write >= crate::FENCE_MIN_REPLICAS {
+            return Err(SpecError::invalid(field, format!("must be below {}, the write fence", crate::FENCE_MIN_REPLICAS)));
+        }
+        if self.min_replicas_to_write as usize > slaves {
+            return Err(SpecError::invalid(
+                field,
+                format!(
+                    "is {} but the topology has {slaves} slave(s): the master could never take a write",
+                    self.min_replicas_to_write
+                ),
+            ));
+        }
+        if self.min_replicas_max_lag == 0 && self.min_replicas_to_write > 0 {
+            return Err(SpecError::invalid(
+                "durability.min_replicas_max_lag",
+                "must be at least 1 second: redis ignores min-replicas-to-write while it is 0",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One redis-server instance as the operator named it (before DNS resolution).
@@ -63,7 +112,7 @@ impl Topology {
     pub fn from_json(bytes: &[u8]) -> Result<Topology, SpecError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
-        let doc = as_object(&value, "topology", &["master", "slaves"])?;
+        let doc = as_object(&value, "topology", &["master", "slaves", "durability"])?;
         let master = match doc.get("master") {
             None | Some(Value::Null) => return Err(SpecError::invalid("master", "is required")),
             Some(v) => parse_member(v, "master")?,
@@ -77,7 +126,11 @@ impl Topology {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(SpecError::invalid("slaves", "must be an array of members")),
         };
-        Topology::new(master, slaves)
+        let topology = Topology::new(master, slaves)?;
+        match doc.get("durability") {
+            None | Some(Value::Null) => Ok(topology),
+            Some(v) => topology.with_durability(Some(parse_durability(v)?)),
+        }
     }
 
     /// Builds a topology from already-validated members, rejecting duplicates.
@@ -92,7 +145,15 @@ impl Topology {
                 ));
             }
         }
-        Ok(Topology { master, slaves })
+        Ok(Topology { master, slaves, durability: None })
+    }
+
+    /// The same group with `durability`, checked against its slaves.
+    pub fn with_durability(self, durability: Option<Durability>) -> Result<Topology, SpecError> {
+        if let Some(d) = &durability {
+            d.validate(self.slaves.len())?;
+        }
+        Ok(Topology { durability, ..self })
     }
 
     /// The topology as compact JSON (the format [`Topology::from_json`] reads).
@@ -209,6 +270,21 @@ fn parse_member(value: &Value, field: &str) -> Result<Member, SpecError> {
         ),
     };
     Ok(Member { address, port })
+}
+
+fn parse_durability(value: &Value) -> Result<Durability, SpecError> {
+    let d = as_object(value, "durability", &["min_replicas_to_write", "min_replicas_max_lag"])?;
+    let number = |name: &str, default: Option<u32>| match d.get(name) {
+        None | Some(Value::Null) => default.ok_or_else(|| SpecError::invalid(format!("durability.{name}"), "is required")),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| SpecError::invalid(format!("durability.{name}"), format!("{v} is not a whole number"))),
+    };
+    Ok(Durability {
+        min_replicas_to_write: number("min_replicas_to_write", None)?,
+        min_replicas_max_lag: number("min_replicas_max_lag", Some(Durability::DEFAULT_MAX_LAG))?,
+    })
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -421,6 +497,44 @@ mod tests {
         assert!(Member::parse_host_port(":1").is_err());
     }
 
+    #[test]
+    fn durability_is_optional_and_checked_against_the_group() {
+        let with = |d: &str| parse(&format!(r#"{{"master":{{"address":"a"}},"slaves":[{{"address":"b"}}],"durability":{d}}}"#));
+        let t = with(r#"{"min_replicas_to_write":1,"min_replicas_max_lag":2}"#).unwrap();
+        assert_eq!(t.durability, Some(Durability { min_replicas_to_write: 1, min_replicas_max_lag: 2 }));
+        assert_eq!(Topology::from_json(t.to_json().as_bytes()), Ok(t), "round trip");
+        assert_eq!(
+            with(r#"{"min_replicas_to_write":1}"#).unwrap().durability,
+            Some(Durability { min_replicas_to_write: 1, min_replicas_max_lag: Durability::DEFAULT_MAX_LAG }),
+            "redis's default lag"
+        );
+        let off = with(r#"{"min_replicas_to_write":0,"min_replicas_max_lag":0}"#).unwrap();
+        assert_eq!(off.durability.map(|d| d.min_replicas_to_write), Some(0), "0 is an explicit \"no guard\"");
+        assert_eq!(with("null").unwrap().durability, None);
+        assert!(!parse(r#"{"master":{"address":"a"}}"#).unwrap().to_json().contains("durability"), "absent stays absent");
+
+        let field = |d: &str| match with(d) {
+            Err(SpecError::Invalid { field, message }) => format!("{field}: {message}"),
+            other => panic!("{d}: expected Invalid, got {other:?}"),
+        };
+        assert_eq!(
+            field(r#"{"min_replicas_to_write":2}"#),
+            "durability.min_replicas_to_write: is 2 but the topology has 1 slave(s): the master could never take a write"
+        );
+        assert!(field(r#"{"min_replicas_to_write":1,"min_replicas_max_lag":0}"#).starts_with("durability.min_replicas_max_lag: must be at least 1"));
+        assert!(field(r#"{"min_replicas_max_lag":3}"#).starts_with("durability.min_replicas_to_write: is required"));
+        assert!(field(r#"{"min_replicas_to_write":-1}"#).contains("is not a whole number"));
+        assert!(field(r#"{"min_replicas_to_write":1.5}"#).contains("is not a whole number"));
+        assert!(field(r#"{"min_replicas":1}"#).starts_with("durability.min_replicas: unknown field"));
+        assert!(field("3").starts_with("durability: must be a JSON object"));
+        let fence = Durability { min_replicas_to_write: topology_fence(), min_replicas_max_lag: 1 };
+        assert!(fence.validate(usize::MAX).unwrap_err().to_string().contains("the write fence"));
+    }
+
+    fn topology_fence() -> u32 {
+        crate::FENCE_MIN_REPLICAS
+    }
+
     fn arb_address() -> impl Strategy<Value = Address> {
         prop_oneof![
             any::<std::net::Ipv4Addr>().prop_map(|ip| Address::Ip(ip.into())),
@@ -436,8 +550,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn serialize_then_parse_round_trips(master in arb_member(), slaves in proptest::collection::vec(arb_member(), 0..6)) {
-            if let Ok(t) = Topology::new(master, slaves) {
+        fn serialize_then_parse_round_trips(
+            master in arb_member(),
+            slaves in proptest::collection::vec(arb_member(), 0..6),
+            durability in proptest::option::of((0u32..4, 1u32..100)),
+        ) {
+            let durability = durability.map(|(n, lag)| Durability { min_replicas_to_write: n, min_replicas_max_lag: lag });
+            if let Ok(t) = Topology::new(master, slaves).and_then(|t| t.with_durability(durability)) {
                 let json = t.to_json();
                 prop_assert_eq!(Topology::from_json(json.as_bytes()), Ok(t));
             }
