@@ -65,6 +65,13 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Set the cluster's durability: redis's own `min-replicas-to-write` and
+    /// `min-replicas-max-lag`, which the dictator sets on every member. A master
+    /// then refuses writes unless that many replicas acknowledged within the lag,
+    /// even with its node-agent dead; the price is that a master without enough
+    /// live replicas takes no writes at all. Written into the topology, so the
+    /// observer applies it at once.
+    Durability(DurabilityArgs),
     /// Pause automatic failover of a cluster (`/config/<cluster>/maintenance`).
     Pause {
         cluster: String,
@@ -87,6 +94,23 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct DurabilityArgs {
+    pub cluster: String,
+    /// Replicas that must have acknowledged replication within the lag for the
+    /// master to take a write (0: no guard). At most the topology's slave count.
+    #[arg(long, required_unless_present = "clear")]
+    pub min_replicas_to_write: Option<u32>,
+    /// Seconds since a replica's last acknowledgement for it to count (redis checks
+    /// once a second).
+    #[arg(long, default_value_t = topology::Durability::DEFAULT_MAX_LAG)]
+    pub min_replicas_max_lag: u32,
+    /// Remove the setting: members keep whatever they have, and lifted fences
+    /// restore the dictator's --min-replicas-to-write.
+    #[arg(long, conflicts_with = "min_replicas_to_write")]
+    pub clear: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct Define {
     pub cluster: String,
     /// The master: a node name (`node-1`), a full node name, or IP[:port].
@@ -98,4 +122,10 @@ pub struct Define {
     /// The topology JSON from a file (`-`: stdin).
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// The group's durability (see `durability`); with --master.
+    #[arg(long, conflicts_with = "file")]
+    pub min_replicas_to_write: Option<u32>,
+    /// With --min-replicas-to-write.
+    #[arg(long, requires = "min_replicas_to_write", default_value_t = topology::Durability::DEFAULT_MAX_LAG)]
+    pub min_replicas_max_lag: u32,
 }

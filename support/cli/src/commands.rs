@@ -10,7 +10,7 @@ use serde_json::json;
 use topology::records::now_ms;
 use topology::{Names, Topology};
 
-use crate::args::{Cli, Command, Define};
+use crate::args::{Cli, Command, Define, DurabilityArgs};
 use topology::cluster::{self as model, DnsAnswer, Outcome};
 use crate::render;
 use service::clusters::{Store, StoreError};
@@ -66,6 +66,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Switchover { cluster, to, wait, timeout_secs } => {
             switchover(&mut store, &names, &cluster, &to, wait.then(|| Duration::from_secs(timeout_secs)), json).await
         }
+        Command::Durability(args) => durability(&mut store, args, json).await,
         Command::Pause { cluster, reason } => {
             store.pause(&cluster, Some(&reason)).await?;
             print(json, &json!({"cluster": cluster, "paused": reason}), &format!("automatic failover of {cluster} paused: {reason}"));
@@ -95,6 +96,7 @@ fn cluster_arg(command: &Command) -> Option<&str> {
         | Command::Resume { cluster }
         | Command::History { cluster } => Some(cluster),
         Command::Define(define) => Some(&define.cluster),
+        Command::Durability(args) => Some(&args.cluster),
         Command::Check { cluster } => cluster.as_deref(),
         Command::List | Command::Completions { .. } => None,
     }
@@ -175,7 +177,13 @@ async fn define(store: &mut Store, names: &Names, define: Define, json: bool) ->
         (None, Some(master)) => {
             let member = |arg: &str| model::member_arg(names, cluster, arg).map_err(CommandError::invalid);
             let slaves = define.slave.iter().map(|s| member(s)).collect::<Result<Vec<_>, _>>()?;
-            Topology::new(member(master)?, slaves).map_err(CommandError::invalid)?
+            let durability = define.min_replicas_to_write.map(|n| topology::Durability {
+                min_replicas_to_write: n,
+                min_replicas_max_lag: define.min_replicas_max_lag,
+            });
+            Topology::new(member(master)?, slaves)
+                .and_then(|t| t.with_durability(durability))
+                .map_err(CommandError::invalid)?
         }
         (None, None) => return Err(CommandError::Invalid("give --master (and --slave ...) or --file".into())),
     };
@@ -186,6 +194,31 @@ async fn define(store: &mut Store, names: &Names, define: Define, json: bool) ->
         &json!({"cluster": cluster, "topology": serde_json::from_str::<serde_json::Value>(&topology.to_json()).unwrap_or_default(), "revision": revision}),
         &format!("defined {cluster} (revision {revision}): {}", topology.to_json()),
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrites the cluster's topology with a new durability, only if the topology
+/// read is still the one in etcd.
+async fn durability(store: &mut Store, args: DurabilityArgs, json: bool) -> Result<ExitCode, CommandError> {
+    let cluster = args.cluster.as_str();
+    let state = store.cluster(cluster).await?;
+    let Some((topology, read_revision)) = state.topology else {
+        return Err(CommandError::Invalid(format!("cluster {cluster} has no topology defined")));
+    };
+    let durability = args.min_replicas_to_write.filter(|_| !args.clear).map(|n| topology::Durability {
+        min_replicas_to_write: n,
+        min_replicas_max_lag: args.min_replicas_max_lag,
+    });
+    let topology = topology.with_durability(durability).map_err(CommandError::invalid)?;
+    let revision = store.replace(cluster, &topology, read_revision).await?;
+    let said = match durability {
+        Some(d) => format!(
+            "durability of {cluster}: min-replicas-to-write {} within {} s; topology revision {revision} written",
+            d.min_replicas_to_write, d.min_replicas_max_lag
+        ),
+        None => format!("durability of {cluster} cleared; topology revision {revision} written"),
+    };
+    print(json, &json!({"cluster": cluster, "revision": revision, "durability": durability}), &said);
     Ok(ExitCode::SUCCESS)
 }
 

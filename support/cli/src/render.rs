@@ -27,6 +27,12 @@ pub fn cluster(view: &ClusterView, now_ms: u64) -> String {
         or_dash(view.dns_master.as_ref()),
         view.paused.as_ref().map_or(String::new(), |why| format!(", automatic failover PAUSED ({why})")),
     );
+    if let Some(d) = view.durability {
+        out += &format!(
+            "durability: writes need {} replica(s) acknowledging within {} s\n",
+            d.min_replicas_to_write, d.min_replicas_max_lag
+        );
+    }
     if let Some(result) = &view.last_result {
         out += &format!(
             "last round: {result} at {}{}{}\n",

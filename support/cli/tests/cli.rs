@@ -219,3 +219,42 @@ async fn the_scripts_are_thin_wrappers_around_the_command() {
     assert_eq!(stack.nodes[0].redis.role(), "master");
     assert_eq!(stack.nodes[1].redis.role(), "slave");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_durability_command_sets_redis_own_guard_on_every_member() {
+    let stack = Stack::start(StackOptions::default());
+    stack.wait_registered().await;
+    let revision = stack.define(0, &[1, 2]).await;
+    stack.wait_applied(revision).await;
+    let settings = |i: usize| {
+        let r = &stack.nodes[i].redis;
+        let get = |name: &str| r.cmd::<Vec<String>>(&["CONFIG", "GET", name]).pop().unwrap();
+        (get("min-replicas-to-write"), get("min-replicas-max-lag"))
+    };
+
+    // More replicas than the group has: refused, nothing written.
+    let before = stored_topology(&stack).await;
+    let out = run(&stack, &["durability", CLUSTER, "--min-replicas-to-write", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is 3 but the topology has 2 slave(s)"), "{}", stderr(&out));
+    assert_eq!(stored_topology(&stack).await, before);
+
+    let set = json(&stack, &["durability", CLUSTER, "--min-replicas-to-write", "1", "--min-replicas-max-lag", "2"]);
+    stack.wait_applied(set["revision"].as_i64().unwrap()).await;
+    for i in 0..3 {
+        assert_eq!(settings(i), ("1".into(), "2".into()), "node-{}", i + 1);
+    }
+    assert!(expect(&stack, &["status", CLUSTER], 0).contains("durability: writes need 1 replica(s) acknowledging within 2 s"));
+
+    // A switchover keeps it, and the new master takes writes.
+    expect(&stack, &["switchover", CLUSTER, "--to", "node-3", "--wait"], 0);
+    assert!(stored_topology(&stack).await.unwrap().contains(r#""durability":{"min_replicas_to_write":1,"min_replicas_max_lag":2}"#));
+    for i in 0..3 {
+        assert_eq!(settings(i), ("1".into(), "2".into()), "node-{} after the switchover", i + 1);
+    }
+    let () = stack.nodes[2].redis.cmd(&["SET", "after-switchover", "v"]);
+
+    let cleared = json(&stack, &["durability", CLUSTER, "--clear"]);
+    assert_eq!(cleared["durability"], Value::Null);
+    assert!(!stored_topology(&stack).await.unwrap().contains("durability"));
+}

@@ -51,6 +51,8 @@ pub struct NodeRow {
 pub struct ClusterView {
     pub cluster: String,
     pub desired_master: Option<String>,
+    /// The topology's durability setting, if it has one.
+    pub durability: Option<crate::Durability>,
     pub topology_revision: Option<i64>,
     pub dns_master: Option<String>,
     pub paused: Option<String>,
@@ -144,6 +146,7 @@ impl ClusterState {
         ClusterView {
             cluster: self.name.clone(),
             desired_master: self.topology.as_ref().map(|(t, _)| self.node_of(names, &t.master).unwrap_or_else(|| t.master.to_string())),
+            durability: self.topology.as_ref().and_then(|(t, _)| t.durability),
             topology_revision: self.topology.as_ref().map(|(_, r)| *r),
             dns_master: published_master,
             paused: self.paused.clone(),
