@@ -9,6 +9,12 @@
 //! 3. Apply latency: `PUT /master` to the real `dictator` binary until its answer
 //!    (a full rotation with verification), for 1 master + 2 slaves and 1 master +
 //!    8 slaves.
+//! 4. `durability`: the rotations of 1 with the group's durability set
+//!    (`min-replicas-to-write 1`, lag 1 s): what the guard costs a switchover.
+//! 5. `thaw`: 20 clients write straight to the master (no HAProxy, no agent),
+//!    which is frozen (SIGSTOP) and failed over, then thawed, with and without
+//!    the durability setting: the writes queued in its sockets, and those sent
+//!    after the thaw, that it acknowledges though the group moved on.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +26,7 @@ use harness::Redis;
 
 const PACE: Pace = Pace { per_second: 1000, count: None, timeout: Duration::from_secs(10) };
 use service::resolve::MemberResolver;
-use topology::{Member, Topology};
+use topology::{Durability, Member, Topology};
 
 const ROTATIONS: usize = 20;
 
@@ -45,13 +51,21 @@ fn topology(nodes: &[Redis], master: usize) -> Topology {
 }
 
 async fn apply(d: &Dictator, nodes: &[Redis], master: usize) -> dictator::Report {
-    d.apply("bench", &topology(nodes, master), ApplyOptions::default()).await.expect("apply")
+    apply_durable(d, nodes, master, None).await
 }
 
-async fn dictator_rotations() {
+async fn apply_durable(d: &Dictator, nodes: &[Redis], master: usize, durability: Option<Durability>) -> dictator::Report {
+    let topology = topology(nodes, master).with_durability(durability).expect("durability");
+    d.apply("bench", &topology, ApplyOptions::default()).await.expect("apply")
+}
+
+/// The guard the `durability` and `thaw` sections set.
+const GUARD: Durability = Durability { min_replicas_to_write: 1, min_replicas_max_lag: 1 };
+
+async fn dictator_rotations(durability: Option<Durability>) {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let d = dictator();
-    apply(&d, &nodes, 0).await;
+    apply_durable(&d, &nodes, 0, durability).await;
     let writer = Writer::start(Destination::Discover(nodes.iter().map(Redis::addr).collect()), "ids", PACE);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut spans = Vec::new();
@@ -59,7 +73,7 @@ async fn dictator_rotations() {
     let mut slowest: Option<dictator::Report> = None;
     for round in 1..=ROTATIONS {
         let started = Instant::now();
-        let report = apply(&d, &nodes, round % 3).await;
+        let report = apply_durable(&d, &nodes, round % 3, durability).await;
         spans.push((started, Instant::now()));
         pauses.push(Duration::from_secs_f64(report.outcome.write_pause_ms / 1000.0));
         if slowest.as_ref().is_none_or(|s| s.outcome.write_pause_ms < report.outcome.write_pause_ms) {
@@ -69,7 +83,11 @@ async fn dictator_rotations() {
     }
     let tally = writer.stop().await.expect("the writer");
     let verdict = tally.check(&read_list(&Destination::Fixed(nodes[ROTATIONS % 3].addr()), "ids", Duration::from_secs(5)).await.expect("read back"));
-    report_windows("dictator", &tally, &spans, verdict);
+    let what = match durability {
+        None => "dictator".to_string(),
+        Some(d) => format!("dictator, durability min-replicas-to-write {} lag {} s", d.min_replicas_to_write, d.min_replicas_max_lag),
+    };
+    report_windows(&what, &tally, &spans, verdict);
     let (median, max) = median_max_ms(&pauses);
     println!("  dictator-measured write pause (fence -> promoted): median {median:.2} ms, max {max:.2} ms");
     if let Some(slowest) = slowest {
@@ -156,13 +174,89 @@ async fn apply_latency(members: usize) {
     println!("apply latency over HTTP (PUT to answer), 1 master + {} slaves (10 switchovers): median {median:.1} ms, max {max:.1} ms", members - 1);
 }
 
+/// One write to the frozen master: `(id, sent, answered, acknowledged)`.
+type Write = (String, Instant, Instant, bool);
+type Sent = Vec<Write>;
+
+/// See section 5 of the module's doc.
+async fn thaw(durability: Option<Durability>) {
+    const CLIENTS: usize = 20;
+    let mut nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let d = dictator();
+    apply_durable(&d, &nodes, 0, durability).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let master = nodes[0].addr();
+    let clients: Vec<std::thread::JoinHandle<Sent>> = (0..CLIENTS)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let client = redis::Client::open(format!("redis://{master}")).expect("client");
+                let mut conn = client.get_connection().expect("a connection to the master");
+                conn.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+                let mut sent = Vec::new();
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("{c}-{n}");
+                    let at = Instant::now();
+                    let answer: redis::RedisResult<i64> = redis::cmd("RPUSH").arg("thaw").arg(&id).query(&mut conn);
+                    sent.push((id, at, Instant::now(), answer.is_ok()));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                sent
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nodes[0].freeze(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The failover: the frozen master answers no INFO, so it is left out.
+    let down = ApplyOptions { down: Some(master), ..ApplyOptions::default() };
+    let topology = topology(&nodes, 1).with_durability(durability).expect("durability");
+    let report = d.apply("bench", &topology, down).await.expect("the failover");
+    assert!(report.unreachable.contains(&master), "the frozen master was observed: {report:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let thawed = Instant::now();
+    nodes[0].freeze(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: Vec<_> = clients.into_iter().flat_map(|c| c.join().expect("a client")).collect();
+    let kept: std::collections::HashSet<String> = nodes[1].cmd::<Vec<String>>(&["LRANGE", "thaw", "0", "-1"]).into_iter().collect();
+    let lost = |f: &dyn Fn(&Write) -> bool| {
+        let of: Vec<_> = sent.iter().filter(|w| f(w)).collect();
+        (of.iter().filter(|w| w.3 && !kept.contains(&w.0)).count(), of.iter().filter(|w| w.3).count(), of.len())
+    };
+    let (queued_lost, queued_acked, queued) = lost(&|w| w.1 < thawed && w.2 >= thawed);
+    let (later_lost, later_acked, later) = lost(&|w| w.1 >= thawed);
+    let (before_lost, ..) = lost(&|w| w.2 < thawed);
+    let what = match durability {
+        None => "no durability setting".to_string(),
+        Some(d) => format!("durability min-replicas-to-write {} lag {} s", d.min_replicas_to_write, d.min_replicas_max_lag),
+    };
+    println!("thaw after a 1.5 s freeze and a failover, {CLIENTS} direct clients, {what}:");
+    println!("  queued in the frozen master's sockets: {queued} writes, {queued_acked} acknowledged after the thaw, {queued_lost} of them lost");
+    println!("  sent in the 2 s after the thaw: {later} writes, {later_acked} acknowledged, {later_lost} lost");
+    println!("  acknowledged before the freeze and lost: {before_lost}");
+    nodes[0].kill();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench -p dictator --bench switchover -- dictator` runs one section.
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if wanted("dictator") {
-        dictator_rotations().await;
+        dictator_rotations(None).await;
+    }
+    if wanted("durability") {
+        dictator_rotations(Some(GUARD)).await;
+    }
+    if wanted("thaw") {
+        for _ in 0..3 {
+            thaw(None).await;
+            thaw(Some(GUARD)).await;
+        }
     }
     if wanted("failover") {
         redis_failover_rotations().await;

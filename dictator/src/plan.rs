@@ -5,8 +5,8 @@
 //! 1. fence every master that is to become a slave (its writes fail with NOREPLICAS:
 //!    redis checks `min-replicas-to-write` before `CLIENT PAUSE`);
 //! 2. let the new master catch up with the master it replicates from;
-//! 3. let the new master accept writes (undo a fence an earlier apply left, or set
-//!    the group's durability) and promote it;
+//! 3. set the new master's write settings (undo a fence an earlier apply left, or
+//!    set the group's durability) and promote it;
 //! 4. re-point every other member at it (in parallel);
 //! 5. release the demoted masters (now slaves, they answer writes with READONLY;
 //!    re-pointing sets `replica-read-only yes` on every slave);
@@ -15,8 +15,8 @@
 //! 8. persist the roles with `CONFIG REWRITE` where redis has a config file.
 //!
 //! A group with a durability setting ([`topology::Durability`]) gets it wherever
-//! a fence is lifted (steps 3 and 5), or on its own (steps 3 and 6), so the new
-//! master never takes a write without it. Without one, a lifted fence restores
+//! a fence is lifted (steps 3 and 5), or on its own (step 6), the new master's
+//! before its promotion, so it never takes a write without it. Without one, a lifted fence restores
 //! what the member had before.
 //!
 //! It refuses when promoting would discard acknowledged writes, unless forced,
@@ -72,7 +72,8 @@ pub enum Step {
     Fence { node: SocketAddr },
     /// Wait until `node` has applied everything `from` has (read from `node` itself).
     CatchUp { node: SocketAddr, from: SocketAddr },
-    /// Lift a fence an earlier, interrupted apply left on the new master.
+    /// The new master's write settings: lift a fence an earlier, interrupted apply
+    /// left, or set the group's durability.
     AllowWrites { node: SocketAddr },
     /// `REPLICAOF NO ONE` (and `CLIENT UNPAUSE`).
     Promote { node: SocketAddr },
@@ -81,7 +82,7 @@ pub enum Step {
     /// Restore write settings and `CLIENT UNPAUSE` on a member that is now a slave.
     Release { node: SocketAddr },
     /// `CONFIG SET min-replicas-to-write / min-replicas-max-lag` to the group's
-    /// durability, on a member whose fence this apply does not lift.
+    /// durability, on a slave whose fence this apply does not lift.
     Durability { node: SocketAddr },
     /// A marker written on `master` must be readable on `node`.
     Verify { node: SocketAddr, master: SocketAddr },
@@ -286,11 +287,13 @@ pub fn plan<C>(
         })
     };
     let mut durable = Vec::new();
-    if n.is_fenced() {
-        steps.push(Step::AllowWrites { node: new });
-    } else if lacks_durability(n) {
-        steps.push(Step::Durability { node: new });
+    if lacks_durability(n) && !n.is_fenced() {
         durable.push(new);
+    }
+    // A failure here stops the apply before the promotion, as a fence lifted
+    // half-way must.
+    if n.is_fenced() || lacks_durability(n) {
+        steps.push(Step::AllowWrites { node: new });
     }
     if !n.is_master() {
         steps.push(Step::Promote { node: new });
@@ -1137,7 +1140,7 @@ use topology::FENCE_MIN_REPLICAS;
                     let set = p.steps.iter().filter(|s| s.node() == *addr && sets(s)).count();
                     prop_assert!(has || set > 0, "{addr} keeps {}/{}: {:?}", r.min_replicas_to_write, r.min_replicas_max_lag, actions(&p));
                     prop_assert!(set <= 1, "{addr} set twice: {:?}", actions(&p));
-                    prop_assert!(!(has && set > 0 && !r.is_fenced() && !r.is_master()), "needless step on {addr}: {:?}", actions(&p));
+                    prop_assert!(!has || set == 0 || r.is_fenced() || r.is_master(), "needless step on {addr}: {:?}", actions(&p));
                 }
                 let position = |f: &dyn Fn(&Step) -> bool| p.steps.iter().position(f);
                 if let Some(promote) = position(&|s| matches!(s, Step::Promote { .. })) {

@@ -92,11 +92,15 @@ pub fn render(clusters: &[ClusterPage], leader: bool, now_ms: u64) -> String {
         let _ = write!(
             html,
             "<section id=\"cluster-{name}\"><h2>{name}</h2><p>desired master <span class=\"master\" id=\"desired-master-{name}\">{desired}</span> \
-             (revision {revision}) &middot; DNS master <span class=\"master\" id=\"dns-master-{name}\">{dns}</span>{paused}</p>",
+             (revision {revision}) &middot; DNS master <span class=\"master\" id=\"dns-master-{name}\">{dns}</span>{durability}{paused}</p>",
             name = esc(&view.cluster),
             desired = esc(&or_dash(view.desired_master.as_ref())),
             revision = or_dash(view.topology_revision),
             dns = esc(&or_dash(view.dns_master.as_ref())),
+            durability = view.durability.map_or(String::new(), |d| format!(
+                " &middot; writes need {} replica(s) within {} s",
+                d.min_replicas_to_write, d.min_replicas_max_lag
+            )),
             paused = view.paused.as_ref().map_or(String::new(), |why| format!(" &middot; <span class=\"warn\">automatic failover paused: {}</span>", esc(why))),
         );
         match &view.last_result {
@@ -160,6 +164,7 @@ mod tests {
         let view = ClusterView {
             cluster: "redis-1".into(),
             desired_master: Some("node-1".into()),
+            durability: Some(topology::Durability { min_replicas_to_write: 1, min_replicas_max_lag: 2 }),
             topology_revision: Some(7),
             dns_master: Some("node-1".into()),
             paused: Some("<upgrade>".into()),
@@ -198,6 +203,7 @@ mod tests {
         assert!(html.contains("id=\"dns-master-redis-1\">node-1<"));
         assert!(html.contains("<span class=\"warn\">partial</span>"));
         assert!(html.contains("automatic failover paused: &lt;upgrade&gt;"), "operator text is escaped");
+        assert!(html.contains("writes need 1 replica(s) within 2 s"), "the durability setting");
         assert!(html.contains("failover: master a promoting b"));
         assert!(!html.contains("src=") && !html.contains("href="), "no external assets");
         assert!(render(&[], false, 0).contains("No clusters in etcd."));
