@@ -47,7 +47,10 @@ async fn replica_check(State(checker): State<Arc<Checker>>, lag: Result<Query<La
         Ok(Query(query)) => query.lag,
         Err(e) => return service::ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
     };
-    let facts = checker.facts().await;
+    let mut facts = checker.facts().await;
+    if lag.is_some() {
+        facts.master_offset = Some(checker.master_offset(&facts).await);
+    }
     check_answer(checks::replica(&checker.me, &facts, lag))
 }
 

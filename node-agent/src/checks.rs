@@ -6,11 +6,12 @@
 //!   fence); 503 otherwise, with the reason.
 //! - `GET /replica?lag=<bytes>`: 200 while this redis is a healthy slave of the
 //!   topology, replicating from its master, at most `lag` bytes behind the
-//!   master's registered offset (no `lag`: any lag); 503 otherwise.
+//!   master's offset (no `lag`: any lag); 503 otherwise.
 //!
 //! Each check asks redis (`CONFIG GET min-replicas-to-write`, `INFO
-//! replication`) and etcd (the topology, the registrations) afresh: a check
-//! never answers from a state older than the request. [`master`] and
+//! replication`), etcd (the topology, the registrations) and, for a `lag`, the
+//! master itself (`INFO replication`: registrations carry no current offset)
+//! afresh: a check never answers from a state older than the request. [`master`] and
 //! [`replica`] decide, pure.
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct Facts {
     /// The desired topology; `Err`: etcd unreadable or no valid topology.
     pub topology: Option<Result<Topology, String>>,
     pub registrations: Vec<(String, NodeRecord)>,
+    /// The master's `master_repl_offset`, read from it for a `lag` check.
+    pub master_offset: Option<Result<u64, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +118,12 @@ pub fn replica(me: &Identity, facts: &Facts, max_lag: Option<u64>) -> Result<(),
         }
     }
     if let Some(max_lag) = max_lag {
-        let Some(master) = master else { return Err("the master is not registered: lag unknown".into()) };
-        let lag = master.repl_offset.saturating_sub(redis.offset);
+        let master_offset = match &facts.master_offset {
+            Some(Ok(offset)) => *offset,
+            Some(Err(e)) => return Err(format!("the master's offset: {e}")),
+            None => return Err("the master's offset was not read: lag unknown".into()),
+        };
+        let lag = master_offset.saturating_sub(redis.offset);
         if lag > max_lag {
             return Err(format!("{lag} bytes behind the master, more than {max_lag}"));
         }
@@ -162,7 +169,26 @@ impl Checker {
 
     pub async fn facts(&self) -> Facts {
         let (redis, (topology, registrations)) = tokio::join!(self.redis_facts(), self.etcd_facts());
-        Facts { redis: Some(redis), topology, registrations }
+        Facts { redis: Some(redis), topology, registrations, master_offset: None }
+    }
+
+    /// The offset of the master this redis replicates from, read from it.
+    pub async fn master_offset(&self, facts: &Facts) -> Result<u64, String> {
+        let upstream = match &facts.redis {
+            Some(Ok(RedisFacts { upstream: Some(upstream), .. })) => upstream.clone(),
+            _ => return Err("this redis replicates from no master".into()),
+        };
+        let (host, port) = upstream.rsplit_once(':').ok_or_else(|| format!("{upstream}: not host:port"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{upstream}: not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let client = self.credentials.client(host, port).map_err(|e| e.to_string())?;
+        let timeouts = Timeouts::default();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.command));
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("{upstream}: {e}"))?;
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.map_err(|e| format!("{upstream}: {e}"))?;
+        Info::parse(&info).applied_offset().map_err(|e| format!("{upstream}: {e}"))
     }
 
     async fn redis_facts(&self) -> Result<RedisFacts, String> {
@@ -251,6 +277,7 @@ mod tests {
             redis: Some(Ok(RedisFacts { master, fenced, offset, upstream: (!master).then(|| "10.0.0.1:6379".into()), link_up: !master })),
             topology: Some(Ok(topology)),
             registrations: vec![("n1".into(), record)],
+            master_offset: Some(Ok(1000)),
         }
     }
 
@@ -271,6 +298,11 @@ mod tests {
         assert_eq!(replica(&me("n2"), &facts(false, false, 900), None), Ok(()));
         assert_eq!(replica(&me("n2"), &facts(false, false, 900), Some(100)), Ok(()));
         assert_eq!(replica(&me("n2"), &facts(false, false, 900), Some(99)), Err("100 bytes behind the master, more than 99".into()));
+        let unread = Facts { master_offset: None, ..facts(false, false, 900) };
+        assert_eq!(replica(&me("n2"), &unread, None), Ok(()), "no lag asked, no offset needed");
+        assert!(replica(&me("n2"), &unread, Some(100)).unwrap_err().contains("lag unknown"));
+        let failed = Facts { master_offset: Some(Err("refused".into())), ..facts(false, false, 900) };
+        assert_eq!(replica(&me("n2"), &failed, Some(100)), Err("the master's offset: refused".into()));
         assert!(replica(&me("n1"), &facts(false, false, 900), None).unwrap_err().contains("not a slave"));
         assert!(replica(&me("n2"), &facts(true, false, 900), None).unwrap_err().contains("is a master"));
         let mut elsewhere = facts(false, false, 900);

@@ -2,8 +2,10 @@
 //! lease that a background task keeps alive, and writes the topology trigger.
 //!
 //! [`Registry::run`] is level-triggered: whenever the wanted state changes (every
-//! probe) it writes the latest one, so nothing is replayed after an outage, only
-//! the present. Triggers are counted, not queued: a trigger asked for while etcd
+//! probe) it makes etcd hold the latest one, so nothing is replayed after an
+//! outage, only the present. It puts the registration only when what readers act
+//! on changed ([`topology::records::Facts`]), or in a new session: an idle agent
+//! costs etcd no write, only its lease's keep-alives. Triggers are counted, not queued: a trigger asked for while etcd
 //! was away is written once etcd is back (several coalesce into one uuid).
 //!
 //! On any etcd error the session (client, lease, keep-alive) is dropped and a new
@@ -22,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::agent::Status;
 use crate::tracker::Registration;
+use topology::records::Facts;
 
 /// What etcd should hold, as the probe loop last decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +69,8 @@ struct Session {
     deleted: bool,
     /// The key was put in this session.
     registered: bool,
+    /// What the last put in this session said.
+    written: Option<Facts>,
 }
 
 impl Registry {
@@ -161,6 +166,7 @@ impl Registry {
         }
         let Some(session) = self.session.as_mut() else { return Ok(()) };
         match registration {
+            Registration::Put(record) if session.written.as_ref() == Some(&record.facts()) => {}
             Registration::Put(record) => {
                 let value = serde_json::to_string(record).context("encode the registration")?;
                 session
@@ -169,6 +175,7 @@ impl Registry {
                     .await
                     .with_context(|| format!("put {}", self.node_key))?;
                 session.deleted = false;
+                session.written = Some(record.facts());
                 self.ever_registered = true;
                 if !session.registered {
                     session.registered = true;
@@ -180,6 +187,7 @@ impl Registry {
                     session.client.delete(self.node_key.as_str(), None).await.with_context(|| format!("delete {}", self.node_key))?;
                     session.deleted = true;
                     session.registered = false;
+                    session.written = None;
                     tracing::info!(key = %self.node_key, "registration removed from etcd");
                 }
             }
@@ -269,7 +277,7 @@ impl Session {
         let mut client = etcd.connect().await.context("connect to etcd")?;
         let lease = KeptLease::grant(&mut client, ttl).await.context("grant a lease and keep it alive")?;
         tracing::info!(lease = lease.id(), ttl_s = lease.ttl().as_secs(), "etcd session opened");
-        Ok(Session { client, lease, deleted: false, registered: false })
+        Ok(Session { client, lease, deleted: false, registered: false, written: None })
     }
 }
 

@@ -23,9 +23,8 @@ use service::Shutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use topology::keys::Key;
-use topology::records::NodeRecord;
+use topology::records::{Facts, NodeRecord};
 
-use crate::schedule::Registered;
 use crate::worker::{self, Context};
 
 /// Observable state, for `/status`.
@@ -76,13 +75,13 @@ struct Term {
     cx: Arc<Context>,
     lease: Option<i64>,
     workers: HashMap<String, (watch::Sender<u64>, JoinHandle<()>)>,
-    /// What workers judge in every registration (`schedule::Registered`), to wake
+    /// What workers judge in every registration (`records::Facts`), to wake
     /// them on a change and not on every refresh; `None`: deleted or unreadable.
-    health: HashMap<(String, String), Option<Registered>>,
+    health: HashMap<(String, String), Option<Facts>>,
 }
 
-fn seen(value: &[u8]) -> Option<Registered> {
-    serde_json::from_slice::<NodeRecord>(value).ok().map(|r| Registered::from(&r))
+fn seen(value: &[u8]) -> Option<Facts> {
+    serde_json::from_slice::<NodeRecord>(value).ok().map(|r| r.facts())
 }
 
 impl Term {

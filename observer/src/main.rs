@@ -163,8 +163,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "/",
         get(move || {
             let (etcd, keys, names) = (page_cx.etcd.clone(), page_cx.keys.clone(), page_cx.names.clone());
+            let credentials = page_cx.redis_auth.clone();
             let leader = page_state.leader.load(Ordering::SeqCst);
-            async move { axum::response::Html(observer::page::load(etcd, keys, &names, leader).await) }
+            async move { axum::response::Html(observer::page::load(etcd, keys, &names, &credentials, leader).await) }
         }),
     );
     let metrics_cx = cx.clone();

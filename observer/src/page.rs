@@ -12,13 +12,24 @@ use topology::records::HistoryEntry;
 
 pub const REFRESH_SECS: u32 = 2;
 
+/// How long the page waits for one redis's offset.
+const OFFSET_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Reads every cluster from etcd and renders the page; etcd unreachable is a
 /// page that says so.
-pub async fn load(etcd: etcd_client::Client, keys: topology::Keys, names: &topology::Names, leader: bool) -> String {
+pub async fn load(
+    etcd: etcd_client::Client,
+    keys: topology::Keys,
+    names: &topology::Names,
+    credentials: &service::redis_auth::Credentials,
+    leader: bool,
+) -> String {
     let mut store = service::clusters::Store { etcd, keys };
     let now = topology::records::now_ms();
     match store.clusters(None).await {
-        Ok(states) => {
+        Ok(mut states) => {
+            // Registrations carry no current offset: the lag column asks redis.
+            service::clusters::read_offsets(&mut states, credentials, OFFSET_TIMEOUT).await;
             let clusters: Vec<ClusterPage> = states
                 .iter()
                 .map(|s| ClusterPage { view: s.view(names), history: s.status.as_ref().map(|st| st.history.clone()).unwrap_or_default() })

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use service::backoff::delay_after;
-use topology::records::{NodeRecord, Role};
+use topology::records::{Facts, NodeRecord, Role};
 
 /// What the operator asked for, by etcd revision: the topology and trigger as
 /// last seen. A new trigger value or topology revision makes applying due.
@@ -167,49 +167,18 @@ pub fn classify(status: Option<u16>, error: &str) -> Retry {
 }
 
 /// What a change, for a failure that waits for one, is measured against: the
-/// topology and trigger, and every registration of the cluster without what
-/// changes on every write (offset, `updated_ms`).
+/// topology and trigger, and the [`Facts`] of every registration of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct World {
     pub desired: DesiredRevision,
-    registrations: BTreeMap<String, Registered>,
-}
-
-/// What a worker judges in a registration: a change in it can make a failed
-/// apply worth trying again, and wakes the cluster's worker (the leader's
-/// watch). Not what changes on every write (offset, `updated_ms`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registered {
-    address: String,
-    port: u16,
-    role: Role,
-    upstream: Option<String>,
-    run_id: String,
-    healthy: bool,
-    fenced: bool,
-    upstream_down: bool,
-}
-
-impl From<&NodeRecord> for Registered {
-    fn from(r: &NodeRecord) -> Registered {
-        Registered {
-            address: r.address.clone(),
-            port: r.port,
-            role: r.role,
-            upstream: r.upstream.clone(),
-            run_id: r.run_id.clone(),
-            healthy: r.healthy,
-            fenced: r.fenced,
-            upstream_down: r.upstream_down,
-        }
-    }
+    registrations: BTreeMap<String, Facts>,
 }
 
 impl World {
     pub fn new(desired: &DesiredRevision, nodes: &HashMap<String, NodeRecord>) -> World {
         let registrations = nodes
             .iter()
-            .map(|(n, r)| (n.clone(), Registered::from(r)))
+            .map(|(n, r)| (n.clone(), r.facts()))
             .collect();
         World { desired: desired.clone(), registrations }
     }

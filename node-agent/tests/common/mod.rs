@@ -109,13 +109,13 @@ pub async fn wait_registration(
 /// Waits until the agent has rewritten its registration `count` times after
 /// `since`: proof that it kept ticking, and that every etcd round it started
 /// before `since` was written (the agent writes one round at a time).
-pub async fn wait_refreshes(client: &mut Client, key: &str, since: &Stored, count: usize) {
-    let mut seen = since.mod_revision;
-    for i in 0..count {
-        let what = format!("refresh {} of {count}", i + 1);
-        let (next, _) = wait_registration(client, key, &what, Duration::from_secs(20), |s| s.mod_revision > seen).await;
-        seen = next.mod_revision;
-    }
+/// Lets `ticks` probe intervals (the default 250 ms) pass and asserts the
+/// registration was not rewritten meanwhile: an agent writes only when something
+/// readers act on changes.
+pub async fn assert_quiet(client: &mut Client, key: &str, since: &Stored, ticks: u32) {
+    tokio::time::sleep(Duration::from_millis(250) * ticks).await;
+    let now = registration(client, key).await.expect("still registered");
+    assert_eq!(now.mod_revision, since.mod_revision, "{ticks} ordinary ticks rewrote the registration: {:?}", now.record);
 }
 
 /// Polls until `key` is absent; returns how long it took.

@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, env = "NAMESERVER", global = true)]
     pub nameserver: Option<SocketAddr>,
 
+    /// AUTH for reading replication offsets from redis (`list`, `status`).
+    #[command(flatten)]
+    pub redis_auth: service::redis_auth::RedisAuthArgs,
+
     /// Print JSON instead of tables, for scripts.
     #[arg(long, global = true)]
     pub json: bool,

@@ -13,7 +13,8 @@ use topology::{Names, Topology};
 use crate::args::{Cli, Command, Define, DurabilityArgs};
 use topology::cluster::{self as model, DnsAnswer, Outcome};
 use crate::render;
-use service::clusters::{Store, StoreError};
+use service::clusters::{read_offsets, Store, StoreError};
+use service::redis_auth::Credentials;
 
 /// A failure that ends the command: bad input (nothing written) or etcd.
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +53,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
     }
     let etcd = cli.etcd.connect().await.map_err(|e| CommandError::Invalid(format!("etcd ({}): {e}", cli.etcd.etcd_endpoints.join(","))))?;
     let mut store = Store { etcd, keys: cli.etcd.keys() };
+    let credentials = cli.redis_auth.credentials().map_err(|e| CommandError::Invalid(format!("{e:#}")))?;
     let names = names(&mut store, cli.domain.as_deref()).await?;
     let json = cli.json;
     match cli.command {
-        Command::List => list(&mut store, &names, json).await,
-        Command::Status { cluster, watch, interval_ms } => status(&mut store, &names, &cluster, watch, interval_ms, json).await,
+        Command::List => list(&mut store, &names, &credentials, json).await,
+        Command::Status { cluster, watch, interval_ms } => {
+            status(&mut store, &names, &credentials, &cluster, watch, interval_ms, json).await
+        }
         Command::Define(define) => self::define(&mut store, &names, define, json).await,
         Command::Trigger { cluster } => {
             let trigger = store.trigger(&cluster).await?;
@@ -125,19 +129,35 @@ async fn names(store: &mut Store, domain: Option<&str>) -> Result<Names, Command
     Names::new(&domain).map_err(|e| CommandError::Invalid(format!("domain: {e}")))
 }
 
-async fn list(store: &mut Store, names: &Names, json: bool) -> Result<ExitCode, CommandError> {
-    let views: Vec<_> = store.clusters(None).await?.iter().map(|c| c.view(names)).collect();
+/// How long `list` and `status` wait for a redis's offset: one that does not
+/// answer by then shows none.
+const OFFSET_TIMEOUT: Duration = Duration::from_millis(300);
+
+async fn list(store: &mut Store, names: &Names, credentials: &Credentials, json: bool) -> Result<ExitCode, CommandError> {
+    let mut states = store.clusters(None).await?;
+    read_offsets(&mut states, credentials, OFFSET_TIMEOUT).await;
+    let views: Vec<_> = states.iter().map(|c| c.view(names)).collect();
     let now = now_ms();
     let human = if views.is_empty() { "no clusters".to_string() } else { views.iter().map(|v| render::cluster(v, now)).collect::<Vec<_>>().join("\n") };
     print(json, &json!(views), &human);
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(store: &mut Store, names: &Names, cluster: &str, watch: bool, interval_ms: u64, json: bool) -> Result<ExitCode, CommandError> {
+async fn status(
+    store: &mut Store,
+    names: &Names,
+    credentials: &Credentials,
+    cluster: &str,
+    watch: bool,
+    interval_ms: u64,
+    json: bool,
+) -> Result<ExitCode, CommandError> {
     let clear = watch && !json && std::io::stdout().is_terminal();
     let mut last = None;
     loop {
-        let state = store.cluster(cluster).await?;
+        let mut states = [store.cluster(cluster).await?];
+        read_offsets(&mut states, credentials, OFFSET_TIMEOUT).await;
+        let [state] = states;
         let view = state.view(names);
         let value = json!({"cluster": view, "status": state.status});
         if last.as_ref() != Some(&value) {

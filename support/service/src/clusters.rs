@@ -4,6 +4,8 @@
 //! only over the topology it read), a trigger, the maintenance flag.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use topology::keys::Key;
@@ -12,12 +14,49 @@ use topology::{Keys, Topology};
 
 use topology::cluster::ClusterState;
 
+use crate::redis_auth::{connect, Credentials, Timeouts};
+use crate::redis_info::read_offset;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
     #[error("the topology of {0} changed while the switchover was computed; run it again")]
     Raced(String),
+}
+
+/// Reads the replication offset of every healthy registered node of `states`
+/// from redis itself, in parallel, each within `timeout`, into
+/// [`ClusterState::offsets`]: registrations carry no current offset. A node
+/// that does not answer in time is left out.
+pub async fn read_offsets(states: &mut [ClusterState], credentials: &Credentials, timeout: Duration) {
+    let timeouts = Timeouts { connect: timeout, command: timeout };
+    let wanted: Vec<(usize, String, SocketAddr)> = states
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.nodes.iter().filter(|(_, r)| r.healthy).filter_map(move |(node, r)| {
+                let ip: std::net::IpAddr = r.address.parse().ok()?;
+                Some((i, node.clone(), SocketAddr::new(ip, r.port)))
+            })
+        })
+        .collect();
+    let read = futures::future::join_all(wanted.into_iter().map(|(i, node, addr)| async move {
+        let offset = tokio::time::timeout(timeout * 2, async {
+            let mut conn = connect(addr, timeouts, credentials).await.ok()?;
+            read_offset(&mut conn).await.ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        (i, node, offset)
+    }))
+    .await;
+    for (i, node, offset) in read {
+        if let (Some(state), Some(offset)) = (states.get_mut(i), offset) {
+            state.offsets.insert(node, offset);
+        }
+    }
 }
 
 pub struct Store {

@@ -24,6 +24,9 @@ pub struct ClusterState {
     pub published: Option<PublishedTopology>,
     /// The observer's last round.
     pub status: Option<StatusRecord>,
+    /// Replication offsets read from redis itself, by node: registrations carry
+    /// none that is current. A node missing here shows no offset and no lag.
+    pub offsets: BTreeMap<String, u64>,
 }
 
 /// One row of `list` / `status`: a registered node, or a member of the topology
@@ -39,8 +42,9 @@ pub struct NodeRow {
     /// What the node-agent last saw redis be.
     pub role: Option<Role>,
     pub healthy: Option<bool>,
+    /// As read from redis (see [`ClusterState::offsets`]).
     pub offset: Option<u64>,
-    /// Bytes behind the registered master's offset (slaves only).
+    /// Bytes behind the registered master's offset, both read from redis (slaves only).
     pub lag_bytes: Option<u64>,
     /// What dnsd publishes it as: `master`, `slave`, or `-`.
     pub dns: &'static str,
@@ -110,7 +114,7 @@ impl ClusterState {
             .nodes
             .iter()
             .find(|(n, r)| desired.get(*n) == Some(&"master") && r.role == Role::Master)
-            .map(|(_, r)| r.repl_offset);
+            .and_then(|(n, _)| self.offsets.get(n).copied());
         let mut rows: Vec<NodeRow> = self
             .nodes
             .iter()
@@ -120,8 +124,12 @@ impl ClusterState {
                 desired: desired.get(node).copied().unwrap_or("-"),
                 role: Some(r.role),
                 healthy: Some(r.healthy),
-                offset: Some(r.repl_offset),
-                lag_bytes: (r.role == Role::Slave).then_some(master_offset.map(|m| m.saturating_sub(r.repl_offset))).flatten(),
+                offset: self.offsets.get(node).copied(),
+                lag_bytes: self
+                    .offsets
+                    .get(node)
+                    .filter(|_| r.role == Role::Slave)
+                    .and_then(|o| master_offset.map(|m| m.saturating_sub(*o))),
                 dns: self.published_as(node, Some(r)),
             })
             .collect();
@@ -379,10 +387,12 @@ mod tests {
             "trigger": null, "topology_revision": 5, "result": "ok", "observer": "o", "failures": 0, "started_ms": 1, "finished_ms": 2
         }))
         .unwrap();
+        let offsets = [("node-1", 1000), ("node-2", 1000), ("node-3", 900)].map(|(n, o)| (n.to_string(), o)).into();
         let state = ClusterState {
             name: "redis-1".into(),
             topology: Some((topology, 5)),
             nodes,
+            offsets,
             published: Some(published("node-1", &["node-2", "node-3"], 5)),
             status: Some(status),
             ..ClusterState::default()
@@ -404,6 +414,9 @@ mod tests {
         assert_eq!((rows[0].desired, rows[0].dns, rows[0].lag_bytes), ("master", "master", None));
         assert_eq!((rows[1].desired, rows[1].dns, rows[1].lag_bytes), ("slave", "slave", Some(0)));
         assert_eq!(rows[2].lag_bytes, Some(100), "behind the master's offset");
+        // Offsets not read (redis unreachable from here): none shown, not stale ones.
+        let unread = ClusterState { offsets: BTreeMap::new(), ..state.clone() };
+        assert!(unread.rows(&names).iter().all(|r| r.offset.is_none() && r.lag_bytes.is_none()));
     }
 
     #[test]

@@ -13,16 +13,21 @@ pub enum Role {
 }
 
 /// `/nodes/<cluster>/<node>`: what a node-agent knows of its redis-server.
+///
+/// The agent writes it only when its [`Facts`] change; its lease's keep-alive,
+/// not a write, says that the agent lives. So `repl_offset` and `updated_ms` are
+/// those of the last change: whoever needs an offset now asks redis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// The address clients must use (the agent's `--advertise-address`).
     pub address: String,
     pub port: u16,
     pub role: Role,
+    /// The replication offset when the record was written (not kept current).
     pub repl_offset: u64,
     pub run_id: String,
     pub healthy: bool,
-    /// Milliseconds since the Unix epoch of the last refresh.
+    /// Milliseconds since the Unix epoch when the record was written.
     pub updated_ms: u64,
     /// A slave's `master_host:master_port` as redis reports it; absent on a
     /// master, while redis is down, and from agents that predate it.
@@ -37,6 +42,38 @@ pub struct NodeRecord {
     /// observer's second view of a master it cannot reach itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upstream_down: bool,
+}
+
+/// What readers act on in a registration: a change in it is written by the
+/// node-agent and wakes the observer's worker for the cluster. Not the offset
+/// and `updated_ms`, which move with every write redis takes: writing them would
+/// make every idle group cost etcd a write per probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    address: String,
+    port: u16,
+    role: Role,
+    upstream: Option<String>,
+    run_id: String,
+    healthy: bool,
+    fenced: bool,
+    upstream_down: bool,
+}
+
+impl NodeRecord {
+    /// What a reader acts on (see [`Facts`]).
+    pub fn facts(&self) -> Facts {
+        Facts {
+            address: self.address.clone(),
+            port: self.port,
+            role: self.role,
+            upstream: self.upstream.clone(),
+            run_id: self.run_id.clone(),
+            healthy: self.healthy,
+            fenced: self.fenced,
+            upstream_down: self.upstream_down,
+        }
+    }
 }
 
 /// One member of a published topology: a resolved host and port, plus the node
