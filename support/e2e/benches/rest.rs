@@ -16,14 +16,14 @@ use harness::stack::{Stack, StackOptions};
 
 const WINDOW: Duration = Duration::from_secs(20);
 
-async fn counters(port: u16) -> (f64, f64, f64) {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("etcd /metrics").text().await.expect("the body");
+fn counters(port: u16) -> (f64, f64, f64) {
+    let text = harness::etcd::http_get(port, "/metrics").expect("etcd /metrics");
     let value = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("etcd's /metrics has no {name}"))
     };
     (value("etcd_mvcc_put_total"), value("etcd_mvcc_delete_total"), value("etcd_mvcc_txn_total"))
 }
@@ -39,10 +39,24 @@ async fn main() {
     // Let the apply's own writes (status, applied revision, DNS) settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let port = stack.etcd.client_port();
-    let (puts, deletes, txns) = counters(port).await;
+    // Which keys are written, to say who writes at rest.
+    let mut client = stack.etcd.client().await;
+    let mut events = client
+        .watch("", Some(etcd_client::WatchOptions::new().with_all_keys()))
+        .await
+        .expect("watch etcd");
+    let (puts, deletes, txns) = counters(port);
     let started = Instant::now();
     tokio::time::sleep(WINDOW).await;
-    let (puts2, deletes2, txns2) = counters(port).await;
+    let (puts2, deletes2, txns2) = counters(port);
+    let mut written = std::collections::BTreeMap::<String, usize>::new();
+    while let Ok(Ok(Some(resp))) = tokio::time::timeout(Duration::from_millis(200), events.message()).await {
+        for e in resp.events() {
+            if let Some(kv) = e.kv() {
+                *written.entry(kv.key_str().unwrap_or("?").to_string()).or_default() += 1;
+            }
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     let tally = writer.stop().await.expect("the writer");
     println!(
@@ -50,9 +64,10 @@ async fn main() {
         tally.acked.len()
     );
     println!(
-        "  puts {:.2}/s, deletes {:.2}/s, txns {:.2}/s",
+        "  puts {:.2}/s, deletes {:.2}/s, txns {:.2}/s (etcd_mvcc_put_total {puts} -> {puts2})",
         (puts2 - puts) / secs,
         (deletes2 - deletes) / secs,
         (txns2 - txns) / secs
     );
+    println!("  keys written: {written:?}");
 }
