@@ -25,11 +25,18 @@ pub struct StackOptions {
     /// With `haproxy`: HAProxy opens its runtime API and dnsd pushes to it
     /// (`--haproxy-runtime`); otherwise HAProxy follows through DNS alone.
     pub haproxy_push: bool,
+    /// etcd with client TLS and auth ([`Etcd::start_secure`]): every service
+    /// connects with the CA, a client certificate and the service user, under
+    /// [`SECURE_PREFIX`], the only prefix that user's role may touch.
+    pub secure_etcd: bool,
 }
+
+/// The key prefix of a stack with `secure_etcd`.
+pub const SECURE_PREFIX: &str = "/redis-topology";
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false }
     }
 }
 
@@ -64,9 +71,10 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(options: StackOptions) -> Stack {
-        let etcd = Etcd::start();
-        let endpoint = etcd.endpoint();
-        let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"))).collect();
+        let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start() };
+        let etcd_args = etcd.service_args();
+        let etcd_args: Vec<&str> = etcd_args.iter().map(String::as_str).collect();
+        let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&etcd_args, &format!("node-{i}"))).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -76,19 +84,18 @@ impl Stack {
         let (listen, dns_listen, sentinel_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string(), sentinel.to_string());
         let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
               "--sentinel-listen", &sentinel_listen,
-              "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER];
+              "--domain", DOMAIN, "--cluster", CLUSTER];
+        dnsd_args.extend_from_slice(&etcd_args);
         let runtime_arg = runtime.as_ref().map(|p| p.display().to_string());
         if let Some(socket) = &runtime_arg {
             dnsd_args.extend(["--haproxy-runtime", socket]);
         }
         let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
         dnsd.wait_http(dnsd_port);
-        let mut dictator = Service::start(
-            "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &dns.to_string(), "--cluster", CLUSTER,
-              "--etcd-endpoints", &endpoint],
-            &[],
-        );
+        let (dictator_listen, nameserver) = (format!("127.0.0.1:{dictator_port}"), dns.to_string());
+        let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver, "--cluster", CLUSTER];
+        dictator_args.extend_from_slice(&etcd_args);
+        let mut dictator = Service::start("dictator", &dictator_args, &[]);
         dictator.wait_http(dictator_port);
         let dictator_url = format!("http://127.0.0.1:{dictator_port}");
         let dnsd_url = format!("http://127.0.0.1:{dnsd_port}");
@@ -96,10 +103,11 @@ impl Stack {
             .map(|i| {
                 let port = free_port();
                 let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), dns.to_string());
-                let mut args = vec!["--listen", &listen, "--etcd-endpoints", &endpoint,
+                let mut args = vec!["--listen", &listen,
                     "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", &id,
                     "--nameserver", &nameserver, "--election-ttl-secs", "2",
                     "--retry-min-ms", "100", "--retry-max-ms", "1000"];
+                args.extend_from_slice(&etcd_args);
                 args.extend_from_slice(options.observer_args);
                 let mut observer = Service::start("observer", &args, &[]);
                 observer.wait_http(port);
@@ -133,14 +141,14 @@ impl Stack {
     /// Writes the topology to etcd, as `scripts/define-topology.sh` does; returns its revision.
     pub async fn define(&self, master: usize, slaves: &[usize]) -> i64 {
         let mut client = self.etcd.client().await;
-        let put = client.put(format!("/config/{CLUSTER}/topology"), self.topology(master, slaves), None).await.expect("put topology");
+        let put = client.put(format!("{}/config/{CLUSTER}/topology", self.etcd.prefix()), self.topology(master, slaves), None).await.expect("put topology");
         put.header().map_or(0, |h| h.revision())
     }
 
     /// The observer's last status, as JSON.
     pub async fn status(&self) -> Option<serde_json::Value> {
         let mut client = self.etcd.client().await;
-        let got = client.get(format!("/status/{CLUSTER}"), None).await.ok()?;
+        let got = client.get(format!("{}/status/{CLUSTER}", self.etcd.prefix()), None).await.ok()?;
         got.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok())
     }
 
@@ -181,7 +189,7 @@ impl Stack {
         crate::wait_until_async("every node registered", Duration::from_secs(20), || async {
             let mut client = self.etcd.client().await;
             let got = client
-                .get(format!("/nodes/{CLUSTER}/"), Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+                .get(format!("{}/nodes/{CLUSTER}/", self.etcd.prefix()), Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
                 .await;
             got.is_ok_and(|g| g.kvs().len() >= self.nodes.iter().filter(|n| n.agent.is_some()).count())
         })
@@ -189,22 +197,24 @@ impl Stack {
     }
 }
 
-fn start_node(etcd: &str, name: &str) -> Node {
+fn start_node(etcd_args: &[&str], name: &str) -> Node {
     let redis = Redis::start();
     let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
-    start_agent(&mut node, etcd);
+    start_agent_with(&mut node, etcd_args);
     node
 }
 
-/// (Re)starts the node-agent of `node`.
+/// (Re)starts the node-agent of `node`, with a plain etcd at `etcd`.
 pub fn start_agent(node: &mut Node, etcd: &str) {
-    let mut agent = Service::start(
-        "node-agent",
-        &["--cluster", CLUSTER, "--node", &node.name, "--redis", &node.redis.host_port(),
-          "--listen", &format!("127.0.0.1:{}", node.agent_port), "--etcd-endpoints", etcd,
-          "--lease-ttl", "2"],
-        &[],
-    );
+    start_agent_with(node, &["--etcd-endpoints", etcd]);
+}
+
+/// (Re)starts the node-agent of `node` with these etcd flags ([`Etcd::service_args`]).
+pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
+    let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
+    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2"];
+    args.extend_from_slice(etcd_args);
+    let mut agent = Service::start("node-agent", &args, &[]);
     agent.wait_http(node.agent_port);
     node.agent = Some(agent);
 }
