@@ -1,12 +1,15 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-//! The whole system against a secured store: etcd with client TLS (certificates
-//! made in the test) and auth on, every service and the operator's command
-//! connecting as a user whose role may touch only the installation's prefix.
+//! The whole system secured: etcd with client TLS (certificates made in the
+//! test) and auth on, every service and the operator's command connecting as a
+//! user whose role may touch only the installation's prefix; redis with
+//! `requirepass`, `masterauth` and an ACL user for the services that may send
+//! only their commands; HAProxy's health check authenticating.
 
 use std::process::Command;
 use std::time::Duration;
 
-use counter::{read_list, Destination, Pace, Writer};
+use counter::{read_list_as, Destination, Pace, Writer};
+use service::redis_auth::Credentials;
 use harness::stack::{Stack, StackOptions, CLUSTER, DOMAIN, SECURE_PREFIX};
 
 const PACE: Pace = Pace { per_second: 300, count: None, timeout: Duration::from_secs(5) };
@@ -22,8 +25,8 @@ fn dns_master_port(stack: &Stack) -> Option<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth() {
-    let stack = Stack::start(StackOptions { haproxy: true, secure_etcd: true, ..StackOptions::default() });
+async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_with_acls() {
+    let mut stack = Stack::start(StackOptions { haproxy: true, secure_etcd: true, redis_auth: true, ..StackOptions::default() });
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
@@ -32,20 +35,54 @@ async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth() {
     });
 
     let through_haproxy = Destination::Fixed(stack.write.unwrap());
-    let writer = Writer::start(through_haproxy.clone(), "secure-ids", PACE);
+    // A client is redis's `default` user, behind requirepass.
+    let client = Credentials::new(None, Some(harness::redis::ADMIN_PASSWORD.into()));
+    let writer = Writer::start_as(through_haproxy.clone(), "secure-ids", PACE, client.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let revision = stack.define(1, &[0, 2]).await;
     stack.wait_applied(revision).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tally = writer.stop().await.unwrap();
-    let list = read_list(&through_haproxy, "secure-ids", Duration::from_secs(10)).await.unwrap();
+    let list = read_list_as(&through_haproxy, "secure-ids", Duration::from_secs(10), &client).await.unwrap();
     let verdict = tally.check(&list);
     assert!(verdict.acked > 100, "writes went through: {verdict}");
     assert_eq!((verdict.missing, verdict.phantom), (0, 0), "{verdict}");
     assert_eq!(stack.nodes[1].redis.role(), "master");
+    for i in [0, 2] {
+        harness::wait_until("the slaves to sync as the replica user", Duration::from_secs(10), || {
+            stack.nodes[i].redis.info_field("master_link_status").as_deref() == Some("up")
+        });
+    }
     harness::wait_until("DNS to name node-2", Duration::from_secs(10), || {
         dns_master_port(&stack) == Some(stack.nodes[1].redis.port())
     });
+
+    // The dictator did every step as the service user: nothing refused (NOPERM).
+    let status = stack.status().await.unwrap();
+    let report = &status["report"];
+    assert_eq!(report["failed"], serde_json::json!([]), "{status}");
+    assert_eq!(report["lagging"], serde_json::json!([]), "{status}");
+    assert!(!status.to_string().to_lowercase().contains("noperm") && !stack.dictator_log().to_lowercase().contains("noperm"), "{status}");
+
+    // An automatic failover: the observer asks the slaves (INFO, CONFIG GET) as
+    // the service user, and moves the master through its txn on the prefix.
+    stack.nodes[1].redis.kill();
+    harness::wait_until("an automatic failover under ACLs", Duration::from_secs(30), || {
+        [0, 2].into_iter().any(|i| stack.nodes[i].redis.role() == "master")
+    });
+    let new = [0, 2].into_iter().find(|i| stack.nodes[*i].redis.role() == "master").unwrap();
+    let new_master = serde_json::json!(stack.nodes[new].redis.host_port());
+    harness::wait_until_async("the failover applied", Duration::from_secs(30), || async {
+        stack.status().await.is_some_and(|s| s["report"]["master"] == new_master && s["report"]["failed"] == serde_json::json!([]))
+    })
+    .await;
+    harness::wait_until("DNS to name the new master", Duration::from_secs(30), || {
+        dns_master_port(&stack) == Some(stack.nodes[new].redis.port())
+    });
+    let logs = [stack.dictator_log(), stack.observers[0].0.log(), stack.nodes[0].agent.as_ref().unwrap().log()];
+    for log in logs {
+        assert!(!log.to_lowercase().contains("noperm"), "{log}");
+    }
 
     // Everything the services wrote lies under the prefix (root sees all keys).
     let mut root = stack.etcd.client().await;

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::process::Process;
+use crate::redis::RedisOptions;
 use crate::{free_port, Etcd, Redis, Service};
 
 pub const CLUSTER: &str = "redis-1";
@@ -29,6 +30,10 @@ pub struct StackOptions {
     /// connects with the CA, a client certificate and the service user, under
     /// [`SECURE_PREFIX`], the only prefix that user's role may touch.
     pub secure_etcd: bool,
+    /// Redis with `requirepass`, ACL users and `masterauth` (`RedisOptions::auth`):
+    /// the services connect as `redis::SERVICE_USER`, HAProxy's check as
+    /// `redis::CHECK_USER`, clients as the `default` user.
+    pub redis_auth: bool,
 }
 
 /// The key prefix of a stack with `secure_etcd`.
@@ -36,7 +41,7 @@ pub const SECURE_PREFIX: &str = "/redis-topology";
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false, redis_auth: false }
     }
 }
 
@@ -67,14 +72,28 @@ pub struct Stack {
     _dnsd: Service,
     _dictator: Service,
     _haproxy: Option<Haproxy>,
+    _secrets: tempfile::TempDir,
 }
 
 impl Stack {
     pub fn start(options: StackOptions) -> Stack {
         let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start() };
         let etcd_args = etcd.service_args();
+        let secrets = tempfile::tempdir().expect("secrets temp dir");
+        let password_file = secrets.path().join("redis-password");
+        std::fs::write(&password_file, format!("{}\n", crate::redis::SERVICE_PASSWORD)).expect("write redis password");
+        let redis_args = match options.redis_auth {
+            true => vec!["--redis-user".to_string(), crate::redis::SERVICE_USER.into(), "--redis-password-file".into(), password_file.display().to_string()],
+            false => vec![],
+        };
+        // The services' flags for etcd and for redis AUTH.
+        let mut service_args = etcd_args.clone();
+        service_args.extend(redis_args);
         let etcd_args: Vec<&str> = etcd_args.iter().map(String::as_str).collect();
-        let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&etcd_args, &format!("node-{i}"))).collect();
+        let service_args: Vec<&str> = service_args.iter().map(String::as_str).collect();
+        let redis_options = RedisOptions { auth: options.redis_auth, ..RedisOptions::default() };
+        let nodes: Vec<Node> =
+            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"))).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -94,7 +113,7 @@ impl Stack {
         dnsd.wait_http(dnsd_port);
         let (dictator_listen, nameserver) = (format!("127.0.0.1:{dictator_port}"), dns.to_string());
         let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver, "--cluster", CLUSTER];
-        dictator_args.extend_from_slice(&etcd_args);
+        dictator_args.extend_from_slice(&service_args);
         let mut dictator = Service::start("dictator", &dictator_args, &[]);
         dictator.wait_http(dictator_port);
         let dictator_url = format!("http://127.0.0.1:{dictator_port}");
@@ -107,7 +126,7 @@ impl Stack {
                     "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", &id,
                     "--nameserver", &nameserver, "--election-ttl-secs", "2",
                     "--retry-min-ms", "100", "--retry-max-ms", "1000"];
-                args.extend_from_slice(&etcd_args);
+                args.extend_from_slice(&service_args);
                 args.extend_from_slice(options.observer_args);
                 let mut observer = Service::start("observer", &args, &[]);
                 observer.wait_http(port);
@@ -115,14 +134,14 @@ impl Stack {
             })
             .collect();
 
-        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some()));
+        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some(), options.redis_auth));
         let (write, read, haproxy_stats) = match &haproxy {
             Some(h) => (Some(h.write), Some(h.read), Some(h.stats)),
             None => (None, None, None),
         };
         Stack {
             etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
-            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
+            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
         }
     }
 
@@ -197,10 +216,10 @@ impl Stack {
     }
 }
 
-fn start_node(etcd_args: &[&str], name: &str) -> Node {
-    let redis = Redis::start();
+fn start_node(options: &RedisOptions, service_args: &[&str], name: &str) -> Node {
+    let redis = Redis::with_options(options.clone());
     let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
-    start_agent_with(&mut node, etcd_args);
+    start_agent_with(&mut node, service_args);
     node
 }
 
@@ -209,7 +228,7 @@ pub fn start_agent(node: &mut Node, etcd: &str) {
     start_agent_with(node, &["--etcd-endpoints", etcd]);
 }
 
-/// (Re)starts the node-agent of `node` with these etcd flags ([`Etcd::service_args`]).
+/// (Re)starts the node-agent of `node` with these etcd (and redis AUTH) flags ([`Etcd::service_args`]).
 pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
     let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
     let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2"];
@@ -234,10 +253,12 @@ impl Haproxy {
     /// An HAProxy following dnsd at `dns`; with `runtime`, it opens its runtime API
     /// (`<dir>/admin.sock`) and holds write connections while no master is usable.
     pub fn start(dns: SocketAddr, runtime: bool) -> Haproxy {
-        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime)
+        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime, false)
     }
 
-    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool) -> Haproxy {
+    /// With `auth`, the health check authenticates as `redis::CHECK_USER`
+    /// (`REDIS_CHECK_USER`, `REDIS_CHECK_PASSWORD`).
+    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool, auth: bool) -> Haproxy {
         let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy");
         let local = |port| -> SocketAddr { ([127, 0, 0, 1], port).into() };
         let (write, read, stats) = (local(free_port()), local(free_port()), local(free_port()));
@@ -250,6 +271,9 @@ impl Haproxy {
             .env("WRITE_BIND", write.to_string())
             .env("READ_BIND", read.to_string())
             .env("STATS_BIND", stats.to_string());
+        if auth {
+            cmd.env("REDIS_CHECK_USER", crate::redis::CHECK_USER).env("REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD);
+        }
         if let Some(socket) = &socket {
             cmd.env("RUNTIME_SOCKET", socket).env("HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));
         }
