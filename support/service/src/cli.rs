@@ -258,3 +258,41 @@ fn error_chain(error: &etcd_client::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    }
+
+    #[test]
+    fn the_etcd_user_never_shows_its_password() {
+        let cli = Cli::try_parse_from(["t", "--etcd-user", "topology:hunter2", "--etcd-endpoints", "https://e:2379"]).unwrap();
+        let shown = format!("{:?}", cli.etcd);
+        assert!(shown.contains("topology") && !shown.contains("hunter2"), "{shown}");
+        assert_eq!(cli.etcd.user().unwrap(), Some(("topology".to_string(), "hunter2".to_string())));
+        // --help shows no value of ETCDCTL_USER, which may be `user:password`.
+        let command = Cli::command();
+        let user = command.get_arguments().find(|a| a.get_id() == "etcd_user").unwrap();
+        assert!(user.is_hide_env_values_set());
+    }
+
+    #[test]
+    fn a_user_needs_a_password_and_a_password_file_needs_a_user() {
+        let cli = Cli::try_parse_from(["t", "--etcd-user", "topology"]).unwrap();
+        // ETCDCTL_PASSWORD is not set in the test environment.
+        if std::env::var_os("ETCDCTL_PASSWORD").is_none() {
+            let err = cli.etcd.user().unwrap_err();
+            assert!(err.contains("topology") && err.contains("--etcd-password-file"), "{err}");
+        }
+        let cli = Cli::try_parse_from(["t", "--etcd-password-file", "/nowhere"]).unwrap();
+        assert!(cli.etcd.user().unwrap_err().contains("--etcd-user"));
+        let cli = Cli::try_parse_from(["t", "--etcd-cert", "/c.pem"]);
+        assert!(cli.is_err(), "a certificate without its key is refused by clap");
+    }
+}
