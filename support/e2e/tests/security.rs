@@ -125,3 +125,13 @@ fn a_service_with_a_wrong_etcd_password_says_so_naming_the_endpoint() {
     assert!(stderr.contains(&etcd.endpoint()) && stderr.contains("authentication failed"), "{stderr}");
     assert!(!stderr.contains("not-the-password"), "{stderr}");
 }
+
+#[test]
+fn the_readme_documents_the_acls_the_tests_run() {
+    use harness::redis::{CHECK_ACL, CHECK_USER, REPLICA_ACL, REPLICA_USER, SERVICE_ACL, SERVICE_USER};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for (user, acl) in [(SERVICE_USER, SERVICE_ACL), (REPLICA_USER, REPLICA_ACL), (CHECK_USER, CHECK_ACL)] {
+        let line = format!("user {user} on >PASSWORD {acl}");
+        assert!(readme.contains(&line), "README.md lacks `{line}`");
+    }
+}
