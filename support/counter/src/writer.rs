@@ -135,8 +135,9 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Authenticates as `REDIS_USER`/`REDIS_PASSWORD` say, if set ([`Credentials::from_env`]).
     pub fn start(target: Destination, key: &str, pace: Pace) -> Writer {
-        Writer::start_as(target, key, pace, Credentials::default())
+        Writer::start_as(target, key, pace, Credentials::from_env())
     }
 
     /// [`Writer::start`], authenticating with `credentials`.
@@ -253,8 +254,9 @@ async fn connect(addr: SocketAddr, timeout: Duration, credentials: &Credentials)
 
 /// Reads the whole list back from wherever `target` says the master is now,
 /// retrying for up to `patience` while the master cannot be reached.
+/// Authenticates as `REDIS_USER`/`REDIS_PASSWORD` say, if set.
 pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> Result<Vec<String>, ReadBackError> {
-    read_list_as(target, key, patience, &Credentials::default()).await
+    read_list_as(target, key, patience, &Credentials::from_env()).await
 }
 
 /// [`read_list`], authenticating with `credentials`.

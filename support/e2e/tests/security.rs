@@ -36,7 +36,7 @@ async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_
 
     let through_haproxy = Destination::Fixed(stack.write.unwrap());
     // A client is redis's `default` user, behind requirepass.
-    let client = Credentials::new(None, Some(harness::redis::ADMIN_PASSWORD.into()));
+    let client = Credentials::new(None, Some(harness::redis::admin_password()));
     let writer = Writer::start_as(through_haproxy.clone(), "secure-ids", PACE, client.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let revision = stack.define(1, &[0, 2]).await;

@@ -28,6 +28,20 @@ pub enum Persistence {
 /// they send ([`SERVICE_ACL`]); replicas authenticate as [`REPLICA_USER`]
 /// (`masteruser`/`masterauth`); HAProxy's health check as [`CHECK_USER`].
 pub const ADMIN_PASSWORD: &str = "admin-s3cret";
+
+/// `HARNESS_REDIS_AUTH=1`: every redis-server the harness starts, and every
+/// [`crate::stack::Stack`], runs with auth, so a whole suite runs against it:
+/// `HARNESS_REDIS_AUTH=1 REDIS_PASSWORD=<any> cargo nextest run -p e2e`.
+/// `REDIS_PASSWORD` is then the `default` user's password: the counter, and
+/// services a test starts itself, read it from the environment they inherit.
+pub fn auth_from_env() -> bool {
+    std::env::var("HARNESS_REDIS_AUTH").is_ok_and(|v| v == "1")
+}
+
+/// The `default` user's password: `REDIS_PASSWORD` when set, else [`ADMIN_PASSWORD`].
+pub fn admin_password() -> String {
+    std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| ADMIN_PASSWORD.to_string())
+}
 pub const SERVICE_USER: &str = "redis-topology";
 pub const SERVICE_PASSWORD: &str = "service-s3cret";
 /// The services' ACL: their commands (the dictator's, the node-agent's and the
@@ -74,7 +88,8 @@ impl Redis {
         Self::with_options(RedisOptions { persistence, config: Some("# redis-topology test\n".into()), ..RedisOptions::default() })
     }
 
-    pub fn with_options(options: RedisOptions) -> Redis {
+    pub fn with_options(mut options: RedisOptions) -> Redis {
+        options.auth |= auth_from_env();
         let dir = tempfile::tempdir().expect("create redis temp dir");
         let port = free_port();
         if let Some(config) = &options.config {
@@ -102,7 +117,7 @@ impl Redis {
     /// With auth: as the `default` user, who may do anything.
     pub fn url(&self) -> String {
         match self.options.auth {
-            true => format!("redis://:{ADMIN_PASSWORD}@127.0.0.1:{}/", self.port),
+            true => format!("redis://:{}@127.0.0.1:{}/", admin_password(), self.port),
             false => format!("redis://127.0.0.1:{}/", self.port),
         }
     }
@@ -223,7 +238,7 @@ fn spawn(dir: &std::path::Path, port: u16, options: &RedisOptions) -> Process {
         .args(["--repl-diskless-sync-delay", "0"])
         .args(&options.args);
     if options.auth {
-        cmd.args(["--requirepass", ADMIN_PASSWORD, "--masteruser", REPLICA_USER, "--masterauth", REPLICA_PASSWORD]);
+        cmd.args(["--requirepass", &admin_password(), "--masteruser", REPLICA_USER, "--masterauth", REPLICA_PASSWORD]);
         for (user, password, acl) in
             [(SERVICE_USER, SERVICE_PASSWORD, SERVICE_ACL), (REPLICA_USER, REPLICA_PASSWORD, REPLICA_ACL), (CHECK_USER, CHECK_PASSWORD, CHECK_ACL)]
         {
@@ -258,7 +273,7 @@ fn ping(port: u16, auth: bool) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 16];
     if auth {
-        let sent = s.write_all(format!("AUTH {ADMIN_PASSWORD}\r\n").as_bytes()).is_ok();
+        let sent = s.write_all(format!("AUTH {}\r\n", admin_password()).as_bytes()).is_ok();
         if !(sent && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+OK"))) {
             return false;
         }

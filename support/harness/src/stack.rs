@@ -32,7 +32,8 @@ pub struct StackOptions {
     pub secure_etcd: bool,
     /// Redis with `requirepass`, ACL users and `masterauth` (`RedisOptions::auth`):
     /// the services connect as `redis::SERVICE_USER`, HAProxy's check as
-    /// `redis::CHECK_USER`, clients as the `default` user.
+    /// `redis::CHECK_USER`, clients as the `default` user. The default follows
+    /// `HARNESS_REDIS_AUTH=1` (`redis::auth_from_env`).
     pub redis_auth: bool,
 }
 
@@ -41,7 +42,8 @@ pub const SECURE_PREFIX: &str = "/redis-topology";
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false, redis_auth: false }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
+            redis_auth: crate::redis::auth_from_env() }
     }
 }
 
@@ -82,7 +84,7 @@ impl Stack {
         let secrets = tempfile::tempdir().expect("secrets temp dir");
         let password_file = secrets.path().join("redis-password");
         std::fs::write(&password_file, format!("{}\n", crate::redis::SERVICE_PASSWORD)).expect("write redis password");
-        let redis_args = match options.redis_auth {
+        let redis_args = match options.redis_auth || crate::redis::auth_from_env() {
             true => vec!["--redis-user".to_string(), crate::redis::SERVICE_USER.into(), "--redis-password-file".into(), password_file.display().to_string()],
             false => vec![],
         };
@@ -91,7 +93,8 @@ impl Stack {
         service_args.extend(redis_args);
         let etcd_args: Vec<&str> = etcd_args.iter().map(String::as_str).collect();
         let service_args: Vec<&str> = service_args.iter().map(String::as_str).collect();
-        let redis_options = RedisOptions { auth: options.redis_auth, ..RedisOptions::default() };
+        let redis_auth = options.redis_auth || crate::redis::auth_from_env();
+        let redis_options = RedisOptions { auth: redis_auth, ..RedisOptions::default() };
         let nodes: Vec<Node> =
             (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"))).collect();
 
@@ -134,7 +137,7 @@ impl Stack {
             })
             .collect();
 
-        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some(), options.redis_auth));
+        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some(), redis_auth));
         let (write, read, haproxy_stats) = match &haproxy {
             Some(h) => (Some(h.write), Some(h.read), Some(h.stats)),
             None => (None, None, None),
@@ -253,7 +256,7 @@ impl Haproxy {
     /// An HAProxy following dnsd at `dns`; with `runtime`, it opens its runtime API
     /// (`<dir>/admin.sock`) and holds write connections while no master is usable.
     pub fn start(dns: SocketAddr, runtime: bool) -> Haproxy {
-        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime, false)
+        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime, crate::redis::auth_from_env())
     }
 
     /// With `auth`, the health check authenticates as `redis::CHECK_USER`

@@ -62,6 +62,13 @@ impl Credentials {
         Ok(crate::secret::read_secret_file(path, "redis password")?)
     }
 
+    /// `REDIS_USER` and `REDIS_PASSWORD` from the environment (none when unset):
+    /// for tools and tests that take no flags.
+    pub fn from_env() -> Credentials {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Credentials::new(var("REDIS_USER"), var("REDIS_PASSWORD"))
+    }
+
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
