@@ -38,6 +38,15 @@ pub fn auth_from_env() -> bool {
     std::env::var("HARNESS_REDIS_AUTH").is_ok_and(|v| v == "1")
 }
 
+/// `redis://<addr>/`, with the `default` user's password when the harness runs
+/// redis with auth: for a client that reaches redis through HAProxy or a name.
+pub fn client_url(addr: impl std::fmt::Display) -> String {
+    match auth_from_env() {
+        true => format!("redis://:{}@{addr}/", admin_password()),
+        false => format!("redis://{addr}/"),
+    }
+}
+
 /// The `default` user's password: `REDIS_PASSWORD` when set, else [`ADMIN_PASSWORD`].
 pub fn admin_password() -> String {
     std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| ADMIN_PASSWORD.to_string())
