@@ -64,6 +64,30 @@ pub const CHECK_USER: &str = "haproxy-check";
 pub const CHECK_PASSWORD: &str = "check-s3cret";
 pub const CHECK_ACL: &str = "resetchannels -@all +ping +quit";
 
+/// The auth settings as redis.conf lines (`requirepass`, `masteruser`,
+/// `masterauth`, the three users). In a config file rather than as arguments
+/// where there is one: `CONFIG REWRITE` writes the users into it, and a user given
+/// again as an argument at the next start would be a duplicate.
+pub fn auth_config() -> String {
+    let mut lines = vec![
+        format!("requirepass {}", admin_password()),
+        format!("masteruser {REPLICA_USER}"),
+        format!("masterauth {REPLICA_PASSWORD}"),
+    ];
+    for (user, password, acl) in
+        [(SERVICE_USER, SERVICE_PASSWORD, SERVICE_ACL), (REPLICA_USER, REPLICA_PASSWORD, REPLICA_ACL), (CHECK_USER, CHECK_PASSWORD, CHECK_ACL)]
+    {
+        lines.push(format!("user {user} on >{password} {acl}"));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The contents of the config file `options` asks for, with the auth settings.
+fn config_text(options: &RedisOptions) -> Option<String> {
+    let config = options.config.as_ref()?;
+    Some(if options.auth { format!("{config}\n{}", auth_config()) } else { config.clone() })
+}
+
 /// How to start a redis-server.
 #[derive(Debug, Clone, Default)]
 pub struct RedisOptions {
@@ -101,7 +125,7 @@ impl Redis {
         options.auth |= auth_from_env();
         let dir = tempfile::tempdir().expect("create redis temp dir");
         let port = free_port();
-        if let Some(config) = &options.config {
+        if let Some(config) = config_text(&options) {
             std::fs::write(dir.path().join("redis.conf"), config).expect("write redis.conf");
         }
         let process = spawn(dir.path(), port, &options);
@@ -196,7 +220,7 @@ impl Redis {
     pub fn restart_empty(&mut self) {
         self.process.kill();
         empty_dir(self.dir.path());
-        if let Some(config) = &self.options.config {
+        if let Some(config) = config_text(&self.options) {
             std::fs::write(self.dir.path().join("redis.conf"), config).expect("write redis.conf");
         }
         self.process = spawn(self.dir.path(), self.port, &self.options);
@@ -246,7 +270,7 @@ fn spawn(dir: &std::path::Path, port: u16, options: &RedisOptions) -> Process {
         // Full syncs start at once instead of waiting 5 s for more replicas.
         .args(["--repl-diskless-sync-delay", "0"])
         .args(&options.args);
-    if options.auth {
+    if options.auth && options.config.is_none() {
         cmd.args(["--requirepass", &admin_password(), "--masteruser", REPLICA_USER, "--masterauth", REPLICA_PASSWORD]);
         for (user, password, acl) in
             [(SERVICE_USER, SERVICE_PASSWORD, SERVICE_ACL), (REPLICA_USER, REPLICA_PASSWORD, REPLICA_ACL), (CHECK_USER, CHECK_PASSWORD, CHECK_ACL)]
