@@ -32,6 +32,8 @@ pub struct Secure {
     pub prefix: String,
     /// Plain-HTTP `/health` (`--listen-metrics-urls`): the client port wants a certificate.
     metrics_port: u16,
+    /// etcd's `--auth-token-ttl` (its default is 300 s).
+    token_ttl_secs: u64,
 }
 
 /// One etcd member on loopback with its own data directory.
@@ -58,6 +60,12 @@ impl Etcd {
     /// certificate of the test CA) and auth enabled: a `root` user, and
     /// [`SERVICE_USER`] whose role may read and write only under `prefix`.
     pub fn start_secure(prefix: &str) -> Etcd {
+        Etcd::start_secure_with_token_ttl(prefix, 300)
+    }
+
+    /// [`Etcd::start_secure`] whose auth tokens expire after `ttl_secs`, to see
+    /// long-lived clients through an expiry.
+    pub fn start_secure_with_token_ttl(prefix: &str, ttl_secs: u64) -> Etcd {
         let dir = tempfile::tempdir().expect("create etcd temp dir");
         let ca = TestCa::new(dir.path(), "etcd");
         let password_file = dir.path().join("etcd-password");
@@ -70,6 +78,7 @@ impl Etcd {
             password_file,
             prefix: prefix.to_string(),
             metrics_port: free_port(),
+            token_ttl_secs: ttl_secs,
         };
         let (client_port, peer_port) = (free_port(), free_port());
         let process = spawn(dir.path(), client_port, peer_port, Some(&secure));
@@ -201,7 +210,8 @@ fn spawn(dir: &std::path::Path, client_port: u16, peer_port: u16, secure: Option
             .arg("--key-file").arg(&s.server.key)
             .arg("--trusted-ca-file").arg(&s.ca)
             .arg("--client-cert-auth")
-            .arg("--listen-metrics-urls").arg(format!("http://127.0.0.1:{}", s.metrics_port));
+            .arg("--listen-metrics-urls").arg(format!("http://127.0.0.1:{}", s.metrics_port))
+            .arg("--auth-token-ttl").arg(s.token_ttl_secs.to_string());
     }
     Process::spawn("etcd", cmd, &dir.join("etcd.log"))
 }

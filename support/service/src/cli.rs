@@ -227,10 +227,11 @@ impl EtcdArgs {
     /// The error with its causes, and what to check where etcd does not say.
     fn explain(&self, error: &etcd_client::Error) -> String {
         let mut reason = error_chain(error);
-        // etcd shuts a TLS connection whose client certificate it does not
-        // trust without saying why.
-        if self.tls() && reason.contains("connection closed") {
-            reason.push_str(" (etcd closed the TLS connection: does it trust the CA of --etcd-cert?)");
+        // etcd refuses a client certificate it does not trust with a bare TLS
+        // alert, or just shuts the connection: say what to check.
+        let refused = ["connection closed", "BadCertificate", "CertificateRequired", "UnknownCA"];
+        if self.tls() && refused.iter().any(|r| reason.contains(r)) {
+            reason.push_str(" (etcd refused the TLS connection: does it trust the CA of --etcd-cert?)");
         }
         reason
     }

@@ -155,3 +155,41 @@ async fn plain_http_with_tls_files_is_refused_before_connecting() {
     let err = refused(&args(&etcd, &[("--etcd-endpoints", &plain)])).await;
     assert!(err.contains(&plain) && err.contains("https://"), "{err}");
 }
+
+#[tokio::test]
+async fn a_long_lived_client_outlives_its_auth_token() {
+    // etcd's simple tokens expire (--auth-token-ttl); services hold one client,
+    // a watch and a lease for days.
+    let etcd = Etcd::start_secure_with_token_ttl(PREFIX, 1);
+    let args = args(&etcd, &[]);
+    let mut client = connect(&args).await.unwrap();
+    let mut lease = KeptLease::grant(&mut client, Duration::from_secs(3)).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    struct Keys(tokio::sync::mpsc::UnboundedSender<Vec<String>>);
+    impl Follower for Keys {
+        fn listed(&mut self, _revision: i64, kvs: &[etcd_client::KeyValue]) {
+            let _ = self.0.send(kvs.iter().map(|kv| kv.key_str().unwrap().to_string()).collect());
+        }
+        fn changed(&mut self, events: &[etcd_client::Event]) {
+            let _ = self.0.send(events.iter().map(|e| e.kv().unwrap().key_str().unwrap().to_string()).collect());
+        }
+    }
+    let prefixes = vec![args.keys().nodes_prefix()];
+    let follow_args = args.clone();
+    let follower = tokio::spawn(async move {
+        follow(|| follow_args.connect(), &prefixes, &FollowPolicy::default(), &mut Keys(tx)).await;
+    });
+    assert_eq!(rx.recv().await.unwrap(), Vec::<String>::new(), "the first list");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The token has expired: requests, the watch and the lease go on.
+    let node = args.keys().node("redis-1", "node-1");
+    client.put(node.as_str(), "{}", None).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the watch saw the put").unwrap();
+    assert_eq!(seen, vec![node]);
+    tokio::select! {
+        lost = lease.lost() => panic!("the lease was lost: {lost}"),
+        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+    follower.abort();
+}
