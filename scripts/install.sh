@@ -141,6 +141,17 @@ echo "install.sh: settings -> $destdir$sysconfdir/redis-topology (existing files
 for env in "$root"/deploy/env/*.env; do
     keep "$env" "$destdir$sysconfdir/redis-topology/$(basename "$env")"
 done
+# Secrets: root-only files the units hand to their dynamic users (LoadCredential=),
+# created empty so every unit starts; fill in those in use. Never overwritten.
+for secret in redis-password etcd-password etcd-client-key.pem; do
+    dest="$destdir$sysconfdir/redis-topology/$secret"
+    if [ -e "$dest" ]; then
+        echo "  kept       $dest"
+    else
+        install -D -m 0600 /dev/null "$dest"
+        echo "  created    $dest (empty, mode 0600)"
+    fi
+done
 keep "$root/deploy/haproxy/haproxy.cfg" "$destdir$sysconfdir/redis-topology/haproxy.cfg"
 # Code, not settings: always the repository's.
 put "$root/deploy/haproxy/wait-for-server.lua" "$destdir$sysconfdir/redis-topology/wait-for-server.lua" 0644

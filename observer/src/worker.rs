@@ -582,11 +582,14 @@ async fn read(cx: &Context, cluster: &str) -> Result<Snapshot, ReadError> {
     }
     let nodes = etcd.get(cx.keys.cluster_nodes_prefix(cluster), Some(GetOptions::new().with_prefix())).await?;
     for kv in nodes.kvs() {
-        if let (Some(Key::Node { node, .. }), Ok(record)) =
-            (kv.key_str().ok().and_then(|k| cx.keys.parse(k)), serde_json::from_slice::<NodeRecord>(kv.value()))
-        {
-            snapshot.node_revisions.insert(node.clone(), kv.mod_revision());
-            snapshot.nodes.insert(node, record);
+        let Some(Key::Node { node, .. }) = kv.key_str().ok().and_then(|k| cx.keys.parse(k)) else { continue };
+        match serde_json::from_slice::<NodeRecord>(kv.value()) {
+            Ok(record) => {
+                snapshot.node_revisions.insert(node.clone(), kv.mod_revision());
+                snapshot.nodes.insert(node, record);
+            }
+            // Written by someone else: the node counts as unregistered.
+            Err(error) => tracing::warn!(cluster, %node, %error, "ignoring a registration that is not a node record"),
         }
     }
     Ok(snapshot)

@@ -51,7 +51,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
     if let Some(cluster) = cluster_arg(&cli.command) {
         topology::validate_label("cluster", cluster).map_err(CommandError::invalid)?;
     }
-    let etcd = cli.etcd.connect().await.map_err(|e| CommandError::Invalid(format!("etcd ({}): {e}", cli.etcd.etcd_endpoints.join(","))))?;
+    // The error names the endpoints.
+    let etcd = cli.etcd.connect().await.map_err(|e| CommandError::Invalid(e.to_string()))?;
     let mut store = Store { etcd, keys: cli.etcd.keys() };
     let credentials = cli.redis_auth.credentials().map_err(|e| CommandError::Invalid(format!("{e:#}")))?;
     let names = names(&mut store, cli.domain.as_deref()).await?;

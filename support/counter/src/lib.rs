@@ -11,4 +11,4 @@ pub mod tally;
 pub mod writer;
 
 pub use tally::{median_max_ms, Tally, Verdict, Window};
-pub use writer::{read_list, Destination, WriteOutcome, Pace, Writer, WriterDied};
+pub use writer::{read_list, read_list_as, Destination, WriteOutcome, Pace, Writer, WriterDied};

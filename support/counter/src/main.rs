@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
-use counter::{read_list, Pace, Destination, Writer};
+use counter::{read_list_as, Pace, Destination, Writer};
 use service::cli::LogArgs;
+use service::redis_auth::RedisAuthArgs;
 use service::resolve::MemberResolver;
 
 /// Pushes fresh ids to a redis list at a fixed rate, reconnecting (and
@@ -59,6 +60,9 @@ struct Cli {
     json: bool,
 
     #[command(flatten)]
+    redis_auth: RedisAuthArgs,
+
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -73,9 +77,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let credentials = match cli.redis_auth.credentials() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let key = cli.key.clone().unwrap_or_else(|| format!("counter:{}", uuid::Uuid::new_v4()));
     let pace = Pace { per_second: cli.rate.max(1), count: cli.count, timeout: Duration::from_millis(cli.timeout_ms) };
-    let writer = Writer::start(target.clone(), &key, pace);
+    let writer = Writer::start_as(target.clone(), &key, pace, credentials.clone());
     let stop = writer.stopper();
     let shutdown = service::Shutdown::on_signals();
     // With --count the writer stops by itself; otherwise after --duration-secs.
@@ -94,7 +105,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let list = match read_list(&target, &key, Duration::from_secs(10)).await {
+    let list = match read_list_as(&target, &key, Duration::from_secs(10), &credentials).await {
         Ok(list) => list,
         Err(e) => {
             eprintln!("cannot read {key} back: {e}");

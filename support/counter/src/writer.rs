@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use service::redis_auth::Credentials;
 use service::resolve::MemberResolver;
 
 use crate::tally::Tally;
@@ -58,11 +59,17 @@ pub struct ConnectError {
 pub struct Connections {
     conns: HashMap<SocketAddr, MultiplexedConnection>,
     timeout: Duration,
+    credentials: Credentials,
 }
 
 impl Connections {
     pub fn new(timeout: Duration) -> Connections {
-        Connections { conns: HashMap::new(), timeout }
+        Connections::authenticated(timeout, Credentials::default())
+    }
+
+    /// Connections that AUTH with `credentials` (redis with `requirepass` or ACLs).
+    pub fn authenticated(timeout: Duration, credentials: Credentials) -> Connections {
+        Connections { conns: HashMap::new(), timeout, credentials }
     }
 
     pub async fn get(&mut self, addr: SocketAddr) -> Result<&mut MultiplexedConnection, ConnectError> {
@@ -70,7 +77,7 @@ impl Connections {
         match self.conns.entry(addr) {
             Entry::Occupied(conn) => Ok(conn.into_mut()),
             Entry::Vacant(slot) => {
-                let conn = connect(addr, self.timeout).await.map_err(|source| ConnectError { addr, source })?;
+                let conn = connect(addr, self.timeout, &self.credentials).await.map_err(|source| ConnectError { addr, source })?;
                 Ok(slot.insert(conn))
             }
         }
@@ -128,9 +135,15 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Authenticates as `REDIS_USER`/`REDIS_PASSWORD` say, if set ([`Credentials::from_env`]).
     pub fn start(target: Destination, key: &str, pace: Pace) -> Writer {
+        Writer::start_as(target, key, pace, Credentials::from_env())
+    }
+
+    /// [`Writer::start`], authenticating with `credentials`.
+    pub fn start_as(target: Destination, key: &str, pace: Pace, credentials: Credentials) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(target, key.to_string(), pace, stop.clone()));
+        let task = tokio::spawn(run(target, key.to_string(), pace, credentials, stop.clone()));
         Writer { stop, task }
     }
 
@@ -151,10 +164,10 @@ impl Writer {
     }
 }
 
-async fn run(target: Destination, key: String, pace: Pace, stop: Arc<AtomicBool>) -> Tally {
+async fn run(target: Destination, key: String, pace: Pace, credentials: Credentials, stop: Arc<AtomicBool>) -> Tally {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut tally = Tally::new();
-    let mut conns = Connections::new(pace.timeout);
+    let mut conns = Connections::authenticated(pace.timeout, credentials);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / pace.per_second.max(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut master = None;
@@ -231,8 +244,8 @@ async fn discover(nodes: &[SocketAddr], conns: &mut Connections) -> Option<Socke
     None
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
+async fn connect(addr: SocketAddr, timeout: Duration, credentials: &Credentials) -> redis::RedisResult<MultiplexedConnection> {
+    let client = credentials.client_for(addr)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(timeout));
@@ -241,9 +254,20 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<Mult
 
 /// Reads the whole list back from wherever `target` says the master is now,
 /// retrying for up to `patience` while the master cannot be reached.
+/// Authenticates as `REDIS_USER`/`REDIS_PASSWORD` say, if set.
 pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> Result<Vec<String>, ReadBackError> {
+    read_list_as(target, key, patience, &Credentials::from_env()).await
+}
+
+/// [`read_list`], authenticating with `credentials`.
+pub async fn read_list_as(
+    target: &Destination,
+    key: &str,
+    patience: Duration,
+    credentials: &Credentials,
+) -> Result<Vec<String>, ReadBackError> {
     let deadline = Instant::now() + patience;
-    let mut conns = Connections::new(Duration::from_secs(10));
+    let mut conns = Connections::authenticated(Duration::from_secs(10), credentials.clone());
     let mut last_error = "no master found".to_string();
     while Instant::now() < deadline {
         match target.locate(&mut conns).await {

@@ -98,7 +98,7 @@ async fn the_read_backend_follows_a_slave_leaving_and_joining() {
 
 /// The port of the redis a new read connection reaches.
 async fn read_port(read: std::net::SocketAddr) -> u16 {
-    let client = redis::Client::open(format!("redis://{read}/")).unwrap();
+    let client = redis::Client::open(harness::redis::client_url(read)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let port: String = redis::cmd("CONFIG").arg("GET").arg("port").query_async::<Vec<String>>(&mut conn).await.unwrap().remove(1);
     port.parse().unwrap()

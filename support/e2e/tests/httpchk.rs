@@ -35,7 +35,7 @@ fn haproxy(stack: &Stack) -> (SocketAddr, SocketAddr, Process, tempfile::TempDir
 
 /// `ROLE` of whichever redis HAProxy sends a new connection at `addr` to, and its port.
 fn behind(addr: SocketAddr) -> Option<(String, u16)> {
-    let client = redis::Client::open(format!("redis://{addr}")).ok()?;
+    let client = redis::Client::open(harness::redis::client_url(addr)).ok()?;
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
     let role = match role.first()? {

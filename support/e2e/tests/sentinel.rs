@@ -133,9 +133,18 @@ fn read_back(stack: &Stack, master: usize, key: &str) -> Vec<String> {
     stack.nodes[master].redis.cmd::<Vec<String>>(&["LRANGE", key, "0", "-1"])
 }
 
+/// How a Sentinel client authenticates to the master it is given: as the
+/// `default` user when the harness runs redis with auth (`HARNESS_REDIS_AUTH=1`).
+fn node_info() -> Option<redis::sentinel::SentinelNodeConnectionInfo> {
+    harness::redis::auth_from_env().then(|| {
+        let auth = redis::RedisConnectionInfo::default().set_password(harness::redis::admin_password());
+        redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(auth)
+    })
+}
+
 /// redis-rs: a `SentinelClient` asked for a new master connection after every error.
 async fn redis_rs_writer(sentinels: Vec<String>, key: String, phase: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> Outcomes {
-    let mut client = SentinelClient::build(sentinels, CLUSTER.to_string(), None, SentinelServerType::Master).unwrap();
+    let mut client = SentinelClient::build(sentinels, CLUSTER.to_string(), node_info(), SentinelServerType::Master).unwrap();
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut outcomes = Outcomes::default();
     let mut n = 0;
@@ -193,7 +202,7 @@ import json, sys, threading, time
 import redis
 from redis.sentinel import Sentinel, MasterNotFoundError
 
-sentinels, name, key = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+sentinels, name, key, password = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] or None
 state = {"phase": 0, "stop": False}
 
 def control():
@@ -207,7 +216,7 @@ def control():
 
 threading.Thread(target=control, daemon=True).start()
 sentinel = Sentinel([tuple(s) for s in sentinels], socket_timeout=2.0)
-master = sentinel.master_for(name, socket_timeout=2.0, socket_connect_timeout=2.0)
+master = sentinel.master_for(name, socket_timeout=2.0, socket_connect_timeout=2.0, password=password)
 out = {"acked": [], "rejected": [], "unknown": []}
 print("ready", flush=True)
 n = 0
@@ -239,8 +248,10 @@ struct PyWriter {
 impl PyWriter {
     fn start(sentinels: &[SocketAddr], key: &str) -> PyWriter {
         let sentinels: Vec<(String, u16)> = sentinels.iter().map(|s| (s.ip().to_string(), s.port())).collect();
+        let password = if harness::redis::auth_from_env() { harness::redis::admin_password() } else { String::new() };
         let mut child = Command::new("/usr/bin/python3")
-            .args(["-c", REDIS_PY_WRITER, &serde_json::to_string(&sentinels).unwrap(), CLUSTER, key])
+            // The default user's password when the harness runs redis with auth.
+            .args(["-c", REDIS_PY_WRITER, &serde_json::to_string(&sentinels).unwrap(), CLUSTER, key, &password])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -364,7 +375,7 @@ async fn dnsd_replicas_list_each_other_announce_switches_and_answer_without_etcd
     assert_eq!((sentinel_master_port(first), sentinel_master_port(second)), (Some(new), Some(new)));
     assert_eq!(other_sentinels(second), [first.port()]);
     let mut sentinel = Sentinel::build(vec![format!("redis://{second}/"), format!("redis://{first}/")]).unwrap();
-    let mut conn = sentinel.master_for(CLUSTER, None).unwrap().get_connection().unwrap();
+    let mut conn = sentinel.master_for(CLUSTER, node_info().as_ref()).unwrap().get_connection().unwrap();
     let got: String = redis::cmd("GET").arg("through-sentinel").query(&mut conn).unwrap();
     assert_eq!(got, "1");
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).unwrap();

@@ -9,7 +9,8 @@
 //! - [`ports`]: loopback ports reserved across concurrent test processes, and a
 //!   nameserver address that never answers.
 //! - [`process`]: the child-process wrapper all of the above share.
-//! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart.
+//! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart; etcd also with
+//!   client TLS and auth ([`etcd::Etcd::start_secure`]), its certificates from [`tls`].
 //! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
 //! - [`stack`]: the whole system (etcd, redis + node-agent per node, dnsd, dictator,
 //!   observer, HAProxy with the repository's config), as an operator runs it.
@@ -25,6 +26,7 @@ pub mod ports;
 pub mod process;
 pub mod redis;
 pub mod stack;
+pub mod tls;
 
 pub use bin::{assert_documents_flags, assert_json_errors, binary, put_json, Service};
 pub use etcd::Etcd;

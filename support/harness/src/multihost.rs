@@ -105,7 +105,7 @@ pub enum Probe {
 }
 
 fn local_conn() -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/"))?;
+    let client = redis::Client::open(crate::redis::client_url(format!("127.0.0.1:{REDIS_PORT}")))?;
     let conn = client.get_connection_with_timeout(Duration::from_millis(300))?;
     conn.set_read_timeout(Some(Duration::from_millis(300)))?;
     conn.set_write_timeout(Some(Duration::from_millis(300)))?;
@@ -158,8 +158,11 @@ impl MultiHost {
         for (i, host) in hosts.into_iter().enumerate() {
             let dir = me.dir.path().join(&host.name);
             std::fs::create_dir_all(&dir).expect("redis host dir");
-            std::fs::write(dir.join("redis.conf"), "# redis-topology fault suite\nappendonly yes\nsave \"\"\n")
-                .expect("write redis.conf");
+            let mut config = "# redis-topology fault suite\nappendonly yes\nsave \"\"\n".to_string();
+            if crate::redis::auth_from_env() {
+                config += &crate::redis::auth_config();
+            }
+            std::fs::write(dir.join("redis.conf"), config).expect("write redis.conf");
             let redis = spawn_redis(&host, &dir);
             let node = format!("node-{}", i + 1);
             me.redis.push(RedisHost { host, node, redis, agent: None, dir });
@@ -199,18 +202,26 @@ impl MultiHost {
         self.services.push(("etcd".into(), etcd));
         ctl.wait_tcp(SocketAddr::from(([127, 0, 0, 1], ETCD_PORT)), Duration::from_secs(30));
         let local_etcd = format!("http://127.0.0.1:{ETCD_PORT}");
+        // HARNESS_REDIS_AUTH=1: the services authenticate as the ACL user.
+        let password_file = self.dir.path().join("redis-password");
+        std::fs::write(&password_file, crate::redis::SERVICE_PASSWORD).expect("write redis password");
+        let password_file = password_file.to_string_lossy().into_owned();
+        let redis_auth: Vec<&str> = match crate::redis::auth_from_env() {
+            true => vec!["--redis-user", crate::redis::SERVICE_USER, "--redis-password-file", &password_file],
+            false => vec![],
+        };
         // dnsd pushes each move to HAProxy's runtime API on the client host, over
         // the control network, as the shipped env files set it up on one host.
         let runtime = format!("{}:{RUNTIME_PORT}", self.client.control.expect("the client host is on the control network"));
         let services: [(&str, u16, Vec<&str>); 3] = [
             ("dnsd", 8001, vec!["--listen", "0.0.0.0:8001", "--dns-listen", "0.0.0.0:53", "--etcd-endpoints", &local_etcd,
                 "--domain", DOMAIN, "--cluster", CLUSTER, "--haproxy-runtime", &runtime]),
-            ("dictator", 8000, vec!["--listen", "0.0.0.0:8000", "--nameserver", "127.0.0.1:53", "--cluster", CLUSTER,
-                "--etcd-endpoints", &local_etcd]),
+            ("dictator", 8000, [vec!["--listen", "0.0.0.0:8000", "--nameserver", "127.0.0.1:53", "--cluster", CLUSTER,
+                "--etcd-endpoints", &local_etcd], redis_auth.clone()].concat()),
             ("observer", 8002, [vec!["--listen", "0.0.0.0:8002", "--etcd-endpoints", &local_etcd,
                 "--dictator", "http://127.0.0.1:8000", "--dnsd", "http://127.0.0.1:8001", "--id", "observer-1",
                 "--nameserver", "127.0.0.1:53", "--election-ttl-secs", "2", "--retry-min-ms", "100",
-                "--retry-max-ms", "1000", "--log-format", "json"], observer_args.to_vec()].concat()),
+                "--retry-max-ms", "1000", "--log-format", "json"], redis_auth.clone(), observer_args.to_vec()].concat()),
         ];
         for (name, port, args) in services {
             let process = ctl.spawn(name, &crate::binary(name), &args, &[("RUST_LOG", "info")], &self.log(name));
@@ -218,9 +229,10 @@ impl MultiHost {
             ctl.wait_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20));
         }
         for r in &mut self.redis {
-            let args = ["--cluster", CLUSTER, "--node", &r.node, "--redis", &format!("127.0.0.1:{REDIS_PORT}"),
-                "--advertise-address", &r.data_ip().to_string(), "--advertise-port", &REDIS_PORT.to_string(),
-                "--listen", "0.0.0.0:8003", "--etcd-endpoints", &client_url, "--log-format", "json"];
+            let (redis, advertise, port) = (format!("127.0.0.1:{REDIS_PORT}"), r.data_ip().to_string(), REDIS_PORT.to_string());
+            let args = [vec!["--cluster", CLUSTER, "--node", &r.node, "--redis", &redis,
+                "--advertise-address", &advertise, "--advertise-port", &port,
+                "--listen", "0.0.0.0:8003", "--etcd-endpoints", &client_url, "--log-format", "json"], redis_auth.clone()].concat();
             let log = self.dir.path().join(format!("node-agent-{}.log", r.node));
             r.agent = Some(r.host.spawn("node-agent", &crate::binary("node-agent"), &args, &[("RUST_LOG", "info")], &log));
         }
@@ -232,15 +244,13 @@ impl MultiHost {
         let dns = format!("{}:53", self.control_ip());
         let write = format!("127.0.0.1:{WRITE_PORT}");
         let runtime_socket = format!("ipv4@{runtime}");
-        let haproxy = self.client.spawn(
-            "haproxy",
-            Path::new("haproxy"),
-            &["-db", "-f", config],
-            &[("DNSD_DNS", &dns), ("CLUSTER", CLUSTER), ("DOMAIN", DOMAIN), ("WRITE_BIND", &write),
+        let mut env = vec![("DNSD_DNS", dns.as_str()), ("CLUSTER", CLUSTER), ("DOMAIN", DOMAIN), ("WRITE_BIND", &write),
               ("READ_BIND", "127.0.0.1:6381"), ("STATS_BIND", "127.0.0.1:8404"),
-              ("RUNTIME_SOCKET", &runtime_socket), ("HAPROXY_LUA", lua)],
-            &self.log("haproxy"),
-        );
+              ("RUNTIME_SOCKET", &runtime_socket), ("HAPROXY_LUA", lua)];
+        if crate::redis::auth_from_env() {
+            env.extend([("REDIS_CHECK_USER", crate::redis::CHECK_USER), ("REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD)]);
+        }
+        let haproxy = self.client.spawn("haproxy", Path::new("haproxy"), &["-db", "-f", config], &env, &self.log("haproxy"));
         self.services.push(("haproxy".into(), haproxy));
         self.client.wait_tcp(SocketAddr::from(([127, 0, 0, 1], WRITE_PORT)), Duration::from_secs(10));
     }

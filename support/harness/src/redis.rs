@@ -22,9 +22,77 @@ pub enum Persistence {
     Aof,
 }
 
+/// Redis with auth, as docs/architecture.md ("Least privilege in redis") deploys
+/// it: clients and operators are the `default` user behind `requirepass`
+/// ([`ADMIN_PASSWORD`]); the services are [`SERVICE_USER`] with only the commands
+/// they send ([`SERVICE_ACL`]); replicas authenticate as [`REPLICA_USER`]
+/// (`masteruser`/`masterauth`); HAProxy's health check as [`CHECK_USER`].
+pub const ADMIN_PASSWORD: &str = "admin-s3cret";
+
+/// `HARNESS_REDIS_AUTH=1`: every redis-server the harness starts, and every
+/// [`crate::stack::Stack`], runs with auth, so a whole suite runs against it:
+/// `HARNESS_REDIS_AUTH=1 REDIS_PASSWORD=<any> cargo nextest run -p e2e`.
+/// `REDIS_PASSWORD` is then the `default` user's password: the counter, and
+/// services a test starts itself, read it from the environment they inherit.
+pub fn auth_from_env() -> bool {
+    std::env::var("HARNESS_REDIS_AUTH").is_ok_and(|v| v == "1")
+}
+
+/// `redis://<addr>/`, with the `default` user's password when the harness runs
+/// redis with auth: for a client that reaches redis through HAProxy or a name.
+pub fn client_url(addr: impl std::fmt::Display) -> String {
+    match auth_from_env() {
+        true => format!("redis://:{}@{addr}/", admin_password()),
+        false => format!("redis://{addr}/"),
+    }
+}
+
+/// The `default` user's password: `REDIS_PASSWORD` when set, else [`ADMIN_PASSWORD`].
+pub fn admin_password() -> String {
+    std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| ADMIN_PASSWORD.to_string())
+}
+pub const SERVICE_USER: &str = "redis-topology";
+pub const SERVICE_PASSWORD: &str = "service-s3cret";
+/// The services' ACL: their commands (the dictator's, the node-agent's and the
+/// observer's; the README lists which sends what) and the verify marker's keys.
+pub const SERVICE_ACL: &str = "resetchannels -@all +ping +info +config|get +config|set +config|rewrite +replicaof \
++client|pause +client|unpause +client|kill +set +get +del ~redis-topology:*";
+pub const REPLICA_USER: &str = "replica";
+pub const REPLICA_PASSWORD: &str = "replica-s3cret";
+pub const REPLICA_ACL: &str = "resetchannels -@all +psync +replconf +ping";
+pub const CHECK_USER: &str = "haproxy-check";
+pub const CHECK_PASSWORD: &str = "check-s3cret";
+pub const CHECK_ACL: &str = "resetchannels -@all +ping +quit";
+
+/// The auth settings as redis.conf lines (`requirepass`, `masteruser`,
+/// `masterauth`, the three users). In a config file rather than as arguments
+/// where there is one: `CONFIG REWRITE` writes the users into it, and a user given
+/// again as an argument at the next start would be a duplicate.
+pub fn auth_config() -> String {
+    let mut lines = vec![
+        format!("requirepass {}", admin_password()),
+        format!("masteruser {REPLICA_USER}"),
+        format!("masterauth {REPLICA_PASSWORD}"),
+    ];
+    for (user, password, acl) in
+        [(SERVICE_USER, SERVICE_PASSWORD, SERVICE_ACL), (REPLICA_USER, REPLICA_PASSWORD, REPLICA_ACL), (CHECK_USER, CHECK_PASSWORD, CHECK_ACL)]
+    {
+        lines.push(format!("user {user} on >{password} {acl}"));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The contents of the config file `options` asks for, with the auth settings.
+fn config_text(options: &RedisOptions) -> Option<String> {
+    let config = options.config.as_ref()?;
+    Some(if options.auth { format!("{config}\n{}", auth_config()) } else { config.clone() })
+}
+
 /// How to start a redis-server.
 #[derive(Debug, Clone, Default)]
 pub struct RedisOptions {
+    /// `requirepass`, the users above and `masteruser`/`masterauth`.
+    pub auth: bool,
     pub persistence: Persistence,
     /// Contents of a config file; when set, redis is started with it (so that
     /// `CONFIG REWRITE` works) and the harness's own settings follow as arguments.
@@ -50,13 +118,14 @@ impl Redis {
     /// With `persistence` and a config file, so that `CONFIG REWRITE` can keep the
     /// role across a restart as a deployed instance's does.
     pub fn start_with(persistence: Persistence) -> Redis {
-        Self::with_options(RedisOptions { persistence, config: Some("# redis-topology test\n".into()), args: vec![] })
+        Self::with_options(RedisOptions { persistence, config: Some("# redis-topology test\n".into()), ..RedisOptions::default() })
     }
 
-    pub fn with_options(options: RedisOptions) -> Redis {
+    pub fn with_options(mut options: RedisOptions) -> Redis {
+        options.auth |= auth_from_env();
         let dir = tempfile::tempdir().expect("create redis temp dir");
         let port = free_port();
-        if let Some(config) = &options.config {
+        if let Some(config) = config_text(&options) {
             std::fs::write(dir.path().join("redis.conf"), config).expect("write redis.conf");
         }
         let process = spawn(dir.path(), port, &options);
@@ -78,8 +147,12 @@ impl Redis {
         self.addr().to_string()
     }
 
+    /// With auth: as the `default` user, who may do anything.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.options.auth {
+            true => format!("redis://:{}@127.0.0.1:{}/", admin_password(), self.port),
+            false => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// The config file path, when started with one.
@@ -147,7 +220,7 @@ impl Redis {
     pub fn restart_empty(&mut self) {
         self.process.kill();
         empty_dir(self.dir.path());
-        if let Some(config) = &self.options.config {
+        if let Some(config) = config_text(&self.options) {
             std::fs::write(self.dir.path().join("redis.conf"), config).expect("write redis.conf");
         }
         self.process = spawn(self.dir.path(), self.port, &self.options);
@@ -174,7 +247,7 @@ impl Redis {
 
     fn wait_ready(&self) {
         crate::wait_until(&format!("redis on port {}", self.port), Duration::from_secs(20), || {
-            ping(self.port)
+            ping(self.port, self.options.auth)
         });
     }
 }
@@ -197,6 +270,14 @@ fn spawn(dir: &std::path::Path, port: u16, options: &RedisOptions) -> Process {
         // Full syncs start at once instead of waiting 5 s for more replicas.
         .args(["--repl-diskless-sync-delay", "0"])
         .args(&options.args);
+    if options.auth && options.config.is_none() {
+        cmd.args(["--requirepass", &admin_password(), "--masteruser", REPLICA_USER, "--masterauth", REPLICA_PASSWORD]);
+        for (user, password, acl) in
+            [(SERVICE_USER, SERVICE_PASSWORD, SERVICE_ACL), (REPLICA_USER, REPLICA_PASSWORD, REPLICA_ACL), (CHECK_USER, CHECK_PASSWORD, CHECK_ACL)]
+        {
+            cmd.args(["--user", user, "on", &format!(">{password}")]).args(acl.split_whitespace());
+        }
+    }
     Process::spawn(&format!("redis:{port}"), cmd, &dir.join("redis.log"))
 }
 
@@ -219,11 +300,17 @@ fn empty_dir(dir: &std::path::Path) {
     }
 }
 
-fn ping(port: u16) -> bool {
+fn ping(port: u16, auth: bool) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 16];
+    if auth {
+        let sent = s.write_all(format!("AUTH {}\r\n", admin_password()).as_bytes()).is_ok();
+        if !(sent && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+OK"))) {
+            return false;
+        }
+    }
     s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
@@ -245,6 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn with_auth_a_replica_syncs_as_the_replica_user_and_the_service_user_is_confined() {
+        let auth = || Redis::with_options(RedisOptions { auth: true, ..RedisOptions::default() });
+        let (master, replica) = (auth(), auth());
+        master.cmd::<()>(&["SET", "greeting", "hello"]);
+        replica.cmd::<()>(&["REPLICAOF", "127.0.0.1", &master.port().to_string()]);
+        crate::wait_until("the replica to sync with auth", Duration::from_secs(10), || {
+            replica.cmd::<Option<String>>(&["GET", "greeting"]).as_deref() == Some("hello")
+        });
+        // Without AUTH nothing is allowed; the service user only its own commands.
+        assert!(!ping(master.port(), false));
+        let service = redis::Client::open(format!("redis://{SERVICE_USER}:{SERVICE_PASSWORD}@127.0.0.1:{}/", master.port())).unwrap();
+        let mut conn = service.get_connection_with_timeout(Duration::from_secs(5)).unwrap();
+        let _: String = redis::cmd("INFO").arg("replication").query(&mut conn).unwrap();
+        let denied = redis::cmd("GET").arg("greeting").query::<Option<String>>(&mut conn).unwrap_err();
+        assert!(denied.to_string().to_lowercase().contains("noperm"), "{denied}");
+        let denied = redis::cmd("FLUSHALL").query::<()>(&mut conn).unwrap_err();
+        assert!(denied.to_string().to_lowercase().contains("noperm"), "{denied}");
+    }
+
+    #[test]
     fn kill_and_restart_empty() {
         let mut redis = Redis::with_options(RedisOptions {
             config: Some("maxmemory-policy noeviction\n".into()),
@@ -254,7 +361,7 @@ mod tests {
         redis.cmd::<()>(&["SET", "k", "v"]);
         let run_id = redis.info_server_run_id();
         redis.kill();
-        assert!(!ping(redis.port()));
+        assert!(!ping(redis.port(), false));
         redis.restart_empty();
         assert_eq!(redis.cmd::<Option<String>>(&["GET", "k"]), None);
         assert_ne!(redis.info_server_run_id(), run_id);

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::process::Process;
+use crate::redis::RedisOptions;
 use crate::{free_port, Etcd, Redis, Service};
 
 pub const CLUSTER: &str = "redis-1";
@@ -25,11 +26,24 @@ pub struct StackOptions {
     /// With `haproxy`: HAProxy opens its runtime API and dnsd pushes to it
     /// (`--haproxy-runtime`); otherwise HAProxy follows through DNS alone.
     pub haproxy_push: bool,
+    /// etcd with client TLS and auth ([`Etcd::start_secure`]): every service
+    /// connects with the CA, a client certificate and the service user, under
+    /// [`SECURE_PREFIX`], the only prefix that user's role may touch.
+    pub secure_etcd: bool,
+    /// Redis with `requirepass`, ACL users and `masterauth` (`RedisOptions::auth`):
+    /// the services connect as `redis::SERVICE_USER`, HAProxy's check as
+    /// `redis::CHECK_USER`, clients as the `default` user. The default follows
+    /// `HARNESS_REDIS_AUTH=1` (`redis::auth_from_env`).
+    pub redis_auth: bool,
 }
+
+/// The key prefix of a stack with `secure_etcd`.
+pub const SECURE_PREFIX: &str = "/redis-topology";
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
+            redis_auth: crate::redis::auth_from_env() }
     }
 }
 
@@ -60,13 +74,29 @@ pub struct Stack {
     _dnsd: Service,
     _dictator: Service,
     _haproxy: Option<Haproxy>,
+    _secrets: tempfile::TempDir,
 }
 
 impl Stack {
     pub fn start(options: StackOptions) -> Stack {
-        let etcd = Etcd::start();
-        let endpoint = etcd.endpoint();
-        let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"))).collect();
+        let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start() };
+        let etcd_args = etcd.service_args();
+        let secrets = tempfile::tempdir().expect("secrets temp dir");
+        let password_file = secrets.path().join("redis-password");
+        std::fs::write(&password_file, format!("{}\n", crate::redis::SERVICE_PASSWORD)).expect("write redis password");
+        let redis_args = match options.redis_auth || crate::redis::auth_from_env() {
+            true => vec!["--redis-user".to_string(), crate::redis::SERVICE_USER.into(), "--redis-password-file".into(), password_file.display().to_string()],
+            false => vec![],
+        };
+        // The services' flags for etcd and for redis AUTH.
+        let mut service_args = etcd_args.clone();
+        service_args.extend(redis_args);
+        let etcd_args: Vec<&str> = etcd_args.iter().map(String::as_str).collect();
+        let service_args: Vec<&str> = service_args.iter().map(String::as_str).collect();
+        let redis_auth = options.redis_auth || crate::redis::auth_from_env();
+        let redis_options = RedisOptions { auth: redis_auth, ..RedisOptions::default() };
+        let nodes: Vec<Node> =
+            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"))).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -76,19 +106,18 @@ impl Stack {
         let (listen, dns_listen, sentinel_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string(), sentinel.to_string());
         let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
               "--sentinel-listen", &sentinel_listen,
-              "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER];
+              "--domain", DOMAIN, "--cluster", CLUSTER];
+        dnsd_args.extend_from_slice(&etcd_args);
         let runtime_arg = runtime.as_ref().map(|p| p.display().to_string());
         if let Some(socket) = &runtime_arg {
             dnsd_args.extend(["--haproxy-runtime", socket]);
         }
         let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
         dnsd.wait_http(dnsd_port);
-        let mut dictator = Service::start(
-            "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &dns.to_string(), "--cluster", CLUSTER,
-              "--etcd-endpoints", &endpoint],
-            &[],
-        );
+        let (dictator_listen, nameserver) = (format!("127.0.0.1:{dictator_port}"), dns.to_string());
+        let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver, "--cluster", CLUSTER];
+        dictator_args.extend_from_slice(&service_args);
+        let mut dictator = Service::start("dictator", &dictator_args, &[]);
         dictator.wait_http(dictator_port);
         let dictator_url = format!("http://127.0.0.1:{dictator_port}");
         let dnsd_url = format!("http://127.0.0.1:{dnsd_port}");
@@ -96,10 +125,11 @@ impl Stack {
             .map(|i| {
                 let port = free_port();
                 let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), dns.to_string());
-                let mut args = vec!["--listen", &listen, "--etcd-endpoints", &endpoint,
+                let mut args = vec!["--listen", &listen,
                     "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", &id,
                     "--nameserver", &nameserver, "--election-ttl-secs", "2",
                     "--retry-min-ms", "100", "--retry-max-ms", "1000"];
+                args.extend_from_slice(&service_args);
                 args.extend_from_slice(options.observer_args);
                 let mut observer = Service::start("observer", &args, &[]);
                 observer.wait_http(port);
@@ -107,14 +137,14 @@ impl Stack {
             })
             .collect();
 
-        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some()));
+        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some(), redis_auth));
         let (write, read, haproxy_stats) = match &haproxy {
             Some(h) => (Some(h.write), Some(h.read), Some(h.stats)),
             None => (None, None, None),
         };
         Stack {
             etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
-            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
+            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
         }
     }
 
@@ -133,14 +163,14 @@ impl Stack {
     /// Writes the topology to etcd, as `scripts/define-topology.sh` does; returns its revision.
     pub async fn define(&self, master: usize, slaves: &[usize]) -> i64 {
         let mut client = self.etcd.client().await;
-        let put = client.put(format!("/config/{CLUSTER}/topology"), self.topology(master, slaves), None).await.expect("put topology");
+        let put = client.put(format!("{}/config/{CLUSTER}/topology", self.etcd.prefix()), self.topology(master, slaves), None).await.expect("put topology");
         put.header().map_or(0, |h| h.revision())
     }
 
     /// The observer's last status, as JSON.
     pub async fn status(&self) -> Option<serde_json::Value> {
         let mut client = self.etcd.client().await;
-        let got = client.get(format!("/status/{CLUSTER}"), None).await.ok()?;
+        let got = client.get(format!("{}/status/{CLUSTER}", self.etcd.prefix()), None).await.ok()?;
         got.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok())
     }
 
@@ -181,7 +211,7 @@ impl Stack {
         crate::wait_until_async("every node registered", Duration::from_secs(20), || async {
             let mut client = self.etcd.client().await;
             let got = client
-                .get(format!("/nodes/{CLUSTER}/"), Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+                .get(format!("{}/nodes/{CLUSTER}/", self.etcd.prefix()), Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
                 .await;
             got.is_ok_and(|g| g.kvs().len() >= self.nodes.iter().filter(|n| n.agent.is_some()).count())
         })
@@ -189,22 +219,24 @@ impl Stack {
     }
 }
 
-fn start_node(etcd: &str, name: &str) -> Node {
-    let redis = Redis::start();
+fn start_node(options: &RedisOptions, service_args: &[&str], name: &str) -> Node {
+    let redis = Redis::with_options(options.clone());
     let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
-    start_agent(&mut node, etcd);
+    start_agent_with(&mut node, service_args);
     node
 }
 
-/// (Re)starts the node-agent of `node`.
+/// (Re)starts the node-agent of `node`, with a plain etcd at `etcd`.
 pub fn start_agent(node: &mut Node, etcd: &str) {
-    let mut agent = Service::start(
-        "node-agent",
-        &["--cluster", CLUSTER, "--node", &node.name, "--redis", &node.redis.host_port(),
-          "--listen", &format!("127.0.0.1:{}", node.agent_port), "--etcd-endpoints", etcd,
-          "--lease-ttl", "2"],
-        &[],
-    );
+    start_agent_with(node, &["--etcd-endpoints", etcd]);
+}
+
+/// (Re)starts the node-agent of `node` with these etcd (and redis AUTH) flags ([`Etcd::service_args`]).
+pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
+    let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
+    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2"];
+    args.extend_from_slice(etcd_args);
+    let mut agent = Service::start("node-agent", &args, &[]);
     agent.wait_http(node.agent_port);
     node.agent = Some(agent);
 }
@@ -224,10 +256,12 @@ impl Haproxy {
     /// An HAProxy following dnsd at `dns`; with `runtime`, it opens its runtime API
     /// (`<dir>/admin.sock`) and holds write connections while no master is usable.
     pub fn start(dns: SocketAddr, runtime: bool) -> Haproxy {
-        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime)
+        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime, crate::redis::auth_from_env())
     }
 
-    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool) -> Haproxy {
+    /// With `auth`, the health check authenticates as `redis::CHECK_USER`
+    /// (`REDIS_CHECK_USER`, `REDIS_CHECK_PASSWORD`).
+    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool, auth: bool) -> Haproxy {
         let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy");
         let local = |port| -> SocketAddr { ([127, 0, 0, 1], port).into() };
         let (write, read, stats) = (local(free_port()), local(free_port()), local(free_port()));
@@ -240,6 +274,9 @@ impl Haproxy {
             .env("WRITE_BIND", write.to_string())
             .env("READ_BIND", read.to_string())
             .env("STATS_BIND", stats.to_string());
+        if auth {
+            cmd.env("REDIS_CHECK_USER", crate::redis::CHECK_USER).env("REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD);
+        }
         if let Some(socket) = &socket {
             cmd.env("RUNTIME_SOCKET", socket).env("HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));
         }

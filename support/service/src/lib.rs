@@ -5,8 +5,8 @@
 //!   (`redis-topology`, the observer's status page);
 //! - [`etcd`]: the list-then-watch loop and the kept-alive lease every service
 //!   holds etcd with;
-//! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, `--log-format`) with
-//!   their environment variables, and logging set-up;
+//! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, etcd TLS and user,
+//!   `--log-format`) with their environment variables, connecting to etcd, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown;
 //! - [`fence`]: the write fence on a master, set the same way by the dictator and
@@ -18,6 +18,7 @@
 //!   history and offset, keys, run_id), parsed once for every service;
 //! - [`shutdown`]: the one [`Shutdown`] handle every task gets, triggered by
 //!   SIGTERM or SIGINT;
+//! - [`secret`]: one-line secrets read from files (passwords), never printed;
 //! - [`resolve`]: turning topology members (IP, A/AAAA name or SRV name) into socket
 //!   addresses through a configurable nameserver (dnsd);
 //! - [`systemd`]: `Type=notify` readiness, the watchdog and `STOPPING=1` (sd_notify),
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod redis_auth;
 pub mod redis_info;
 pub mod resolve;
+pub mod secret;
 pub mod shutdown;
 pub mod systemd;
 

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
@@ -60,17 +59,14 @@ impl Credentials {
     /// Reads the password from `path` (its first line; a trailing newline is not
     /// part of it).
     pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the redis password file {}", path.display()))?;
-        let password = text.strip_suffix('\n').unwrap_or(&text);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        if password.is_empty() {
-            anyhow::bail!("the redis password file {} is empty", path.display());
-        }
-        if password.contains('\n') {
-            anyhow::bail!("the redis password file {} holds more than one line", path.display());
-        }
-        Ok(password.to_string())
+        Ok(crate::secret::read_secret_file(path, "redis password")?)
+    }
+
+    /// `REDIS_USER` and `REDIS_PASSWORD` from the environment (none when unset):
+    /// for tools and tests that take no flags.
+    pub fn from_env() -> Credentials {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Credentials::new(var("REDIS_USER"), var("REDIS_PASSWORD"))
     }
 
     pub fn password(&self) -> Option<&str> {

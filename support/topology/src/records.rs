@@ -279,4 +279,103 @@ mod tests {
         assert_eq!(v["fenced"], true);
         assert_eq!(serde_json::from_value::<NodeRecord>(v).unwrap(), r);
     }
+
+    mod hostile {
+        //! Values under `/nodes`, `/dns`, `/sentinels` and `/status` may be written
+        //! by anyone with etcd access: every reader parses them with these types,
+        //! so random or mutated bytes must be an error, never a panic, and what
+        //! the services write must read back the same.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn arb_role() -> impl Strategy<Value = Role> {
+            prop_oneof![Just(Role::Master), Just(Role::Slave), Just(Role::Unknown)]
+        }
+
+        fn arb_node() -> impl Strategy<Value = NodeRecord> {
+            (
+                ("[a-z0-9.:-]{1,20}", any::<u16>(), arb_role(), any::<u64>(), "[0-9a-f]{0,40}", any::<bool>(), any::<u64>()),
+                (proptest::option::of("[0-9.:\\[\\]]{1,25}"), any::<bool>(), any::<bool>()),
+            )
+                .prop_map(|((address, port, role, repl_offset, run_id, healthy, updated_ms), (upstream, fenced, upstream_down))| {
+                    NodeRecord { address, port, role, repl_offset, run_id, healthy, updated_ms, upstream, fenced, upstream_down }
+                })
+        }
+
+        fn arb_member() -> impl Strategy<Value = PublishedMember> {
+            ("[a-z0-9.-]{1,20}", any::<u16>(), proptest::option::of("[a-z0-9-]{1,10}"))
+                .prop_map(|(host, port, node)| PublishedMember { host, port, node })
+        }
+
+        fn arb_published() -> impl Strategy<Value = PublishedTopology> {
+            (arb_member(), proptest::collection::vec(arb_member(), 0..4), proptest::option::of(any::<i64>()))
+                .prop_map(|(master, slaves, topology_revision)| PublishedTopology { master, slaves, topology_revision })
+        }
+
+        fn arb_status() -> impl Strategy<Value = StatusRecord> {
+            (proptest::option::of("[a-f0-9-]{0,36}"), any::<i64>(), "[a-z_]{1,10}", proptest::option::of(".{0,30}"),
+             "[a-z0-9-]{1,12}", any::<u32>(), any::<u64>(), any::<u64>())
+                .prop_map(|(trigger, topology_revision, result, error, observer, failures, started_ms, finished_ms)| StatusRecord {
+                    trigger, topology_revision, result, error, observer, failures, started_ms, finished_ms,
+                    failover: None, diverged: None, retry: None, report: None, history: Vec::new(),
+                })
+        }
+
+        /// Flips, inserts or cuts bytes of `bytes`.
+        fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+            for (at, kind, byte) in edits {
+                let i = at.index(bytes.len() + 1);
+                match kind {
+                    0 if i < bytes.len() => bytes[i] = *byte,
+                    1 => bytes.insert(i, *byte),
+                    _ => bytes.truncate(i),
+                }
+            }
+            bytes
+        }
+
+        fn edits() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, u8)>> {
+            proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6)
+        }
+
+        /// Parses `bytes` as `T`; whatever parses must serialize and parse back to itself.
+        fn parses_safely<T>(bytes: &[u8]) -> Result<(), TestCaseError>
+        where
+            T: serde::de::DeserializeOwned + Serialize + PartialEq + std::fmt::Debug,
+        {
+            if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+                let again = serde_json::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(serde_json::from_slice::<T>(&again).ok(), Some(value));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn records_round_trip(node in arb_node(), published in arb_published(), status in arb_status()) {
+                prop_assert_eq!(serde_json::from_slice::<NodeRecord>(&serde_json::to_vec(&node).unwrap()).unwrap(), node);
+                prop_assert_eq!(serde_json::from_slice::<PublishedTopology>(&serde_json::to_vec(&published).unwrap()).unwrap(), published);
+                prop_assert_eq!(serde_json::from_slice::<StatusRecord>(&serde_json::to_vec(&status).unwrap()).unwrap(), status);
+            }
+
+            #[test]
+            fn random_bytes_are_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                parses_safely::<NodeRecord>(&bytes)?;
+                parses_safely::<PublishedTopology>(&bytes)?;
+                parses_safely::<SentinelRecord>(&bytes)?;
+                parses_safely::<StatusRecord>(&bytes)?;
+            }
+
+            #[test]
+            fn mutated_records_are_never_a_panic(
+                node in arb_node(), published in arb_published(), status in arb_status(), edits in edits(),
+            ) {
+                parses_safely::<NodeRecord>(&mutate(serde_json::to_vec(&node).unwrap(), &edits))?;
+                parses_safely::<PublishedTopology>(&mutate(serde_json::to_vec(&published).unwrap(), &edits))?;
+                parses_safely::<StatusRecord>(&mutate(serde_json::to_vec(&status).unwrap(), &edits))?;
+                let sentinel = SentinelRecord { address: node.address.clone(), port: node.port };
+                parses_safely::<SentinelRecord>(&mutate(serde_json::to_vec(&sentinel).unwrap(), &edits))?;
+            }
+        }
+    }
 }
