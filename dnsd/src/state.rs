@@ -153,6 +153,7 @@ mod tests {
             upstream: None,
             fenced: false,
             upstream_down: false,
+            host: None,
         }
     }
 

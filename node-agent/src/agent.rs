@@ -55,7 +55,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let prober = Prober::new(&config.redis, &config.credentials, config.redis_timeout)
         .context("cannot set up the redis client")?;
-    let tracker = Tracker::new(config.advertise_address.clone(), config.advertise_port, config.down_grace);
+    let tracker = Tracker::new(config.advertise_address.clone(), config.advertise_port, config.down_grace).on_host(&config.host);
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (desired_tx, desired_rx) = watch::channel(Desired::default());
 

@@ -272,6 +272,7 @@ mod tests {
             upstream: None,
             fenced: false,
             upstream_down: false,
+            host: None,
         };
         Facts {
             redis: Some(Ok(RedisFacts { master, fenced, offset, upstream: (!master).then(|| "10.0.0.1:6379".into()), link_up: !master })),

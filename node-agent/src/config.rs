@@ -83,6 +83,8 @@ pub struct Config {
     /// Published in the registration (`address`, `port`).
     pub advertise_address: String,
     pub advertise_port: u16,
+    /// The machine redis runs on (placement).
+    pub host: String,
     /// Probe and refresh period.
     pub interval: Duration,
     /// How long one probe may take before redis counts as down.

@@ -39,6 +39,12 @@ struct Cli {
     #[arg(long, env = "ADVERTISE_ADDRESS", value_parser = parse_address)]
     advertise_address: Option<String>,
 
+    /// The machine this redis runs on, registered for placement (no two members of
+    /// a group on one host; masters spread over hosts); default: this machine's
+    /// hostname. Give one name per machine, the same for every agent on it.
+    #[arg(long, env = "REDIS_TOPOLOGY_HOST", value_parser = parse_host)]
+    host: Option<String>,
+
     /// Port clients must use; default: the port of --redis.
     #[arg(long, env = "ADVERTISE_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     advertise_port: Option<u16>,
@@ -110,6 +116,10 @@ impl Cli {
         Ok(Config {
             advertise_address: self.advertise_address.unwrap_or_else(|| self.redis.host.clone()),
             advertise_port: self.advertise_port.unwrap_or(self.redis.port),
+            host: match self.host {
+                Some(host) => host,
+                None => this_hostname()?,
+            },
             cluster: self.cluster,
             node: self.node,
             redis: self.redis,
@@ -144,4 +154,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_host(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 253 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} is not a host name"));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// This machine's hostname, as `uname -n` gives it.
+fn this_hostname() -> anyhow::Result<String> {
+    let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    parse_host(&name).map_err(|e| anyhow::anyhow!("--host not given and this machine's hostname is unusable: {e}"))
 }

@@ -142,13 +142,20 @@ pub struct Tracker {
     phase: Phase,
     /// The last successful probe, kept through outages.
     last: Option<RedisState>,
+    /// The machine redis runs on, registered for placement.
+    host: Option<String>,
 }
 
 impl Tracker {
     /// `address`/`port` are what the registration advertises; `grace` is how long
     /// redis may stay down before the registration is removed.
     pub fn new(address: impl Into<String>, port: u16, grace: Duration) -> Tracker {
-        Tracker { address: address.into(), port, grace, phase: Phase::Starting, last: None }
+        Tracker { address: address.into(), port, grace, phase: Phase::Starting, last: None, host: None }
+    }
+
+    /// Registers `host` as the machine redis runs on.
+    pub fn on_host(self, host: impl Into<String>) -> Tracker {
+        Tracker { host: Some(host.into()), ..self }
     }
 
     /// Whether the last probe succeeded.
@@ -234,6 +241,7 @@ impl Tracker {
             upstream: state.upstream.clone(),
             fenced: state.fenced,
             upstream_down: state.upstream_down,
+            host: self.host.clone(),
         }
     }
 }
@@ -295,6 +303,7 @@ mod tests {
                 upstream: None,
                 fenced: false,
                 upstream_down: false,
+                host: None,
             }
         );
         assert_eq!(d.trigger, Some(TriggerReason::FirstContact));

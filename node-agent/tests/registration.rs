@@ -29,6 +29,10 @@ async fn registers_the_advertised_address_under_a_lease_and_triggers_once() {
     assert_eq!(r.role, Role::Master);
     assert!(r.healthy);
     assert_eq!(r.run_id, run_id(&redis));
+    // Placement: the machine, by default its hostname.
+    let uname = std::process::Command::new("uname").arg("-n").output().unwrap();
+    let hostname = String::from_utf8_lossy(&uname.stdout).trim().to_ascii_lowercase();
+    assert_eq!(r.host.as_deref(), Some(hostname.as_str()));
     // Wall-clock ms of the write: after the agent started, before we read it.
     assert!((started_ms..=now_ms()).contains(&r.updated_ms), "updated_ms {} (agent started at {started_ms})", r.updated_ms);
 
@@ -88,7 +92,7 @@ async fn a_replica_registers_as_slave_with_its_offset_at_the_redis_address() {
         replica.info_field("slave_repl_offset").and_then(|o| o.parse::<u64>().ok()) == Some(master_offset)
     });
     let mut client = etcd.client().await;
-    let agent = start_agent(&etcd, &replica, &[]);
+    let agent = start_agent(&etcd, &replica, &["--host", "Rack1-Host7.example.org"]);
     // The offset may grow with the master's pings; it must reach what the replica applied.
     let (stored, _) = wait_registration(&mut client, &agent.node_key(), "slave with its offset", Duration::from_secs(10), |s| {
         s.record.role == Role::Slave && s.record.repl_offset >= master_offset
@@ -98,6 +102,7 @@ async fn a_replica_registers_as_slave_with_its_offset_at_the_redis_address() {
     assert!(r.healthy);
     assert_eq!((r.address.as_str(), r.port), ("127.0.0.1", replica.port()), "defaults come from --redis");
     assert_eq!(r.run_id, run_id(&replica));
+    assert_eq!(r.host.as_deref(), Some("rack1-host7.example.org"), "--host, lowercased");
     let applied: u64 = replica.info_field("slave_repl_offset").unwrap().parse().unwrap();
     assert!(r.repl_offset <= applied, "registered offset {} beyond the applied {applied}", r.repl_offset);
 }

@@ -634,6 +634,7 @@ mod tests {
             upstream: None,
             fenced: false,
             upstream_down: false,
+            host: None,
         };
         assert!(serving(Some(&record(true))));
         assert!(!serving(Some(&record(false))));

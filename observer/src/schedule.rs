@@ -267,6 +267,7 @@ mod tests {
             upstream: upstream.map(str::to_string),
             fenced: false,
             upstream_down: false,
+            host: None,
         }
     }
 

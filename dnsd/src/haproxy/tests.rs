@@ -207,6 +207,7 @@ fn node(address: &str, port: u16, healthy: bool) -> NodeRecord {
         upstream: None,
         fenced: false,
         upstream_down: false,
+        host: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn reg(address: &str, port: u16) -> NodeRecord {
         upstream: None,
         fenced: false,
         upstream_down: false,
+        host: None,
     }
 }
 

@@ -365,6 +365,7 @@ mod tests {
             upstream: (role == Role::Slave).then(|| "127.0.0.1:7001".into()),
             fenced: false,
             upstream_down: false,
+            host: None,
         }
     }
 

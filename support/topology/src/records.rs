@@ -42,6 +42,11 @@ pub struct NodeRecord {
     /// observer's second view of a master it cannot reach itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upstream_down: bool,
+    /// The machine redis runs on (the agent's `--host`, by default its hostname),
+    /// for placement: no two members of a group on one host, masters spread.
+    /// Absent from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// What readers act on in a registration: a change in it is written by the
@@ -58,6 +63,7 @@ pub struct Facts {
     healthy: bool,
     fenced: bool,
     upstream_down: bool,
+    host: Option<String>,
 }
 
 impl NodeRecord {
@@ -72,6 +78,7 @@ impl NodeRecord {
             healthy: self.healthy,
             fenced: self.fenced,
             upstream_down: self.upstream_down,
+            host: self.host.clone(),
         }
     }
 }
@@ -251,6 +258,7 @@ mod tests {
             upstream: Some("127.0.0.1:6380".into()),
             fenced: false,
             upstream_down: false,
+            host: None,
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(
@@ -295,10 +303,10 @@ mod tests {
         fn arb_node() -> impl Strategy<Value = NodeRecord> {
             (
                 ("[a-z0-9.:-]{1,20}", any::<u16>(), arb_role(), any::<u64>(), "[0-9a-f]{0,40}", any::<bool>(), any::<u64>()),
-                (proptest::option::of("[0-9.:\\[\\]]{1,25}"), any::<bool>(), any::<bool>()),
+                (proptest::option::of("[0-9.:\\[\\]]{1,25}"), any::<bool>(), any::<bool>(), proptest::option::of("[a-z0-9.-]{1,20}")),
             )
-                .prop_map(|((address, port, role, repl_offset, run_id, healthy, updated_ms), (upstream, fenced, upstream_down))| {
-                    NodeRecord { address, port, role, repl_offset, run_id, healthy, updated_ms, upstream, fenced, upstream_down }
+                .prop_map(|((address, port, role, repl_offset, run_id, healthy, updated_ms), (upstream, fenced, upstream_down, host))| {
+                    NodeRecord { address, port, role, repl_offset, run_id, healthy, updated_ms, upstream, fenced, upstream_down, host }
                 })
         }
 
