@@ -107,7 +107,9 @@ async fn put_default(
         Ok(Query(RevisionQuery { revision })) => revision,
         Err(e) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
     };
-    respond(publish(&state, &cluster, revision, body).await)
+    let mut response = respond(publish(&state, &cluster, revision, body).await);
+    response.extensions_mut().insert(service::auth::AuditCluster(cluster));
+    response
 }
 
 async fn put_cluster(

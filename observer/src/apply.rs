@@ -81,8 +81,12 @@ pub enum PutError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("HTTP client: {0}")]
-pub struct HttpClientError(#[from] reqwest::Error);
+pub enum HttpClientError {
+    #[error("HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] service::tls::TlsError),
+}
 
 /// What applying needs to talk to the dictator and dnsd.
 pub struct Targets {
@@ -90,12 +94,21 @@ pub struct Targets {
     pub resolver: MemberResolver,
     pub dictator: Endpoint,
     pub dnsd: Endpoint,
+    /// Sent as `Authorization: Bearer` (the first of `--api-token-file`).
+    token: Option<String>,
 }
 
 impl Targets {
-    pub fn new(resolver: MemberResolver, dictator: Endpoint, dnsd: Endpoint, timeout: Duration) -> Result<Targets, HttpClientError> {
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Targets { http, resolver, dictator, dnsd })
+    pub fn new(
+        resolver: MemberResolver,
+        dictator: Endpoint,
+        dnsd: Endpoint,
+        timeout: Duration,
+        token: Option<String>,
+        tls: &service::tls::ClientTlsArgs,
+    ) -> Result<Targets, HttpClientError> {
+        let http = tls.apply(reqwest::Client::builder().timeout(timeout))?.build()?;
+        Ok(Targets { http, resolver, dictator, dnsd, token })
     }
 
     /// Applies `topology` (the JSON as stored in etcd at `mod_revision` `revision`) to
@@ -136,13 +149,11 @@ impl Targets {
 
     async fn put(&self, endpoint: &Endpoint, path: &str, body: &[u8]) -> Result<Value, PutError> {
         let url = endpoint.url(&self.resolver, path).await?;
-        let response = self
-            .http
-            .put(&url)
-            .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await;
+        let mut request = self.http.put(&url).header("content-type", "application/json").body(body.to_vec());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await;
         let response = match response {
             Ok(response) => response,
             Err(source) => return Err(PutError::Send { url, source }),

@@ -10,9 +10,9 @@ use topology::{Address, Member};
 /// Why a `--dictator` or `--dnsd` URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("{0:?}: expected http://host[:port]")]
+    #[error("{0:?}: expected http://host[:port] or https://host[:port]")]
     NoScheme(String),
-    #[error("{0:?}: only http:// is supported")]
+    #[error("{0:?}: only http:// and https:// are supported")]
     NotHttp(String),
     #[error("{url:?}: {source}")]
     BadHost { url: String, source: topology::AddressError },
@@ -30,7 +30,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| UrlError::NoScheme(url.to_string()))?;
-        if scheme != "http" {
+        if scheme != "http" && scheme != "https" {
             return Err(UrlError::NotHttp(url.to_string()));
         }
         let (authority, path) = match rest.find('/') {
@@ -51,7 +51,9 @@ impl Endpoint {
     /// gave no port.
     pub async fn url(&self, resolver: &MemberResolver, path: &str) -> Result<String, ResolveError> {
         let authority = match (Address::parse(&self.host), self.port) {
-            (Ok(Address::Ip(ip)), port) => SocketAddr::new(ip, port.unwrap_or(80)).to_string(),
+            (Ok(Address::Ip(ip)), port) => {
+                SocketAddr::new(ip, port.unwrap_or(if self.scheme == "https" { 443 } else { 80 })).to_string()
+            }
             (_, Some(port)) => format!("{}:{port}", self.host),
             (_, None) => {
                 let srv = resolver.srv(&self.host).await?;
