@@ -25,12 +25,25 @@ pub struct StackOptions {
     /// With `haproxy`: HAProxy opens its runtime API and dnsd pushes to it
     /// (`--haproxy-runtime`); otherwise HAProxy follows through DNS alone.
     pub haproxy_push: bool,
+    /// Every service gets `--api-token-file` with two tokens ([`Stack::api_tokens`]:
+    /// `observer`, the one the observers send, and `operator`).
+    pub api_tokens: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, api_tokens: false }
     }
+}
+
+/// A token file of two fresh tokens, `observer` then `operator`; the tokens and
+/// the file's path.
+pub fn token_file(dir: &Path) -> (Vec<String>, String) {
+    let tokens: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let path = dir.join("api-tokens");
+    let text = format!("# the observer sends the first\nobserver:{}\n\noperator:{}\n", tokens[0], tokens[1]);
+    std::fs::write(&path, text).expect("write the token file");
+    (tokens, path.display().to_string())
 }
 
 /// One node: a redis-server and its node-agent.
@@ -57,6 +70,10 @@ pub struct Stack {
     pub runtime: Option<PathBuf>,
     /// HAProxy's stats page (`/;csv` lists the servers with their addresses).
     pub haproxy_stats: Option<SocketAddr>,
+    /// With `api_tokens`: the `observer` and the `operator` token, which every
+    /// service accepts; empty otherwise.
+    pub api_tokens: Vec<String>,
+    _tokens_dir: tempfile::TempDir,
     _dnsd: Service,
     _dictator: Service,
     _haproxy: Option<Haproxy>,
@@ -66,7 +83,11 @@ impl Stack {
     pub fn start(options: StackOptions) -> Stack {
         let etcd = Etcd::start();
         let endpoint = etcd.endpoint();
-        let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"))).collect();
+        let tokens_dir = tempfile::tempdir().expect("token temp dir");
+        let (api_tokens, token_path) = if options.api_tokens { token_file(tokens_dir.path()) } else { (Vec::new(), String::new()) };
+        let auth: Vec<&str> = if options.api_tokens { vec!["--api-token-file", &token_path] } else { Vec::new() };
+        let nodes: Vec<Node> =
+            (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"), &auth)).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -81,14 +102,15 @@ impl Stack {
         if let Some(socket) = &runtime_arg {
             dnsd_args.extend(["--haproxy-runtime", socket]);
         }
+        dnsd_args.extend(&auth);
         let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
         dnsd.wait_http(dnsd_port);
-        let mut dictator = Service::start(
-            "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &dns.to_string(), "--cluster", CLUSTER,
-              "--etcd-endpoints", &endpoint],
-            &[],
-        );
+        let dictator_listen = format!("127.0.0.1:{dictator_port}");
+        let nameserver = dns.to_string();
+        let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver, "--cluster", CLUSTER,
+              "--etcd-endpoints", &endpoint];
+        dictator_args.extend(&auth);
+        let mut dictator = Service::start("dictator", &dictator_args, &[]);
         dictator.wait_http(dictator_port);
         let dictator_url = format!("http://127.0.0.1:{dictator_port}");
         let dnsd_url = format!("http://127.0.0.1:{dnsd_port}");
@@ -101,6 +123,7 @@ impl Stack {
                     "--nameserver", &nameserver, "--election-ttl-secs", "2",
                     "--retry-min-ms", "100", "--retry-max-ms", "1000"];
                 args.extend_from_slice(options.observer_args);
+                args.extend(&auth);
                 let mut observer = Service::start("observer", &args, &[]);
                 observer.wait_http(port);
                 (observer, port)
@@ -114,7 +137,7 @@ impl Stack {
         };
         Stack {
             etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
-            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
+            api_tokens, _tokens_dir: tokens_dir, _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
         }
     }
 
@@ -169,6 +192,27 @@ impl Stack {
         self._dnsd.log()
     }
 
+    /// The services that are no longer running (a crash), by name.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut exited = Vec::new();
+        for (name, service) in [("dnsd", &mut self._dnsd), ("dictator", &mut self._dictator)] {
+            if !service.process().is_running() {
+                exited.push(name.to_string());
+            }
+        }
+        for (i, (observer, _)) in self.observers.iter_mut().enumerate() {
+            if !observer.process().is_running() {
+                exited.push(format!("observer-{}", i + 1));
+            }
+        }
+        for node in &mut self.nodes {
+            if node.agent.as_mut().is_some_and(|agent| !agent.process().is_running()) {
+                exited.push(format!("node-agent {}", node.name));
+            }
+        }
+        exited
+    }
+
     /// The observer that leads now, if any.
     pub fn leader(&self) -> Option<usize> {
         self.observers.iter().position(|(_, port)| {
@@ -189,22 +233,25 @@ impl Stack {
     }
 }
 
-fn start_node(etcd: &str, name: &str) -> Node {
+fn start_node(etcd: &str, name: &str, extra: &[&str]) -> Node {
     let redis = Redis::start();
     let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
-    start_agent(&mut node, etcd);
+    start_agent_with(&mut node, etcd, extra);
     node
 }
 
 /// (Re)starts the node-agent of `node`.
 pub fn start_agent(node: &mut Node, etcd: &str) {
-    let mut agent = Service::start(
-        "node-agent",
-        &["--cluster", CLUSTER, "--node", &node.name, "--redis", &node.redis.host_port(),
-          "--listen", &format!("127.0.0.1:{}", node.agent_port), "--etcd-endpoints", etcd,
-          "--lease-ttl", "2"],
-        &[],
-    );
+    start_agent_with(node, etcd, &[]);
+}
+
+/// (Re)starts the node-agent of `node` with `extra` flags.
+pub fn start_agent_with(node: &mut Node, etcd: &str, extra: &[&str]) {
+    let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
+    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis,
+          "--listen", &listen, "--etcd-endpoints", etcd, "--lease-ttl", "2"];
+    args.extend(extra);
+    let mut agent = Service::start("node-agent", &args, &[]);
     agent.wait_http(node.agent_port);
     node.agent = Some(agent);
 }
