@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Hostile input against the running system (issue 17, item 6): at least 10,000
 //! mutated HTTP requests across every service's HTTP port and 10,000 mutated DNS
 //! packets to dnsd over UDP and TCP, then every service must still answer
@@ -177,11 +178,13 @@ fn http_input(rng: &mut StdRng, kind: &str, real: &str, token: &str) -> Vec<u8> 
     let mut extra = String::from("Connection: close\r\n");
     if defect == 8 {
         for _ in 0..rng.random_range(1..4) {
-            extra.push_str(*pick(rng, &[
+            let headers: [&str; 10] = [
                 "Connection: keep-alive\r\n", "Expect: 100-continue\r\n", "Content-Type: application/json\r\n",
                 "Content-Type: text/plain; charset=\u{1}\r\n", "Host: \r\n", "X-Forwarded-For: 10.0.0.1\r\n",
                 "Upgrade: h2c\r\n", "Te: trailers\r\n", ": empty-name\r\n", "Bad Header\r\n",
-            ]));
+            ];
+            let header: &&str = pick(rng, &headers);
+            extra.push_str(header);
         }
         if rng.random_range(0..5) == 0 {
             extra.push_str(&(0..100).map(|i| format!("X-{i}: v\r\n")).collect::<String>());
@@ -192,7 +195,8 @@ fn http_input(rng: &mut StdRng, kind: &str, real: &str, token: &str) -> Vec<u8> 
     if length.starts_with("Transfer-Encoding") {
         request.extend(format!("{:x}\r\n", body.len() + rng.random_range(0..3)).into_bytes());
         request.extend(&body);
-        let end: &[u8] = *pick(rng, &["\r\n0\r\n\r\n".as_bytes(), b"\r\nzz\r\n", b""]);
+        let ends: [&[u8]; 3] = [b"\r\n0\r\n\r\n", b"\r\nzz\r\n", b""];
+        let end: &&[u8] = pick(rng, &ends);
         request.extend_from_slice(end);
     } else {
         request.extend(body);

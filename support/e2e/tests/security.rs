@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The HTTP APIs' defences against the running binaries: bearer tokens on every
 //! write endpoint of every service, reads behind tokens on request, TLS and mutual
 //! TLS, the observer authenticating to the dictator and dnsd over them, and the
@@ -458,4 +459,37 @@ async fn the_observer_applies_over_mutual_tls_with_its_token() {
     for (name, log) in [("dictator", plain(&dictator.log())), ("dnsd", plain(&dnsd.log()))] {
         assert!(log.contains("token=\"observer\"") && log.contains("status=200"), "{name} has no audit line of the observer:\n{log}");
     }
+}
+
+#[test]
+fn sighup_rereads_the_token_file_so_tokens_rotate_without_a_restart() {
+    const SIGHUP: i32 = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    let [old, kept, new] = ["old-token-0123456789abcdef", "kept-token-0123456789abcdef", "new-token-0123456789abcdef"];
+    std::fs::write(&file, format!("old:{old}\nkept:{kept}\n")).unwrap();
+    let port = free_port();
+    let mut dictator = Service::start(
+        "dictator",
+        &["--listen", &format!("127.0.0.1:{port}"), "--api-token-file", &file.display().to_string()],
+        &[],
+    );
+    dictator.wait_http(port);
+    // Past the token check, the malformed body is a 400; before it, a 401.
+    let status = |token: &str| raw(port, &request("PUT", "/master", Some(token), "not json")).0;
+    assert_eq!((status(old), status(kept), status(new)), (400, 400, 401));
+
+    std::fs::write(&file, format!("kept:{kept}\nnew:{new}\n")).unwrap();
+    assert!(dictator.process().signal(SIGHUP));
+    harness::wait_until("the new token accepted", Duration::from_secs(10), || status(new) == 400);
+    assert_eq!((status(old), status(kept)), (401, 400));
+
+    // A broken file on the next SIGHUP: the tokens read before stay, and it is said.
+    std::fs::write(&file, "new:short\n").unwrap();
+    assert!(dictator.process().signal(SIGHUP));
+    harness::wait_until("the broken file reported", Duration::from_secs(10), || {
+        plain(&dictator.log()).contains("the tokens read before stay")
+    });
+    assert_eq!((status(new), status(kept), status(old)), (400, 400, 401));
+    assert!(!dictator.log().contains("short\n") && !dictator.log().contains(new), "a token in the log");
 }

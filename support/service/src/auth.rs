@@ -430,7 +430,7 @@ mod tests {
                 assert_eq!(auth.decide(&method, "/healthz", None), Ok(None));
                 let read = auth.decide(&method, "/dns", None);
                 assert_eq!(read, if reads { Err(Refusal::Missing) } else { Ok(None) }, "{method} reads={reads}");
-                assert_eq!(auth.decide(&method, "/dns", Some(&header)).is_ok(), true);
+                assert!(auth.decide(&method, "/dns", Some(&header)).is_ok());
             }
         }
         assert_eq!(ApiAuth::open().decide(&Method::PUT, "/master", None), Ok(None));
