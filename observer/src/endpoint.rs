@@ -85,12 +85,25 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_reach() {
         assert!(Endpoint::parse("127.0.0.1:8000").is_err());
-        assert!(Endpoint::parse("https://a").is_err());
+        assert!(Endpoint::parse("ftp://a").is_err());
+        assert!(Endpoint::parse("HTTPS://a").is_err());
         assert!(Endpoint::parse("http://a b").is_err());
-        // The text operators see after `--dictator: ` is unchanged.
+        assert!(Endpoint::parse("https://a b").is_err());
+        // The text operators see after `--dictator: `.
         let shown = |url: &str| Endpoint::parse(url).unwrap_err().to_string();
-        assert_eq!(shown("127.0.0.1:8000"), r#""127.0.0.1:8000": expected http://host[:port]"#);
-        assert_eq!(shown("https://a"), r#""https://a": only http:// is supported"#);
+        assert_eq!(shown("127.0.0.1:8000"), r#""127.0.0.1:8000": expected http://host[:port] or https://host[:port]"#);
+        assert_eq!(shown("ftp://a"), r#""ftp://a": only http:// and https:// are supported"#);
         assert!(shown("http://a b").starts_with(r#""http://a b": "#));
+    }
+
+    #[tokio::test]
+    async fn https_urls_keep_their_scheme_and_default_to_port_443() {
+        let nowhere = MemberResolver::new(Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        let e = Endpoint::parse("https://127.0.0.1").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "https://127.0.0.1:443/x");
+        let e = Endpoint::parse("https://dictator.local:8000/base/").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "https://dictator.local:8000/base/x");
+        let e = Endpoint::parse("http://127.0.0.1").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "http://127.0.0.1:80/x");
     }
 }
