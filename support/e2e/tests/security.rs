@@ -399,7 +399,7 @@ async fn tls_and_mutual_tls_serve_https_and_refuse_who_cannot_prove_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_observer_applies_over_mutual_tls_with_its_token() {
+async fn the_observer_switches_over_through_mutual_tls_with_its_token_and_one_without_it_moves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let (_, token_file) = harness::stack::token_file(dir.path());
@@ -425,29 +425,50 @@ async fn the_observer_applies_over_mutual_tls_with_its_token() {
     let dictator_url = format!("https://localhost:{dictator_port}");
     wait_https(&mut dictator, &client, &dictator_url).await;
 
-    let observer_port = free_port();
-    let observer_listen = format!("127.0.0.1:{observer_port}");
-    let mut observer = Service::start(
-        "observer",
-        &["--listen", &observer_listen, "--etcd-endpoints", &endpoint, "--dictator", &dictator_url, "--dnsd", &dnsd_url,
-          "--nameserver", &dns_listen, "--retry-min-ms", "100", "--retry-max-ms", "500", "--failover-after-ms", "0",
-          "--api-token-file", &token_file, "--tls-ca", &pki.ca, "--tls-client-cert", &pki.client_cert, "--tls-client-key", &pki.client_key],
-        &[],
-    );
-    observer.wait_http(observer_port);
-
-    // Define, then switch over: each move goes observer -> dictator -> dnsd over mTLS.
+    let start_observer = |tokens: &str| {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut observer = Service::start(
+            "observer",
+            &["--listen", &listen, "--etcd-endpoints", &endpoint, "--dictator", &dictator_url, "--dnsd", &dnsd_url,
+              "--nameserver", &dns_listen, "--retry-min-ms", "100", "--retry-max-ms", "500", "--failover-after-ms", "0",
+              "--election-ttl-secs", "2", "--api-token-file", tokens, "--tls-ca", &pki.ca,
+              "--tls-client-cert", &pki.client_cert, "--tls-client-key", &pki.client_key],
+            &[],
+        );
+        observer.wait_http(port);
+        observer
+    };
     let member = |r: &Redis| serde_json::json!({ "address": "127.0.0.1", "port": r.port() });
     let mut etcd_client = etcd.client().await;
+    let status = || async {
+        let got = etcd.client().await.get(format!("/status/{CLUSTER}"), None).await.ok();
+        got.and_then(|g| g.kvs().first().and_then(|kv| serde_json::from_slice::<serde_json::Value>(kv.value()).ok()))
+    };
+
+    // An observer whose token the services do not know gets 401 and moves nothing,
+    // though its TLS client certificate is good.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_, other_tokens) = harness::stack::token_file(other_dir.path());
+    let intruder = start_observer(&other_tokens);
+    let topology = serde_json::json!({ "master": member(&redis[1]), "slaves": [member(&redis[0])] });
+    etcd_client.put(format!("/config/{CLUSTER}/topology"), topology.to_string(), None).await.unwrap();
+    harness::wait_until_async("the intruder's round refused", Duration::from_secs(20), || async {
+        status().await.is_some_and(|s| s["result"] == "dictator" && s["error"].as_str().is_some_and(|e| e.contains("401")))
+    })
+    .await;
+    assert_eq!((redis[0].role(), redis[1].role()), ("master".to_string(), "master".to_string()), "nothing moved");
+    drop(intruder);
+
+    // The observer with the token: define, then switch over; each move goes
+    // observer -> dictator -> dnsd over mTLS.
+    let _observer = start_observer(&token_file);
     for (master, slave) in [(0, 1), (1, 0)] {
         let topology = serde_json::json!({ "master": member(&redis[master]), "slaves": [member(&redis[slave])] });
         let put = etcd_client.put(format!("/config/{CLUSTER}/topology"), topology.to_string(), None).await.unwrap();
         let revision = put.header().map_or(0, |h| h.revision());
         harness::wait_until_async(&format!("revision {revision} applied"), Duration::from_secs(30), || async {
-            let got = etcd.client().await.get(format!("/status/{CLUSTER}"), None).await.ok();
-            let status: Option<serde_json::Value> =
-                got.and_then(|g| g.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()));
-            status.is_some_and(|s| s["result"] == "ok" && s["topology_revision"].as_i64().is_some_and(|r| r >= revision))
+            status().await.is_some_and(|s| s["result"] == "ok" && s["topology_revision"].as_i64().is_some_and(|r| r >= revision))
         })
         .await;
         assert_eq!(redis[master].role(), "master");
@@ -492,4 +513,33 @@ fn sighup_rereads_the_token_file_so_tokens_rotate_without_a_restart() {
     });
     assert_eq!((status(new), status(kept), status(old)), (400, 400, 401));
     assert!(!dictator.log().contains("short\n") && !dictator.log().contains(new), "a token in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_stack_with_tokens_switches_over_and_follows_a_dead_master() {
+    let mut stack = Stack::start(StackOptions { api_tokens: true, ..StackOptions::default() });
+    stack.wait_registered().await;
+    let revision = stack.define(0, &[1, 2]).await;
+    stack.wait_applied(revision).await;
+    // An operator's switchover, applied by the observer with its token.
+    let revision = stack.define(1, &[0, 2]).await;
+    stack.wait_applied(revision).await;
+    assert_eq!(roles(&stack), ["slave", "master", "slave"]);
+    // The observer's own failover writes a topology and applies it the same way.
+    stack.nodes[1].redis.kill();
+    harness::wait_until_async("a failover away from node-2", Duration::from_secs(30), || async {
+        // Partial: the dead master is skipped as unreachable.
+        stack.status().await.is_some_and(|s| {
+            s["result"] == "partial"
+                && s["report"]["master"].as_str().is_some_and(|m| !m.ends_with(&format!(":{}", stack.nodes[1].redis.port())))
+        })
+    })
+    .await;
+    let masters = [0, 2].into_iter().filter(|&i| stack.nodes[i].redis.role() == "master").count();
+    assert_eq!(masters, 1, "one master after the failover");
+    let log = plain(&stack.dictator_log());
+    let applied = log.lines().filter(|l| l.contains("state-changing request") && l.contains("token=\"observer\"") && l.contains("status=200")).count();
+    assert!(applied >= 3, "{applied} authenticated applies in the dictator's audit log:\n{log}");
+    assert!(!log.contains(&stack.api_tokens[0]) && !log.contains(&stack.api_tokens[1]), "a token in the log");
+    assert!(stack.exited().is_empty());
 }
