@@ -159,6 +159,17 @@ async fn every_write_endpoint_of_every_service_refuses_a_missing_or_wrong_token_
     assert!(audit.contains("state-changing request") && audit.contains("token=\"observer\"") && audit.contains("cluster=\"redis-1\""),
         "no audit line naming the caller:\n{audit}");
 
+    // A forced apply is audited at WARN with its caller and what force overrode;
+    // this one finds the topology in place and changes nothing.
+    let (status, answer) = raw(dictator, &request("PUT", "/master?force=true", Some(&stack.api_tokens[1]), &stack.topology(0, &[1, 2])));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(body(&answer)["changed"], false, "{answer}");
+    let audit = plain(&stack.dictator_log());
+    let forced = audit.lines().find(|l| l.contains("forced apply (force=true)")).unwrap_or_else(|| panic!("no forced-apply line:\n{audit}"));
+    assert!(forced.contains("WARN") && forced.contains("token operator") && forced.contains("cluster=\"redis-1\"") && forced.contains("overrode=[]"),
+        "{forced}");
+    assert_eq!(roles(&stack), before.1);
+
     // Reads stay open without --api-auth-reads, and /healthz always.
     for (port, path) in [(dnsd, format!("/clusters/{CLUSTER}/dns")), (observer, "/status".into()), (agent, "/status".into()), (dictator, "/metrics".into())] {
         assert_eq!(raw(port, &request("GET", &path, None, "")).0, 200, "GET {path}");
