@@ -88,6 +88,10 @@ pub enum HttpClientError {
     Tls(#[from] service::tls::TlsError),
 }
 
+/// How long an idle connection to the dictator or dnsd is kept for the next PUT:
+/// below the services' smallest sensible --http-header-timeout-ms.
+pub const POOL_IDLE: Duration = Duration::from_secs(2);
+
 /// What applying needs to talk to the dictator and dnsd.
 pub struct Targets {
     pub http: reqwest::Client,
@@ -107,7 +111,11 @@ impl Targets {
         token: Option<String>,
         tls: &service::tls::ClientTlsArgs,
     ) -> Result<Targets, HttpClientError> {
-        let http = tls.apply(reqwest::Client::builder().timeout(timeout))?.build()?;
+        // The services close a connection idle for --http-header-timeout-ms (5 s by
+        // default); dropping ours first means a PUT never races that close on a
+        // pooled connection (a failed PUT would cost the round a retry).
+        let builder = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(POOL_IDLE);
+        let http = tls.apply(builder)?.build()?;
         Ok(Targets { http, resolver, dictator, dnsd, token })
     }
 

@@ -122,7 +122,8 @@ pub struct LimitArgs {
     pub http_max_connections: usize,
 
     /// A connection that has not sent a whole request head (or finished its TLS
-    /// handshake) within this long is closed (slowloris), idle ones included.
+    /// handshake) within this long is closed (slowloris), idle ones included (the
+    /// observer drops its idle connections after 2 s: keep this above that).
     #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
     pub http_header_timeout_ms: u64,
 
