@@ -157,6 +157,21 @@ keep "$root/deploy/haproxy/haproxy.cfg" "$destdir$sysconfdir/redis-topology/hapr
 put "$root/deploy/haproxy/wait-for-server.lua" "$destdir$sysconfdir/redis-topology/wait-for-server.lua" 0644
 keep "$root/deploy/haproxy/haproxy-httpchk.cfg" "$destdir$sysconfdir/redis-topology/haproxy-httpchk.cfg"
 
+# The HTTP APIs' bearer token (LoadCredential=api-token in every unit): one random
+# token, named for the audit log, made once on the real system, never overwritten.
+# Every host of an installation needs the same file (the observer sends its first
+# token to the dictator and dnsd): copy it. A staged package makes none: the same
+# token on every machine that installs it would be no secret (make it in postinst).
+token_file="$destdir$sysconfdir/redis-topology/api-token"
+if [ -e "$token_file" ]; then
+    echo "  kept       $token_file"
+elif [ -z "$destdir" ]; then
+    (umask 077 && printf 'observer:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" > "$token_file")
+    echo "  created    $token_file (a random token, mode 0600; copy it to every host)"
+else
+    echo "  not made   $token_file (staged: make it on each target, e.g. in postinst)"
+fi
+
 echo "install.sh: Grafana dashboard and Prometheus alert rules -> $destdir$prefix/share/redis-topology/monitoring"
 for file in "$root"/deploy/monitoring/*; do
     put "$file" "$destdir$prefix/share/redis-topology/monitoring/$(basename "$file")" 0644

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
+use service::auth::{AuditCluster, Caller};
 use service::http::{topology_from_body, with_conventions};
 use service::resolve::ResolveError;
 use service::ApiError;
@@ -41,16 +42,20 @@ pub fn router(dictator: Dictator, default_cluster: String, revisions: Revisions)
 
 async fn put_default_master(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     options: Result<Query<ApplyOptions>, QueryRejection>,
     revision: Result<Query<RevisionQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let cluster = state.default_cluster.clone();
-    apply(state, cluster, options, revision, body).await
+    let mut response = apply(state, caller, cluster.clone(), options, revision, body).await;
+    response.extensions_mut().insert(AuditCluster(cluster));
+    response
 }
 
 async fn put_cluster_master(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     Path(cluster): Path<String>,
     options: Result<Query<ApplyOptions>, QueryRejection>,
     revision: Result<Query<RevisionQuery>, QueryRejection>,
@@ -59,11 +64,12 @@ async fn put_cluster_master(
     if let Err(e) = topology::validate_label("cluster", &cluster) {
         return ApiError::not_found(e).into_response();
     }
-    apply(state, cluster, options, revision, body).await
+    apply(state, caller, cluster, options, revision, body).await
 }
 
 async fn apply(
     state: Arc<AppState>,
+    caller: Option<Extension<Caller>>,
     cluster: String,
     options: Result<Query<ApplyOptions>, QueryRejection>,
     revision: Result<Query<RevisionQuery>, QueryRejection>,
@@ -90,9 +96,17 @@ async fn apply(
     // two steps would leave a fence or a half-moved group for no reason. Its own
     // task finishes it whoever is still listening, holding the turn.
     let labels = cluster.clone();
+    let force = options.force;
     let task = tokio::spawn(async move { state.dictator.apply_in_turn(&turn, &cluster, &topology, options).await });
     match task.await {
         Ok(Ok(report)) => {
+            if force && !report.dry_run {
+                // What force skipped: the refusals of a move that discards
+                // acknowledged writes, the quarantine of a returning master.
+                let caller = caller.map_or_else(|| "?".to_string(), |Extension(c)| c.to_string());
+                tracing::warn!(target: "audit", caller, cluster = labels, revision, master = %report.master,
+                    overrode = ?report.forced, changed = report.changed, "forced apply (force=true)");
+            }
             let result = record_metrics(&labels, &report);
             if !report.dry_run {
                 service::systemd::status(&format!("last apply: cluster {labels}, {result}, master {}", report.master));

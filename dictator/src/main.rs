@@ -32,6 +32,10 @@ struct Cli {
     #[command(flatten)]
     tuning: Tuning,
 
+    /// Tokens, TLS and limits of the HTTP API.
+    #[command(flatten)]
+    http: service::http::HttpArgs,
+
     /// Where `/applied/<cluster>` is kept (applies with `?revision=`) and the
     /// published master is read (an apply that would otherwise be refused).
     #[command(flatten)]
@@ -166,7 +170,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Apply(args)) => apply_once(&dictator, &cli.cluster, args).await,
         Some(Command::Check { .. }) => ExitCode::SUCCESS,
-        None => serve(dictator, revisions, cli.listen, cli.cluster).await,
+        None => serve(dictator, revisions, cli.listen, cli.cluster, &cli.http).await,
     }
 }
 
@@ -202,7 +206,20 @@ fn read_topology(file: &str) -> anyhow::Result<Topology> {
     Ok(Topology::from_json(&bytes)?)
 }
 
-async fn serve(dictator: Dictator, revisions: dictator::revision::Revisions, listen: SocketAddr, cluster: String) -> ExitCode {
+async fn serve(
+    dictator: Dictator,
+    revisions: dictator::revision::Revisions,
+    listen: SocketAddr,
+    cluster: String,
+    http: &service::http::HttpArgs,
+) -> ExitCode {
+    let http = match http.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let metrics = match service::metrics::install(&[]) {
         Ok(handle) => handle,
         Err(e) => {
@@ -217,7 +234,7 @@ async fn serve(dictator: Dictator, revisions: dictator::revision::Revisions, lis
     service::systemd::spawn_watchdog();
     let shutdown = service::Shutdown::on_signals();
     let ready = |address| service::systemd::ready(&format!("serving HTTP on {address}"));
-    match service::http::serve_then(listen, app, shutdown.requested(), ready).await {
+    match service::http::serve_then(listen, app, http, shutdown.requested(), ready).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(%listen, error = %e, "cannot serve");

@@ -103,11 +103,12 @@ async fn put_default(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let cluster = state.default_cluster.clone();
-    let revision = match revision {
-        Ok(Query(RevisionQuery { revision })) => revision,
-        Err(e) => return ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
+    let mut response = match revision {
+        Ok(Query(RevisionQuery { revision })) => respond(publish(&state, &cluster, revision, body).await),
+        Err(e) => ApiError::bad_request(format!("query: {}", e.body_text())).into_response(),
     };
-    respond(publish(&state, &cluster, revision, body).await)
+    response.extensions_mut().insert(service::auth::AuditCluster(cluster));
+    response
 }
 
 async fn put_cluster(

@@ -55,6 +55,8 @@ use crate::zone::ZoneConfig;
 pub struct Config {
     /// HTTP API address.
     pub listen: SocketAddr,
+    /// Its tokens, TLS and limits.
+    pub http: service::http::HttpSettings,
     /// DNS address, UDP and TCP.
     pub dns_listen: SocketAddr,
     pub names: Names,
@@ -124,7 +126,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     });
     let app = api::router(live, config.etcd, config.cluster).merge(metrics);
     let (http_bound_tx, http_bound) = tokio::sync::oneshot::channel();
-    let mut http = tokio::spawn(service::http::serve_then(config.listen, app, shutdown.requested(), |address| {
+    let mut http = tokio::spawn(service::http::serve_then(config.listen, app, config.http, shutdown.requested(), |address| {
         let _ = http_bound_tx.send(address);
     }));
     // systemd: ready once DNS and HTTP are bound and the first etcd list was tried

@@ -58,6 +58,10 @@ struct Cli {
 
     #[command(flatten)]
     haproxy: dnsd::haproxy::HaproxyArgs,
+
+    /// Tokens, TLS and limits of the HTTP API.
+    #[command(flatten)]
+    http: service::http::HttpArgs,
 }
 
 #[tokio::main]
@@ -77,9 +81,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let http = match cli.http.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let config = dnsd::Config {
         listen: cli.listen,
+        http,
         dns_listen: cli.dns_listen,
         names,
         ttl: cli.ttl,

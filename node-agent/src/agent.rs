@@ -6,7 +6,6 @@
 //! (and noticing restarts) while the registry retries, and the registry always
 //! writes the latest state when etcd answers again.
 
-use std::future::IntoFuture;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -100,9 +99,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let checker = crate::checks::Checker::new(me, config.redis.clone(), config.credentials.clone(), config.etcd.clone());
     let app = crate::api::router(status_rx, config.cluster.clone(), config.node.clone(), node_key.clone(), checker).merge(metrics);
-    tracing::info!(address = %config.listen, "HTTP API listening");
-    let app = service::http::access_log(app);
-    let mut http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.requested()).into_future());
+    tracing::info!(address = %config.listen, scheme = if config.http.tls.is_some() { "https" } else { "http" },
+        authenticated = config.http.auth.enabled(), "HTTP API listening");
+    let mut http = tokio::spawn(service::http::serve_listener(listener, app, config.http.clone(), shutdown.requested()));
     // Counted from the start until etcd first answers: a master the control plane
     // never saw is fenced too.
     let (reached_tx, reached_rx) = watch::channel(Instant::now());

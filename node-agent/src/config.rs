@@ -99,6 +99,8 @@ pub struct Config {
     pub etcd: service::cli::EtcdArgs,
     /// Address of the HTTP status API.
     pub listen: SocketAddr,
+    /// Its tokens, TLS and limits.
+    pub http: service::http::HttpSettings,
 }
 
 impl Config {

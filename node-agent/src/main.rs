@@ -84,6 +84,10 @@ struct Cli {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8003")]
     listen: SocketAddr,
 
+    /// Tokens, TLS and limits of the HTTP API.
+    #[command(flatten)]
+    http: service::http::HttpArgs,
+
     #[command(flatten)]
     etcd: EtcdArgs,
 
@@ -110,6 +114,7 @@ fn parse_address(s: &str) -> Result<String, String> {
 impl Cli {
     fn config(self) -> anyhow::Result<Config> {
         let credentials = self.redis_auth.credentials()?;
+        let http = self.http.settings()?;
         let interval = Duration::from_millis(self.interval_ms);
         let lease_ttl = Duration::from_secs(self.lease_ttl_secs);
         let self_fence_after = node_agent::self_fence::delay(self.self_fence_after_ms.map(Duration::from_millis), lease_ttl)?;
@@ -131,6 +136,7 @@ impl Cli {
             self_fence_after,
             etcd: self.etcd,
             listen: self.listen,
+            http,
         })
     }
 }

@@ -81,8 +81,16 @@ pub enum PutError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("HTTP client: {0}")]
-pub struct HttpClientError(#[from] reqwest::Error);
+pub enum HttpClientError {
+    #[error("HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] service::tls::TlsError),
+}
+
+/// How long an idle connection to the dictator or dnsd is kept for the next PUT:
+/// below the services' smallest sensible --http-header-timeout-ms.
+pub const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// What applying needs to talk to the dictator and dnsd.
 pub struct Targets {
@@ -90,12 +98,25 @@ pub struct Targets {
     pub resolver: MemberResolver,
     pub dictator: Endpoint,
     pub dnsd: Endpoint,
+    /// Sent as `Authorization: Bearer` (the first of `--api-token-file`).
+    token: Option<String>,
 }
 
 impl Targets {
-    pub fn new(resolver: MemberResolver, dictator: Endpoint, dnsd: Endpoint, timeout: Duration) -> Result<Targets, HttpClientError> {
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Targets { http, resolver, dictator, dnsd })
+    pub fn new(
+        resolver: MemberResolver,
+        dictator: Endpoint,
+        dnsd: Endpoint,
+        timeout: Duration,
+        token: Option<String>,
+        tls: &service::tls::ClientTlsArgs,
+    ) -> Result<Targets, HttpClientError> {
+        // The services close a connection idle for --http-header-timeout-ms (5 s by
+        // default); dropping ours first means a PUT never races that close on a
+        // pooled connection (a failed PUT would cost the round a retry).
+        let builder = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(POOL_IDLE);
+        let http = tls.apply(builder)?.build()?;
+        Ok(Targets { http, resolver, dictator, dnsd, token })
     }
 
     /// Applies `topology` (the JSON as stored in etcd at `mod_revision` `revision`) to
@@ -136,13 +157,11 @@ impl Targets {
 
     async fn put(&self, endpoint: &Endpoint, path: &str, body: &[u8]) -> Result<Value, PutError> {
         let url = endpoint.url(&self.resolver, path).await?;
-        let response = self
-            .http
-            .put(&url)
-            .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await;
+        let mut request = self.http.put(&url).header("content-type", "application/json").body(body.to_vec());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await;
         let response = match response {
             Ok(response) => response,
             Err(source) => return Err(PutError::Send { url, source }),

@@ -10,9 +10,9 @@ use topology::{Address, Member};
 /// Why a `--dictator` or `--dnsd` URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("{0:?}: expected http://host[:port]")]
+    #[error("{0:?}: expected http://host[:port] or https://host[:port]")]
     NoScheme(String),
-    #[error("{0:?}: only http:// is supported")]
+    #[error("{0:?}: only http:// and https:// are supported")]
     NotHttp(String),
     #[error("{url:?}: {source}")]
     BadHost { url: String, source: topology::AddressError },
@@ -30,7 +30,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| UrlError::NoScheme(url.to_string()))?;
-        if scheme != "http" {
+        if scheme != "http" && scheme != "https" {
             return Err(UrlError::NotHttp(url.to_string()));
         }
         let (authority, path) = match rest.find('/') {
@@ -51,7 +51,9 @@ impl Endpoint {
     /// gave no port.
     pub async fn url(&self, resolver: &MemberResolver, path: &str) -> Result<String, ResolveError> {
         let authority = match (Address::parse(&self.host), self.port) {
-            (Ok(Address::Ip(ip)), port) => SocketAddr::new(ip, port.unwrap_or(80)).to_string(),
+            (Ok(Address::Ip(ip)), port) => {
+                SocketAddr::new(ip, port.unwrap_or(if self.scheme == "https" { 443 } else { 80 })).to_string()
+            }
             (_, Some(port)) => format!("{}:{port}", self.host),
             (_, None) => {
                 let srv = resolver.srv(&self.host).await?;
@@ -83,12 +85,25 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_reach() {
         assert!(Endpoint::parse("127.0.0.1:8000").is_err());
-        assert!(Endpoint::parse("https://a").is_err());
+        assert!(Endpoint::parse("ftp://a").is_err());
+        assert!(Endpoint::parse("HTTPS://a").is_err());
         assert!(Endpoint::parse("http://a b").is_err());
-        // The text operators see after `--dictator: ` is unchanged.
+        assert!(Endpoint::parse("https://a b").is_err());
+        // The text operators see after `--dictator: `.
         let shown = |url: &str| Endpoint::parse(url).unwrap_err().to_string();
-        assert_eq!(shown("127.0.0.1:8000"), r#""127.0.0.1:8000": expected http://host[:port]"#);
-        assert_eq!(shown("https://a"), r#""https://a": only http:// is supported"#);
+        assert_eq!(shown("127.0.0.1:8000"), r#""127.0.0.1:8000": expected http://host[:port] or https://host[:port]"#);
+        assert_eq!(shown("ftp://a"), r#""ftp://a": only http:// and https:// are supported"#);
         assert!(shown("http://a b").starts_with(r#""http://a b": "#));
+    }
+
+    #[tokio::test]
+    async fn https_urls_keep_their_scheme_and_default_to_port_443() {
+        let nowhere = MemberResolver::new(Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        let e = Endpoint::parse("https://127.0.0.1").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "https://127.0.0.1:443/x");
+        let e = Endpoint::parse("https://dictator.local:8000/base/").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "https://dictator.local:8000/base/x");
+        let e = Endpoint::parse("http://127.0.0.1").unwrap();
+        assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "http://127.0.0.1:80/x");
     }
 }

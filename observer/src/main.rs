@@ -86,6 +86,15 @@ struct Cli {
     #[command(flatten)]
     redis_auth: service::redis_auth::RedisAuthArgs,
 
+    /// Tokens, TLS and limits of the HTTP endpoint. The first token of
+    /// --api-token-file is also what the observer sends to the dictator and dnsd.
+    #[command(flatten)]
+    http: service::http::HttpArgs,
+
+    /// TLS to https:// --dictator and --dnsd URLs.
+    #[command(flatten)]
+    client_tls: service::tls::ClientTlsArgs,
+
     #[command(flatten)]
     etcd: EtcdArgs,
 
@@ -111,7 +120,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let dictator = Endpoint::parse(&cli.dictator).map_err(|e| anyhow::anyhow!("--dictator: {e}"))?;
     let dnsd = Endpoint::parse(&cli.dnsd).map_err(|e| anyhow::anyhow!("--dnsd: {e}"))?;
     let resolver = MemberResolver::new(cli.nameserver).map_err(|e| anyhow::anyhow!("--nameserver: {e}"))?;
-    let targets = Targets::new(resolver, dictator, dnsd, Duration::from_millis(cli.request_timeout_ms))
+    let http = cli.http.settings()?;
+    // Read once: rotating the observer's own token means restarting it (the
+    // services accept old and new meanwhile).
+    let token = match &cli.http.auth.api_token_file {
+        Some(path) => Some(service::auth::Tokens::load(path)?.first().to_string()),
+        None => None,
+    };
+    let targets = Targets::new(resolver, dictator, dnsd, Duration::from_millis(cli.request_timeout_ms), token, &cli.client_tls)
         .map_err(anyhow::Error::msg)?;
     let observer_id = cli.id.clone().unwrap_or_else(default_id);
     let etcd = connect(&cli.etcd).await;
@@ -173,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = service::Shutdown::on_signals();
     // systemd: ready once etcd answered (above) and the HTTP endpoint is bound.
     let ready = |address| service::systemd::ready(&format!("connected to etcd, serving HTTP on {address}"));
-    let http = tokio::spawn(service::http::serve_then(cli.listen, app, shutdown.requested(), ready));
+    let http = tokio::spawn(service::http::serve_then(cli.listen, app, http, shutdown.requested(), ready));
     leader::run(cx, Duration::from_secs(cli.election_ttl_secs), state, shutdown.clone()).await;
     domain_check.abort();
     http.await??;

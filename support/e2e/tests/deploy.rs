@@ -375,7 +375,10 @@ fn install_sh_is_idempotent_keeps_settings_and_follows_the_prefix() {
     let first = install(dest.path(), &["--prefix", "/opt/redis-topology"]);
     assert!(first.contains("installed"), "{first}");
     let unit = std::fs::read_to_string(dest.path().join("etc/systemd/system/dnsd.service")).unwrap();
-    assert!(unit.contains("ExecStart=/opt/redis-topology/bin/dnsd\n"), "ExecStart follows --prefix:\n{unit}");
+    assert!(
+        unit.contains("ExecStart=/opt/redis-topology/bin/dnsd --api-token-file ${CREDENTIALS_DIRECTORY}/api-token\n"),
+        "ExecStart follows --prefix:\n{unit}"
+    );
     assert!(dest.path().join("opt/redis-topology/bin/node-agent").is_file());
     assert!(dest.path().join("opt/redis-topology/bin/redis-topology").is_file());
     let completions = std::fs::read_to_string(dest.path().join("opt/redis-topology/share/bash-completion/completions/redis-topology")).unwrap();

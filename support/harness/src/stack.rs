@@ -35,6 +35,9 @@ pub struct StackOptions {
     /// `redis::CHECK_USER`, clients as the `default` user. The default follows
     /// `HARNESS_REDIS_AUTH=1` (`redis::auth_from_env`).
     pub redis_auth: bool,
+    /// Every service gets `--api-token-file` with two tokens ([`Stack::api_tokens`]:
+    /// `observer`, the one the observers send, and `operator`).
+    pub api_tokens: bool,
 }
 
 /// The key prefix of a stack with `secure_etcd`.
@@ -43,8 +46,18 @@ pub const SECURE_PREFIX: &str = "/redis-topology";
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
-            redis_auth: crate::redis::auth_from_env() }
+            redis_auth: crate::redis::auth_from_env(), api_tokens: false }
     }
+}
+
+/// A token file of two fresh tokens, `observer` then `operator`; the tokens and
+/// the file's path.
+pub fn token_file(dir: &Path) -> (Vec<String>, String) {
+    let tokens: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let path = dir.join("api-tokens");
+    let text = format!("# the observer sends the first\nobserver:{}\n\noperator:{}\n", tokens[0], tokens[1]);
+    std::fs::write(&path, text).expect("write the token file");
+    (tokens, path.display().to_string())
 }
 
 /// One node: a redis-server and its node-agent.
@@ -71,6 +84,10 @@ pub struct Stack {
     pub runtime: Option<PathBuf>,
     /// HAProxy's stats page (`/;csv` lists the servers with their addresses).
     pub haproxy_stats: Option<SocketAddr>,
+    /// With `api_tokens`: the `observer` and the `operator` token, which every
+    /// service accepts; empty otherwise.
+    pub api_tokens: Vec<String>,
+    _tokens_dir: tempfile::TempDir,
     _dnsd: Service,
     _dictator: Service,
     _haproxy: Option<Haproxy>,
@@ -95,8 +112,11 @@ impl Stack {
         let service_args: Vec<&str> = service_args.iter().map(String::as_str).collect();
         let redis_auth = options.redis_auth || crate::redis::auth_from_env();
         let redis_options = RedisOptions { auth: redis_auth, ..RedisOptions::default() };
+        let tokens_dir = tempfile::tempdir().expect("token temp dir");
+        let (api_tokens, token_path) = if options.api_tokens { token_file(tokens_dir.path()) } else { (Vec::new(), String::new()) };
+        let auth: Vec<&str> = if options.api_tokens { vec!["--api-token-file", &token_path] } else { Vec::new() };
         let nodes: Vec<Node> =
-            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"))).collect();
+            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth)).collect();
 
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -112,11 +132,13 @@ impl Stack {
         if let Some(socket) = &runtime_arg {
             dnsd_args.extend(["--haproxy-runtime", socket]);
         }
+        dnsd_args.extend(&auth);
         let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
         dnsd.wait_http(dnsd_port);
         let (dictator_listen, nameserver) = (format!("127.0.0.1:{dictator_port}"), dns.to_string());
         let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver, "--cluster", CLUSTER];
         dictator_args.extend_from_slice(&service_args);
+        dictator_args.extend(&auth);
         let mut dictator = Service::start("dictator", &dictator_args, &[]);
         dictator.wait_http(dictator_port);
         let dictator_url = format!("http://127.0.0.1:{dictator_port}");
@@ -131,6 +153,7 @@ impl Stack {
                     "--retry-min-ms", "100", "--retry-max-ms", "1000"];
                 args.extend_from_slice(&service_args);
                 args.extend_from_slice(options.observer_args);
+                args.extend(&auth);
                 let mut observer = Service::start("observer", &args, &[]);
                 observer.wait_http(port);
                 (observer, port)
@@ -144,7 +167,7 @@ impl Stack {
         };
         Stack {
             etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
-            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
+            api_tokens, _tokens_dir: tokens_dir, _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
         }
     }
 
@@ -199,6 +222,27 @@ impl Stack {
         self._dnsd.log()
     }
 
+    /// The services that are no longer running (a crash), by name.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut exited = Vec::new();
+        for (name, service) in [("dnsd", &mut self._dnsd), ("dictator", &mut self._dictator)] {
+            if !service.process().is_running() {
+                exited.push(name.to_string());
+            }
+        }
+        for (i, (observer, _)) in self.observers.iter_mut().enumerate() {
+            if !observer.process().is_running() {
+                exited.push(format!("observer-{}", i + 1));
+            }
+        }
+        for node in &mut self.nodes {
+            if node.agent.as_mut().is_some_and(|agent| !agent.process().is_running()) {
+                exited.push(format!("node-agent {}", node.name));
+            }
+        }
+        exited
+    }
+
     /// The observer that leads now, if any.
     pub fn leader(&self) -> Option<usize> {
         self.observers.iter().position(|(_, port)| {
@@ -219,10 +263,12 @@ impl Stack {
     }
 }
 
-fn start_node(options: &RedisOptions, service_args: &[&str], name: &str) -> Node {
+fn start_node(options: &RedisOptions, service_args: &[&str], name: &str, extra: &[&str]) -> Node {
     let redis = Redis::with_options(options.clone());
     let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
-    start_agent_with(&mut node, service_args);
+    let mut args = service_args.to_vec();
+    args.extend_from_slice(extra);
+    start_agent_with(&mut node, &args);
     node
 }
 

@@ -1,16 +1,30 @@
 //! HTTP conventions every API shares: errors are `{"error": "..."}` with the status
 //! codes of docs/architecture.md, routing misses are JSON too, `GET /healthz` exists,
 //! and every request gets one access log line ([`access_log`]).
+//!
+//! Serving ([`serve_then`], [`serve_listener`]) is hyper's HTTP/1 server on our own
+//! accept loop, so that every listener has the same defences whatever the service:
+//! bearer tokens and the audit log ([`crate::auth`]), optional TLS and mTLS
+//! ([`crate::tls`]), a cap on connections, on the request head (size, count and
+//! time: slowloris), on the body ([`BODY_LIMIT`]) and on the time to answer (408).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use clap::Args;
 use serde_json::json;
+
+use crate::auth::{ApiAuth, ApiAuthArgs, TokenFileError};
+use crate::tls::{TlsArgs, TlsError};
 
 /// An error answered to an HTTP client: a status and a sentence naming the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,14 +98,110 @@ pub fn with_conventions(routes: Router) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
+/// Header bytes a request may send (hyper's read buffer; a longer head is 431).
+pub const HEADER_LIMIT: usize = 16 * 1024;
+/// Header lines a request may send (more is 431).
+pub const MAX_HEADERS: usize = 64;
+
+/// The flags of every HTTP listener: tokens, TLS, limits.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub auth: ApiAuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one client may hold of a listener.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub http_max_connections: usize,
+
+    /// A connection that has not sent a whole request head (or finished its TLS
+    /// handshake) within this long is closed (slowloris), idle ones included (the
+    /// observer drops its idle connections after 2 s: keep this above that).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
+    pub http_header_timeout_ms: u64,
+
+    /// A request not answered within this long gets 408 (a dictator apply that
+    /// started goes on in its own task).
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub http_request_timeout_ms: u64,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        LimitArgs { http_max_connections: 256, http_header_timeout_ms: 5000, http_request_timeout_ms: 60_000 }
+    }
+}
+
+/// Why a listener's flags cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error("--api-token-file {0}")]
+    Tokens(#[from] TokenFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("--http-max-connections must be at least 1")]
+    NoConnections,
+}
+
+/// A listener's settings, read from [`HttpArgs`].
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub auth: ApiAuth,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    /// Open, plain HTTP, the default limits (tests and tools).
+    fn default() -> Self {
+        HttpSettings::with_limits(ApiAuth::open(), None, &LimitArgs::default())
+    }
+}
+
+impl HttpSettings {
+    fn with_limits(auth: ApiAuth, tls: Option<Arc<rustls::ServerConfig>>, limits: &LimitArgs) -> Self {
+        HttpSettings {
+            auth,
+            tls,
+            max_connections: limits.http_max_connections,
+            header_timeout: Duration::from_millis(limits.http_header_timeout_ms),
+            request_timeout: Duration::from_millis(limits.http_request_timeout_ms),
+        }
+    }
+}
+
+impl HttpArgs {
+    /// Reads the token file and the TLS files now, so a bad one stops the start;
+    /// re-reads the tokens on SIGHUP from then on (needs a tokio runtime).
+    pub fn settings(&self) -> Result<HttpSettings, HttpSetupError> {
+        if self.limits.http_max_connections == 0 {
+            return Err(HttpSetupError::NoConnections);
+        }
+        let auth = ApiAuth::from_args(&self.auth)?;
+        auth.reload_on_sighup();
+        let tls = self.tls.server_config()?;
+        Ok(HttpSettings::with_limits(auth, tls, &self.limits))
+    }
+}
+
 /// Binds `listen` and serves `app` until `shutdown` completes, letting requests in
 /// flight finish.
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
+    settings: HttpSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_then(listen, app, shutdown, |_| {}).await
+    serve_then(listen, app, settings, shutdown, |_| {}).await
 }
 
 /// Like [`serve`], and calls `on_listening` with the bound address once the listener
@@ -100,14 +210,102 @@ pub async fn serve(
 pub async fn serve_then(
     listen: SocketAddr,
     app: Router,
+    settings: HttpSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr) + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, "HTTP API listening");
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, authenticated = settings.auth.enabled(), "HTTP API listening");
     on_listening(address);
-    axum::serve(listener, access_log(app)).with_graceful_shutdown(shutdown).await
+    serve_listener(listener, app, settings, shutdown).await
+}
+
+/// Serves `app` on a bound listener until `shutdown`, then waits for the requests
+/// in flight. Every request gets the access log, [`ApiAuth`]'s check and audit
+/// line, and the request timeout (408); every connection hyper's HTTP/1 limits
+/// (head size and count, [`HEADER_LIMIT`], [`MAX_HEADERS`]; head and TLS handshake
+/// within the header timeout); at most `max_connections` are served at once.
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    settings: HttpSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let app = access_log(request_timeout(settings.auth.layer(app), settings.request_timeout));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(HEADER_LIMIT)
+        .max_headers(MAX_HEADERS);
+    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first: over the limit, connections wait in the backlog, unread.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pass, without spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+                request
+            },
+        ));
+        let (http1, watcher, tls, handshake) = (http1.clone(), graceful.watcher(), tls.clone(), settings.header_timeout);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let served = match tls {
+                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), service)).await,
+                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => watcher.watch(http1.serve_connection(TokioIo::new(stream), service)).await,
+                    Ok(Err(e)) => return tracing::info!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::info!(%remote, "TLS handshake timed out"),
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answers 408 (JSON) to a request not answered within `limit`.
+fn request_timeout(app: Router, limit: Duration) -> Router {
+    async fn bounded(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+        match tokio::time::timeout(limit, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request was not answered within {} ms", limit.as_millis()),
+            )
+            .into_response(),
+        }
+    }
+    app.layer(axum::middleware::from_fn_with_state(limit, bounded))
 }
 
 /// Wraps every route of `app` (added before or after [`with_conventions`]) in

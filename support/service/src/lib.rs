@@ -1,5 +1,7 @@
 //! Plumbing shared by every redis-topology service, so each `main.rs` stays thin:
 //!
+//! - [`auth`]: bearer tokens on every HTTP API (`--api-token-file`) and the audit log
+//!   of state-changing requests;
 //! - [`backoff`]: capped exponential backoff for reconnection loops;
 //! - [`clusters`]: every cluster's keys read from etcd, and the operator's writes
 //!   (`redis-topology`, the observer's status page);
@@ -8,7 +10,8 @@
 //! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, etcd TLS and user,
 //!   `--log-format`) with their environment variables, connecting to etcd, and logging set-up;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
-//!   serving with graceful shutdown;
+//!   serving with graceful shutdown, the listener's flags (`HttpArgs`) and limits;
+//! - [`tls`]: rustls for the HTTP listeners (`--tls-cert`, mTLS) and their clients;
 //! - [`fence`]: the write fence on a master, set the same way by the dictator and
 //!   by a node-agent cut off from etcd;
 //! - [`metrics`]: Prometheus `GET /metrics` from the `metrics` facade;
@@ -24,6 +27,7 @@
 //! - [`systemd`]: `Type=notify` readiness, the watchdog and `STOPPING=1` (sd_notify),
 //!   all no-ops when not started by systemd.
 
+pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod clusters;
@@ -37,6 +41,7 @@ pub mod resolve;
 pub mod secret;
 pub mod shutdown;
 pub mod systemd;
+pub mod tls;
 
 pub use http::ApiError;
 pub use shutdown::Shutdown;
