@@ -17,7 +17,10 @@
 //! - [`live`]: the zone being served and the one path that replaces it;
 //! - [`store`]: turns etcd keys into zone changes (the list/watch loop itself is
 //!   `service::etcd::follow`);
-//! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
+//! - [`authority`]: the hickory-server request handler, the UDP loops in front of
+//!   it and the TCP listener;
+//! - [`wire`]: pure: the fast path, answers encoded once per zone and sent with the
+//!   query's ID, flags and question patched in;
 //! - [`sentinel`]: pure: the read-only Sentinel protocol, (state, command) to reply;
 //! - [`sentinel_server`]: the `--sentinel-listen` TCP listener around it, and this
 //!   replica's `/sentinels/<run id>` registration;
@@ -36,6 +39,7 @@ pub mod sentinel;
 pub mod sentinel_server;
 pub mod state;
 pub mod store;
+pub mod wire;
 pub mod zone;
 
 use std::net::SocketAddr;
