@@ -15,6 +15,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -162,15 +163,24 @@ impl Metrics {
 /// longer datagram is cut off, as there.
 const UDP_RECEIVE_BUFFER: usize = 4096;
 
-/// Answers every datagram on `socket` until the task is aborted: from the zone's
-/// encoded answers when the fast path takes the query, else through `handler`.
-pub async fn serve_udp(socket: tokio::net::UdpSocket, live: Arc<Live>, handler: Arc<Handler>) {
+/// How often an idle UDP thread looks whether it should stop (it is also woken by
+/// a datagram at shutdown).
+const UDP_STOP_CHECK: Duration = Duration::from_millis(500);
+
+/// Answers every datagram on `socket` until `stop` is set: from the zone's encoded
+/// answers when the fast path takes the query, else through `handler`.
+///
+/// A thread of its own with a blocking socket, not a tokio task: a query then costs
+/// one receive and one send, where the task also paid a receive that found nothing
+/// and an epoll wait for each query arriving at a moderate rate.
+pub fn serve_udp(socket: std::net::UdpSocket, live: Arc<Live>, handler: Arc<Handler>, stop: Arc<AtomicBool>) {
     let mut buffer = vec![0u8; UDP_RECEIVE_BUFFER];
     let (mut key, mut out) = (Vec::with_capacity(256), Vec::with_capacity(UDP_RECEIVE_BUFFER));
     let mut zones = arc_swap::Cache::new(live.zone_swap());
-    loop {
-        let (len, src) = match socket.recv_from(&mut buffer).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => continue,
             Err(error) if matches!(error.kind(), ErrorKind::NotConnected | ErrorKind::ConnectionAborted) => {
                 tracing::error!(%error, "UDP socket closed: no longer answering on it");
                 return;
@@ -185,8 +195,8 @@ pub async fn serve_udp(socket: tokio::net::UdpSocket, live: Arc<Live>, handler: 
             continue;
         }
         let zone = arc_swap::cache::Access::load(&mut zones);
-        if answer_udp(zone, &handler, &buffer[..len], src, &mut key, &mut out).await
-            && let Err(error) = socket.send_to(&out, src).await
+        if answer_udp(zone, &handler, &buffer[..len], src, &mut key, &mut out)
+            && let Err(error) = socket.send_to(&out, src)
         {
             tracing::debug!(%error, %src, "cannot send DNS response");
         }
@@ -195,8 +205,8 @@ pub async fn serve_udp(socket: tokio::net::UdpSocket, live: Arc<Live>, handler: 
 
 /// The answer to one UDP datagram from `src`, written to `out`; `false`: no answer.
 /// The fast path when it takes the query ([`wire::answer`]), else hickory's
-/// ([`answer_slow`]), counted either way.
-pub async fn answer_udp(
+/// ([`answer_slow`], which never waits on anything), counted either way.
+pub fn answer_udp(
     zone: &Zone,
     handler: &Handler,
     query: &[u8],
@@ -209,7 +219,7 @@ pub async fn answer_udp(
         METRICS.udp(a.recursion_desired, a.code, a.authoritative);
         return true;
     }
-    match answer_slow(handler, query, src, Protocol::Udp).await {
+    match futures::executor::block_on(answer_slow(handler, query, src, Protocol::Udp)) {
         Some(reply) => {
             *out = reply;
             true
@@ -323,7 +333,7 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 
 /// The bound DNS sockets, ready to serve.
 pub struct Listeners {
-    pub udp: Vec<tokio::net::UdpSocket>,
+    pub udp: Vec<std::net::UdpSocket>,
     pub tcp: tokio::net::TcpListener,
 }
 
@@ -344,9 +354,9 @@ impl Listeners {
                 Some(socket2::Protocol::UDP),
             )?;
             socket.set_reuse_port(true)?;
-            socket.set_nonblocking(true)?;
+            socket.set_read_timeout(Some(UDP_STOP_CHECK))?;
             socket.bind(&address.into())?;
-            udp.push(tokio::net::UdpSocket::from_std(socket.into())?);
+            udp.push(socket.into());
         }
         Ok(Listeners { udp, tcp })
     }
@@ -355,29 +365,57 @@ impl Listeners {
         self.tcp.local_addr()
     }
 
-    /// Answers on every socket from `live`'s zone: a UDP loop per socket, and a
+    /// Answers on every socket from `live`'s zone: a UDP thread per socket, and a
     /// hickory server on TCP.
-    pub fn serve(self, live: Arc<Live>) -> DnsServer {
+    pub fn serve(self, live: Arc<Live>) -> std::io::Result<DnsServer> {
         let handler = Arc::new(Handler::new(live.clone()));
-        let udp = self.udp.into_iter().map(|socket| tokio::spawn(serve_udp(socket, live.clone(), handler.clone()))).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut udp = Vec::new();
+        for (n, socket) in self.udp.into_iter().enumerate() {
+            let address = socket.local_addr()?;
+            let (live, handler, stop) = (live.clone(), handler.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("dns-udp-{n}"))
+                .spawn(move || serve_udp(socket, live, handler, stop))?;
+            udp.push((thread, address));
+        }
         let mut tcp = Server::new(Handler::new(live));
         tcp.register_listener(self.tcp, TCP_TIMEOUT, TCP_RESPONSE_BUFFER);
-        DnsServer { udp, tcp }
+        Ok(DnsServer { udp, stop, tcp })
     }
 }
 
 /// The running DNS listeners.
 pub struct DnsServer {
-    udp: Vec<tokio::task::JoinHandle<()>>,
+    udp: Vec<(std::thread::JoinHandle<()>, SocketAddr)>,
+    stop: Arc<AtomicBool>,
     tcp: Server<Handler>,
 }
 
 impl DnsServer {
-    /// Stops the UDP loops, and lets the TCP server finish what it answers.
+    /// Stops the UDP threads (each woken by an empty datagram), and lets the TCP
+    /// server finish what it answers.
     pub async fn shutdown_gracefully(&mut self) -> Result<(), NetError> {
-        for task in &self.udp {
-            task.abort();
+        self.stop.store(true, Ordering::Relaxed);
+        let threads: Vec<_> = self.udp.drain(..).collect();
+        // One waker socket per thread: SO_REUSEPORT spreads by source address, so
+        // this wakes most threads at once; the others see `stop` at their timeout.
+        for (_, address) in &threads {
+            let mut address = *address;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let local = SocketAddr::new(address.ip(), 0);
+            if let Ok(waker) = std::net::UdpSocket::bind(local) {
+                let _ = waker.send_to(&[], address);
+            }
         }
+        let _ = tokio::task::spawn_blocking(move || {
+            for (thread, _) in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
         self.tcp.shutdown_gracefully().await
     }
 }

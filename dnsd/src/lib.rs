@@ -97,7 +97,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let dns_address = listeners.local_addr().context("DNS listener address")?;
     let zone = ZoneConfig { names: config.names.clone(), ttl: config.ttl, ns_address: Some(dns_address.ip()) };
     let live = Arc::new(Live::new(zone));
-    let mut dns = listeners.serve(live.clone());
+    let mut dns = listeners.serve(live.clone()).context("start the DNS listeners")?;
     tracing::info!(address = %dns_address, domain = config.names.domain(), ttl = config.ttl,
         udp_sockets = config.udp_sockets, "DNS listening (UDP and TCP)");
 
