@@ -13,7 +13,8 @@
 //! declines to the same handler, exactly as hickory-server's own UDP loop would
 //! ([`answer_slow`]). TCP is hickory-server's listener and the handler.
 
-use std::io::ErrorKind;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,6 +30,8 @@ use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, Queries};
 use hickory_server::Server;
+use nix::errno::Errno;
+use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use crate::live::Live;
 use crate::wire::{self, Reply};
@@ -167,40 +170,97 @@ const UDP_RECEIVE_BUFFER: usize = 4096;
 /// a datagram at shutdown).
 const UDP_STOP_CHECK: Duration = Duration::from_millis(500);
 
+/// Datagrams received (and answers sent) per system call at most.
+const UDP_BATCH: usize = 32;
+
 /// Answers every datagram on `socket` until `stop` is set: from the zone's encoded
 /// answers when the fast path takes the query, else through `handler`.
 ///
-/// A thread of its own with a blocking socket, not a tokio task: a query then costs
-/// one receive and one send, where the task also paid a receive that found nothing
-/// and an epoll wait for each query arriving at a moderate rate.
+/// A thread of its own with a blocking socket, not a tokio task: a query arriving
+/// alone costs one receive and one send, where the task also paid a receive that
+/// found nothing and an epoll wait. Under load, one `recvmmsg` takes every datagram
+/// waiting (up to [`UDP_BATCH`]) and one `sendmmsg` sends their answers, as Knot
+/// does.
 pub fn serve_udp(socket: std::net::UdpSocket, live: Arc<Live>, handler: Arc<Handler>, stop: Arc<AtomicBool>) {
-    let mut buffer = vec![0u8; UDP_RECEIVE_BUFFER];
-    let (mut key, mut out) = (Vec::with_capacity(256), Vec::with_capacity(UDP_RECEIVE_BUFFER));
+    let fd = socket.as_raw_fd();
+    let mut buffers = vec![[0u8; UDP_RECEIVE_BUFFER]; UDP_BATCH];
+    let mut answers: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
+    let mut to_send: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    let mut receive_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut key = Vec::with_capacity(256);
     let mut zones = arc_swap::Cache::new(live.zone_swap());
     while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut buffer) {
-            Ok(received) => received,
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => continue,
-            Err(error) if matches!(error.kind(), ErrorKind::NotConnected | ErrorKind::ConnectionAborted) => {
-                tracing::error!(%error, "UDP socket closed: no longer answering on it");
-                return;
+        received.clear();
+        {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            match recvmmsg(fd, &mut receive_headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(messages) => received.extend(messages.filter_map(|m| Some((m.bytes, std_address(m.address?)?)))),
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(error @ (Errno::ENOTCONN | Errno::ECONNABORTED | Errno::EBADF)) => {
+                    tracing::error!(%error, "UDP socket closed: no longer answering on it");
+                    return;
+                }
+                Err(error) => {
+                    // ICMP errors of earlier answers surface here; the socket still works.
+                    tracing::debug!(%error, "UDP receive");
+                    continue;
+                }
             }
-            Err(error) => {
-                // ICMP errors of earlier answers surface here; the socket still works.
-                tracing::debug!(%error, "UDP receive");
-                continue;
-            }
-        };
-        if !answerable(src) {
-            continue;
         }
         let zone = arc_swap::cache::Access::load(&mut zones);
-        if answer_udp(zone, &handler, &buffer[..len], src, &mut key, &mut out)
-            && let Err(error) = socket.send_to(&out, src)
-        {
-            tracing::debug!(%error, %src, "cannot send DNS response");
+        to_send.clear();
+        for (slot, &(len, src)) in received.iter().enumerate() {
+            if answerable(src) && answer_udp(zone, &handler, &buffers[slot][..len], src, &mut key, &mut answers[slot]) {
+                to_send.push((slot, SockaddrStorage::from(src)));
+            }
+        }
+        send_all(fd, &socket, &mut send_headers, &answers, &to_send);
+    }
+}
+
+/// Sends each `(slot, destination)` answer, with as few `sendmmsg` calls as the
+/// kernel allows; what it refuses goes one `send_to` at a time.
+fn send_all(
+    fd: std::os::fd::RawFd,
+    socket: &std::net::UdpSocket,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    answers: &[Vec<u8>],
+    to_send: &[(usize, SockaddrStorage)],
+) {
+    let mut sent = 0;
+    while sent < to_send.len() {
+        let batch = &to_send[sent..];
+        let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|(slot, _)| [IoSlice::new(&answers[*slot])]).collect();
+        let addresses: Vec<Option<SockaddrStorage>> = batch.iter().map(|(_, a)| Some(*a)).collect();
+        match sendmmsg(fd, headers, slices.iter(), &addresses, [] as [ControlMessage<'_>; 0], MsgFlags::empty()) {
+            Ok(results) => {
+                let count = results.count();
+                if count == 0 {
+                    break;
+                }
+                sent += count;
+            }
+            Err(error) => {
+                // The first answer could not go; the rest may.
+                tracing::debug!(%error, "cannot send DNS response");
+                for (slot, address) in batch.iter().skip(1) {
+                    if let Some(address) = std_address(*address) {
+                        let _ = socket.send_to(&answers[*slot], address);
+                    }
+                }
+                return;
+            }
         }
     }
+}
+
+fn std_address(address: SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    address.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// The answer to one UDP datagram from `src`, written to `out`; `false`: no answer.
