@@ -92,6 +92,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
     metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
     metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
+    // hickory-server's own counters, which dnsd counts itself for UDP (hickory-server
+    // describes them only once it answers over TCP).
+    metrics::describe_counter!("hickory_request_protocols_total", "Number of requests by transport protocol.");
+    metrics::describe_counter!("hickory_request_operations_total", "Number of requests by opcode.");
+    metrics::describe_counter!("hickory_request_flags_total", "Number of requests by header flags.");
+    metrics::describe_counter!("hickory_response_flags_total", "Number of responses by header flags.");
+    metrics::describe_counter!("hickory_response_codes_total", "Number of responses by response code.");
     let listeners = Listeners::bind(config.dns_listen, config.udp_sockets)
         .with_context(|| format!("bind DNS (UDP and TCP) on {}", config.dns_listen))?;
     let dns_address = listeners.local_addr().context("DNS listener address")?;

@@ -11,8 +11,8 @@
 //!
 //! THE CONTRACT: every byte the fast path sends is a byte hickory's path would have
 //! sent for the same query. Both encode through [`response`] from the same [`Reply`]
-//! ([`reply_for`]); the fast path stores what comes after the question, and
-//! [`Zone::wire_lookup`]'s tests compare the two for every name and type of a zone. So
+//! ([`reply_for`]); the fast path stores what comes after the question, and this
+//! module's tests compare the two for every name and type of a zone. So
 //! it only takes queries it fully understands, and declines ([`answer`] returns
 //! `None`, the caller then runs hickory's path) everything else:
 //!
