@@ -20,6 +20,9 @@ packages=(
     haproxy            # tests, demo: the write path through deploy/haproxy/haproxy.cfg
     bind9-dnsutils     # tests, demo, operator scripts: dig
     dnsperf            # dnsd tests and benchmark: DNS load
+    dnsmasq-base       # dnsd benchmark: dnsmasq, the same records, side by side (-base: the binary
+                       # without the package that starts a system resolver on port 53)
+    knot               # dnsd benchmark: knotd, the same zone, side by side (its unit is stopped below)
     systemd            # deploy tests: systemd-analyze verify on the shipped units
     python3-redis      # e2e tests: redis-py's Sentinel client finding the master through dnsd
     prometheus         # metrics tests: promtool checks /metrics and deploy/monitoring's alert rules
@@ -55,7 +58,7 @@ done
 
 # Debian starts packaged servers right away; our tests and demo run their own
 # instances on other ports, so stop the system ones to keep the machine quiet.
-for unit in redis-server etcd haproxy prometheus; do
+for unit in redis-server etcd haproxy prometheus knot; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
         $sudo systemctl stop "$unit" || true
     fi

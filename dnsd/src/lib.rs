@@ -17,7 +17,10 @@
 //! - [`live`]: the zone being served and the one path that replaces it;
 //! - [`store`]: turns etcd keys into zone changes (the list/watch loop itself is
 //!   `service::etcd::follow`);
-//! - [`authority`]: the hickory-server request handler and UDP/TCP listeners;
+//! - [`authority`]: the hickory-server request handler, the UDP loops in front of
+//!   it and the TCP listener;
+//! - [`wire`]: pure: the fast path, answers encoded once per zone and sent with the
+//!   query's ID, flags and question patched in;
 //! - [`sentinel`]: pure: the read-only Sentinel protocol, (state, command) to reply;
 //! - [`sentinel_server`]: the `--sentinel-listen` TCP listener around it, and this
 //!   replica's `/sentinels/<run id>` registration;
@@ -36,6 +39,7 @@ pub mod sentinel;
 pub mod sentinel_server;
 pub mod state;
 pub mod store;
+pub mod wire;
 pub mod zone;
 
 use std::net::SocketAddr;
@@ -90,12 +94,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::describe_counter!("redis_topology_dnsd_queries_total", "DNS queries answered, by record type and response code.");
     metrics::describe_gauge!("redis_topology_dnsd_etcd_connected", "1 once dnsd listed etcd and follows it, 0 after a failed attempt (it serves the last zone meanwhile).");
     metrics::describe_gauge!("redis_topology_dnsd_zone_revision", "The newest etcd revision the served zone includes.");
+    // hickory-server's own counters, which dnsd counts itself for UDP (hickory-server
+    // describes them only once it answers over TCP).
+    metrics::describe_counter!("hickory_request_protocols_total", "Number of requests by transport protocol.");
+    metrics::describe_counter!("hickory_request_operations_total", "Number of requests by opcode.");
+    metrics::describe_counter!("hickory_request_flags_total", "Number of requests by header flags.");
+    metrics::describe_counter!("hickory_response_flags_total", "Number of responses by header flags.");
+    metrics::describe_counter!("hickory_response_codes_total", "Number of responses by response code.");
     let listeners = Listeners::bind(config.dns_listen, config.udp_sockets)
         .with_context(|| format!("bind DNS (UDP and TCP) on {}", config.dns_listen))?;
     let dns_address = listeners.local_addr().context("DNS listener address")?;
     let zone = ZoneConfig { names: config.names.clone(), ttl: config.ttl, ns_address: Some(dns_address.ip()) };
     let live = Arc::new(Live::new(zone));
-    let mut dns = listeners.serve(live.clone());
+    let mut dns = listeners.serve(live.clone()).context("start the DNS listeners")?;
     tracing::info!(address = %dns_address, domain = config.names.domain(), ttl = config.ttl,
         udp_sockets = config.udp_sockets, "DNS listening (UDP and TCP)");
 

@@ -49,6 +49,8 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use topology::records::{NodeRecord, PublishedMember, PublishedTopology, Role};
 
+use crate::wire;
+
 /// Weight of every SRV record. Not 0: HAProxy's `server-template` takes the SRV
 /// weight as the server's weight, and a server of weight 0 gets no traffic, so a
 /// master published with weight 0 would be UP yet unreachable through HAProxy.
@@ -98,13 +100,22 @@ pub enum Lookup<'a> {
     Refused,
 }
 
+/// One type's answer at a name, and the fast path's encodings of it.
+type Entry = (RecordType, Answer, wire::Encoded);
+
 /// An immutable snapshot of everything dnsd serves.
 #[derive(Debug)]
 pub struct Zone {
     origin: LowerName,
+    /// The apex in lowercase wire format, for the fast path's in-zone test.
+    apex_wire: Box<[u8]>,
     serial: u32,
     soa: Record,
-    names: HashMap<LowerName, Vec<(RecordType, Answer)>>,
+    /// By lowercase wire-format name (what the fast path reads off a query): each
+    /// type's answer, with its encodings once the fast path made them.
+    names: HashMap<Box<[u8]>, Vec<Entry>>,
+    /// The fast path's negative answers, by question-name length.
+    negatives: wire::Negatives,
     warnings: Vec<String>,
 }
 
@@ -183,14 +194,33 @@ impl Zone {
 
     /// The answer to a query for `name` and `rtype` (class IN).
     pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Lookup<'_> {
-        match self.names.get(name) {
-            Some(entries) => match entries.iter().find(|(t, _)| *t == rtype) {
-                Some((_, answer)) => Lookup::Answer(answer),
+        let key = wire::wire_name(&Name::from(name.clone()));
+        match self.names.get(key.as_slice()) {
+            Some(entries) => match entries.iter().find(|(t, ..)| *t == rtype) {
+                Some((_, answer, _)) => Lookup::Answer(answer),
                 None => Lookup::NoData,
             },
             None if self.origin.zone_of(name) => Lookup::NxDomain,
             None => Lookup::Refused,
         }
+    }
+
+    /// [`Zone::lookup`] for the fast path: `name` in lowercase wire format, and
+    /// where its encodings are kept. `refused`: the class or type alone refuses it.
+    /// `None` for a name longer than a name can be.
+    pub fn wire_lookup(&self, name: &[u8], rtype: RecordType, refused: bool) -> Option<(Lookup<'_>, &wire::Encoded)> {
+        let negatives = &self.negatives;
+        if refused {
+            return Some((Lookup::Refused, negatives.refused.get(name.len())?));
+        }
+        Some(match self.names.get(name) {
+            Some(entries) => match entries.iter().find(|(t, ..)| *t == rtype) {
+                Some((_, answer, encoded)) => (Lookup::Answer(answer), encoded),
+                None => (Lookup::NoData, negatives.nodata.get(name.len())?),
+            },
+            None if wire::in_zone(name, &self.apex_wire) => (Lookup::NxDomain, negatives.nxdomain.get(name.len())?),
+            None => (Lookup::Refused, negatives.refused.get(name.len())?),
+        })
     }
 
     /// [`Zone::lookup`] for a name given as text (any case, trailing dot optional).
@@ -200,6 +230,11 @@ impl Zone {
             Ok(name) => self.lookup(&LowerName::new(&name), rtype),
             Err(_) => Lookup::Refused,
         }
+    }
+
+    /// Every name that exists, in lowercase wire format, with the types it has.
+    pub fn wire_names(&self) -> impl Iterator<Item = (&[u8], Vec<RecordType>)> {
+        self.names.iter().map(|(name, entries)| (&**name, entries.iter().map(|(t, ..)| *t).collect()))
     }
 
     /// The SOA record, for the authority section of negative answers.
@@ -396,9 +431,20 @@ impl<'c> Builder<'c> {
         let names = self
             .names
             .into_iter()
-            .map(|(name, entries)| (name, entries.into_iter().collect()))
+            .map(|(name, entries)| {
+                let entries = entries.into_iter().map(|(t, a)| (t, a, wire::Encoded::default())).collect();
+                (wire::wire_name(&Name::from(name)).into_boxed_slice(), entries)
+            })
             .collect();
-        Zone { origin: LowerName::new(&self.apex), serial, soa, names, warnings: self.warnings }
+        Zone {
+            origin: LowerName::new(&self.apex),
+            apex_wire: wire::wire_name(&self.apex).into(),
+            serial,
+            soa,
+            names,
+            negatives: wire::Negatives::default(),
+            warnings: self.warnings,
+        }
     }
 }
 

@@ -234,3 +234,56 @@ async fn version_txt_and_soa_serial_follow_changes() {
     assert_eq!(dnsd.short(&["addr-7f000032.redis-1.cluster.local", "A"]), vec!["127.0.0.50"]);
     dnsd.assert_nodata(&["slaves.redis-1.cluster.local", "SRV"]);
 }
+
+/// No amplification: without EDNS a UDP answer fits in 512 bytes or is cut with TC
+/// set; with EDNS the client's payload size is the limit; TCP carries it whole.
+#[tokio::test]
+async fn a_udp_answer_over_512_bytes_is_truncated_with_tc_and_whole_over_tcp() {
+    let etcd = Etcd::start();
+    let slaves: Vec<String> = (2..=31).map(|n| format!("node-{n}")).collect();
+    for n in 1..=31u16 {
+        register(&etcd, "redis-1", &format!("node-{n}"), &format!("127.0.1.{n}"), 7000 + n).await;
+    }
+    let dnsd = Dnsd::start(&etcd, &[]);
+    let slave_refs: Vec<&str> = slaves.iter().map(String::as_str).collect();
+    let (status, body) = put(&dnsd.url("/dns"), nodes_topology("node-1", &slave_refs)).await;
+    assert_eq!(status, 200, "{body}");
+    let name = "_redis._tcp.slaves.redis-1.cluster.local.";
+
+    let plain = query(name, RecordType::SRV).to_vec().unwrap();
+    let reply = dnsd.raw(&plain).expect("an answer");
+    assert!(reply.len() <= 512, "{} bytes without EDNS", reply.len());
+    let message = hickory_proto::op::Message::from_vec(&reply).unwrap();
+    assert!(message.metadata.truncation, "TC set: {message:?}");
+    assert_eq!((message.metadata.id, message.metadata.response_code), (4242, ResponseCode::NoError));
+
+    let mut edns = query(name, RecordType::SRV);
+    let mut opt = hickory_proto::op::Edns::new();
+    opt.set_max_payload(4096);
+    edns.edns = Some(opt);
+    let reply = dnsd.raw(&edns.to_vec().unwrap()).expect("an answer");
+    let message = hickory_proto::op::Message::from_vec(&reply).unwrap();
+    assert!(reply.len() > 512 && !message.metadata.truncation, "{} bytes, {message:?}", reply.len());
+    assert_eq!(message.answers.len(), 30);
+    assert_eq!(message.edns.as_ref().map(|e| e.max_payload()), Some(4096), "our OPT echoes the payload size");
+
+    // dig without EDNS retries over TCP on TC, and gets every record.
+    assert_eq!(dnsd.short(&["+noedns", name, "SRV"]).len(), 30);
+    assert_eq!(dnsd.short(&["+tcp", name, "SRV"]).len(), 30);
+}
+
+/// The answer's question is the client's, letter for letter (0x20 randomization).
+#[tokio::test]
+async fn the_answer_keeps_the_case_of_the_question() {
+    let (_etcd, dnsd) = published().await;
+    for name in ["MaStEr.ReDiS-1.cluster.LOCAL.", "nOpE.redis-1.Cluster.local.", "Example.COM."] {
+        let ask = query(name, RecordType::SRV).to_vec().unwrap();
+        let reply = dnsd.raw(&ask).expect("an answer");
+        let question_end = ask.len();
+        assert_eq!(reply[12..question_end], ask[12..question_end], "{name}");
+        assert_eq!(reply[..2], ask[..2], "same id");
+    }
+    let reply = dnsd.ask(&query("MaStEr.ReDiS-1.cluster.LOCAL.", RecordType::SRV));
+    let answers: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(answers, ["0 100 7001 node-1.redis-1.cluster.local."]);
+}
