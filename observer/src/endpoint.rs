@@ -71,7 +71,7 @@ mod tests {
 
     #[tokio::test]
     async fn literal_urls_need_no_lookup() {
-        let nowhere = MemberResolver::new(Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        let nowhere = MemberResolver::new(&["127.0.0.1:1".parse().unwrap()]).unwrap();
         let e = Endpoint::parse("http://127.0.0.1:8000/").unwrap();
         assert_eq!(e.url(&nowhere, "/clusters/a/master").await.unwrap(), "http://127.0.0.1:8000/clusters/a/master");
         let e = Endpoint::parse("http://[::1]:8000/base").unwrap();
