@@ -25,11 +25,16 @@ pub struct StackOptions {
     /// With `haproxy`: HAProxy opens its runtime API and dnsd pushes to it
     /// (`--haproxy-runtime`); otherwise HAProxy follows through DNS alone.
     pub haproxy_push: bool,
+    /// dnsd replicas on the one etcd (at least one, at most three). The observer
+    /// publishes to the last (`dnsd_url`), so a test can kill the first: the one
+    /// the dictator, the observers and HAProxy, which name them all as nameservers,
+    /// list first. With `haproxy_push` each pushes to HAProxy.
+    pub dnsds: usize,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false }
+        StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, dnsds: 1 }
     }
 }
 
@@ -44,9 +49,13 @@ pub struct Node {
 pub struct Stack {
     pub etcd: Etcd,
     pub nodes: Vec<Node>,
+    /// The first dnsd's DNS address.
     pub dns: SocketAddr,
+    /// Every dnsd replica's DNS address, in order (`dns` first).
+    pub nameservers: Vec<SocketAddr>,
     /// dnsd's Sentinel listener (`--sentinel-listen`).
     pub sentinel: SocketAddr,
+    /// The HTTP API of the dnsd the observer publishes to (the last replica).
     pub dnsd_url: String,
     pub dictator_url: String,
     pub write: Option<SocketAddr>,
@@ -57,7 +66,7 @@ pub struct Stack {
     pub runtime: Option<PathBuf>,
     /// HAProxy's stats page (`/;csv` lists the servers with their addresses).
     pub haproxy_stats: Option<SocketAddr>,
-    _dnsd: Service,
+    dnsds: Vec<Service>,
     _dictator: Service,
     _haproxy: Option<Haproxy>,
 }
@@ -68,24 +77,38 @@ impl Stack {
         let endpoint = etcd.endpoint();
         let nodes: Vec<Node> = (1..=options.nodes).map(|i| start_node(&endpoint, &format!("node-{i}"))).collect();
 
-        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let nameservers: Vec<SocketAddr> = (0..options.dnsds.max(1)).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
+        let dns = nameservers[0];
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let (dnsd_port, dictator_port) = (free_port(), free_port());
+        let dictator_port = free_port();
         let haproxy_dir = tempfile::tempdir().expect("haproxy temp dir");
         let runtime = (options.haproxy && options.haproxy_push).then(|| haproxy_dir.path().join("admin.sock"));
-        let (listen, dns_listen, sentinel_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string(), sentinel.to_string());
-        let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
-              "--sentinel-listen", &sentinel_listen,
-              "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER];
         let runtime_arg = runtime.as_ref().map(|p| p.display().to_string());
-        if let Some(socket) = &runtime_arg {
-            dnsd_args.extend(["--haproxy-runtime", socket]);
-        }
-        let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
-        dnsd.wait_http(dnsd_port);
+        let mut dnsd_ports = Vec::new();
+        let dnsds: Vec<Service> = nameservers
+            .iter()
+            .enumerate()
+            .map(|(i, dns)| {
+                let dnsd_port = free_port();
+                dnsd_ports.push(dnsd_port);
+                let (listen, dns_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string());
+                let sentinel_listen = if i == 0 { sentinel } else { ([127, 0, 0, 1], free_port()).into() }.to_string();
+                let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
+                      "--sentinel-listen", &sentinel_listen,
+                      "--etcd-endpoints", &endpoint, "--domain", DOMAIN, "--cluster", CLUSTER];
+                if let Some(socket) = &runtime_arg {
+                    dnsd_args.extend(["--haproxy-runtime", socket]);
+                }
+                let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
+                dnsd.wait_http(dnsd_port);
+                dnsd
+            })
+            .collect();
+        let dnsd_port = dnsd_ports[dnsd_ports.len() - 1];
+        let nameserver_list = nameservers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let mut dictator = Service::start(
             "dictator",
-            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &dns.to_string(), "--cluster", CLUSTER,
+            &["--listen", &format!("127.0.0.1:{dictator_port}"), "--nameserver", &nameserver_list, "--cluster", CLUSTER,
               "--etcd-endpoints", &endpoint],
             &[],
         );
@@ -95,7 +118,7 @@ impl Stack {
         let observers = (1..=options.observers.max(1))
             .map(|i| {
                 let port = free_port();
-                let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), dns.to_string());
+                let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), nameserver_list.clone());
                 let mut args = vec!["--listen", &listen, "--etcd-endpoints", &endpoint,
                     "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", &id,
                     "--nameserver", &nameserver, "--election-ttl-secs", "2",
@@ -107,14 +130,14 @@ impl Stack {
             })
             .collect();
 
-        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some()));
+        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, &nameservers, runtime.is_some()));
         let (write, read, haproxy_stats) = match &haproxy {
             Some(h) => (Some(h.write), Some(h.read), Some(h.stats)),
             None => (None, None, None),
         };
         Stack {
-            etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
-            _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy,
+            etcd, nodes, dns, nameservers, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
+            dnsds, _dictator: dictator, _haproxy: haproxy,
         }
     }
 
@@ -164,9 +187,14 @@ impl Stack {
         self._dictator.log()
     }
 
-    /// dnsd's log so far.
+    /// The first dnsd's log so far.
     pub fn dnsd_log(&self) -> String {
-        self._dnsd.log()
+        self.dnsds[0].log()
+    }
+
+    /// dnsd replica `i` (the last is the one the observer publishes to).
+    pub fn dnsd(&mut self, i: usize) -> &mut Service {
+        &mut self.dnsds[i]
     }
 
     /// The observer that leads now, if any.
@@ -221,25 +249,29 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
-    /// An HAProxy following dnsd at `dns`; with `runtime`, it opens its runtime API
-    /// (`<dir>/admin.sock`) and holds write connections while no master is usable.
-    pub fn start(dns: SocketAddr, runtime: bool) -> Haproxy {
-        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime)
+    /// An HAProxy following the dnsd replicas at `nameservers` (one to three, as
+    /// `DNSD_DNS`, `DNSD_DNS_2`, `DNSD_DNS_3`); with `runtime`, it opens its runtime
+    /// API (`<dir>/admin.sock`) and holds write connections while no master is usable.
+    pub fn start(nameservers: &[SocketAddr], runtime: bool) -> Haproxy {
+        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), nameservers, runtime)
     }
 
-    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool) -> Haproxy {
+    fn start_in(dir: tempfile::TempDir, nameservers: &[SocketAddr], runtime: bool) -> Haproxy {
+        assert!((1..=3).contains(&nameservers.len()), "haproxy.cfg names one to three dnsd replicas");
         let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy");
         let local = |port| -> SocketAddr { ([127, 0, 0, 1], port).into() };
         let (write, read, stats) = (local(free_port()), local(free_port()), local(free_port()));
         let socket = runtime.then(|| dir.path().join("admin.sock"));
         let mut cmd = Command::new("haproxy");
         cmd.args(["-db", "-f", &format!("{deploy}/haproxy.cfg")])
-            .env("DNSD_DNS", dns.to_string())
             .env("CLUSTER", CLUSTER)
             .env("DOMAIN", DOMAIN)
             .env("WRITE_BIND", write.to_string())
             .env("READ_BIND", read.to_string())
             .env("STATS_BIND", stats.to_string());
+        for (variable, dns) in ["DNSD_DNS", "DNSD_DNS_2", "DNSD_DNS_3"].into_iter().zip(nameservers) {
+            cmd.env(variable, dns.to_string());
+        }
         if let Some(socket) = &socket {
             cmd.env("RUNTIME_SOCKET", socket).env("HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));
         }
