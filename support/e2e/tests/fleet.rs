@@ -64,7 +64,7 @@ fn deserialize(text: &str) -> Result<Vec<UnitOption>, String> {
         match (&section, c) {
             (_, '[') => {
                 let name = lexer.until(']').ok_or("unable to find end of section")?;
-                let (garbage, _) = lexer.to_eol();
+                let (garbage, _) = lexer.rest_of_line();
                 if !garbage.trim().is_empty() {
                     return Err(format!("found garbage after section name {name}: {garbage:?}"));
                 }
@@ -86,7 +86,7 @@ fn deserialize(text: &str) -> Result<Vec<UnitOption>, String> {
                 }
                 let mut value = String::new();
                 loop {
-                    let (line, eof) = lexer.to_eol();
+                    let (line, eof) = lexer.rest_of_line();
                     if line.trim().is_empty() {
                         break;
                     }
@@ -126,7 +126,7 @@ impl Lexer<'_> {
     }
 
     /// The rest of the line without its `\r\n`/`\n`, and whether EOF ended it.
-    fn to_eol(&mut self) -> (String, bool) {
+    fn rest_of_line(&mut self) -> (String, bool) {
         let (line, eof) = match self.until('\n') {
             Some(line) => (line, false),
             None => {
@@ -140,7 +140,7 @@ impl Lexer<'_> {
 
     fn ignore_line(&mut self) {
         loop {
-            let (line, _) = self.to_eol();
+            let (line, _) = self.rest_of_line();
             if !line.strip_suffix(' ').unwrap_or(&line).ends_with('\\') {
                 return;
             }
@@ -375,10 +375,10 @@ fn systemd_side(unit: &BTreeMap<String, BTreeMap<String, Vec<String>>>, instance
         let Some(expanded) = systemd_printf(line, instance) else { continue };
         let words: Vec<&str> = expanded.split_whitespace().collect();
         for (flag, kind) in [("--cluster", "cluster"), ("--node", "node")] {
-            if let Some(value) = words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)) {
-                if let Err(e) = topology::validate_label(kind, value) {
-                    problems.push(format!("{instance}: ExecStart {flag} {value} (on host {HOST}): {e}"));
-                }
+            if let Some(value) = words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1))
+                && let Err(e) = topology::validate_label(kind, value)
+            {
+                problems.push(format!("{instance}: ExecStart {flag} {value} (on host {HOST}): {e}"));
             }
         }
     }
