@@ -191,7 +191,7 @@ async fn dictator_resolves(nameservers: &str, etcd: &Etcd) -> (u16, serde_json::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dictator_resolves_an_srv_member_with_its_first_nameservers_dead() {
+async fn the_dictator_resolves_an_srv_member_with_its_first_nameservers_dead_or_empty() {
     let node = one_node().await;
     // First a nameserver where nothing listens (refused), then one that never
     // answers (a dead host), then dnsd.
@@ -199,6 +199,29 @@ async fn the_dictator_resolves_an_srv_member_with_its_first_nameservers_dead() {
     let (status, report) = dictator_resolves(&format!("{dead},{silent},{}", node.dns), &node.etcd).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["master"], node.redis.addr().to_string(), "{report}");
+
+    // A replica with an empty zone (its own, empty etcd: as one restarted while
+    // etcd is away) answers NXDOMAIN; the live one's answer still wins.
+    let empty_etcd = Etcd::start();
+    let (http, dns) = (free_port(), free_port());
+    let mut empty = Service::start(
+        "dnsd",
+        &["--listen", &format!("127.0.0.1:{http}"), "--dns-listen", &format!("127.0.0.1:{dns}"),
+          "--etcd-endpoints", &empty_etcd.endpoint(), "--domain", DOMAIN],
+        &[],
+    );
+    empty.wait_http(http);
+    let empty_first: SocketAddr = ([127, 0, 0, 1], dns).into();
+    let resolver = MemberResolver::new(&[empty_first, node.dns]).unwrap();
+    let node_name = format!("node-1.{CLUSTER}.{DOMAIN}");
+    for _ in 0..20 {
+        assert_eq!(resolver.srv(&node_name).await.unwrap(), [node.redis.addr()], "an NXDOMAIN from the empty replica won");
+    }
+    let (status, report) = dictator_resolves(&format!("{empty_first},{}", node.dns), &node.etcd).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["master"], node.redis.addr().to_string(), "{report}");
+    let (status, report) = dictator_resolves(&format!("127.0.0.1:{dns}"), &node.etcd).await;
+    assert_eq!(status, 422, "the empty replica alone: {report}");
 
     // Without dnsd in the list the name does not resolve: the answer above came
     // from the third nameserver.

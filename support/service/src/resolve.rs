@@ -6,7 +6,8 @@
 //!
 //! Lookups go to the `--nameserver`s (normally every dnsd replica) when given, else
 //! to the system resolver. Every query goes to all of them at once and the first
-//! answer wins, so a dead or silent replica costs nothing as long as one answers.
+//! answer wins, so a dead or silent replica costs nothing as long as one answers;
+//! an NXDOMAIN counts only once no other nameserver has a better answer.
 //! The cache is off: a topology change must be seen on the next lookup, not after
 //! a TTL.
 
@@ -56,9 +57,13 @@ impl MemberResolver {
                     c.port = addr.port();
                     c
                 };
+                // An NXDOMAIN from one replica does not end the lookup while
+                // another may still answer: a replica restarted while etcd is
+                // away serves an empty zone. As HAProxy does, a name is absent
+                // only when every nameserver says so (or the rest are silent).
                 NameServerConfig::new(
                     addr.ip(),
-                    true,
+                    false,
                     vec![connection(ConnectionConfig::udp()), connection(ConnectionConfig::tcp())],
                 )
             });
