@@ -41,7 +41,7 @@ fn dictator() -> Dictator {
         },
         lock_wait: Duration::from_secs(10),
     };
-    Dictator::new(MemberResolver::new(Some(harness::silent_nameserver())).expect("resolver"), settings)
+    Dictator::new(MemberResolver::new(&[harness::silent_nameserver()]).expect("resolver"), settings)
 }
 
 fn topology(nodes: &[Redis], master: usize) -> Topology {

@@ -82,9 +82,11 @@ struct ApplyArgs {
 
 #[derive(Args)]
 struct Tuning {
-    /// DNS server (normally dnsd) for member names and SRV records; default: /etc/resolv.conf.
-    #[arg(long, env = "NAMESERVER", global = true)]
-    nameserver: Option<SocketAddr>,
+    /// DNS servers (every dnsd replica) for member names and SRV records, asked
+    /// all at once, the first answer used; repeat or comma-separate. Default:
+    /// /etc/resolv.conf.
+    #[arg(long, env = "NAMESERVER", value_delimiter = ',', global = true)]
+    nameserver: Vec<SocketAddr>,
 
     /// How long the new master may take to catch up before the apply aborts (504).
     #[arg(long, env = "CATCH_UP_TIMEOUT_MS", default_value_t = 5000, global = true)]
@@ -150,7 +152,7 @@ async fn main() -> ExitCode {
         eprintln!("--cluster: {e}");
         return ExitCode::from(2);
     }
-    let resolver = match MemberResolver::new(cli.tuning.nameserver) {
+    let resolver = match MemberResolver::new(&cli.tuning.nameserver) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("--nameserver: {e}");

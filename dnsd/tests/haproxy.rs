@@ -27,7 +27,7 @@ fn config(write_backend: &str) -> HaproxyConfig {
 
 #[tokio::test]
 async fn refusals_are_errors_naming_the_command_and_answer() {
-    let haproxy = Haproxy::start(harness::silent_nameserver(), true);
+    let haproxy = Haproxy::start(&[harness::silent_nameserver()], true);
     let api = runtime(&haproxy);
     let missing = Command::Ready { backend: "redis_master".into(), server: "nope".into() };
     match api.run(&missing).await {
@@ -56,7 +56,7 @@ async fn refusals_are_errors_naming_the_command_and_answer() {
 
 #[tokio::test]
 async fn a_push_to_an_unknown_backend_or_an_absent_haproxy_fails() {
-    let haproxy = Haproxy::start(harness::silent_nameserver(), true);
+    let haproxy = Haproxy::start(&[harness::silent_nameserver()], true);
     let want = Wanted { master: Some(([127, 0, 0, 1], 6379).into()), slaves: vec![], hold: None };
     match sync(&runtime(&haproxy), &config("no_such_backend"), &want).await {
         Err(PushError::State { backend, .. }) => assert_eq!(backend, "no_such_backend"),

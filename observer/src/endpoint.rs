@@ -73,7 +73,7 @@ mod tests {
 
     #[tokio::test]
     async fn literal_urls_need_no_lookup() {
-        let nowhere = MemberResolver::new(Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        let nowhere = MemberResolver::new(&["127.0.0.1:1".parse().unwrap()]).unwrap();
         let e = Endpoint::parse("http://127.0.0.1:8000/").unwrap();
         assert_eq!(e.url(&nowhere, "/clusters/a/master").await.unwrap(), "http://127.0.0.1:8000/clusters/a/master");
         let e = Endpoint::parse("http://[::1]:8000/base").unwrap();
@@ -98,7 +98,7 @@ mod tests {
 
     #[tokio::test]
     async fn https_urls_keep_their_scheme_and_default_to_port_443() {
-        let nowhere = MemberResolver::new(Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        let nowhere = MemberResolver::new(&["127.0.0.1:1".parse().unwrap()]).unwrap();
         let e = Endpoint::parse("https://127.0.0.1").unwrap();
         assert_eq!(e.url(&nowhere, "/x").await.unwrap(), "https://127.0.0.1:443/x");
         let e = Endpoint::parse("https://dictator.local:8000/base/").unwrap();

@@ -31,9 +31,11 @@ struct Cli {
     #[arg(long, env = "DNSD", default_value = "http://127.0.0.1:8001")]
     dnsd: String,
 
-    /// DNS server for SRV names in --dictator/--dnsd; default: /etc/resolv.conf.
-    #[arg(long, env = "NAMESERVER")]
-    nameserver: Option<SocketAddr>,
+    /// DNS servers for SRV names in --dictator/--dnsd (every dnsd replica), asked
+    /// all at once, the first answer used; repeat or comma-separate. Default:
+    /// /etc/resolv.conf.
+    #[arg(long, env = "NAMESERVER", value_delimiter = ',')]
+    nameserver: Vec<SocketAddr>,
 
     /// Address of the HTTP endpoint (`/healthz`).
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8002")]
@@ -119,7 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     service::systemd::spawn_watchdog();
     let dictator = Endpoint::parse(&cli.dictator).map_err(|e| anyhow::anyhow!("--dictator: {e}"))?;
     let dnsd = Endpoint::parse(&cli.dnsd).map_err(|e| anyhow::anyhow!("--dnsd: {e}"))?;
-    let resolver = MemberResolver::new(cli.nameserver).map_err(|e| anyhow::anyhow!("--nameserver: {e}"))?;
+    let resolver = MemberResolver::new(&cli.nameserver).map_err(|e| anyhow::anyhow!("--nameserver: {e}"))?;
     let http = cli.http.settings()?;
     // Read once: rotating the observer's own token means restarting it (the
     // services accept old and new meanwhile).

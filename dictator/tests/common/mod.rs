@@ -27,7 +27,7 @@ pub fn settings() -> Settings {
 /// A dictator whose resolver points at a nameserver that never answers: tests use
 /// IP literals, and must never query the machine's own resolver.
 pub fn dictator_with(settings: Settings) -> Dictator {
-    Dictator::new(MemberResolver::new(Some(harness::silent_nameserver())).unwrap(), settings)
+    Dictator::new(MemberResolver::new(&[harness::silent_nameserver()]).unwrap(), settings)
 }
 
 pub fn dictator() -> Dictator {

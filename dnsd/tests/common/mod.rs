@@ -112,7 +112,7 @@ impl Dnsd {
     }
 
     pub fn resolver(&self) -> MemberResolver {
-        MemberResolver::new(Some(self.dns_addr())).unwrap()
+        MemberResolver::new(&[self.dns_addr()]).unwrap()
     }
 
     /// Sends raw bytes over UDP; the reply, if one comes within 5 s.

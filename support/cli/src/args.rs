@@ -20,9 +20,10 @@ pub struct Cli {
     #[arg(long, env = "DOMAIN", global = true)]
     pub domain: Option<String>,
 
-    /// dnsd's DNS address, to ask what it answers (`check`).
-    #[arg(long, env = "NAMESERVER", global = true)]
-    pub nameserver: Option<SocketAddr>,
+    /// dnsd's DNS addresses (every replica), to ask what they answer (`check`);
+    /// asked all at once, the first answer used; repeat or comma-separate.
+    #[arg(long, env = "NAMESERVER", value_delimiter = ',', global = true)]
+    pub nameserver: Vec<SocketAddr>,
 
     /// AUTH for reading replication offsets from redis (`list`, `status`).
     #[command(flatten)]

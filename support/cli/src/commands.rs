@@ -87,7 +87,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             print(json, &json!(history), &render::history(&history, now_ms()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { cluster } => check(&mut store, &names, cluster.as_deref(), cli.nameserver, json).await,
+        Command::Check { cluster } => check(&mut store, &names, cluster.as_deref(), &cli.nameserver, json).await,
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -288,16 +288,16 @@ async fn switchover(store: &mut Store, names: &Names, cluster: &str, to: &str, w
     }
 }
 
-async fn check(store: &mut Store, names: &Names, cluster: Option<&str>, nameserver: Option<std::net::SocketAddr>, json: bool) -> Result<ExitCode, CommandError> {
+async fn check(store: &mut Store, names: &Names, cluster: Option<&str>, nameservers: &[std::net::SocketAddr], json: bool) -> Result<ExitCode, CommandError> {
     let mut states = store.clusters(cluster).await?;
     if let Some(cluster) = cluster
         && states.is_empty()
     {
         states.push(model::ClusterState { name: cluster.to_string(), ..model::ClusterState::default() });
     }
-    let resolver = match nameserver {
-        Some(ns) => Some(service::resolve::MemberResolver::new(Some(ns)).map_err(CommandError::invalid)?),
-        None => None,
+    let resolver = match nameservers {
+        [] => None,
+        some => Some(service::resolve::MemberResolver::new(some).map_err(CommandError::invalid)?),
     };
     let mut results = Vec::new();
     for state in &states {

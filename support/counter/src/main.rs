@@ -31,9 +31,10 @@ struct Cli {
     #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
     domain: String,
 
-    /// DNS server (dnsd) for --cluster; default: /etc/resolv.conf.
-    #[arg(long, env = "NAMESERVER")]
-    nameserver: Option<SocketAddr>,
+    /// DNS servers (every dnsd replica) for --cluster, asked all at once, the
+    /// first answer used; repeat or comma-separate. Default: /etc/resolv.conf.
+    #[arg(long, env = "NAMESERVER", value_delimiter = ',')]
+    nameserver: Vec<SocketAddr>,
 
     /// Writes per second.
     #[arg(long, env = "RATE", default_value_t = 1000)]
@@ -143,7 +144,7 @@ fn target(cli: &Cli) -> anyhow::Result<Destination> {
         (None, Some(cluster)) => {
             topology::validate_label("cluster", cluster)?;
             let names = topology::Names::new(&cli.domain)?;
-            let resolver = MemberResolver::new(cli.nameserver)?;
+            let resolver = MemberResolver::new(&cli.nameserver)?;
             Ok(Destination::Srv { name: names.master(cluster), resolver: Box::new(resolver) })
         }
         (None, None) => Err(anyhow::anyhow!("give --redis host:port or --cluster (with --nameserver)")),

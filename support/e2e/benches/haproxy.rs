@@ -16,6 +16,8 @@
 //!   that is the move itself.
 //!
 //! `BENCH_TRACE=1` also prints the slowest move, dnsd's pushes and HAProxy's log.
+//! `BENCH_DNSDS=2` (or 3) runs that many dnsd replicas, all HAProxy's nameservers
+//! (and, with push, all pushing to it), as a deployment without a single dnsd does.
 
 use std::time::{Duration, Instant};
 
@@ -63,7 +65,8 @@ async fn main() {
 }
 
 async fn run(push: bool) -> Figures {
-    let stack = Stack::start(StackOptions { haproxy: true, haproxy_push: push, ..StackOptions::default() });
+    let dnsds = std::env::var("BENCH_DNSDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let stack = Stack::start(StackOptions { haproxy: true, haproxy_push: push, dnsds, ..StackOptions::default() });
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;

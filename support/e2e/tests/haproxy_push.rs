@@ -48,7 +48,7 @@ async fn an_haproxy_that_missed_the_push_converges_through_dns() {
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
     // Started late, with a runtime API dnsd does not push to.
-    let missed = Haproxy::start(stack.dns, true);
+    let missed = Haproxy::start(&stack.nameservers, true);
     let socket = missed.runtime.clone().unwrap();
     let revision = stack.define(1, &[0, 2]).await;
     stack.wait_applied(revision).await;

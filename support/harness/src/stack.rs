@@ -38,6 +38,11 @@ pub struct StackOptions {
     /// Every service gets `--api-token-file` with two tokens ([`Stack::api_tokens`]:
     /// `observer`, the one the observers send, and `operator`).
     pub api_tokens: bool,
+    /// dnsd replicas on the one etcd (at least one, at most three). The observer
+    /// publishes to the last (`dnsd_url`), so a test can kill the first: the one
+    /// the dictator, the observers and HAProxy, which name them all as nameservers,
+    /// list first. With `haproxy_push` each pushes to HAProxy.
+    pub dnsds: usize,
 }
 
 /// The key prefix of a stack with `secure_etcd`.
@@ -46,7 +51,7 @@ pub const SECURE_PREFIX: &str = "/redis-topology";
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
-            redis_auth: crate::redis::auth_from_env(), api_tokens: false }
+            redis_auth: crate::redis::auth_from_env(), api_tokens: false, dnsds: 1 }
     }
 }
 
@@ -71,9 +76,13 @@ pub struct Node {
 pub struct Stack {
     pub etcd: Etcd,
     pub nodes: Vec<Node>,
+    /// The first dnsd's DNS address.
     pub dns: SocketAddr,
+    /// Every dnsd replica's DNS address, in order (`dns` first).
+    pub nameservers: Vec<SocketAddr>,
     /// dnsd's Sentinel listener (`--sentinel-listen`).
     pub sentinel: SocketAddr,
+    /// The HTTP API of the dnsd the observer publishes to (the last replica).
     pub dnsd_url: String,
     pub dictator_url: String,
     pub write: Option<SocketAddr>,
@@ -88,7 +97,7 @@ pub struct Stack {
     /// service accepts; empty otherwise.
     pub api_tokens: Vec<String>,
     _tokens_dir: tempfile::TempDir,
-    _dnsd: Service,
+    dnsds: Vec<Service>,
     _dictator: Service,
     _haproxy: Option<Haproxy>,
     _secrets: tempfile::TempDir,
@@ -118,25 +127,39 @@ impl Stack {
         let nodes: Vec<Node> =
             (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth)).collect();
 
-        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let nameservers: Vec<SocketAddr> = (0..options.dnsds.max(1)).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
+        let dns = nameservers[0];
         let sentinel: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let (dnsd_port, dictator_port) = (free_port(), free_port());
+        let dictator_port = free_port();
         let haproxy_dir = tempfile::tempdir().expect("haproxy temp dir");
         let runtime = (options.haproxy && options.haproxy_push).then(|| haproxy_dir.path().join("admin.sock"));
-        let (listen, dns_listen, sentinel_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string(), sentinel.to_string());
-        let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
-              "--sentinel-listen", &sentinel_listen,
-              "--domain", DOMAIN, "--cluster", CLUSTER];
-        dnsd_args.extend_from_slice(&etcd_args);
         let runtime_arg = runtime.as_ref().map(|p| p.display().to_string());
-        if let Some(socket) = &runtime_arg {
-            dnsd_args.extend(["--haproxy-runtime", socket]);
-        }
-        dnsd_args.extend(&auth);
-        let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
-        dnsd.wait_http(dnsd_port);
-        let (dictator_listen, nameserver) = (format!("127.0.0.1:{dictator_port}"), dns.to_string());
-        let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver, "--cluster", CLUSTER];
+        let mut dnsd_ports = Vec::new();
+        let dnsds: Vec<Service> = nameservers
+            .iter()
+            .enumerate()
+            .map(|(i, dns)| {
+                let dnsd_port = free_port();
+                dnsd_ports.push(dnsd_port);
+                let (listen, dns_listen) = (format!("127.0.0.1:{dnsd_port}"), dns.to_string());
+                let sentinel_listen = if i == 0 { sentinel } else { ([127, 0, 0, 1], free_port()).into() }.to_string();
+                let mut dnsd_args = vec!["--listen", &listen, "--dns-listen", &dns_listen,
+                      "--sentinel-listen", &sentinel_listen,
+                      "--domain", DOMAIN, "--cluster", CLUSTER];
+                dnsd_args.extend_from_slice(&etcd_args);
+                if let Some(socket) = &runtime_arg {
+                    dnsd_args.extend(["--haproxy-runtime", socket]);
+                }
+                dnsd_args.extend(&auth);
+                let mut dnsd = Service::start("dnsd", &dnsd_args, &[]);
+                dnsd.wait_http(dnsd_port);
+                dnsd
+            })
+            .collect();
+        let dnsd_port = dnsd_ports[dnsd_ports.len() - 1];
+        let nameserver_list = nameservers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let dictator_listen = format!("127.0.0.1:{dictator_port}");
+        let mut dictator_args = vec!["--listen", &dictator_listen, "--nameserver", &nameserver_list, "--cluster", CLUSTER];
         dictator_args.extend_from_slice(&service_args);
         dictator_args.extend(&auth);
         let mut dictator = Service::start("dictator", &dictator_args, &[]);
@@ -146,7 +169,7 @@ impl Stack {
         let observers = (1..=options.observers.max(1))
             .map(|i| {
                 let port = free_port();
-                let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), dns.to_string());
+                let (listen, id, nameserver) = (format!("127.0.0.1:{port}"), format!("observer-{i}"), nameserver_list.clone());
                 let mut args = vec!["--listen", &listen,
                     "--dictator", &dictator_url, "--dnsd", &dnsd_url, "--id", &id,
                     "--nameserver", &nameserver, "--election-ttl-secs", "2",
@@ -160,14 +183,14 @@ impl Stack {
             })
             .collect();
 
-        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, dns, runtime.is_some(), redis_auth));
+        let haproxy = options.haproxy.then(|| Haproxy::start_in(haproxy_dir, &nameservers, runtime.is_some(), redis_auth));
         let (write, read, haproxy_stats) = match &haproxy {
             Some(h) => (Some(h.write), Some(h.read), Some(h.stats)),
             None => (None, None, None),
         };
         Stack {
-            etcd, nodes, dns, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
-            api_tokens, _tokens_dir: tokens_dir, _dnsd: dnsd, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
+            etcd, nodes, dns, nameservers, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
+            api_tokens, _tokens_dir: tokens_dir, dnsds, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
         }
     }
 
@@ -217,18 +240,26 @@ impl Stack {
         self._dictator.log()
     }
 
-    /// dnsd's log so far.
+    /// The first dnsd's log so far.
     pub fn dnsd_log(&self) -> String {
-        self._dnsd.log()
+        self.dnsds[0].log()
+    }
+
+    /// dnsd replica `i` (the last is the one the observer publishes to).
+    pub fn dnsd(&mut self, i: usize) -> &mut Service {
+        &mut self.dnsds[i]
     }
 
     /// The services that are no longer running (a crash), by name.
     pub fn exited(&mut self) -> Vec<String> {
         let mut exited = Vec::new();
-        for (name, service) in [("dnsd", &mut self._dnsd), ("dictator", &mut self._dictator)] {
-            if !service.process().is_running() {
-                exited.push(name.to_string());
+        for (i, dnsd) in self.dnsds.iter_mut().enumerate() {
+            if !dnsd.process().is_running() {
+                exited.push(format!("dnsd-{}", i + 1));
             }
+        }
+        if !self._dictator.process().is_running() {
+            exited.push("dictator".to_string());
         }
         for (i, (observer, _)) in self.observers.iter_mut().enumerate() {
             if !observer.process().is_running() {
@@ -299,22 +330,23 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
-    /// An HAProxy following dnsd at `dns`; with `runtime`, it opens its runtime API
-    /// (`<dir>/admin.sock`) and holds write connections while no master is usable.
-    pub fn start(dns: SocketAddr, runtime: bool) -> Haproxy {
-        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), dns, runtime, crate::redis::auth_from_env())
+    /// An HAProxy following the dnsd replicas at `nameservers` (one to three, as
+    /// `DNSD_DNS`, `DNSD_DNS_2`, `DNSD_DNS_3`); with `runtime`, it opens its runtime
+    /// API (`<dir>/admin.sock`) and holds write connections while no master is usable.
+    pub fn start(nameservers: &[SocketAddr], runtime: bool) -> Haproxy {
+        Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), nameservers, runtime, crate::redis::auth_from_env())
     }
 
     /// With `auth`, the health check authenticates as `redis::CHECK_USER`
     /// (`REDIS_CHECK_USER`, `REDIS_CHECK_PASSWORD`).
-    fn start_in(dir: tempfile::TempDir, dns: SocketAddr, runtime: bool, auth: bool) -> Haproxy {
+    fn start_in(dir: tempfile::TempDir, nameservers: &[SocketAddr], runtime: bool, auth: bool) -> Haproxy {
+        assert!((1..=3).contains(&nameservers.len()), "haproxy.cfg names one to three dnsd replicas");
         let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy");
         let local = |port| -> SocketAddr { ([127, 0, 0, 1], port).into() };
         let (write, read, stats) = (local(free_port()), local(free_port()), local(free_port()));
         let socket = runtime.then(|| dir.path().join("admin.sock"));
         let mut cmd = Command::new("haproxy");
         cmd.args(["-db", "-f", &format!("{deploy}/haproxy.cfg")])
-            .env("DNSD_DNS", dns.to_string())
             .env("CLUSTER", CLUSTER)
             .env("DOMAIN", DOMAIN)
             .env("WRITE_BIND", write.to_string())
@@ -322,6 +354,9 @@ impl Haproxy {
             .env("STATS_BIND", stats.to_string());
         if auth {
             cmd.env("REDIS_CHECK_USER", crate::redis::CHECK_USER).env("REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD);
+        }
+        for (variable, dns) in ["DNSD_DNS", "DNSD_DNS_2", "DNSD_DNS_3"].into_iter().zip(nameservers) {
+            cmd.env(variable, dns.to_string());
         }
         if let Some(socket) = &socket {
             cmd.env("RUNTIME_SOCKET", socket).env("HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));

@@ -4,9 +4,12 @@
 //! record (dnsd publishes `master.<cluster>.<domain>` as both). Without an explicit
 //! port, SRV wins and gives the port; otherwise A/AAAA with 6379.
 //!
-//! Lookups go to `--nameserver` (normally dnsd) when given, else to the system
-//! resolver. The cache is off: a topology change must be seen on the next lookup,
-//! not after a TTL.
+//! Lookups go to the `--nameserver`s (normally every dnsd replica) when given, else
+//! to the system resolver. Every query goes to all of them at once and the first
+//! answer wins, so a dead or silent replica costs nothing as long as one answers;
+//! an NXDOMAIN counts only once no other nameserver has a better answer.
+//! The cache is off: a topology change must be seen on the next lookup, not after
+//! a TTL.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -39,36 +42,47 @@ pub struct MemberResolver {
 }
 
 impl MemberResolver {
-    /// Asks `nameserver` (e.g. dnsd at 127.0.0.1:5353) over UDP, falling back to TCP
-    /// for truncated answers; `None` uses /etc/resolv.conf.
-    pub fn new(nameserver: Option<SocketAddr>) -> Result<MemberResolver, ResolveError> {
+    /// Asks `nameservers` (e.g. the dnsd replicas at 127.0.0.1:5353) over UDP,
+    /// falling back to TCP for truncated answers; empty uses /etc/resolv.conf.
+    pub fn new(nameservers: &[SocketAddr]) -> Result<MemberResolver, ResolveError> {
         let failed = |error: NetError| ResolveError::Failed {
             name: "resolver configuration".into(),
             error: error.to_string(),
         };
-        let mut builder = match nameserver {
-            Some(addr) => {
+        let mut builder = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(failed)?
+        } else {
+            let servers = nameservers.iter().map(|addr| {
                 let connection = |mut c: ConnectionConfig| {
                     c.port = addr.port();
                     c
                 };
-                let server = NameServerConfig::new(
+                // An NXDOMAIN from one replica does not end the lookup while
+                // another may still answer: a replica restarted while etcd is
+                // away serves an empty zone. As HAProxy does, a name is absent
+                // only when every nameserver says so (or the rest are silent).
+                NameServerConfig::new(
                     addr.ip(),
-                    true,
+                    false,
                     vec![connection(ConnectionConfig::udp()), connection(ConnectionConfig::tcp())],
-                );
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![server]),
-                    TokioRuntimeProvider::default(),
                 )
-            }
-            None => TokioResolver::builder_tokio().map_err(failed)?,
+            });
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers.collect()),
+                TokioRuntimeProvider::default(),
+            )
         };
         let options: &mut ResolverOpts = builder.options_mut();
         options.cache_size = 0;
         options.timeout = Duration::from_millis(500);
         options.attempts = 3;
         options.ndots = 0;
+        if !nameservers.is_empty() {
+            // Every nameserver at once: a dead replica (refused, or silent until
+            // the timeout) must not delay the answer of a live one. They are few,
+            // and a lookup is rare (an apply, a reconnect).
+            options.num_concurrent_reqs = nameservers.len();
+        }
         let inner = builder.build().map_err(failed)?;
         Ok(MemberResolver { inner })
     }
