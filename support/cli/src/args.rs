@@ -133,4 +133,8 @@ pub struct Define {
     /// With --min-replicas-to-write.
     #[arg(long, requires = "min_replicas_to_write", default_value_t = topology::Durability::DEFAULT_MAX_LAG)]
     pub min_replicas_max_lag: u32,
+    /// Define it even though two members run on one host (as their node-agents
+    /// register it): losing that machine then loses both.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -209,6 +209,17 @@ async fn define(store: &mut Store, names: &Names, define: Define, json: bool) ->
         (None, None) => return Err(CommandError::Invalid("give --master (and --slave ...) or --file".into())),
     };
     let topology = model::checked(names, cluster, topology).map_err(CommandError::invalid)?;
+    let shared = model::shared_hosts(&store.cluster(cluster).await?, names, &topology);
+    if !shared.is_empty() {
+        let said: Vec<String> = shared.iter().map(|(host, nodes)| format!("{} run on host {host}", nodes.join(" and "))).collect();
+        if !define.force {
+            return Err(CommandError::Invalid(format!(
+                "{}: losing that machine would lose them together; place them on different hosts, or pass --force",
+                said.join("; ")
+            )));
+        }
+        eprintln!("redis-topology: warning: {} (--force)", said.join("; "));
+    }
     let revision = store.define(cluster, &topology).await?;
     print(
         json,

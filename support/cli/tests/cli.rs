@@ -258,3 +258,21 @@ async fn the_durability_command_sets_redis_own_guard_on_every_member() {
     assert_eq!(cleared["durability"], Value::Null);
     assert!(!stored_topology(&stack).await.unwrap().contains("durability"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn define_refuses_two_members_on_one_host_unless_forced() {
+    let stack = Stack::start(StackOptions::default());
+    stack.wait_registered().await;
+    // node-4's agent says it runs on node-1's machine.
+    let colocated = r#"{"address":"127.0.0.1","port":1,"role":"master","repl_offset":0,"run_id":"x","healthy":true,"updated_ms":0,"host":"host-node-1"}"#;
+    stack.etcd.client().await.put(format!("/nodes/{CLUSTER}/node-4"), colocated, None).await.unwrap();
+    let out = run(&stack, &["define", CLUSTER, "--master", "node-1", "--slave", "node-2", "--slave", "node-4"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("node-1 and node-4 run on host host-node-1"), "{}", stderr(&out));
+    assert_eq!(stored_topology(&stack).await, None, "a refused define wrote something");
+    // Members on three hosts are fine; --force overrides the refusal, with a warning.
+    expect(&stack, &["define", CLUSTER, "--master", "node-1", "--slave", "node-2", "--slave", "node-3"], 0);
+    let out = run(&stack, &["define", CLUSTER, "--master", "node-1", "--slave", "node-4", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: node-1 and node-4 run on host host-node-1 (--force)"), "{}", stderr(&out));
+}

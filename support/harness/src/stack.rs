@@ -311,7 +311,10 @@ pub fn start_agent(node: &mut Node, etcd: &str) {
 /// (Re)starts the node-agent of `node` with these etcd (and redis AUTH) flags ([`Etcd::service_args`]).
 pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
     let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
-    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2"];
+    // Each node stands for its own machine, as placement sees it.
+    let host = format!("host-{}", node.name);
+    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2",
+        "--host", &host];
     args.extend_from_slice(etcd_args);
     let mut agent = Service::start("node-agent", &args, &[]);
     agent.wait_http(node.agent_port);

@@ -296,6 +296,21 @@ pub fn checked(names: &Names, cluster: &str, topology: Topology) -> Result<Topol
     Ok(topology)
 }
 
+/// Members of `topology` that the registrations place on one host, as
+/// `(host, members)`: losing that machine loses them together, so `define`
+/// refuses it unless forced. Members not registered, or registered without a
+/// host (agents that predate it), are not judged.
+pub fn shared_hosts(state: &ClusterState, names: &Names, topology: &Topology) -> Vec<(String, Vec<String>)> {
+    let mut by_host: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for member in topology.members() {
+        let Some(node) = state.node_of(names, member) else { continue };
+        if let Some(host) = state.nodes.get(&node).and_then(|r| r.host.clone()) {
+            by_host.entry(host).or_default().push(node);
+        }
+    }
+    by_host.into_iter().filter(|(_, members)| members.len() > 1).collect()
+}
+
 /// Why a switchover cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SwitchoverError {
@@ -463,6 +478,23 @@ mod tests {
         let other = Topology::new(member_arg(&names, "r", "node-1.q.example.org").unwrap(), vec![]).unwrap();
         let refused = checked(&names, "r", other).unwrap_err().to_string();
         assert!(refused.starts_with("master.address: node-1.q.example.org is not a node of cluster r"), "{refused}");
+    }
+
+    #[test]
+    fn members_that_share_a_host_are_named_with_it() {
+        let (mut state, names) = healthy_cluster();
+        let topology = state.topology.clone().unwrap().0;
+        assert!(shared_hosts(&state, &names, &topology).is_empty(), "no host registered: nothing to judge");
+        for (node, host) in [("node-1", "h1"), ("node-2", "h2"), ("node-3", "h1")] {
+            state.nodes.get_mut(node).unwrap().host = Some(host.into());
+        }
+        assert_eq!(shared_hosts(&state, &names, &topology), vec![("h1".to_string(), vec!["node-1".to_string(), "node-3".to_string()])]);
+        state.nodes.get_mut("node-3").unwrap().host = Some("h3".into());
+        assert!(shared_hosts(&state, &names, &topology).is_empty());
+        // A member with no registration is not judged.
+        state.nodes.remove("node-2");
+        state.nodes.get_mut("node-3").unwrap().host = Some("h1".into());
+        assert_eq!(shared_hosts(&state, &names, &topology).len(), 1);
     }
 
     #[test]
