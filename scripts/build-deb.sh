@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds the Debian package of redis-topology with cargo-deb (installing cargo-deb
+# first when it is missing) and prints the path of the .deb.
+#
+#   scripts/build-deb.sh [--profile release] [--no-build] [--output DIR] [--fast]
+#
+#   --profile   cargo profile whose binaries go in (default release; the systemd
+#               test packages the `dev` binaries it already has)
+#   --no-build  package the binaries already built for that profile
+#   --output    where the .deb goes (default target/debian)
+#   --fast      faster, larger compression (tests)
+#
+# The package (see [package.metadata.deb] in support/cli/Cargo.toml) holds
+# /usr/bin/redis-topology and redis-topology-{dictator,dnsd,observer,node-agent,
+# counter}, the units of deploy/systemd/ in /usr/lib/systemd/system with ExecStart=
+# rewritten to those names, the example settings of deploy/env/ and HAProxy's
+# config in /etc/redis-topology/ (conffiles), and HAProxy's drop-in as an example
+# in /usr/share/redis-topology/examples/. Install: `apt install ./redis-topology_*.deb`.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+profile=release
+build=1
+output="$root/target/debian"
+fast=()
+binaries=(dictator dnsd observer node-agent counter redis-topology)
+services=(dictator dnsd observer node-agent)
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
+need() { [ $# -ge 2 ] || { echo "build-deb.sh: $1 needs a value" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) need "$@"; profile="$2"; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --output) need "$@"; output="$2"; shift 2 ;;
+        --fast) fast=(--fast); shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "build-deb.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# A fresh machine has only the Rust toolchain: cargo-deb comes from crates.io.
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "build-deb.sh: installing cargo-deb (cargo install cargo-deb --locked)" >&2
+    cargo install cargo-deb --locked
+fi
+
+cd "$root"
+if [ "$build" -eq 1 ]; then
+    cargo build --profile "$profile" --bins $(printf -- '-p %s ' "${binaries[@]}") >&2
+fi
+case "$profile" in
+    dev) profile_dir=debug ;;
+    *) profile_dir="$profile" ;;
+esac
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/$profile_dir"
+for bin in "${binaries[@]}"; do
+    [ -x "$bin_dir/$bin" ] || { echo "build-deb.sh: $bin_dir/$bin missing (drop --no-build)" >&2; exit 1; }
+done
+
+# What cargo-deb takes from target/<profile>/deb-staging: the units, run from the
+# package's binaries, and the CLI's completions.
+staging="$bin_dir/deb-staging"
+rm -rf "$staging"
+mkdir -p "$staging/units"
+rename=()
+for service in "${services[@]}"; do
+    rename+=(-e "s|^ExecStart=/usr/local/bin/$service\\b|ExecStart=/usr/bin/redis-topology-$service|")
+done
+for unit in deploy/systemd/*.service; do
+    sed "${rename[@]}" "$unit" > "$staging/units/$(basename "$unit")"
+    if grep -q '^ExecStart=/usr/local/' "$staging/units/$(basename "$unit")"; then
+        echo "build-deb.sh: $unit runs a binary the package does not rename" >&2
+        exit 1
+    fi
+done
+"$bin_dir/redis-topology" completions bash > "$staging/redis-topology.bash"
+"$bin_dir/redis-topology" completions zsh > "$staging/_redis-topology"
+
+mkdir -p "$output"
+# cargo-deb prints the path of the .deb it wrote; the build's own output goes to stderr.
+cargo deb -p redis-topology --no-build --profile "$profile" --output "$output" "${fast[@]}" | tail -n 1
