@@ -9,6 +9,7 @@
 #   --no-build  package the binaries already built for that profile
 #   --output    where the .deb goes (default target/debian)
 #   --fast      faster, larger compression (tests)
+#   --tool-only install cargo-deb if missing, build nothing (scripts/test.sh)
 #
 # The package (see [package.metadata.deb] in support/cli/Cargo.toml) holds
 # /usr/bin/redis-topology and redis-topology-{dictator,dnsd,observer,node-agent,
@@ -23,6 +24,7 @@ profile=release
 build=1
 output="$root/target/debian"
 fast=()
+tool_only=0
 binaries=(dictator dnsd observer node-agent counter redis-topology)
 services=(dictator dnsd observer node-agent)
 
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
         --no-build) build=0; shift ;;
         --output) need "$@"; output="$2"; shift 2 ;;
         --fast) fast=(--fast); shift ;;
+        --tool-only) tool_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "build-deb.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -44,6 +47,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "build-deb.sh: installing cargo-deb (cargo install cargo-deb --locked)" >&2
     cargo install cargo-deb --locked
 fi
+[ "$tool_only" -eq 0 ] || exit 0
 
 cd "$root"
 if [ "$build" -eq 1 ]; then

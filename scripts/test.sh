@@ -14,8 +14,15 @@ if cargo nextest --version >/dev/null 2>&1; then
     # another's servers down with it. Two cores: keep parallelism modest, tests
     # run several servers each.
     cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"
+    # The Debian package under a real systemd (support/e2e/tests/systemd.rs) boots
+    # a container for a few minutes: ignored in the run above, run here on its own.
+    # It packages with cargo-deb, installed first when missing.
+    scripts/build-deb.sh --tool-only
+    cargo nextest run -p e2e --test systemd --run-ignored only "$@"
     # nextest does not run doc tests.
     cargo test --workspace --doc --quiet
 else
     cargo test --workspace --no-fail-fast -- --test-threads 2 "$@"
+    scripts/build-deb.sh --tool-only
+    cargo test -p e2e --test systemd -- --ignored "$@"
 fi
