@@ -2,11 +2,11 @@
 # Builds the Debian package of redis-topology with cargo-deb (installing cargo-deb
 # first when it is missing) and prints the path of the .deb.
 #
-#   scripts/build-deb.sh [--profile release] [--no-build] [--output DIR] [--fast]
+#   scripts/build-deb.sh [--no-build] [--bin-dir DIR] [--output DIR] [--fast]
 #
-#   --profile   cargo profile whose binaries go in (default release; the systemd
-#               test packages the `dev` binaries it already has)
-#   --no-build  package the binaries already built for that profile
+#   --no-build  do not run `cargo build --release` first
+#   --bin-dir   package the binaries in DIR (implies --no-build; default
+#               target/release; the systemd test packages the ones it runs)
 #   --output    where the .deb goes (default target/debian)
 #   --fast      faster, larger compression (tests)
 #   --tool-only install cargo-deb if missing, build nothing (scripts/test.sh)
@@ -20,8 +20,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-profile=release
 build=1
+bindir_src=""
 output="$root/target/debian"
 fast=()
 tool_only=0
@@ -32,7 +32,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}/
 need() { [ $# -ge 2 ] || { echo "build-deb.sh: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --profile) need "$@"; profile="$2"; shift 2 ;;
+        --bin-dir) need "$@"; bindir_src="$2"; build=0; shift 2 ;;
         --no-build) build=0; shift ;;
         --output) need "$@"; output="$2"; shift 2 ;;
         --fast) fast=(--fast); shift ;;
@@ -51,22 +51,23 @@ fi
 
 cd "$root"
 if [ "$build" -eq 1 ]; then
-    cargo build --profile "$profile" --bins $(printf -- '-p %s ' "${binaries[@]}") >&2
+    cargo build --release --bins $(printf -- '-p %s ' "${binaries[@]}") >&2
 fi
-case "$profile" in
-    dev) profile_dir=debug ;;
-    *) profile_dir="$profile" ;;
-esac
-bin_dir="${CARGO_TARGET_DIR:-$root/target}/$profile_dir"
+bindir_src="${bindir_src:-${CARGO_TARGET_DIR:-$root/target}/release}"
 for bin in "${binaries[@]}"; do
-    [ -x "$bin_dir/$bin" ] || { echo "build-deb.sh: $bin_dir/$bin missing (drop --no-build)" >&2; exit 1; }
+    [ -x "$bindir_src/$bin" ] || { echo "build-deb.sh: $bindir_src/$bin missing (drop --no-build, or give --bin-dir)" >&2; exit 1; }
 done
 
-# What cargo-deb takes from target/<profile>/deb-staging: the units, run from the
-# package's binaries, and the CLI's completions.
-staging="$bin_dir/deb-staging"
-rm -rf "$staging"
+# cargo-deb reads its assets from target/release/ of CARGO_TARGET_DIR: a scratch one
+# holding (links to) the binaries, the units rewritten to run the package's names,
+# and the CLI's completions. The real target directory is left alone.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+staging="$scratch/release/deb-staging"
 mkdir -p "$staging/units"
+for bin in "${binaries[@]}"; do
+    ln -f "$bindir_src/$bin" "$scratch/release/$bin" 2>/dev/null || cp "$bindir_src/$bin" "$scratch/release/$bin"
+done
 rename=()
 for service in "${services[@]}"; do
     rename+=(-e "s|^ExecStart=/usr/local/bin/$service\\b|ExecStart=/usr/bin/redis-topology-$service|")
@@ -78,9 +79,9 @@ for unit in deploy/systemd/*.service; do
         exit 1
     fi
 done
-"$bin_dir/redis-topology" completions bash > "$staging/redis-topology.bash"
-"$bin_dir/redis-topology" completions zsh > "$staging/_redis-topology"
+"$bindir_src/redis-topology" completions bash > "$staging/redis-topology.bash"
+"$bindir_src/redis-topology" completions zsh > "$staging/_redis-topology"
 
 mkdir -p "$output"
 # cargo-deb prints the path of the .deb it wrote; the build's own output goes to stderr.
-cargo deb -p redis-topology --no-build --profile "$profile" --output "$output" "${fast[@]}" | tail -n 1
+CARGO_TARGET_DIR="$scratch" cargo deb -p redis-topology --no-build --output "$output" "${fast[@]}" | tail -n 1

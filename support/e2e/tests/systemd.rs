@@ -295,14 +295,17 @@ fn tail(text: &str, bytes: usize) -> &str {
 // ---------------------------------------------------------------------------
 // The package.
 
-/// Builds the .deb from the binaries the tests use (the dev profile, already
-/// built and checked fresh by `harness::binary`).
+/// Builds the .deb from the binaries the tests use (already built, and checked
+/// fresh by `harness::binary`): a release build here would cost minutes.
 fn build_deb(out: &Path) -> PathBuf {
-    for binary in ["dictator", "dnsd", "observer", "node-agent", "counter", "redis-topology"] {
+    let bin_dir = harness::binary("dictator").parent().unwrap().to_path_buf();
+    for binary in ["dnsd", "observer", "node-agent", "counter", "redis-topology"] {
         harness::binary(binary);
     }
     let output = Command::new(repo().join("scripts/build-deb.sh"))
-        .args(["--profile", "dev", "--no-build", "--fast", "--output"])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .args(["--fast", "--output"])
         .arg(out)
         .output()
         .unwrap();
@@ -666,10 +669,11 @@ fn switchover_through_haproxy(c: &Container, ports: &Ports, etcd: &Etcd) {
         .env("REDIS_PASSWORD", REDIS_PASSWORD)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
-    let counter = counter.spawn().unwrap();
+    let mut counter = counter.spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let report = cli(c, ports, &["switchover", CLUSTER, "--to", "node-2", "--wait"]);
     println!("switchover:\n{report}");
+    assert!(counter.try_wait().unwrap().is_none(), "the counter stopped before the switchover was done: it proves nothing");
     let output = counter.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let _ = std::fs::remove_file(&log);
