@@ -7,7 +7,7 @@
 //! `LoadCredential=`, is restarted by the watchdog when hung (SIGSTOP) and by
 //! `Restart=` after kill -9, and a stopped node-agent leaves etcd at once. Then a
 //! switchover through the installed units and HAProxy, with the counter writing
-//! through HAProxy from outside, loses nothing.
+//! through HAProxy from outside, loses nothing; and `dpkg --purge` stops it all.
 //!
 //! The container shares the host's network (no `--private-network`), so every
 //! port comes from the harness's free ports and the test reaches the services on
@@ -613,6 +613,21 @@ fn the_debian_package_runs_under_systemd_and_switches_over_losslessly() {
     start_and_check_serving(&c, &agent3, &ports, &etcd);
 
     switchover_through_haproxy(&c, &ports, &etcd);
+
+    // Purging stops the services first (prerm; the agents deregister) and keeps
+    // only a secret file that holds a secret.
+    c.ok(&["dpkg", "--purge", "redis-topology"]);
+    for unit in UNITS {
+        let state = c.run(&["systemctl", "is-active", unit]);
+        assert_ne!(String::from_utf8_lossy(&state.stdout).trim(), "active", "{unit} still runs after purge");
+    }
+    for node in NODES {
+        assert_eq!(etcd_get(&etcd, &format!("/nodes/{CLUSTER}/{node}")), None, "{node} still registered after purge");
+    }
+    let etc = c.root.join("etc/redis-topology");
+    assert!(etc.join("redis-password").is_file(), "purge deleted a secret");
+    assert!(!etc.join("etcd-password").exists(), "purge left the empty secret file postinst created");
+    assert!(!etc.join("dnsd.env").exists() && !c.root.join("usr/bin/redis-topology-dnsd").exists(), "purge left files");
     println!("the systemd test took {:?}", started.elapsed());
 }
 
