@@ -28,6 +28,8 @@ packages=(
     prometheus         # metrics tests: promtool checks /metrics and deploy/monitoring's alert rules
     chromium           # status page test: loads the observer's page headless, takes the README's screenshot
     iproute2           # fault tests and benchmark: `ip netns` hosts, bridges and veth links
+    mmdebstrap         # systemd test: builds the Debian root file system the container boots
+    systemd-container  # systemd test: systemd-nspawn boots that root file system under a real systemd
 )
 
 installed() {

@@ -398,6 +398,69 @@ fn install_sh_is_idempotent_keeps_settings_and_follows_the_prefix() {
 }
 
 // ---------------------------------------------------------------------------
+// The Debian package (scripts/build-deb.sh). tests/systemd.rs installs and runs it.
+
+/// `dpkg-deb` of the .deb built from the tests' binaries: its files, conffiles and
+/// the text of one file in it.
+fn deb_contents(deb: &Path, what: &[&str]) -> String {
+    let output = Command::new("dpkg-deb").args(what).arg(deb).output().unwrap();
+    assert!(output.status.success(), "dpkg-deb {what:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_debian_package_holds_renamed_binaries_units_running_them_and_conffiles() {
+    let out = tempfile::tempdir().unwrap();
+    let bin_dir = harness::binary("dictator").parent().unwrap().to_path_buf();
+    for binary in SERVICES.into_iter().chain(["counter", "redis-topology"]) {
+        harness::binary(binary);
+    }
+    let output = Command::new(repo().join("scripts/build-deb.sh"))
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .args(["--fast", "--output"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "build-deb.sh: {}", String::from_utf8_lossy(&output.stderr));
+    let deb = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    assert!(deb.starts_with(out.path()) && deb.is_file(), "build-deb.sh printed {deb:?}");
+
+    let listing = deb_contents(&deb, &["--contents"]);
+    let contents: BTreeSet<&str> = listing.lines().filter_map(|l| l.split_whitespace().last()).collect();
+    for service in SERVICES {
+        assert!(contents.contains(format!("./usr/bin/redis-topology-{service}").as_str()), "{service} renamed:\n{listing}");
+        assert!(!contents.contains(format!("./usr/bin/{service}").as_str()), "{service} under its plain name");
+    }
+    assert!(contents.contains("./usr/bin/redis-topology"), "the CLI:\n{listing}");
+    let unpacked = tempfile::tempdir().unwrap();
+    let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(unpacked.path()).status().unwrap();
+    assert!(status.success());
+    for unit in files("deploy/systemd", ".service") {
+        let name = file_name(&unit);
+        let packaged = std::fs::read_to_string(unpacked.path().join("usr/lib/systemd/system").join(&name)).unwrap();
+        let exec = packaged.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+        let binary = exec.split_whitespace().next().unwrap();
+        assert!(binary.starts_with("/usr/bin/redis-topology-"), "{name}: ExecStart={exec}");
+        assert!(contents.contains(format!(".{binary}").as_str()), "{name} runs {binary}, which the package lacks");
+    }
+    // Settings are conffiles (dpkg keeps edited ones on upgrade); secrets are not shipped.
+    let control = tempfile::tempdir().unwrap();
+    let status = Command::new("dpkg-deb").arg("-e").arg(&deb).arg(control.path()).status().unwrap();
+    assert!(status.success());
+    let conffiles = std::fs::read_to_string(control.path().join("conffiles")).unwrap();
+    for env in files("deploy/env", ".env") {
+        let path = format!("/etc/redis-topology/{}", file_name(&env));
+        assert!(conffiles.lines().any(|l| l == path), "{path} is not a conffile:\n{conffiles}");
+    }
+    assert!(conffiles.lines().any(|l| l == "/etc/redis-topology/haproxy.cfg"), "{conffiles}");
+    assert!(!listing.contains("password") && !listing.contains(".pem"), "a secret file in the package:\n{listing}");
+    for script in ["postinst", "prerm", "postrm"] {
+        assert!(control.path().join(script).is_file(), "maintainer script {script}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // fleet units.
 
 #[test]
