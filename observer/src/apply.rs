@@ -114,7 +114,12 @@ impl Targets {
         // The services close a connection idle for --http-header-timeout-ms (5 s by
         // default); dropping ours first means a PUT never races that close on a
         // pooled connection (a failed PUT would cost the round a retry).
-        let builder = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(POOL_IDLE);
+        let mut builder = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(POOL_IDLE);
+        if !dictator.is_https() && !dnsd.is_https() && tls.tls_ca.is_none() {
+            // Plain HTTP: no system CA store needed (a minimal host has none, and
+            // reqwest's platform verifier refuses to start without one).
+            builder = builder.tls_certs_only(Vec::new());
+        }
         let http = tls.apply(builder)?.build()?;
         Ok(Targets { http, resolver, dictator, dnsd, token })
     }

@@ -28,6 +28,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether requests to it use TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+
     pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| UrlError::NoScheme(url.to_string()))?;
         if scheme != "http" && scheme != "https" {

@@ -537,9 +537,14 @@ fn the_debian_package_runs_under_systemd_and_switches_over_losslessly() {
         assert!(conffiles.contains(&format!("/etc/redis-topology/{env}")), "{env} is not a conffile:\n{conffiles}");
     }
     let unit = c.ok(&["systemctl", "cat", "dnsd.service"]);
-    assert!(unit.contains("ExecStart=/usr/bin/redis-topology-dnsd\n"), "{unit}");
+    assert!(unit.contains("ExecStart=/usr/bin/redis-topology-dnsd --api-token-file ${CREDENTIALS_DIRECTORY}/api-token\n"), "{unit}");
     let secret = c.ok(&["stat", "-c", "%a %U", "/etc/redis-topology/redis-password"]);
     assert_eq!(secret.trim(), "600 root", "postinst creates the secret files root-only");
+    // The APIs' bearer token every unit loads: one random token, root-only.
+    let token = c.ok(&["stat", "-c", "%a %U", "/etc/redis-topology/api-token"]);
+    assert_eq!(token.trim(), "600 root", "postinst makes the api-token root-only");
+    let token = c.ok(&["cat", "/etc/redis-topology/api-token"]);
+    assert!(token.starts_with("observer:") && token.trim().len() == "observer:".len() + 64, "one random token: {token:?}");
 
     let etcd = Etcd::start();
     let ports = Ports::new(&etcd);
@@ -660,7 +665,8 @@ fn cli(c: &Container, ports: &Ports, args: &[&str]) -> String {
 }
 
 fn switchover_through_haproxy(c: &Container, ports: &Ports, etcd: &Etcd) {
-    cli(c, ports, &["define", CLUSTER, "--master", "node-1", "--slave", "node-2", "--slave", "node-3"]);
+    // --force: the three instances share the container's host, which placement refuses otherwise.
+    cli(c, ports, &["define", CLUSTER, "--master", "node-1", "--slave", "node-2", "--slave", "node-3", "--force"]);
     harness::wait_until("the first topology applied", Duration::from_secs(60), || {
         etcd_get(etcd, &format!("/status/{CLUSTER}"))
             .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
