@@ -100,7 +100,7 @@ async fn run(push: bool) -> Figures {
         to_first_ack.extend(first_new);
         errored.push(tally.rejected.iter().filter(|(_, t)| *t >= *at && *t <= end).count());
     }
-    let pushes: Vec<Duration> = without_ansi(&stack.dnsd_log())
+    let pushes: Vec<Duration> = harness::without_ansi(&stack.dnsd_log())
         .lines()
         .filter(|l| l.contains("pushed to HAProxy") && l.contains("redis_master/master1 addr"))
         .filter_map(|l| l.split(" ms=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
@@ -110,10 +110,10 @@ async fn run(push: bool) -> Figures {
     if std::env::var_os("BENCH_TRACE").is_some() {
         let slowest = windows.iter().enumerate().max_by_key(|(_, w)| **w).map(|(i, w)| (i, *w));
         eprintln!("slowest move: {slowest:?}");
-        eprintln!("{}", without_ansi(&stack.dnsd_log()).lines().filter(|l| l.contains("HAProxy") || l.contains("published")).collect::<Vec<_>>().join("\n"));
+        eprintln!("{}", harness::without_ansi(&stack.dnsd_log()).lines().filter(|l| l.contains("HAProxy") || l.contains("published")).collect::<Vec<_>>().join("\n"));
         eprintln!("{}", stack.haproxy_log(200_000));
     }
-    let dictator = without_ansi(&stack.dictator_log());
+    let dictator = harness::without_ansi(&stack.dictator_log());
     let field = |name: &str| -> Vec<Duration> {
         dictator
             .lines()
@@ -135,20 +135,3 @@ async fn run(push: bool) -> Figures {
     }
 }
 
-/// `text` without terminal colour codes (`ESC [ ... m`).
-fn without_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use counter::{read_list, Pace, Destination, Writer};
-use harness::stack::{Stack, StackOptions, CLUSTER, DOMAIN};
+use harness::stack::{Stack, StackOptions, CLUSTER};
 use harness::Service;
 
 const PACE: Pace = Pace { per_second: 500, count: None, timeout: Duration::from_secs(5) };
@@ -72,16 +72,6 @@ async fn stored_topology(stack: &Stack) -> (serde_json::Value, i64) {
 fn leader_flag(stack: &Stack, i: usize) -> Option<bool> {
     let body = harness::etcd::http_get(stack.observers[i].1, "/status")?;
     serde_json::from_str::<serde_json::Value>(&body).ok()?["leader"].as_bool()
-}
-
-/// The port in the SRV record `_redis._tcp.master.<cluster>` that dnsd serves.
-fn dns_master_port(stack: &Stack) -> Option<u16> {
-    let out = std::process::Command::new("dig")
-        .args(["+short", "+time=1", "+tries=1", "-p", &stack.dns.port().to_string(), &format!("@{}", stack.dns.ip())])
-        .args(["SRV", &format!("_redis._tcp.master.{CLUSTER}.{DOMAIN}")])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The pid of this test's child serving `url` (`--listen <host:port>`): the
@@ -245,7 +235,7 @@ async fn the_leader_dying_during_a_failover_does_not_stop_it() {
     })
     .await;
     let new_port = Some(stack.nodes[new].redis.port());
-    harness::wait_until("DNS to name the new master", Duration::from_secs(10), || dns_master_port(&stack) == new_port);
+    harness::wait_until("DNS to name the new master", Duration::from_secs(10), || stack.dns_master_port() == new_port);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

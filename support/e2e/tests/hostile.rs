@@ -29,39 +29,6 @@ const DNS_TCP_PACKETS: usize = 3_000;
 /// truncated request would).
 const ANSWER_WAIT: Duration = Duration::from_millis(400);
 
-/// Every key of etcd and its value; a registration only by what a request could
-/// change (its agent refreshes offsets and timestamps on its own).
-async fn dump(stack: &Stack) -> BTreeMap<String, String> {
-    let mut client = stack.etcd.client().await;
-    let got = client.get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.expect("etcd dump");
-    got.kvs()
-        .iter()
-        .map(|kv| {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let value = String::from_utf8_lossy(kv.value()).into_owned();
-            let value = if key.starts_with("/nodes/") {
-                let v: serde_json::Value = serde_json::from_str(&value).unwrap_or_default();
-                format!("{} {} {} {} {}", v["address"], v["port"], v["role"], v["healthy"], v["fenced"])
-            } else {
-                value
-            };
-            (key, value)
-        })
-        .collect()
-}
-
-/// Waits until every registration says the role its redis has (the agents
-/// report a move within an interval), so that a dump is one of a quiet system.
-async fn settled(stack: &Stack) {
-    harness::wait_until_async("registrations follow the roles", Duration::from_secs(10), || async {
-        let dump = dump(stack).await;
-        stack.nodes.iter().all(|n| {
-            dump.get(&format!("/nodes/{CLUSTER}/{}", n.name)).is_some_and(|v| v.contains(&format!("\"{}\"", n.redis.role())))
-        })
-    })
-    .await;
-}
-
 fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
@@ -288,10 +255,10 @@ async fn ten_thousand_mutated_http_requests_and_dns_packets_crash_nothing_and_ch
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
-    settled(&stack).await;
+    stack.wait_registrations_follow_roles().await;
     let real = stack.topology(1, &[0, 2]);
     let token = stack.api_tokens[1].clone();
-    let before = (dump(&stack).await, stack.nodes.iter().map(|n| n.redis.role()).collect::<Vec<_>>());
+    let before = (stack.etcd_state().await, stack.nodes.iter().map(|n| n.redis.role()).collect::<Vec<_>>());
     let started = Instant::now();
 
     // HTTP: every input built first from the one RNG, then sent 32 at a time.
@@ -403,7 +370,7 @@ async fn ten_thousand_mutated_http_requests_and_dns_packets_crash_nothing_and_ch
         .expect("dig");
     let answer = String::from_utf8_lossy(&dig.stdout).into_owned();
     assert!(answer.contains(&format!("{}.", stack.node_name(0))), "dnsd no longer answers the master: {answer:?}");
-    let after = (dump(&stack).await, stack.nodes.iter().map(|n| n.redis.role()).collect::<Vec<_>>());
+    let after = (stack.etcd_state().await, stack.nodes.iter().map(|n| n.redis.role()).collect::<Vec<_>>());
     let changed_keys = before.0.iter().filter(|(k, v)| after.0.get(*k) != Some(v)).count()
         + after.0.keys().filter(|k| !before.0.contains_key(*k)).count();
     let changed_roles = before.1.iter().zip(&after.1).filter(|(a, b)| a != b).count();

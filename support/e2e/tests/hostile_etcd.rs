@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use harness::stack::{Stack, StackOptions, CLUSTER, DOMAIN};
+use harness::stack::{Stack, StackOptions, CLUSTER};
 
 const GARBAGE: &[(&str, &[u8])] = &[
     ("/nodes/redis-1/node-9", b"{not json"),
@@ -22,16 +22,6 @@ const GARBAGE: &[(&str, &[u8])] = &[
     ("/sentinels/0123456789abcdef0123456789abcdef01234567", b"nope"),
     ("/status/redis-2", b"\x00\x01"),
 ];
-
-/// The port in the SRV record `_redis._tcp.master.<cluster>` that dnsd serves.
-fn dns_master_port(stack: &Stack) -> Option<u16> {
-    let out = Command::new("dig")
-        .args(["+short", "+time=1", "+tries=1", "-p", &stack.dns.port().to_string(), &format!("@{}", stack.dns.ip())])
-        .args(["SRV", &format!("_redis._tcp.master.{CLUSTER}.{DOMAIN}")])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2)?.parse().ok()
-}
 
 fn port(url: &str) -> u16 {
     url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
@@ -56,14 +46,14 @@ async fn malformed_values_are_skipped_and_every_service_keeps_serving() {
     let mut client = stack.etcd.client().await;
     client.put(format!("/dns/{CLUSTER}"), "{\"master\":{\"host\":", None).await.unwrap();
     harness::wait_until("dnsd still names node-1", Duration::from_secs(20), || {
-        dns_master_port(&stack) == Some(stack.nodes[0].redis.port())
+        stack.dns_master_port() == Some(stack.nodes[0].redis.port())
     });
 
     // A switchover goes through the observer, the dictator and dnsd as before.
     let revision = stack.define(1, &[0, 2]).await;
     stack.wait_applied(revision).await;
     harness::wait_until("DNS to name node-2", Duration::from_secs(20), || {
-        dns_master_port(&stack) == Some(stack.nodes[1].redis.port())
+        stack.dns_master_port() == Some(stack.nodes[1].redis.port())
     });
     assert_eq!(stack.nodes[1].redis.role(), "master");
 

@@ -4,7 +4,6 @@
 //! TLS, the observer authenticating to the dictator and dnsd over them, and the
 //! listener's limits (slowloris, head and body size).
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -12,58 +11,6 @@ use std::time::Duration;
 
 use harness::stack::{Stack, StackOptions, CLUSTER, DOMAIN};
 use harness::{free_port, Etcd, Redis, Service};
-
-/// Every key of etcd and its value; a node's registration only by what an
-/// attacker could change (address, port, role, health), since its agent
-/// refreshes offsets and timestamps on its own.
-async fn dump(etcd: &Etcd) -> BTreeMap<String, String> {
-    let mut client = etcd.client().await;
-    let got = client.get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.expect("etcd dump");
-    got.kvs()
-        .iter()
-        .map(|kv| {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let value = String::from_utf8_lossy(kv.value()).into_owned();
-            let value = if key.starts_with("/nodes/") {
-                let v: serde_json::Value = serde_json::from_str(&value).unwrap_or_default();
-                format!("{} {} {} {}", v["address"], v["port"], v["role"], v["healthy"])
-            } else {
-                value
-            };
-            (key, value)
-        })
-        .collect()
-}
-
-/// Waits until every registration says the role its redis has (the agents
-/// report a move within an interval), so that a dump is one of a quiet system.
-async fn settled(stack: &Stack) {
-    harness::wait_until_async("registrations follow the roles", Duration::from_secs(10), || async {
-        let dump = dump(&stack.etcd).await;
-        stack.nodes.iter().all(|n| {
-            dump.get(&format!("/nodes/{CLUSTER}/{}", n.name)).is_some_and(|v| v.contains(&format!("\"{}\"", n.redis.role())))
-        })
-    })
-    .await;
-}
-
-/// A log without its colours (the services colour fields even into a file).
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// A raw HTTP/1.1 exchange: the status (0 when none came) and the whole answer.
 fn raw(port: u16, request: &[u8]) -> (u16, String) {
@@ -106,10 +53,10 @@ async fn every_write_endpoint_of_every_service_refuses_a_missing_or_wrong_token_
     stack.wait_registered().await;
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
-    settled(&stack).await;
+    stack.wait_registrations_follow_roles().await;
     let (dictator, dnsd) = (port_of(&stack.dictator_url), port_of(&stack.dnsd_url));
     let (observer, agent) = (stack.observers[0].1, stack.nodes[0].agent_port);
-    let before = (dump(&stack.etcd).await, roles(&stack));
+    let before = (stack.etcd_state().await, roles(&stack));
 
     // Move the master to node 2: would change roles, DNS and etcd if accepted.
     let moved = stack.topology(2, &[0, 1]);
@@ -141,8 +88,8 @@ async fn every_write_endpoint_of_every_service_refuses_a_missing_or_wrong_token_
         assert_eq!(raw(*port, basic.as_bytes()).0, 401, "{method} {path} with Basic");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!((dump(&stack.etcd).await, roles(&stack)), before, "a refused request changed etcd or a role");
-    let audit = plain(&stack.dictator_log());
+    assert_eq!((stack.etcd_state().await, roles(&stack)), before, "a refused request changed etcd or a role");
+    let audit = harness::without_ansi(&stack.dictator_log());
     assert!(audit.contains("refused: not authenticated") && audit.contains("audit"), "no audit line:\n{audit}");
     assert!(!audit.contains(wrong) && !audit.contains(&stack.api_tokens[0]), "a token in the log");
 
@@ -155,7 +102,7 @@ async fn every_write_endpoint_of_every_service_refuses_a_missing_or_wrong_token_
     assert_eq!(status, 200, "{answer}");
     // Authenticated, then routed: a method the observer lacks is 405 again.
     assert_eq!(raw(observer, &request("POST", "/status", Some(&stack.api_tokens[1]), "")).0, 405);
-    let audit = plain(&stack.dnsd_log());
+    let audit = harness::without_ansi(&stack.dnsd_log());
     assert!(audit.contains("state-changing request") && audit.contains("token=\"observer\"") && audit.contains("cluster=\"redis-1\""),
         "no audit line naming the caller:\n{audit}");
 
@@ -164,7 +111,7 @@ async fn every_write_endpoint_of_every_service_refuses_a_missing_or_wrong_token_
     let (status, answer) = raw(dictator, &request("PUT", "/master?force=true", Some(&stack.api_tokens[1]), &stack.topology(0, &[1, 2])));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(body(&answer)["changed"], false, "{answer}");
-    let audit = plain(&stack.dictator_log());
+    let audit = harness::without_ansi(&stack.dictator_log());
     let forced = audit.lines().find(|l| l.contains("forced apply (force=true)")).unwrap_or_else(|| panic!("no forced-apply line:\n{audit}"));
     assert!(forced.contains("WARN") && forced.contains("token operator") && forced.contains("cluster=\"redis-1\"") && forced.contains("overrode=[]"),
         "{forced}");
@@ -206,7 +153,7 @@ fn a_service_without_a_token_file_says_its_write_api_is_open_and_a_bad_file_stop
     let port = free_port();
     let mut open = Service::start("dictator", &["--listen", &format!("127.0.0.1:{port}")], &[]);
     open.wait_http(port);
-    assert!(plain(&open.log()).contains("no --api-token-file"), "{}", open.log());
+    assert!(harness::without_ansi(&open.log()).contains("no --api-token-file"), "{}", open.log());
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
@@ -488,7 +435,7 @@ async fn the_observer_switches_over_through_mutual_tls_with_its_token_and_one_wi
             client.get(format!("{dnsd_url}/clusters/{CLUSTER}/dns")).send().await.unwrap().json().await.unwrap();
         assert_eq!(published["master"]["port"], redis[master].port(), "{published}");
     }
-    for (name, log) in [("dictator", plain(&dictator.log())), ("dnsd", plain(&dnsd.log()))] {
+    for (name, log) in [("dictator", harness::without_ansi(&dictator.log())), ("dnsd", harness::without_ansi(&dnsd.log()))] {
         assert!(log.contains("token=\"observer\"") && log.contains("status=200"), "{name} has no audit line of the observer:\n{log}");
     }
 }
@@ -520,7 +467,7 @@ fn sighup_rereads_the_token_file_so_tokens_rotate_without_a_restart() {
     std::fs::write(&file, "new:short\n").unwrap();
     assert!(dictator.process().signal(SIGHUP));
     harness::wait_until("the broken file reported", Duration::from_secs(10), || {
-        plain(&dictator.log()).contains("the tokens read before stay")
+        harness::without_ansi(&dictator.log()).contains("the tokens read before stay")
     });
     assert_eq!((status(new), status(kept), status(old)), (400, 400, 401));
     assert!(!dictator.log().contains("short\n") && !dictator.log().contains(new), "a token in the log");
@@ -548,7 +495,7 @@ async fn the_whole_stack_with_tokens_switches_over_and_follows_a_dead_master() {
     .await;
     let masters = [0, 2].into_iter().filter(|&i| stack.nodes[i].redis.role() == "master").count();
     assert_eq!(masters, 1, "one master after the failover");
-    let log = plain(&stack.dictator_log());
+    let log = harness::without_ansi(&stack.dictator_log());
     let applied = log.lines().filter(|l| l.contains("state-changing request") && l.contains("token=\"observer\"") && l.contains("status=200")).count();
     assert!(applied >= 3, "{applied} authenticated applies in the dictator's audit log:\n{log}");
     assert!(!log.contains(&stack.api_tokens[0]) && !log.contains(&stack.api_tokens[1]), "a token in the log");

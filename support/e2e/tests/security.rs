@@ -10,19 +10,9 @@ use std::time::Duration;
 
 use counter::{read_list_as, Destination, Pace, Writer};
 use service::redis_auth::Credentials;
-use harness::stack::{Stack, StackOptions, CLUSTER, DOMAIN, SECURE_PREFIX};
+use harness::stack::{Stack, StackOptions, CLUSTER, SECURE_PREFIX};
 
 const PACE: Pace = Pace { per_second: 300, count: None, timeout: Duration::from_secs(5) };
-
-/// The port in the SRV record `_redis._tcp.master.<cluster>` that dnsd serves.
-fn dns_master_port(stack: &Stack) -> Option<u16> {
-    let out = Command::new("dig")
-        .args(["+short", "+time=1", "+tries=1", "-p", &stack.dns.port().to_string(), &format!("@{}", stack.dns.ip())])
-        .args(["SRV", &format!("_redis._tcp.master.{CLUSTER}.{DOMAIN}")])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2)?.parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_with_acls() {
@@ -31,7 +21,7 @@ async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_
     let revision = stack.define(0, &[1, 2]).await;
     stack.wait_applied(revision).await;
     harness::wait_until("DNS to name node-1", Duration::from_secs(10), || {
-        dns_master_port(&stack) == Some(stack.nodes[0].redis.port())
+        stack.dns_master_port() == Some(stack.nodes[0].redis.port())
     });
 
     let through_haproxy = Destination::Fixed(stack.write.unwrap());
@@ -54,7 +44,7 @@ async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_
         });
     }
     harness::wait_until("DNS to name node-2", Duration::from_secs(10), || {
-        dns_master_port(&stack) == Some(stack.nodes[1].redis.port())
+        stack.dns_master_port() == Some(stack.nodes[1].redis.port())
     });
 
     // The dictator did every step as the service user: nothing refused (NOPERM).
@@ -77,7 +67,7 @@ async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_
     })
     .await;
     harness::wait_until("DNS to name the new master", Duration::from_secs(30), || {
-        dns_master_port(&stack) == Some(stack.nodes[new].redis.port())
+        stack.dns_master_port() == Some(stack.nodes[new].redis.port())
     });
     let logs = [stack.dictator_log(), stack.observers[0].0.log(), stack.nodes[0].agent.as_ref().unwrap().log()];
     for log in logs {

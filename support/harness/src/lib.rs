@@ -62,3 +62,22 @@ where
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+
+/// `text` without terminal colour codes (`ESC [ ... m`): the services colour
+/// their log fields even into a file.
+pub fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -194,6 +194,55 @@ impl Stack {
         }
     }
 
+    /// The port in the SRV record `_redis._tcp.master.<cluster>` that dnsd
+    /// answers (asked with `dig`), if it answers one.
+    pub fn dns_master_port(&self) -> Option<u16> {
+        let out = std::process::Command::new("dig")
+            .args(["+short", "+time=1", "+tries=1", "-p", &self.dns.port().to_string(), &format!("@{}", self.dns.ip())])
+            .args(["SRV", &format!("_redis._tcp.master.{CLUSTER}.{DOMAIN}")])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2)?.parse().ok()
+    }
+
+    /// Every key of etcd and its value, a registration only by what a request
+    /// could change (address, port, role, health, fence): what a test compares
+    /// before and after to prove that nothing changed.
+    pub async fn etcd_state(&self) -> std::collections::BTreeMap<String, String> {
+        let mut client = self.etcd.client().await;
+        let got = client.get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.expect("etcd dump");
+        got.kvs()
+            .iter()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let value = String::from_utf8_lossy(kv.value()).into_owned();
+                let value = if key.contains("/nodes/") {
+                    let v: serde_json::Value = serde_json::from_str(&value).unwrap_or_default();
+                    format!("{} {} {} {} {}", v["address"], v["port"], v["role"], v["healthy"], v["fenced"])
+                } else {
+                    value
+                };
+                (key, value)
+            })
+            .collect()
+    }
+
+    /// Waits until every registration says the role its redis has (the agents
+    /// report a move within an interval), so that [`Stack::etcd_state`] is that
+    /// of a quiet system.
+    pub async fn wait_registrations_follow_roles(&self) {
+        crate::wait_until_async("registrations follow the roles", Duration::from_secs(10), || async {
+            let state = self.etcd_state().await;
+            self.nodes.iter().all(|n| {
+                state
+                    .iter()
+                    .find(|(k, _)| k.ends_with(&format!("/nodes/{CLUSTER}/{}", n.name)))
+                    .is_some_and(|(_, v)| v.contains(&format!("\"{}\"", n.redis.role())))
+            })
+        })
+        .await;
+    }
+
     /// `<node>.<cluster>.<domain>`.
     pub fn node_name(&self, i: usize) -> String {
         format!("{}.{CLUSTER}.{DOMAIN}", self.nodes[i].name)
