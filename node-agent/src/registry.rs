@@ -67,9 +67,7 @@ struct Session {
     lease: KeptLease,
     /// The key was deleted in this session (the tracker wants it absent).
     deleted: bool,
-    /// The key was put in this session.
-    registered: bool,
-    /// What the last put in this session said.
+    /// What the last put in this session said; `Some` while the key is registered.
     written: Option<Facts>,
 }
 
@@ -175,10 +173,8 @@ impl Registry {
                     .await
                     .with_context(|| format!("put {}", self.node_key))?;
                 session.deleted = false;
-                session.written = Some(record.facts());
                 self.ever_registered = true;
-                if !session.registered {
-                    session.registered = true;
+                if session.written.replace(record.facts()).is_none() {
                     tracing::info!(key = %self.node_key, lease = session.lease.id(), healthy = record.healthy, "registered in etcd");
                 }
             }
@@ -186,7 +182,6 @@ impl Registry {
                 if !session.deleted {
                     session.client.delete(self.node_key.as_str(), None).await.with_context(|| format!("delete {}", self.node_key))?;
                     session.deleted = true;
-                    session.registered = false;
                     session.written = None;
                     tracing::info!(key = %self.node_key, "registration removed from etcd");
                 }
@@ -209,7 +204,7 @@ impl Registry {
                 tracing::debug!(lease = old, error = %e, "could not revoke the previous lease; it will expire");
             }
         }
-        let registered = session.registered;
+        let registered = session.written.is_some();
         self.status.send_modify(|s| {
             s.etcd_connected = true;
             s.registered = registered;
@@ -277,7 +272,7 @@ impl Session {
         let mut client = etcd.connect().await.context("connect to etcd")?;
         let lease = KeptLease::grant(&mut client, ttl).await.context("grant a lease and keep it alive")?;
         tracing::info!(lease = lease.id(), ttl_s = lease.ttl().as_secs(), "etcd session opened");
-        Ok(Session { client, lease, deleted: false, registered: false, written: None })
+        Ok(Session { client, lease, deleted: false, written: None })
     }
 }
 
