@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use etcd_client::{Client, GetOptions};
 use serde::Deserialize;
-use service::redis_auth::{Credentials, Timeouts};
-use service::redis_info::{Info, ReplicationRole};
+use service::redis_auth::{connect_host, Credentials, Timeouts};
+use service::redis_info::{read_offset, Info, ReplicationRole};
 use tokio::sync::Mutex;
 use topology::keys::Key;
 use topology::records::NodeRecord;
@@ -178,26 +178,17 @@ impl Checker {
             Some(Ok(RedisFacts { upstream: Some(upstream), .. })) => upstream.clone(),
             _ => return Err("this redis replicates from no master".into()),
         };
-        let (host, port) = upstream.rsplit_once(':').ok_or_else(|| format!("{upstream}: not host:port"))?;
-        let port: u16 = port.parse().map_err(|_| format!("{upstream}: not host:port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let client = self.credentials.client(host, port).map_err(|e| e.to_string())?;
-        let timeouts = Timeouts::default();
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.command));
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("{upstream}: {e}"))?;
-        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.map_err(|e| format!("{upstream}: {e}"))?;
-        Info::parse(&info).applied_offset().map_err(|e| format!("{upstream}: {e}"))
+        let master = RedisTarget::parse(&upstream).map_err(|e| e.to_string())?;
+        let mut conn = connect_host(&master.host, master.port, Timeouts::default(), &self.credentials)
+            .await
+            .map_err(|e| format!("{upstream}: {e}"))?;
+        read_offset(&mut conn).await.map_err(|e| format!("{upstream}: {e}"))
     }
 
     async fn redis_facts(&self) -> Result<RedisFacts, String> {
-        let client = self.credentials.client(&self.redis.host, self.redis.port).map_err(|e| e.to_string())?;
-        let timeouts = Timeouts::default();
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.command));
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
+        let mut conn = connect_host(&self.redis.host, self.redis.port, Timeouts::default(), &self.credentials)
+            .await
+            .map_err(|e| e.to_string())?;
         let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.map_err(|e| e.to_string())?;
         let fence: Vec<String> =
             redis::cmd("CONFIG").arg("GET").arg("min-replicas-to-write").query_async(&mut conn).await.map_err(|e| e.to_string())?;

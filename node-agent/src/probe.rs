@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use service::redis_auth::{connect_host, Timeouts};
 use service::redis_info::{Info, InfoError};
 use topology::records::Role;
 
@@ -118,12 +119,9 @@ impl Prober {
         let timeout = self.timeout;
         let ping = async {
             if self.upstream.is_none() {
-                let (host, port) = upstream.rsplit_once(':')?;
-                let port = port.parse().ok()?;
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let client = self.credentials.client(host, port).ok()?;
-                let config = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-                let conn = client.get_multiplexed_async_connection_with_config(&config).await.ok()?;
+                let master = RedisTarget::parse(upstream).ok()?;
+                let timeouts = Timeouts { connect: timeout, command: timeout };
+                let conn = connect_host(&master.host, master.port, timeouts, &self.credentials).await.ok()?;
                 self.upstream = Some((upstream.to_string(), conn));
             }
             let (_, conn) = self.upstream.as_mut()?;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use service::redis_auth::{self, Credentials, Timeouts};
+use service::redis_auth::{self, ConnectError, Credentials, Timeouts};
 use service::redis_info;
 
 use crate::failover::{MasterCheck, SlaveReplication};
@@ -14,15 +14,12 @@ use crate::failover::{MasterCheck, SlaveReplication};
 /// while the master is down.
 const TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Connects to the master, PINGs it and reads its write fence. Connects by hand,
-/// not through `redis_auth::connect`, which does not say whether the port refused.
+/// Connects to the master, PINGs it and reads its write fence; a refused port is
+/// told apart from silence.
 pub async fn master(addr: SocketAddr, credentials: &Credentials) -> MasterCheck {
-    let Ok(client) = credentials.client_for(addr) else { return MasterCheck::NoAnswer };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT));
-    match client.get_multiplexed_async_connection_with_config(&config).await {
-        Err(e) if e.is_connection_refusal() => MasterCheck::Refused,
+    let timeouts = Timeouts { connect: TIMEOUT, command: TIMEOUT };
+    match redis_auth::connect(addr, timeouts, credentials).await {
+        Err(ConnectError::Connect(e)) if e.is_connection_refusal() => MasterCheck::Refused,
         Err(_) => MasterCheck::NoAnswer,
         Ok(mut conn) => {
             let answers: redis::RedisResult<(String, Vec<String>)> = redis::pipe()

@@ -156,9 +156,8 @@ async fn status(
     let clear = watch && !json && std::io::stdout().is_terminal();
     let mut last = None;
     loop {
-        let mut states = [store.cluster(cluster).await?];
-        read_offsets(&mut states, credentials, OFFSET_TIMEOUT).await;
-        let [state] = states;
+        let mut state = store.cluster(cluster).await?;
+        read_offsets(std::slice::from_mut(&mut state), credentials, OFFSET_TIMEOUT).await;
         let view = state.view(names);
         let value = json!({"cluster": view, "status": state.status});
         if last.as_ref() != Some(&value) {

@@ -133,7 +133,17 @@ pub async fn connect(
     timeouts: Timeouts,
     credentials: &Credentials,
 ) -> Result<MultiplexedConnection, ConnectError> {
-    let client = credentials.client_for(addr).map_err(ConnectError::Client)?;
+    connect_host(&addr.ip().to_string(), addr.port(), timeouts, credentials).await
+}
+
+/// [`connect`] to `host` (a name, or an IP without brackets) and `port`.
+pub async fn connect_host(
+    host: &str,
+    port: u16,
+    timeouts: Timeouts,
+    credentials: &Credentials,
+) -> Result<MultiplexedConnection, ConnectError> {
+    let client = credentials.client(host, port).map_err(ConnectError::Client)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeouts.connect))
         .set_response_timeout(Some(timeouts.command));
