@@ -61,12 +61,12 @@ wait_http() { # port, what
     echo "demo: $2 did not come up; see $state/" >&2; exit 1
 }
 
-export ETCD_ENDPOINTS=http://127.0.0.1:$etcd_port NAMESERVER=127.0.0.1:$dns_port DOMAIN=$domain
+export ETCDCTL_ENDPOINTS=http://127.0.0.1:$etcd_port REDIS_TOPOLOGY_NAMESERVER=127.0.0.1:$dns_port REDIS_TOPOLOGY_DOMAIN=$domain
 export RUST_LOG=${RUST_LOG:-info}
 
 echo "demo: starting etcd, 3 redis-servers with node-agents, dnsd, dictator, observer, HAProxy"
 start etcd etcd --name demo --data-dir "$state/etcd" \
-    --listen-client-urls "$ETCD_ENDPOINTS" --advertise-client-urls "$ETCD_ENDPOINTS" \
+    --listen-client-urls "$ETCDCTL_ENDPOINTS" --advertise-client-urls "$ETCDCTL_ENDPOINTS" \
     --listen-peer-urls http://127.0.0.1:$etcd_peer --initial-advertise-peer-urls http://127.0.0.1:$etcd_peer \
     --initial-cluster demo=http://127.0.0.1:$etcd_peer --log-level warn
 wait_http $etcd_port etcd
@@ -84,8 +84,8 @@ start dictator "$bin/dictator" --listen 127.0.0.1:$dictator_port --nameserver 12
 start observer "$bin/observer" --listen 127.0.0.1:$observer_port \
     --dictator http://127.0.0.1:$dictator_port --dnsd http://127.0.0.1:$dnsd_port
 for p in "${agent_ports[@]}" $dnsd_port $dictator_port $observer_port; do wait_http "$p" "service on port $p"; done
-DNSD_DNS=127.0.0.1:$dns_port CLUSTER=$cluster DOMAIN=$domain WRITE_BIND=127.0.0.1:$write_port \
-READ_BIND=127.0.0.1:$read_port STATS_BIND=127.0.0.1:$stats_port \
+REDIS_TOPOLOGY_DNSD_DNS=127.0.0.1:$dns_port REDIS_TOPOLOGY_CLUSTER=$cluster REDIS_TOPOLOGY_DOMAIN=$domain REDIS_TOPOLOGY_WRITE_BIND=127.0.0.1:$write_port \
+REDIS_TOPOLOGY_READ_BIND=127.0.0.1:$read_port REDIS_TOPOLOGY_STATS_BIND=127.0.0.1:$stats_port \
     start haproxy haproxy -f deploy/haproxy/haproxy.cfg
 wait_http $write_port haproxy
 
@@ -128,7 +128,7 @@ if [ "$verdict" -ne 0 ]; then echo "demo: the counter failed (exit $verdict: los
 if $keep; then
     cat <<EOF2
 demo: the cluster keeps running (pids in $state/pids; stop: kill \$(cat $state/pids)).
-  export ETCD_ENDPOINTS=$ETCD_ENDPOINTS NAMESERVER=$NAMESERVER PATH=$bin:\$PATH
+  export ETCDCTL_ENDPOINTS=$ETCDCTL_ENDPOINTS REDIS_TOPOLOGY_NAMESERVER=$REDIS_TOPOLOGY_NAMESERVER PATH=$bin:\$PATH
   redis-topology list                                     # every node: role, health, lag, DNS
   redis-topology switchover $cluster --to node-2 --wait   # move the master, see the report
   redis-topology check                                    # roles, topology and DNS agree?

@@ -1,11 +1,11 @@
 # Shared settings of the operator scripts; sourced, not run.
 # Every setting comes from the environment, with the services' defaults.
-ETCD_ENDPOINTS=${ETCD_ENDPOINTS:-http://127.0.0.1:2379}
-ETCD_PREFIX=${ETCD_PREFIX:-}
-ETCD_PREFIX=${ETCD_PREFIX%/}
-[ -z "$ETCD_PREFIX" ] || ETCD_PREFIX="/${ETCD_PREFIX#/}"
-DOMAIN=${DOMAIN:-cluster.local}
-NAMESERVER=${NAMESERVER:-127.0.0.1:5353}
+ETCDCTL_ENDPOINTS=${ETCDCTL_ENDPOINTS:-http://127.0.0.1:2379}
+REDIS_TOPOLOGY_ETCD_PREFIX=${REDIS_TOPOLOGY_ETCD_PREFIX:-}
+REDIS_TOPOLOGY_ETCD_PREFIX=${REDIS_TOPOLOGY_ETCD_PREFIX%/}
+[ -z "$REDIS_TOPOLOGY_ETCD_PREFIX" ] || REDIS_TOPOLOGY_ETCD_PREFIX="/${REDIS_TOPOLOGY_ETCD_PREFIX#/}"
+REDIS_TOPOLOGY_DOMAIN=${REDIS_TOPOLOGY_DOMAIN:-cluster.local}
+REDIS_TOPOLOGY_NAMESERVER=${REDIS_TOPOLOGY_NAMESERVER:-127.0.0.1:5353}
 
 # The project's binaries: from REDIS_TOPOLOGY_BIN_DIR if set (tests use it, so a
 # stale release build is never picked), else this checkout's build, else PATH.
@@ -19,7 +19,8 @@ bin() {
 }
 
 etcdctl() {
-    ETCDCTL_API=3 command etcdctl --endpoints="$ETCD_ENDPOINTS" "$@"
+    # etcdctl refuses --endpoints beside ETCDCTL_ENDPOINTS: the variable alone.
+    ETCDCTL_API=3 ETCDCTL_ENDPOINTS="$ETCDCTL_ENDPOINTS" command etcdctl "$@"
 }
 
 die() {

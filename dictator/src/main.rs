@@ -22,11 +22,11 @@ struct Cli {
     command: Option<Command>,
 
     /// Address of the HTTP API.
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "REDIS_TOPOLOGY_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
 
     /// Cluster the original `PUT /master` endpoint applies to.
-    #[arg(long, env = "CLUSTER", default_value = "default")]
+    #[arg(long, env = "REDIS_TOPOLOGY_CLUSTER", default_value = "default")]
     cluster: String,
 
     #[command(flatten)]
@@ -85,35 +85,35 @@ struct Tuning {
     /// DNS servers (every dnsd replica) for member names and SRV records, asked
     /// all at once, the first answer used; repeat or comma-separate. Default:
     /// /etc/resolv.conf.
-    #[arg(long, env = "NAMESERVER", value_delimiter = ',', global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_NAMESERVER", value_delimiter = ',', global = true)]
     nameserver: Vec<SocketAddr>,
 
     /// How long the new master may take to catch up before the apply aborts (504).
-    #[arg(long, env = "CATCH_UP_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_CATCH_UP_TIMEOUT_MS", default_value_t = 5000, global = true)]
     catch_up_timeout_ms: u64,
 
     /// How long to wait for every slave to show the verification marker.
-    #[arg(long, env = "VERIFY_TIMEOUT_MS", default_value_t = 10000, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_VERIFY_TIMEOUT_MS", default_value_t = 10000, global = true)]
     verify_timeout_ms: u64,
 
     /// How long a second apply to the same cluster waits before answering 409.
-    #[arg(long, env = "LOCK_WAIT_MS", default_value_t = 10000, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_LOCK_WAIT_MS", default_value_t = 10000, global = true)]
     lock_wait_ms: u64,
 
     /// Timeout for connecting to a redis instance.
-    #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value_t = 1000, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 1000, global = true)]
     redis_connect_timeout_ms: u64,
 
     /// Timeout for one redis command.
-    #[arg(long, env = "REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 2000, global = true)]
     redis_command_timeout_ms: u64,
 
     /// `min-replicas-to-write` restored where the dictator lifts its fence.
-    #[arg(long, env = "MIN_REPLICAS_TO_WRITE", default_value_t = 0, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_MIN_REPLICAS_TO_WRITE", default_value_t = 0, global = true)]
     min_replicas_to_write: u32,
 
     /// `min-replicas-max-lag` set while fencing an instance that has it at 0.
-    #[arg(long, env = "MIN_REPLICAS_MAX_LAG", default_value_t = 10, global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_MIN_REPLICAS_MAX_LAG", default_value_t = 10, global = true)]
     min_replicas_max_lag: u32,
 
     #[command(flatten)]
@@ -143,8 +143,9 @@ impl Tuning {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, legacy_env) = service::env::parse::<Cli>();
     cli.log.init();
+    service::env::warn(&legacy_env);
     if let Some(Command::Check { file, for_cluster, domain }) = &cli.command {
         return check(file, for_cluster.as_deref(), domain);
     }

@@ -201,21 +201,21 @@ fn help_documents_every_flag_with_its_env_var() {
     harness::assert_documents_flags(
         "dictator",
         &[
-            ("--listen", "LISTEN"),
-            ("--cluster", "CLUSTER"),
-            ("--nameserver", "NAMESERVER"),
-            ("--catch-up-timeout-ms", "CATCH_UP_TIMEOUT_MS"),
-            ("--verify-timeout-ms", "VERIFY_TIMEOUT_MS"),
-            ("--lock-wait-ms", "LOCK_WAIT_MS"),
-            ("--redis-connect-timeout-ms", "REDIS_CONNECT_TIMEOUT_MS"),
-            ("--redis-command-timeout-ms", "REDIS_COMMAND_TIMEOUT_MS"),
-            ("--min-replicas-to-write", "MIN_REPLICAS_TO_WRITE"),
-            ("--min-replicas-max-lag", "MIN_REPLICAS_MAX_LAG"),
-            ("--log-format", "LOG_FORMAT"),
-            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
-            ("--etcd-prefix", "ETCD_PREFIX"),
-            ("--redis-user", "REDIS_USER"),
-            ("--redis-password-file", "REDIS_PASSWORD_FILE"),
+            ("--listen", "REDIS_TOPOLOGY_LISTEN"),
+            ("--cluster", "REDIS_TOPOLOGY_CLUSTER"),
+            ("--nameserver", "REDIS_TOPOLOGY_NAMESERVER"),
+            ("--catch-up-timeout-ms", "REDIS_TOPOLOGY_CATCH_UP_TIMEOUT_MS"),
+            ("--verify-timeout-ms", "REDIS_TOPOLOGY_VERIFY_TIMEOUT_MS"),
+            ("--lock-wait-ms", "REDIS_TOPOLOGY_LOCK_WAIT_MS"),
+            ("--redis-connect-timeout-ms", "REDIS_TOPOLOGY_REDIS_CONNECT_TIMEOUT_MS"),
+            ("--redis-command-timeout-ms", "REDIS_TOPOLOGY_REDIS_COMMAND_TIMEOUT_MS"),
+            ("--min-replicas-to-write", "REDIS_TOPOLOGY_MIN_REPLICAS_TO_WRITE"),
+            ("--min-replicas-max-lag", "REDIS_TOPOLOGY_MIN_REPLICAS_MAX_LAG"),
+            ("--log-format", "REDIS_TOPOLOGY_LOG_FORMAT"),
+            ("--etcd-endpoints", "ETCDCTL_ENDPOINTS"),
+            ("--etcd-prefix", "REDIS_TOPOLOGY_ETCD_PREFIX"),
+            ("--redis-user", "REDIS_TOPOLOGY_REDIS_USER"),
+            ("--redis-password-file", "REDIS_TOPOLOGY_REDIS_PASSWORD_FILE"),
         ],
     );
 }
@@ -226,7 +226,7 @@ async fn sigterm_stops_it_cleanly_and_env_vars_configure_it() {
     let mut service = Service::start(
         "dictator",
         &[],
-        &[("LISTEN", &format!("127.0.0.1:{port}")), ("LOG_FORMAT", "json"), ("NAMESERVER", &harness::silent_nameserver().to_string())],
+        &[("REDIS_TOPOLOGY_LISTEN", &format!("127.0.0.1:{port}")), ("REDIS_TOPOLOGY_LOG_FORMAT", "json"), ("REDIS_TOPOLOGY_NAMESERVER", &harness::silent_nameserver().to_string())],
     );
     service.wait_http(port);
     let status = service.process().terminate(Duration::from_secs(5));

@@ -184,7 +184,7 @@ fn knot(dir: &Path) -> (Process, u16) {
     let port = free_port();
     let mut zone = vec![
         format!("$ORIGIN {DOMAIN}."),
-        "$TTL 1".to_string(),
+        "$REDIS_TOPOLOGY_TTL 1".to_string(),
         "@ SOA ns hostmaster 1 60 10 3600 1".to_string(),
         "@ NS ns".to_string(),
         "ns A 127.0.0.1".to_string(),

@@ -14,40 +14,40 @@ use topology::Names;
 #[command(version, about)]
 struct Cli {
     /// Address of the HTTP API.
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8001")]
+    #[arg(long, env = "REDIS_TOPOLOGY_LISTEN", default_value = "127.0.0.1:8001")]
     listen: SocketAddr,
 
     /// Address the DNS server answers on, UDP and TCP.
-    #[arg(long, env = "DNS_LISTEN", default_value = "127.0.0.1:5353")]
+    #[arg(long, env = "REDIS_TOPOLOGY_DNS_LISTEN", default_value = "127.0.0.1:5353")]
     dns_listen: SocketAddr,
 
     /// Zone dnsd is authoritative for; names outside it are REFUSED.
-    #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
+    #[arg(long, env = "REDIS_TOPOLOGY_DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
     domain: String,
 
     /// TTL of every record and of negative answers, in seconds.
-    #[arg(long, env = "TTL", default_value_t = 1)]
+    #[arg(long, env = "REDIS_TOPOLOGY_TTL", default_value_t = 1)]
     ttl: u32,
 
     /// Cluster the original `PUT /dns` endpoint publishes, and whose master and slaves
     /// `--haproxy-runtime` pushes.
-    #[arg(long, env = "CLUSTER", default_value = "default")]
+    #[arg(long, env = "REDIS_TOPOLOGY_CLUSTER", default_value = "default")]
     cluster: String,
 
     /// UDP sockets sharing the DNS port (SO_REUSEPORT), each with its own receive loop
     /// [default: number of CPUs].
-    #[arg(long, env = "DNS_UDP_SOCKETS")]
+    #[arg(long, env = "REDIS_TOPOLOGY_DNS_UDP_SOCKETS")]
     dns_udp_sockets: Option<usize>,
 
     /// Also answer the read-only part of the Redis Sentinel protocol here (TCP), with
     /// each cluster as a Sentinel master of the same name, so that redis clients find
     /// the master as they would through Sentinel [default: off].
-    #[arg(long, env = "SENTINEL_LISTEN")]
+    #[arg(long, env = "REDIS_TOPOLOGY_SENTINEL_LISTEN")]
     sentinel_listen: Option<SocketAddr>,
 
     /// The Sentinel address given to clients and other dnsd replicas
     /// (`SENTINEL sentinels`) [default: the --sentinel-listen address].
-    #[arg(long, env = "SENTINEL_ANNOUNCE", requires = "sentinel_listen")]
+    #[arg(long, env = "REDIS_TOPOLOGY_SENTINEL_ANNOUNCE", requires = "sentinel_listen")]
     sentinel_announce: Option<SocketAddr>,
 
     #[command(flatten)]
@@ -66,10 +66,11 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, legacy_env) = service::env::parse::<Cli>();
     // hickory-server logs a line per query: at thousands a second that would cost
     // more than answering.
     cli.log.init_quieting(&["hickory_server"]);
+    service::env::warn(&legacy_env);
     if let Err(e) = topology::validate_label("cluster", &cli.cluster) {
         eprintln!("--cluster: {e}");
         return ExitCode::from(2);

@@ -17,26 +17,26 @@ use service::cli::{EtcdArgs, LogArgs};
     version,
     about,
     after_help = "Redis AUTH: the password is read once at start from --redis-password-file \
-(first line; a trailing newline is dropped). When no file is given, the REDIS_PASSWORD \
+(first line; a trailing newline is dropped). When no file is given, the REDIS_TOPOLOGY_REDIS_PASSWORD \
 environment variable is used if set (a file is preferred: it stays out of the process \
 environment). With --redis-user the agent authenticates as that ACL user."
 )]
 struct Cli {
     /// Cluster (replication group) this redis belongs to, e.g. `redis-1`.
-    #[arg(long, env = "CLUSTER", value_parser = parse_cluster)]
+    #[arg(long, env = "REDIS_TOPOLOGY_CLUSTER", value_parser = parse_cluster)]
     cluster: String,
 
     /// Name of this node within the cluster, e.g. `node-1`.
-    #[arg(long, env = "NODE", value_parser = parse_node)]
+    #[arg(long, env = "REDIS_TOPOLOGY_NODE", value_parser = parse_node)]
     node: String,
 
     /// The redis-server to watch, as host:port (`[ipv6]:port`; port defaults to 6379).
-    #[arg(long, env = "REDIS", default_value = "127.0.0.1:6379", value_parser = RedisTarget::parse)]
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS", default_value = "127.0.0.1:6379", value_parser = RedisTarget::parse)]
     redis: RedisTarget,
 
     /// Address clients must use to reach this redis (behind NAT, in a container);
     /// default: the host of --redis.
-    #[arg(long, env = "ADVERTISE_ADDRESS", value_parser = parse_address)]
+    #[arg(long, env = "REDIS_TOPOLOGY_ADVERTISE_ADDRESS", value_parser = parse_address)]
     advertise_address: Option<String>,
 
     /// The machine this redis runs on, registered for placement (no two members of
@@ -46,27 +46,27 @@ struct Cli {
     host: Option<String>,
 
     /// Port clients must use; default: the port of --redis.
-    #[arg(long, env = "ADVERTISE_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "REDIS_TOPOLOGY_ADVERTISE_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     advertise_port: Option<u16>,
 
     /// Probe and refresh period, in milliseconds.
-    #[arg(long = "interval", visible_alias = "interval-ms", env = "INTERVAL_MS", default_value_t = 250,
+    #[arg(long = "interval", visible_alias = "interval-ms", env = "REDIS_TOPOLOGY_INTERVAL_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(10..))]
     interval_ms: u64,
 
     /// How long one probe (connect, PING, INFO) may take before redis counts as down,
     /// in milliseconds; default: the interval.
-    #[arg(long, env = "REDIS_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     redis_timeout_ms: Option<u64>,
 
     /// TTL of the etcd lease the registration lives under, in seconds: how long the
     /// registration outlives an agent that died.
-    #[arg(long = "lease-ttl", visible_alias = "lease-ttl-secs", env = "LEASE_TTL_SECS", default_value_t = 5,
+    #[arg(long = "lease-ttl", visible_alias = "lease-ttl-secs", env = "REDIS_TOPOLOGY_LEASE_TTL_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     lease_ttl_secs: u64,
 
     /// Remove the registration when redis stays down longer than this, in seconds.
-    #[arg(long, env = "DOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "REDIS_TOPOLOGY_DOWN_GRACE_SECS", default_value_t = 30)]
     down_grace_secs: u64,
 
     /// Fence redis, if it is a master, when etcd has not answered a lease renewal
@@ -74,14 +74,14 @@ struct Cli {
     /// lifts the fence in an apply. Between half the lease TTL and all of it;
     /// default: two thirds of it, when the agent counts its lease lost. 0 turns
     /// self-fencing off.
-    #[arg(long, env = "SELF_FENCE_AFTER_MS")]
+    #[arg(long, env = "REDIS_TOPOLOGY_SELF_FENCE_AFTER_MS")]
     self_fence_after_ms: Option<u64>,
 
     #[command(flatten)]
     redis_auth: service::redis_auth::RedisAuthArgs,
 
     /// Address of the HTTP API (`GET /status`, `GET /healthz`).
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8003")]
+    #[arg(long, env = "REDIS_TOPOLOGY_LISTEN", default_value = "127.0.0.1:8003")]
     listen: SocketAddr,
 
     /// Tokens, TLS and limits of the HTTP API.
@@ -143,8 +143,9 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, legacy_env) = service::env::parse::<Cli>();
     cli.log.init();
+    service::env::warn(&legacy_env);
     let config = match cli.config() {
         Ok(config) => config,
         Err(e) => {

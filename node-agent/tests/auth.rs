@@ -1,4 +1,4 @@
-//! Redis AUTH: a password from a file (or REDIS_PASSWORD), and an ACL user.
+//! Redis AUTH: a password from a file (or REDIS_TOPOLOGY_REDIS_PASSWORD), and an ACL user.
 
 mod common;
 
@@ -30,7 +30,7 @@ async fn authenticates_with_a_password_file_or_the_environment() {
         &["--redis-password-file", file.to_str().unwrap()],
         &[],
     );
-    let from_env = start_agent_named(&etcd, &redis.host_port(), "node-2", &prefix, &[], &[("REDIS_PASSWORD", "s3cret pass")]);
+    let from_env = start_agent_named(&etcd, &redis.host_port(), "node-2", &prefix, &[], &[("REDIS_TOPOLOGY_REDIS_PASSWORD", "s3cret pass")]);
     for agent in [&from_file, &from_env] {
         let (stored, _) =
             wait_registration(&mut client, &agent.node_key(), "healthy with AUTH", Duration::from_secs(10), |s| s.record.healthy).await;

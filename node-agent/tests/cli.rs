@@ -14,25 +14,25 @@ fn help_documents_every_flag_with_its_env_var() {
     let help = harness::assert_documents_flags(
         "node-agent",
         &[
-            ("--cluster", "CLUSTER"),
-            ("--node", "NODE"),
-            ("--redis", "REDIS"),
-            ("--advertise-address", "ADVERTISE_ADDRESS"),
-            ("--advertise-port", "ADVERTISE_PORT"),
-            ("--interval", "INTERVAL_MS"),
-            ("--redis-timeout-ms", "REDIS_TIMEOUT_MS"),
-            ("--lease-ttl", "LEASE_TTL_SECS"),
-            ("--down-grace-secs", "DOWN_GRACE_SECS"),
-            ("--self-fence-after-ms", "SELF_FENCE_AFTER_MS"),
-            ("--redis-user", "REDIS_USER"),
-            ("--redis-password-file", "REDIS_PASSWORD_FILE"),
-            ("--listen", "LISTEN"),
-            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
-            ("--etcd-prefix", "ETCD_PREFIX"),
-            ("--log-format", "LOG_FORMAT"),
+            ("--cluster", "REDIS_TOPOLOGY_CLUSTER"),
+            ("--node", "REDIS_TOPOLOGY_NODE"),
+            ("--redis", "REDIS_TOPOLOGY_REDIS"),
+            ("--advertise-address", "REDIS_TOPOLOGY_ADVERTISE_ADDRESS"),
+            ("--advertise-port", "REDIS_TOPOLOGY_ADVERTISE_PORT"),
+            ("--interval", "REDIS_TOPOLOGY_INTERVAL_MS"),
+            ("--redis-timeout-ms", "REDIS_TOPOLOGY_REDIS_TIMEOUT_MS"),
+            ("--lease-ttl", "REDIS_TOPOLOGY_LEASE_TTL_SECS"),
+            ("--down-grace-secs", "REDIS_TOPOLOGY_DOWN_GRACE_SECS"),
+            ("--self-fence-after-ms", "REDIS_TOPOLOGY_SELF_FENCE_AFTER_MS"),
+            ("--redis-user", "REDIS_TOPOLOGY_REDIS_USER"),
+            ("--redis-password-file", "REDIS_TOPOLOGY_REDIS_PASSWORD_FILE"),
+            ("--listen", "REDIS_TOPOLOGY_LISTEN"),
+            ("--etcd-endpoints", "ETCDCTL_ENDPOINTS"),
+            ("--etcd-prefix", "REDIS_TOPOLOGY_ETCD_PREFIX"),
+            ("--log-format", "REDIS_TOPOLOGY_LOG_FORMAT"),
         ],
     );
-    for alias in ["interval-ms", "lease-ttl-secs", "REDIS_PASSWORD"] {
+    for alias in ["interval-ms", "lease-ttl-secs", "REDIS_TOPOLOGY_REDIS_PASSWORD"] {
         assert!(help.contains(alias), "--help lacks {alias}:\n{help}");
     }
 }
@@ -42,7 +42,7 @@ fn bad_settings_are_usage_errors_that_name_the_problem() {
     let run = |args: &[&str]| {
         let out = Command::new(harness::binary("node-agent"))
             .args(args)
-            .env_remove("REDIS_PASSWORD")
+            .env_remove("REDIS_TOPOLOGY_REDIS_PASSWORD")
             .output()
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
@@ -77,17 +77,17 @@ async fn environment_variables_configure_it_and_sigterm_stops_it() {
         "node-agent",
         &[],
         &[
-            ("CLUSTER", "redis-1"),
-            ("NODE", "node-7"),
-            ("REDIS", &target),
-            ("ADVERTISE_ADDRESS", "10.9.8.7"),
-            ("ADVERTISE_PORT", "6400"),
-            ("INTERVAL_MS", "100"),
-            ("LEASE_TTL_SECS", "3"),
-            ("ETCD_ENDPOINTS", &endpoint),
-            ("ETCD_PREFIX", &prefix),
-            ("LISTEN", &listen),
-            ("LOG_FORMAT", "json"),
+            ("REDIS_TOPOLOGY_CLUSTER", "redis-1"),
+            ("REDIS_TOPOLOGY_NODE", "node-7"),
+            ("REDIS_TOPOLOGY_REDIS", &target),
+            ("REDIS_TOPOLOGY_ADVERTISE_ADDRESS", "10.9.8.7"),
+            ("REDIS_TOPOLOGY_ADVERTISE_PORT", "6400"),
+            ("REDIS_TOPOLOGY_INTERVAL_MS", "100"),
+            ("REDIS_TOPOLOGY_LEASE_TTL_SECS", "3"),
+            ("ETCDCTL_ENDPOINTS", &endpoint),
+            ("REDIS_TOPOLOGY_ETCD_PREFIX", &prefix),
+            ("REDIS_TOPOLOGY_LISTEN", &listen),
+            ("REDIS_TOPOLOGY_LOG_FORMAT", "json"),
         ],
     );
     service.wait_http(http_port);

@@ -24,65 +24,65 @@ use service::resolve::MemberResolver;
 #[command(version, about)]
 struct Cli {
     /// Dictator base URL; the host may be an SRV name (resolved via --nameserver).
-    #[arg(long, env = "DICTATOR", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, env = "REDIS_TOPOLOGY_DICTATOR", default_value = "http://127.0.0.1:8000")]
     dictator: String,
 
     /// dnsd base URL; the host may be an SRV name (resolved via --nameserver).
-    #[arg(long, env = "DNSD", default_value = "http://127.0.0.1:8001")]
+    #[arg(long, env = "REDIS_TOPOLOGY_DNSD", default_value = "http://127.0.0.1:8001")]
     dnsd: String,
 
     /// DNS servers for SRV names in --dictator/--dnsd (every dnsd replica), asked
     /// all at once, the first answer used; repeat or comma-separate. Default:
     /// /etc/resolv.conf.
-    #[arg(long, env = "NAMESERVER", value_delimiter = ',')]
+    #[arg(long, env = "REDIS_TOPOLOGY_NAMESERVER", value_delimiter = ',')]
     nameserver: Vec<SocketAddr>,
 
     /// Address of the HTTP endpoint (`/healthz`).
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8002")]
+    #[arg(long, env = "REDIS_TOPOLOGY_LISTEN", default_value = "127.0.0.1:8002")]
     listen: SocketAddr,
 
     /// This observer's name in the election and in `/status/<cluster>` (default: host-pid).
-    #[arg(long, env = "OBSERVER_ID")]
+    #[arg(long, env = "REDIS_TOPOLOGY_OBSERVER_ID")]
     id: Option<String>,
 
     /// Lease TTL of the leader: another observer takes over within about this long.
-    #[arg(long, env = "ELECTION_TTL_SECS", default_value_t = 5)]
+    #[arg(long, env = "REDIS_TOPOLOGY_ELECTION_TTL_SECS", default_value_t = 5)]
     election_ttl_secs: u64,
 
     /// First retry delay after a failed round (doubles up to --retry-max-ms).
-    #[arg(long, env = "RETRY_MIN_MS", default_value_t = 200)]
+    #[arg(long, env = "REDIS_TOPOLOGY_RETRY_MIN_MS", default_value_t = 200)]
     retry_min_ms: u64,
 
     /// Longest retry delay after failed rounds.
-    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 10_000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_RETRY_MAX_MS", default_value_t = 10_000)]
     retry_max_ms: u64,
 
     /// Timeout of one PUT to the dictator or dnsd.
-    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
 
     /// Fail over automatically when the master has been unhealthy or unregistered
     /// this long (and does not answer redis directly); 0 turns automatic failover off.
-    #[arg(long, env = "FAILOVER_AFTER_MS", default_value_t = 1000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_FAILOVER_AFTER_MS", default_value_t = 1000)]
     failover_after_ms: u64,
 
     /// The delay instead of --failover-after-ms when the master's own port refuses
     /// connections (the host answers but redis is gone, or restarting empty).
-    #[arg(long, env = "FAILOVER_AFTER_REFUSED_MS", default_value_t = 0)]
+    #[arg(long, env = "REDIS_TOPOLOGY_FAILOVER_AFTER_REFUSED_MS", default_value_t = 0)]
     failover_after_refused_ms: u64,
 
     /// Ask a master etcd says is healthy every this many milliseconds, so a machine
     /// that vanished is seen before its agent's lease expires; 0: only ask masters
     /// etcd says are down.
-    #[arg(long, env = "MASTER_PROBE_MS", default_value_t = 500)]
+    #[arg(long, env = "REDIS_TOPOLOGY_MASTER_PROBE_MS", default_value_t = 500)]
     master_probe_ms: u64,
 
     /// At most one automatic failover per cluster within this many seconds.
-    #[arg(long, env = "FAILOVER_COOLDOWN_SECS", default_value_t = 60)]
+    #[arg(long, env = "REDIS_TOPOLOGY_FAILOVER_COOLDOWN_SECS", default_value_t = 60)]
     failover_cooldown_secs: u64,
 
     /// DNS zone of node names in topologies (`<node>.<cluster>.<domain>`).
-    #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
+    #[arg(long, env = "REDIS_TOPOLOGY_DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
     domain: String,
 
     #[command(flatten)]
@@ -106,8 +106,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, legacy_env) = service::env::parse::<Cli>();
     cli.log.init();
+    service::env::warn(&legacy_env);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -93,7 +93,7 @@ impl Stack {
         }
     }
 
-    /// Real node-agents for the nodes of `CLUSTER` (`node-1`, ... in order),
+    /// Real node-agents for the nodes of `REDIS_TOPOLOGY_CLUSTER` (`node-1`, ... in order),
     /// probing every 100 ms; they replace the test's registrations.
     fn start_agents(&mut self) {
         for i in 0..self.nodes.len() {
@@ -118,13 +118,13 @@ impl Stack {
         self.agents.push(agent);
     }
 
-    /// The registration of `node` in `CLUSTER`, with its etcd mod revision.
+    /// The registration of `node` in `REDIS_TOPOLOGY_CLUSTER`, with its etcd mod revision.
     async fn registration_of(&self, node: &str) -> Option<(NodeRecord, i64)> {
         let got = self.etcd.client().await.get(self.keys.node(CLUSTER, node), None).await.unwrap();
         got.kvs().first().map(|kv| (serde_json::from_slice(kv.value()).unwrap(), kv.mod_revision()))
     }
 
-    /// The mod revision of `CLUSTER`'s trigger (0: none).
+    /// The mod revision of `REDIS_TOPOLOGY_CLUSTER`'s trigger (0: none).
     async fn trigger_revision(&self) -> i64 {
         let got = self.etcd.client().await.get(self.keys.trigger(CLUSTER), None).await.unwrap();
         got.kvs().first().map_or(0, |kv| kv.mod_revision())
@@ -165,7 +165,7 @@ impl Stack {
         json!({"master": member(master), "slaves": slaves.iter().map(|i| member(*i)).collect::<Vec<_>>()}).to_string()
     }
 
-    /// Writes the topology of `CLUSTER`, as an operator does; returns its revision.
+    /// Writes the topology of `REDIS_TOPOLOGY_CLUSTER`, as an operator does; returns its revision.
     async fn define(&self, topology: String) -> i64 {
         self.define_in(CLUSTER, topology).await
     }
@@ -175,7 +175,7 @@ impl Stack {
         put.header().unwrap().revision()
     }
 
-    /// The topology of `CLUSTER` in etcd, with its revision.
+    /// The topology of `REDIS_TOPOLOGY_CLUSTER` in etcd, with its revision.
     async fn stored_topology(&self) -> (String, i64) {
         let got = self.etcd.client().await.get(self.keys.topology(CLUSTER), None).await.unwrap();
         let kv = &got.kvs()[0];
@@ -919,25 +919,25 @@ fn help_documents_every_flag_with_its_env_var() {
     harness::assert_documents_flags(
         "observer",
         &[
-            ("--dictator", "DICTATOR"),
-            ("--dnsd", "DNSD"),
-            ("--nameserver", "NAMESERVER"),
-            ("--listen", "LISTEN"),
-            ("--id", "OBSERVER_ID"),
-            ("--election-ttl-secs", "ELECTION_TTL_SECS"),
-            ("--retry-min-ms", "RETRY_MIN_MS"),
-            ("--retry-max-ms", "RETRY_MAX_MS"),
-            ("--request-timeout-ms", "REQUEST_TIMEOUT_MS"),
-            ("--failover-after-ms", "FAILOVER_AFTER_MS"),
-            ("--failover-after-refused-ms", "FAILOVER_AFTER_REFUSED_MS"),
-            ("--failover-cooldown-secs", "FAILOVER_COOLDOWN_SECS"),
-            ("--master-probe-ms", "MASTER_PROBE_MS"),
-            ("--domain", "DOMAIN"),
-            ("--etcd-endpoints", "ETCD_ENDPOINTS"),
-            ("--etcd-prefix", "ETCD_PREFIX"),
-            ("--log-format", "LOG_FORMAT"),
-            ("--redis-user", "REDIS_USER"),
-            ("--redis-password-file", "REDIS_PASSWORD_FILE"),
+            ("--dictator", "REDIS_TOPOLOGY_DICTATOR"),
+            ("--dnsd", "REDIS_TOPOLOGY_DNSD"),
+            ("--nameserver", "REDIS_TOPOLOGY_NAMESERVER"),
+            ("--listen", "REDIS_TOPOLOGY_LISTEN"),
+            ("--id", "REDIS_TOPOLOGY_OBSERVER_ID"),
+            ("--election-ttl-secs", "REDIS_TOPOLOGY_ELECTION_TTL_SECS"),
+            ("--retry-min-ms", "REDIS_TOPOLOGY_RETRY_MIN_MS"),
+            ("--retry-max-ms", "REDIS_TOPOLOGY_RETRY_MAX_MS"),
+            ("--request-timeout-ms", "REDIS_TOPOLOGY_REQUEST_TIMEOUT_MS"),
+            ("--failover-after-ms", "REDIS_TOPOLOGY_FAILOVER_AFTER_MS"),
+            ("--failover-after-refused-ms", "REDIS_TOPOLOGY_FAILOVER_AFTER_REFUSED_MS"),
+            ("--failover-cooldown-secs", "REDIS_TOPOLOGY_FAILOVER_COOLDOWN_SECS"),
+            ("--master-probe-ms", "REDIS_TOPOLOGY_MASTER_PROBE_MS"),
+            ("--domain", "REDIS_TOPOLOGY_DOMAIN"),
+            ("--etcd-endpoints", "ETCDCTL_ENDPOINTS"),
+            ("--etcd-prefix", "REDIS_TOPOLOGY_ETCD_PREFIX"),
+            ("--log-format", "REDIS_TOPOLOGY_LOG_FORMAT"),
+            ("--redis-user", "REDIS_TOPOLOGY_REDIS_USER"),
+            ("--redis-password-file", "REDIS_TOPOLOGY_REDIS_PASSWORD_FILE"),
         ],
     );
 }

@@ -50,23 +50,23 @@ pub struct HaproxyArgs {
     /// slaves of `--cluster` to, the moment they change: an absolute unix socket path or
     /// IP:port. Repeat (or comma-separate) for several HAProxy instances. None: no push,
     /// HAProxy follows through DNS alone.
-    #[arg(long = "haproxy-runtime", env = "HAPROXY_RUNTIME", value_delimiter = ',')]
+    #[arg(long = "haproxy-runtime", env = "REDIS_TOPOLOGY_HAPROXY_RUNTIME", value_delimiter = ',')]
     pub runtime: Vec<runtime::Target>,
 
     /// HAProxy backend that follows the master.
-    #[arg(long = "haproxy-write-backend", env = "HAPROXY_WRITE_BACKEND", default_value = "redis_master")]
+    #[arg(long = "haproxy-write-backend", env = "REDIS_TOPOLOGY_HAPROXY_WRITE_BACKEND", default_value = "redis_master")]
     pub write_backend: String,
 
     /// Name prefix of the write backend's `server-template` (its one slot is `<prefix>1`).
-    #[arg(long = "haproxy-write-server", env = "HAPROXY_WRITE_SERVER", default_value = "master")]
+    #[arg(long = "haproxy-write-server", env = "REDIS_TOPOLOGY_HAPROXY_WRITE_SERVER", default_value = "master")]
     pub write_server: String,
 
     /// HAProxy backend over the live slaves; empty: push only the master.
-    #[arg(long = "haproxy-read-backend", env = "HAPROXY_READ_BACKEND", default_value = "redis_slaves")]
+    #[arg(long = "haproxy-read-backend", env = "REDIS_TOPOLOGY_HAPROXY_READ_BACKEND", default_value = "redis_slaves")]
     pub read_backend: String,
 
     /// Name prefix of the read backend's `server-template` slots.
-    #[arg(long = "haproxy-read-server", env = "HAPROXY_READ_SERVER", default_value = "slave")]
+    #[arg(long = "haproxy-read-server", env = "REDIS_TOPOLOGY_HAPROXY_READ_SERVER", default_value = "slave")]
     pub read_server: String,
 }
 

@@ -17,12 +17,12 @@ pub struct Cli {
 
     /// DNS zone of node names; default: the one dnsd recorded in etcd (`/domain`),
     /// else cluster.local. Refused when it differs from dnsd's.
-    #[arg(long, env = "DOMAIN", global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_DOMAIN", global = true)]
     pub domain: Option<String>,
 
     /// dnsd's DNS addresses (every replica), to ask what they answer (`check`);
     /// asked all at once, the first answer used; repeat or comma-separate.
-    #[arg(long, env = "NAMESERVER", value_delimiter = ',', global = true)]
+    #[arg(long, env = "REDIS_TOPOLOGY_NAMESERVER", value_delimiter = ',', global = true)]
     pub nameserver: Vec<SocketAddr>,
 
     /// AUTH for reading replication offsets from redis (`list`, `status`).
@@ -96,6 +96,18 @@ pub enum Command {
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
+    /// Find the environment variable names from before the `REDIS_TOPOLOGY_` prefix
+    /// in env files and unit drop-ins (`NAME=`, `#NAME=`, `export NAME=`,
+    /// `Environment=NAME=`) and, with --write, rename them in place. Exit 1 if any
+    /// are left (without --write), 0 if none. Needs no etcd.
+    MigrateEnv {
+        /// Files to read (e.g. /etc/redis-topology/*.env).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Rewrite the files (the old one is kept as FILE.bak, mode and owner kept).
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 #[derive(Debug, Args)]

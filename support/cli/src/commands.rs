@@ -38,6 +38,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         clap_complete::generate(shell, &mut command, "redis-topology", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    if let Command::MigrateEnv { files, write } = &cli.command {
+        return migrate_env(files, *write, cli.json);
+    }
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -45,6 +48,74 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `migrate-env`: every old name in `files`, renamed in place with `write`.
+/// Exit 2 if a file cannot be read or written (the files before it stay migrated:
+/// each rename is reported as it is made).
+fn migrate_env(files: &[std::path::PathBuf], write: bool, json: bool) -> ExitCode {
+    let mut found = Vec::new();
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("redis-topology: reading {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let (migrated, renames) = service::env::migrate(&text);
+        if write
+            && !renames.is_empty()
+            && let Err(e) = rewrite(path, &migrated)
+        {
+            eprintln!("redis-topology: rewriting {}: {e} (the file is unchanged)", path.display());
+            return ExitCode::from(2);
+        }
+        for rename in renames {
+            if !json {
+                let done = if write { "renamed" } else { "rename" };
+                println!("{}:{}: {done} {} to {}", path.display(), rename.line, rename.old, rename.new);
+            }
+            found.push(serde_json::json!({
+                "file": path.display().to_string(), "line": rename.line, "old": rename.old, "new": rename.new,
+            }));
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({ "renames": found, "written": write }));
+    } else if found.is_empty() {
+        println!("no old names in {} file(s)", files.len());
+    }
+    if found.is_empty() || write {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Replaces `path` with `text` atomically (a temporary file renamed over it), with
+/// the old file's mode and owner, keeping the old one as `path.bak`.
+fn rewrite(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.migrate-env"));
+    let written = (|| {
+        std::fs::write(&temp, text)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        // Only root may give a file away; as its owner, it is ours already.
+        if let Err(e) = chown(&temp, Some(meta.uid()), Some(meta.gid()))
+            && e.kind() != std::io::ErrorKind::PermissionDenied
+        {
+            return Err(e);
+        }
+        std::fs::copy(path, path.with_file_name(format!("{name}.bak")))?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
@@ -88,7 +159,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { cluster } => check(&mut store, &names, cluster.as_deref(), &cli.nameserver, json).await,
-        Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. } | Command::MigrateEnv { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -103,7 +174,7 @@ fn cluster_arg(command: &Command) -> Option<&str> {
         Command::Define(define) => Some(&define.cluster),
         Command::Durability(args) => Some(&args.cluster),
         Command::Check { cluster } => cluster.as_deref(),
-        Command::List | Command::Completions { .. } => None,
+        Command::List | Command::Completions { .. } | Command::MigrateEnv { .. } => None,
     }
 }
 
@@ -121,7 +192,7 @@ async fn names(store: &mut Store, domain: Option<&str>) -> Result<Names, Command
     let recorded = store.domain().await?;
     let domain = match (domain, recorded) {
         (Some(given), Some(recorded)) if Names::new(given).ok() != Names::new(&recorded).ok() => {
-            return Err(CommandError::Invalid(format!("DOMAIN is {given} but dnsd serves {recorded} (/domain in etcd)")));
+            return Err(CommandError::Invalid(format!("REDIS_TOPOLOGY_DOMAIN is {given} but dnsd serves {recorded} (/domain in etcd)")));
         }
         (_, Some(recorded)) => recorded,
         (Some(given), None) => given.to_string(),

@@ -1,6 +1,6 @@
 //! `redis-topology`: the operator's one command. It reads and writes etcd with
-//! the services' own flags and environment (`--etcd-endpoints`/`ETCD_ENDPOINTS`,
-//! `--etcd-prefix`/`ETCD_PREFIX`, `DOMAIN`, `NAMESERVER`), so it works from any
+//! the services' own flags and environment (`--etcd-endpoints`/`ETCDCTL_ENDPOINTS`,
+//! `--etcd-prefix`/`REDIS_TOPOLOGY_ETCD_PREFIX`, `REDIS_TOPOLOGY_DOMAIN`, `REDIS_TOPOLOGY_NAMESERVER`), so it works from any
 //! machine that reaches etcd.
 //!
 //! Modules, I/O first, then the pure core:

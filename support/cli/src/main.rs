@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    cli::commands::run(cli::args::Cli::parse()).await
+    let (cli, legacy_env) = service::env::parse::<cli::args::Cli>();
+    for warning in legacy_env {
+        eprintln!("redis-topology: warning: {warning}");
+    }
+    cli::commands::run(cli).await
 }

@@ -12,10 +12,10 @@ use serde_json::Value;
 fn run(stack: &Stack, args: &[&str]) -> Output {
     Command::new(harness::binary("redis-topology"))
         .args(args)
-        .env("ETCD_ENDPOINTS", stack.etcd.endpoint())
-        .env("NAMESERVER", stack.dns.to_string())
-        .env_remove("ETCD_PREFIX")
-        .env_remove("DOMAIN")
+        .env("ETCDCTL_ENDPOINTS", stack.etcd.endpoint())
+        .env("REDIS_TOPOLOGY_NAMESERVER", stack.dns.to_string())
+        .env_remove("REDIS_TOPOLOGY_ETCD_PREFIX")
+        .env_remove("REDIS_TOPOLOGY_DOMAIN")
         .output()
         .unwrap()
 }
@@ -130,8 +130,8 @@ async fn the_operators_walkthrough_with_the_command_alone() {
     // DOMAIN other than dnsd's is refused.
     let out = Command::new(harness::binary("redis-topology"))
         .args(["list"])
-        .env("ETCD_ENDPOINTS", stack.etcd.endpoint())
-        .env("DOMAIN", "example.org")
+        .env("ETCDCTL_ENDPOINTS", stack.etcd.endpoint())
+        .env("REDIS_TOPOLOGY_DOMAIN", "example.org")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -166,7 +166,7 @@ fn completions_and_help_name_every_command() {
     for command in ["list", "status", "define", "switchover", "pause", "resume", "history", "check", "trigger"] {
         assert!(script.contains(command), "{command} missing from the completions");
     }
-    harness::assert_documents_flags("redis-topology", &[("--etcd-endpoints", "ETCD_ENDPOINTS"), ("--etcd-prefix", "ETCD_PREFIX"), ("--domain", "DOMAIN"), ("--nameserver", "NAMESERVER")]);
+    harness::assert_documents_flags("redis-topology", &[("--etcd-endpoints", "ETCDCTL_ENDPOINTS"), ("--etcd-prefix", "REDIS_TOPOLOGY_ETCD_PREFIX"), ("--domain", "REDIS_TOPOLOGY_DOMAIN"), ("--nameserver", "REDIS_TOPOLOGY_NAMESERVER")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +192,9 @@ async fn the_scripts_are_thin_wrappers_around_the_command() {
         Command::new(repo.join("scripts").join(name))
             .args(args)
             .env("REDIS_TOPOLOGY_BIN_DIR", harness::binary("redis-topology").parent().unwrap())
-            .env("ETCD_ENDPOINTS", stack.etcd.endpoint())
-            .env_remove("ETCD_PREFIX")
-            .env_remove("DOMAIN")
+            .env("ETCDCTL_ENDPOINTS", stack.etcd.endpoint())
+            .env_remove("REDIS_TOPOLOGY_ETCD_PREFIX")
+            .env_remove("REDIS_TOPOLOGY_DOMAIN")
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()

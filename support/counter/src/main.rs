@@ -20,40 +20,40 @@ use service::resolve::MemberResolver;
 #[command(version, about)]
 struct Cli {
     /// Write to this address (e.g. HAProxy's write frontend) instead of resolving.
-    #[arg(long, env = "REDIS", conflicts_with = "cluster")]
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS", conflicts_with = "cluster")]
     redis: Option<SocketAddr>,
 
     /// Resolve `master.<cluster>.<domain>` SRV through --nameserver.
-    #[arg(long, env = "CLUSTER")]
+    #[arg(long, env = "REDIS_TOPOLOGY_CLUSTER")]
     cluster: Option<String>,
 
     /// Zone of the SRV name.
-    #[arg(long, env = "DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
+    #[arg(long, env = "REDIS_TOPOLOGY_DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
     domain: String,
 
     /// DNS servers (every dnsd replica) for --cluster, asked all at once, the
     /// first answer used; repeat or comma-separate. Default: /etc/resolv.conf.
-    #[arg(long, env = "NAMESERVER", value_delimiter = ',')]
+    #[arg(long, env = "REDIS_TOPOLOGY_NAMESERVER", value_delimiter = ',')]
     nameserver: Vec<SocketAddr>,
 
     /// Writes per second.
-    #[arg(long, env = "RATE", default_value_t = 1000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_RATE", default_value_t = 1000)]
     rate: u32,
 
     /// Stop after this many writes.
-    #[arg(long, env = "COUNT", conflicts_with = "duration_secs")]
+    #[arg(long, env = "REDIS_TOPOLOGY_COUNT", conflicts_with = "duration_secs")]
     count: Option<u64>,
 
     /// Stop after this many seconds (default 10 when --count is absent).
-    #[arg(long, env = "DURATION_SECS")]
+    #[arg(long, env = "REDIS_TOPOLOGY_DURATION_SECS")]
     duration_secs: Option<u64>,
 
     /// The list to push to (default: a fresh `counter:<uuid>`).
-    #[arg(long, env = "KEY")]
+    #[arg(long, env = "REDIS_TOPOLOGY_KEY")]
     key: Option<String>,
 
     /// Timeout of one write; a timed-out write's outcome is unknown.
-    #[arg(long, env = "TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_TIMEOUT_MS", default_value_t = 2000)]
     timeout_ms: u64,
 
     /// Print the tally as JSON, with every write-unavailable window.
@@ -69,8 +69,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, legacy_env) = service::env::parse::<Cli>();
     cli.log.init();
+    service::env::warn(&legacy_env);
     let target = match target(&cli) {
         Ok(t) => t,
         Err(e) => {

@@ -135,7 +135,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Authenticates as `REDIS_USER`/`REDIS_PASSWORD` say, if set ([`Credentials::from_env`]).
+    /// Authenticates as `REDIS_TOPOLOGY_REDIS_USER`/`REDIS_TOPOLOGY_REDIS_PASSWORD` say, if set ([`Credentials::from_env`]).
     pub fn start(target: Destination, key: &str, pace: Pace) -> Writer {
         Writer::start_as(target, key, pace, Credentials::from_env())
     }
@@ -254,7 +254,7 @@ async fn connect(addr: SocketAddr, timeout: Duration, credentials: &Credentials)
 
 /// Reads the whole list back from wherever `target` says the master is now,
 /// retrying for up to `patience` while the master cannot be reached.
-/// Authenticates as `REDIS_USER`/`REDIS_PASSWORD` say, if set.
+/// Authenticates as `REDIS_TOPOLOGY_REDIS_USER`/`REDIS_TOPOLOGY_REDIS_PASSWORD` say, if set.
 pub async fn read_list(target: &Destination, key: &str, patience: Duration) -> Result<Vec<String>, ReadBackError> {
     read_list_as(target, key, patience, &Credentials::from_env()).await
 }

@@ -111,7 +111,7 @@ fn help_env(binary: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `KEY` of every `KEY=...` line, commented (`#KEY=`, an example default) or not.
+/// `REDIS_TOPOLOGY_KEY` of every `REDIS_TOPOLOGY_KEY=...` line, commented (`#REDIS_TOPOLOGY_KEY=`, an example default) or not.
 fn env_keys(text: &str) -> Vec<(String, bool)> {
     text.lines()
         .filter_map(|line| {
@@ -390,11 +390,11 @@ fn install_sh_is_idempotent_keeps_settings_and_follows_the_prefix() {
     }
 
     let mine = dest.path().join("etc/redis-topology/dnsd.env");
-    std::fs::write(&mine, "DNS_LISTEN=127.0.0.1:53\n").unwrap();
+    std::fs::write(&mine, "REDIS_TOPOLOGY_DNS_LISTEN=127.0.0.1:53\n").unwrap();
     let again = install(dest.path(), &["--prefix", "/opt/redis-topology"]);
     assert!(!again.contains("installed") && !again.contains("updated"), "second run changed things:\n{again}");
     assert!(again.contains("kept"), "{again}");
-    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "DNS_LISTEN=127.0.0.1:53\n", "settings never overwritten");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "REDIS_TOPOLOGY_DNS_LISTEN=127.0.0.1:53\n", "settings never overwritten");
 }
 
 // ---------------------------------------------------------------------------

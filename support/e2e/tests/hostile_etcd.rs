@@ -78,8 +78,8 @@ async fn malformed_values_are_skipped_and_every_service_keeps_serving() {
     // The operator's command lists the good clusters and names the broken topology.
     let out = Command::new(harness::binary("redis-topology"))
         .args(["--json", "list"])
-        .env("ETCD_ENDPOINTS", stack.etcd.endpoint())
-        .env_remove("ETCD_PREFIX")
+        .env("ETCDCTL_ENDPOINTS", stack.etcd.endpoint())
+        .env_remove("REDIS_TOPOLOGY_ETCD_PREFIX")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -168,18 +168,18 @@ fn a_service_without_a_token_file_says_its_write_api_is_open_and_a_bad_file_stop
     assert!(stderr.contains("line 1") && stderr.contains("shorter than 16"), "{stderr}");
     assert!(!stderr.contains(secret), "the token is in the error: {stderr}");
     let help = harness::assert_documents_flags("dictator", &[
-        ("--api-token-file", "API_TOKEN_FILE"), ("--api-auth-reads", "API_AUTH_READS"),
-        ("--tls-cert", "TLS_CERT"), ("--tls-key", "TLS_KEY"), ("--tls-client-ca", "TLS_CLIENT_CA"),
-        ("--http-max-connections", "HTTP_MAX_CONNECTIONS"), ("--http-header-timeout-ms", "HTTP_HEADER_TIMEOUT_MS"),
-        ("--http-request-timeout-ms", "HTTP_REQUEST_TIMEOUT_MS"),
+        ("--api-token-file", "REDIS_TOPOLOGY_API_TOKEN_FILE"), ("--api-auth-reads", "REDIS_TOPOLOGY_API_AUTH_READS"),
+        ("--tls-cert", "REDIS_TOPOLOGY_TLS_CERT"), ("--tls-key", "REDIS_TOPOLOGY_TLS_KEY"), ("--tls-client-ca", "REDIS_TOPOLOGY_TLS_CLIENT_CA"),
+        ("--http-max-connections", "REDIS_TOPOLOGY_HTTP_MAX_CONNECTIONS"), ("--http-header-timeout-ms", "REDIS_TOPOLOGY_HTTP_HEADER_TIMEOUT_MS"),
+        ("--http-request-timeout-ms", "REDIS_TOPOLOGY_HTTP_REQUEST_TIMEOUT_MS"),
     ]);
     assert!(!help.contains(secret));
     for service in ["dnsd", "node-agent"] {
-        harness::assert_documents_flags(service, &[("--api-token-file", "API_TOKEN_FILE"), ("--tls-cert", "TLS_CERT")]);
+        harness::assert_documents_flags(service, &[("--api-token-file", "REDIS_TOPOLOGY_API_TOKEN_FILE"), ("--tls-cert", "REDIS_TOPOLOGY_TLS_CERT")]);
     }
     harness::assert_documents_flags("observer", &[
-        ("--api-token-file", "API_TOKEN_FILE"), ("--tls-ca", "TLS_CA"),
-        ("--tls-client-cert", "TLS_CLIENT_CERT"), ("--tls-client-key", "TLS_CLIENT_KEY"),
+        ("--api-token-file", "REDIS_TOPOLOGY_API_TOKEN_FILE"), ("--tls-ca", "REDIS_TOPOLOGY_TLS_CA"),
+        ("--tls-client-cert", "REDIS_TOPOLOGY_TLS_CLIENT_CERT"), ("--tls-client-key", "REDIS_TOPOLOGY_TLS_CLIENT_KEY"),
     ]);
 }
 

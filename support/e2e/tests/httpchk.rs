@@ -24,9 +24,9 @@ fn haproxy(stack: &Stack) -> (SocketAddr, SocketAddr, Process, tempfile::TempDir
     let dir = tempfile::tempdir().unwrap();
     let (write, read): (SocketAddr, SocketAddr) = (([127, 0, 0, 1], harness::free_port()).into(), ([127, 0, 0, 1], harness::free_port()).into());
     let mut cmd = Command::new("haproxy");
-    cmd.args(["-db", "-f", config]).env("WRITE_BIND", write.to_string()).env("READ_BIND", read.to_string());
+    cmd.args(["-db", "-f", config]).env("REDIS_TOPOLOGY_WRITE_BIND", write.to_string()).env("REDIS_TOPOLOGY_READ_BIND", read.to_string());
     for (i, node) in stack.nodes.iter().enumerate() {
-        cmd.env(format!("NODE{}_REDIS", i + 1), node.redis.host_port()).env(format!("NODE{}_AGENT_PORT", i + 1), node.agent_port.to_string());
+        cmd.env(format!("REDIS_TOPOLOGY_NODE{}_REDIS", i + 1), node.redis.host_port()).env(format!("REDIS_TOPOLOGY_NODE{}_AGENT_PORT", i + 1), node.agent_port.to_string());
     }
     let process = Process::spawn("haproxy", cmd, &dir.path().join("haproxy.log"));
     harness::wait_until("haproxy to listen", Duration::from_secs(10), || std::net::TcpStream::connect(write).is_ok());

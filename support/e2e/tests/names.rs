@@ -19,9 +19,9 @@ fn define(etcd: &Etcd, domain: Option<&str>, topology: &str) -> Output {
     let command = harness::binary("redis-topology");
     let mut cmd = Command::new(repo().join("scripts/define-topology.sh"));
     cmd.env("REDIS_TOPOLOGY_BIN_DIR", command.parent().unwrap());
-    cmd.args(["redis-1", "-"]).env("ETCD_ENDPOINTS", etcd.endpoint()).env_remove("ETCD_PREFIX").env_remove("DOMAIN");
+    cmd.args(["redis-1", "-"]).env("ETCDCTL_ENDPOINTS", etcd.endpoint()).env_remove("REDIS_TOPOLOGY_ETCD_PREFIX").env_remove("REDIS_TOPOLOGY_DOMAIN");
     if let Some(domain) = domain {
-        cmd.env("DOMAIN", domain);
+        cmd.env("REDIS_TOPOLOGY_DOMAIN", domain);
     }
     let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped()).spawn().unwrap();

@@ -2,7 +2,7 @@
 //! No single dnsd in the way: every consumer of DNS names several dnsd replicas,
 //! and losing one costs no write. HAProxy runs the shipped `deploy/haproxy/haproxy.cfg`
 //! with every replica as a nameserver; the dictator, the observer and the counter
-//! take a list (`--nameserver a,b` / `NAMESERVER=a,b`).
+//! take a list (`--nameserver a,b` / `REDIS_TOPOLOGY_NAMESERVER=a,b`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -175,7 +175,7 @@ async fn one_node() -> OneNode {
     OneNode { etcd, redis, dns, dnsd_http: ([127, 0, 0, 1], http).into(), _dnsd: dnsd, _agent: agent }
 }
 
-/// A dictator given `NAMESERVER` (a comma-separated list) dry-runs a topology
+/// A dictator given `REDIS_TOPOLOGY_NAMESERVER` (a comma-separated list) dry-runs a topology
 /// whose master is a node name, resolved by SRV: the HTTP status and the master
 /// it resolved.
 async fn dictator_resolves(nameservers: &str, etcd: &Etcd) -> (u16, serde_json::Value) {
@@ -183,7 +183,7 @@ async fn dictator_resolves(nameservers: &str, etcd: &Etcd) -> (u16, serde_json::
     let mut dictator = Service::start(
         "dictator",
         &["--listen", &format!("127.0.0.1:{port}"), "--cluster", CLUSTER, "--etcd-endpoints", &etcd.endpoint()],
-        &[("NAMESERVER", nameservers)],
+        &[("REDIS_TOPOLOGY_NAMESERVER", nameservers)],
     );
     dictator.wait_http(port);
     let topology = format!(r#"{{"master":{{"address":"node-1.{CLUSTER}.{DOMAIN}"}}}}"#);
@@ -244,7 +244,7 @@ async fn the_counter_and_redis_topology_use_the_next_nameserver_when_the_first_i
 
     let counter = std::process::Command::new(harness::binary("counter"))
         .args(["--cluster", CLUSTER, "--count", "200", "--rate", "1000"])
-        .env("NAMESERVER", &both)
+        .env("REDIS_TOPOLOGY_NAMESERVER", &both)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&counter.stdout);
@@ -254,9 +254,9 @@ async fn the_counter_and_redis_topology_use_the_next_nameserver_when_the_first_i
     let check = |nameservers: &str| {
         let out = std::process::Command::new(harness::binary("redis-topology"))
             .args(["check", CLUSTER])
-            .env("ETCD_ENDPOINTS", node.etcd.endpoint())
-            .env_remove("ETCD_PREFIX")
-            .env("NAMESERVER", nameservers)
+            .env("ETCDCTL_ENDPOINTS", node.etcd.endpoint())
+            .env_remove("REDIS_TOPOLOGY_ETCD_PREFIX")
+            .env("REDIS_TOPOLOGY_NAMESERVER", nameservers)
             .output()
             .unwrap();
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

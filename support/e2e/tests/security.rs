@@ -86,8 +86,8 @@ async fn the_whole_stack_switches_over_against_etcd_with_tls_and_auth_and_redis_
     let password = std::fs::read_to_string(&secure.password_file).unwrap();
     let out = Command::new(harness::binary("redis-topology"))
         .args(["--json", "status", CLUSTER])
-        .env("ETCD_ENDPOINTS", stack.etcd.endpoint())
-        .env("ETCD_PREFIX", SECURE_PREFIX)
+        .env("ETCDCTL_ENDPOINTS", stack.etcd.endpoint())
+        .env("REDIS_TOPOLOGY_ETCD_PREFIX", SECURE_PREFIX)
         .env("ETCDCTL_CACERT", &secure.ca)
         .env("ETCDCTL_CERT", &secure.client.cert)
         .env("ETCDCTL_KEY", &secure.client.key)

@@ -390,37 +390,37 @@ fn configure(c: &Container, ports: &Ports) {
     c.write(
         "/etc/redis-topology/dnsd.env",
         &format!(
-            "ETCD_ENDPOINTS={etcd}\nDNS_LISTEN={dns}\nLISTEN=127.0.0.1:{}\nCLUSTER={CLUSTER}\nHAPROXY_RUNTIME=127.0.0.1:{}\nRUST_LOG=info\n",
+            "ETCDCTL_ENDPOINTS={etcd}\nREDIS_TOPOLOGY_DNS_LISTEN={dns}\nREDIS_TOPOLOGY_LISTEN=127.0.0.1:{}\nREDIS_TOPOLOGY_CLUSTER={CLUSTER}\nREDIS_TOPOLOGY_HAPROXY_RUNTIME=127.0.0.1:{}\nRUST_LOG=info\n",
             ports.dnsd_http, ports.runtime
         ),
     );
     c.write(
         "/etc/redis-topology/dictator.env",
         &format!(
-            "LISTEN=127.0.0.1:{}\nNAMESERVER={dns}\nETCD_ENDPOINTS={etcd}\nRUST_LOG=info\n\
-             REDIS_PASSWORD_FILE=/run/credentials/dictator.service/redis-password\n",
+            "REDIS_TOPOLOGY_LISTEN=127.0.0.1:{}\nREDIS_TOPOLOGY_NAMESERVER={dns}\nETCDCTL_ENDPOINTS={etcd}\nRUST_LOG=info\n\
+             REDIS_TOPOLOGY_REDIS_PASSWORD_FILE=/run/credentials/dictator.service/redis-password\n",
             ports.dictator
         ),
     );
     c.write(
         "/etc/redis-topology/observer.env",
         &format!(
-            "ETCD_ENDPOINTS={etcd}\nDICTATOR=http://127.0.0.1:{}\nDNSD=http://127.0.0.1:{}\nNAMESERVER={dns}\n\
-             LISTEN=127.0.0.1:{}\nRUST_LOG=info\nREDIS_PASSWORD_FILE=/run/credentials/observer.service/redis-password\n",
+            "ETCDCTL_ENDPOINTS={etcd}\nREDIS_TOPOLOGY_DICTATOR=http://127.0.0.1:{}\nREDIS_TOPOLOGY_DNSD=http://127.0.0.1:{}\nREDIS_TOPOLOGY_NAMESERVER={dns}\n\
+             REDIS_TOPOLOGY_LISTEN=127.0.0.1:{}\nRUST_LOG=info\nREDIS_TOPOLOGY_REDIS_PASSWORD_FILE=/run/credentials/observer.service/redis-password\n",
             ports.dictator, ports.dnsd_http, ports.observer
         ),
     );
-    c.write("/etc/redis-topology/node-agent.env", &format!("ETCD_ENDPOINTS={etcd}\nADVERTISE_ADDRESS=127.0.0.1\nRUST_LOG=info\n"));
+    c.write("/etc/redis-topology/node-agent.env", &format!("ETCDCTL_ENDPOINTS={etcd}\nREDIS_TOPOLOGY_ADVERTISE_ADDRESS=127.0.0.1\nRUST_LOG=info\n"));
     // The agents' password, as deploy/README.md says: the unit's commented line, by a drop-in.
     c.write(
         "/etc/systemd/system/redis-node-agent@.service.d/credentials.conf",
-        "[Service]\nEnvironment=REDIS_PASSWORD_FILE=%d/redis-password\n",
+        "[Service]\nEnvironment=REDIS_TOPOLOGY_REDIS_PASSWORD_FILE=%d/redis-password\n",
     );
     for (i, node) in NODES.iter().enumerate() {
         let instance = format!("{CLUSTER}-{node}");
         c.write(
             &format!("/etc/redis-topology/node-agent-{instance}.env"),
-            &format!("CLUSTER={CLUSTER}\nNODE={node}\nREDIS=127.0.0.1:{}\nLISTEN=127.0.0.1:{}\n", ports.redis[i], ports.agents[i]),
+            &format!("REDIS_TOPOLOGY_CLUSTER={CLUSTER}\nREDIS_TOPOLOGY_NODE={node}\nREDIS_TOPOLOGY_REDIS=127.0.0.1:{}\nREDIS_TOPOLOGY_LISTEN=127.0.0.1:{}\n", ports.redis[i], ports.agents[i]),
         );
         // Debian's redis-server@<instance>.service reads /etc/redis/redis-<instance>.conf.
         c.write(
@@ -438,9 +438,9 @@ fn configure(c: &Container, ports: &Ports) {
     c.write(
         "/etc/redis-topology/haproxy.env",
         &format!(
-            "DNSD_DNS={dns}\nCLUSTER={CLUSTER}\nDOMAIN=cluster.local\nWRITE_BIND=127.0.0.1:{}\nREAD_BIND=127.0.0.1:{}\n\
-             STATS_BIND=127.0.0.1:{}\nRUNTIME_SOCKET=ipv4@127.0.0.1:{}\nHAPROXY_LUA=/etc/redis-topology/wait-for-server.lua\n\
-             REDIS_CHECK_PASSWORD={REDIS_PASSWORD}\n",
+            "REDIS_TOPOLOGY_DNSD_DNS={dns}\nREDIS_TOPOLOGY_CLUSTER={CLUSTER}\nREDIS_TOPOLOGY_DOMAIN=cluster.local\nREDIS_TOPOLOGY_WRITE_BIND=127.0.0.1:{}\nREDIS_TOPOLOGY_READ_BIND=127.0.0.1:{}\n\
+             REDIS_TOPOLOGY_STATS_BIND=127.0.0.1:{}\nREDIS_TOPOLOGY_RUNTIME_SOCKET=ipv4@127.0.0.1:{}\nREDIS_TOPOLOGY_HAPROXY_LUA=/etc/redis-topology/wait-for-server.lua\n\
+             REDIS_TOPOLOGY_REDIS_CHECK_PASSWORD={REDIS_PASSWORD}\n",
             ports.write, ports.read, ports.stats, ports.runtime
         ),
     );
@@ -654,9 +654,9 @@ fn redis_command(port: u16, password: Option<&str>, args: &[&str]) -> Result<Str
 fn cli(c: &Container, ports: &Ports, args: &[&str]) -> String {
     let mut command = vec![
         "env".to_string(),
-        format!("ETCD_ENDPOINTS={}", ports.etcd),
-        format!("NAMESERVER=127.0.0.1:{}", ports.dns),
-        "REDIS_PASSWORD_FILE=/etc/redis-topology/redis-password".to_string(),
+        format!("ETCDCTL_ENDPOINTS={}", ports.etcd),
+        format!("REDIS_TOPOLOGY_NAMESERVER=127.0.0.1:{}", ports.dns),
+        "REDIS_TOPOLOGY_REDIS_PASSWORD_FILE=/etc/redis-topology/redis-password".to_string(),
         "redis-topology".to_string(),
     ];
     command.extend(args.iter().map(|a| a.to_string()));
@@ -687,7 +687,7 @@ fn switchover_through_haproxy(c: &Container, ports: &Ports, etcd: &Etcd) {
     let mut counter = Command::new(harness::binary("counter"));
     counter
         .args(["--redis", &format!("127.0.0.1:{}", ports.write), "--rate", "200", "--duration-secs", "12", "--json"])
-        .env("REDIS_PASSWORD", REDIS_PASSWORD)
+        .env("REDIS_TOPOLOGY_REDIS_PASSWORD", REDIS_PASSWORD)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
     let mut counter = counter.spawn().unwrap();

@@ -156,7 +156,8 @@ impl Etcd {
         for step in steps {
             let output = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", self.endpoint()))
+                // Not --endpoints: etcdctl refuses it beside an ETCDCTL_ENDPOINTS in our environment.
+                .env("ETCDCTL_ENDPOINTS", self.endpoint())
                 .arg(format!("--cacert={}", s.ca.display()))
                 .arg(format!("--cert={}", s.server.cert.display()))
                 .arg(format!("--key={}", s.server.key.display()))

@@ -244,11 +244,11 @@ impl MultiHost {
         let dns = format!("{}:53", self.control_ip());
         let write = format!("127.0.0.1:{WRITE_PORT}");
         let runtime_socket = format!("ipv4@{runtime}");
-        let mut env = vec![("DNSD_DNS", dns.as_str()), ("CLUSTER", CLUSTER), ("DOMAIN", DOMAIN), ("WRITE_BIND", &write),
-              ("READ_BIND", "127.0.0.1:6381"), ("STATS_BIND", "127.0.0.1:8404"),
-              ("RUNTIME_SOCKET", &runtime_socket), ("HAPROXY_LUA", lua)];
+        let mut env = vec![("REDIS_TOPOLOGY_DNSD_DNS", dns.as_str()), ("REDIS_TOPOLOGY_CLUSTER", CLUSTER), ("REDIS_TOPOLOGY_DOMAIN", DOMAIN), ("REDIS_TOPOLOGY_WRITE_BIND", &write),
+              ("REDIS_TOPOLOGY_READ_BIND", "127.0.0.1:6381"), ("REDIS_TOPOLOGY_STATS_BIND", "127.0.0.1:8404"),
+              ("REDIS_TOPOLOGY_RUNTIME_SOCKET", &runtime_socket), ("REDIS_TOPOLOGY_HAPROXY_LUA", lua)];
         if crate::redis::auth_from_env() {
-            env.extend([("REDIS_CHECK_USER", crate::redis::CHECK_USER), ("REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD)]);
+            env.extend([("REDIS_TOPOLOGY_REDIS_CHECK_USER", crate::redis::CHECK_USER), ("REDIS_TOPOLOGY_REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD)]);
         }
         let haproxy = self.client.spawn("haproxy", Path::new("haproxy"), &["-db", "-f", config], &env, &self.log("haproxy"));
         self.services.push(("haproxy".into(), haproxy));

@@ -31,8 +31,8 @@ pub const ADMIN_PASSWORD: &str = "admin-s3cret";
 
 /// `HARNESS_REDIS_AUTH=1`: every redis-server the harness starts, and every
 /// [`crate::stack::Stack`], runs with auth, so a whole suite runs against it:
-/// `HARNESS_REDIS_AUTH=1 REDIS_PASSWORD=<any> cargo nextest run -p e2e`.
-/// `REDIS_PASSWORD` is then the `default` user's password: the counter, and
+/// `HARNESS_REDIS_AUTH=1 REDIS_TOPOLOGY_REDIS_PASSWORD=<any> cargo nextest run -p e2e`.
+/// `REDIS_TOPOLOGY_REDIS_PASSWORD` is then the `default` user's password: the counter, and
 /// services a test starts itself, read it from the environment they inherit.
 pub fn auth_from_env() -> bool {
     std::env::var("HARNESS_REDIS_AUTH").is_ok_and(|v| v == "1")
@@ -47,9 +47,9 @@ pub fn client_url(addr: impl std::fmt::Display) -> String {
     }
 }
 
-/// The `default` user's password: `REDIS_PASSWORD` when set, else [`ADMIN_PASSWORD`].
+/// The `default` user's password: `REDIS_TOPOLOGY_REDIS_PASSWORD` when set, else [`ADMIN_PASSWORD`].
 pub fn admin_password() -> String {
-    std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| ADMIN_PASSWORD.to_string())
+    std::env::var("REDIS_TOPOLOGY_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| ADMIN_PASSWORD.to_string())
 }
 pub const SERVICE_USER: &str = "redis-topology";
 pub const SERVICE_PASSWORD: &str = "service-s3cret";

@@ -383,14 +383,14 @@ pub struct Haproxy {
 
 impl Haproxy {
     /// An HAProxy following the dnsd replicas at `nameservers` (one to three, as
-    /// `DNSD_DNS`, `DNSD_DNS_2`, `DNSD_DNS_3`); with `runtime`, it opens its runtime
+    /// `REDIS_TOPOLOGY_DNSD_DNS`, `REDIS_TOPOLOGY_DNSD_DNS_2`, `REDIS_TOPOLOGY_DNSD_DNS_3`); with `runtime`, it opens its runtime
     /// API (`<dir>/admin.sock`) and holds write connections while no master is usable.
     pub fn start(nameservers: &[SocketAddr], runtime: bool) -> Haproxy {
         Haproxy::start_in(tempfile::tempdir().expect("haproxy temp dir"), nameservers, runtime, crate::redis::auth_from_env())
     }
 
     /// With `auth`, the health check authenticates as `redis::CHECK_USER`
-    /// (`REDIS_CHECK_USER`, `REDIS_CHECK_PASSWORD`).
+    /// (`REDIS_TOPOLOGY_REDIS_CHECK_USER`, `REDIS_TOPOLOGY_REDIS_CHECK_PASSWORD`).
     fn start_in(dir: tempfile::TempDir, nameservers: &[SocketAddr], runtime: bool, auth: bool) -> Haproxy {
         assert!((1..=3).contains(&nameservers.len()), "haproxy.cfg names one to three dnsd replicas");
         let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy");
@@ -399,19 +399,19 @@ impl Haproxy {
         let socket = runtime.then(|| dir.path().join("admin.sock"));
         let mut cmd = Command::new("haproxy");
         cmd.args(["-db", "-f", &format!("{deploy}/haproxy.cfg")])
-            .env("CLUSTER", CLUSTER)
-            .env("DOMAIN", DOMAIN)
-            .env("WRITE_BIND", write.to_string())
-            .env("READ_BIND", read.to_string())
-            .env("STATS_BIND", stats.to_string());
+            .env("REDIS_TOPOLOGY_CLUSTER", CLUSTER)
+            .env("REDIS_TOPOLOGY_DOMAIN", DOMAIN)
+            .env("REDIS_TOPOLOGY_WRITE_BIND", write.to_string())
+            .env("REDIS_TOPOLOGY_READ_BIND", read.to_string())
+            .env("REDIS_TOPOLOGY_STATS_BIND", stats.to_string());
         if auth {
-            cmd.env("REDIS_CHECK_USER", crate::redis::CHECK_USER).env("REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD);
+            cmd.env("REDIS_TOPOLOGY_REDIS_CHECK_USER", crate::redis::CHECK_USER).env("REDIS_TOPOLOGY_REDIS_CHECK_PASSWORD", crate::redis::CHECK_PASSWORD);
         }
-        for (variable, dns) in ["DNSD_DNS", "DNSD_DNS_2", "DNSD_DNS_3"].into_iter().zip(nameservers) {
+        for (variable, dns) in ["REDIS_TOPOLOGY_DNSD_DNS", "REDIS_TOPOLOGY_DNSD_DNS_2", "REDIS_TOPOLOGY_DNSD_DNS_3"].into_iter().zip(nameservers) {
             cmd.env(variable, dns.to_string());
         }
         if let Some(socket) = &socket {
-            cmd.env("RUNTIME_SOCKET", socket).env("HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));
+            cmd.env("REDIS_TOPOLOGY_RUNTIME_SOCKET", socket).env("REDIS_TOPOLOGY_HAPROXY_LUA", format!("{deploy}/wait-for-server.lua"));
         }
         let process = Process::spawn("haproxy", cmd, &dir.path().join("haproxy.log"));
         crate::wait_until("haproxy to listen", Duration::from_secs(10), || std::net::TcpStream::connect(write).is_ok());

@@ -44,11 +44,11 @@ pub struct ApiAuthArgs {
     /// blank lines and # comments ignored; SIGHUP re-reads it). Every request but
     /// GET/HEAD then needs `Authorization: Bearer <token>`. Without it the write API is
     /// open to anyone who reaches the port.
-    #[arg(long, env = "API_TOKEN_FILE", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_API_TOKEN_FILE", value_name = "PATH")]
     pub api_token_file: Option<PathBuf>,
 
     /// Require a token for reads too (every endpoint but /healthz).
-    #[arg(long, env = "API_AUTH_READS")]
+    #[arg(long, env = "REDIS_TOPOLOGY_API_AUTH_READS")]
     pub api_auth_reads: bool,
 }
 

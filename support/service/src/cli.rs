@@ -19,7 +19,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = "REDIS_TOPOLOGY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
 
@@ -60,14 +60,14 @@ pub struct EtcdArgs {
     /// etcd client URLs, comma-separated; `https://` for TLS.
     #[arg(
         long,
-        env = "ETCD_ENDPOINTS",
+        env = "ETCDCTL_ENDPOINTS",
         value_delimiter = ',',
         default_value = "http://127.0.0.1:2379"
     )]
     pub etcd_endpoints: Vec<String>,
 
     /// Prefix put in front of every etcd key (e.g. `/staging`).
-    #[arg(long, env = "ETCD_PREFIX", default_value = "")]
+    #[arg(long, env = "REDIS_TOPOLOGY_ETCD_PREFIX", default_value = "")]
     pub etcd_prefix: String,
 
     /// PEM file of the CA that signed etcd's server certificate (https endpoints;
@@ -89,7 +89,7 @@ pub struct EtcdArgs {
     pub etcd_user: Option<String>,
 
     /// File holding the etcd user's password (first line; ETCDCTL_PASSWORD is the fallback).
-    #[arg(long, env = "ETCD_PASSWORD_FILE")]
+    #[arg(long, env = "REDIS_TOPOLOGY_ETCD_PASSWORD_FILE")]
     pub etcd_password_file: Option<PathBuf>,
 }
 
@@ -147,7 +147,7 @@ impl EtcdArgs {
                 Ok(Some((user.to_string(), password.to_string())))
             }
             (None, _) => Err(format!(
-                "etcd user {} has no password: give --etcd-password-file (ETCD_PASSWORD_FILE) or ETCDCTL_PASSWORD",
+                "etcd user {} has no password: give --etcd-password-file (REDIS_TOPOLOGY_ETCD_PASSWORD_FILE) or ETCDCTL_PASSWORD",
                 user.split_once(':').map_or(user.as_str(), |(u, _)| u)
             )),
         }

@@ -118,18 +118,18 @@ pub struct HttpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Connections served at once; more wait in the kernel's backlog.
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 256)]
+    #[arg(long, env = "REDIS_TOPOLOGY_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
     pub http_max_connections: usize,
 
     /// A connection that has not sent a whole request head (or finished its TLS
     /// handshake) within this long is closed (slowloris), idle ones included (the
     /// observer drops its idle connections after 2 s: keep this above that).
-    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_HTTP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
     pub http_header_timeout_ms: u64,
 
     /// A request not answered within this long gets 408 (a dictator apply that
     /// started goes on in its own task).
-    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(long, env = "REDIS_TOPOLOGY_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
     pub http_request_timeout_ms: u64,
 }
 

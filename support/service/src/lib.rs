@@ -9,6 +9,8 @@
 //!   holds etcd with;
 //! - [`cli`]: the common flags (`--etcd-endpoints`, `--etcd-prefix`, etcd TLS and user,
 //!   `--log-format`) with their environment variables, connecting to etcd, and logging set-up;
+//! - [`env`]: the `REDIS_TOPOLOGY_` prefix of every environment variable, the table of
+//!   the names before it, the warning when one is still set, and rewriting env files;
 //! - [`http`]: the JSON error type every API returns, `/healthz`, JSON 404/405 fallbacks and
 //!   serving with graceful shutdown, the listener's flags (`HttpArgs`) and limits;
 //! - [`tls`]: rustls for the HTTP listeners (`--tls-cert`, mTLS) and their clients;
@@ -30,6 +32,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod cli;
+pub mod env;
 pub mod clusters;
 pub mod etcd;
 pub mod fence;

@@ -1,6 +1,6 @@
 //! Redis AUTH, shared by every service that talks to redis: an optional ACL user
 //! and a password read from a file (never from the command line, where `ps` shows
-//! it), or from `REDIS_PASSWORD`. The password is never printed, not even by `Debug`.
+//! it), or from `REDIS_TOPOLOGY_REDIS_PASSWORD`. The password is never printed, not even by `Debug`.
 //! [`connect`] opens an authenticated connection to one instance, within [`Timeouts`].
 
 use std::fmt;
@@ -15,29 +15,29 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 /// `--redis-user`, `--redis-password-file` (global, so subcommands take them too).
 #[derive(Debug, Clone, Args)]
 pub struct RedisAuthArgs {
-    /// ACL user to authenticate to redis as (needs --redis-password-file or REDIS_PASSWORD).
-    #[arg(long, env = "REDIS_USER", global = true)]
+    /// ACL user to authenticate to redis as (needs --redis-password-file or REDIS_TOPOLOGY_REDIS_PASSWORD).
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS_USER", global = true)]
     pub redis_user: Option<String>,
 
-    /// File holding the redis password (read once at start; REDIS_PASSWORD is the fallback).
-    #[arg(long, env = "REDIS_PASSWORD_FILE", global = true)]
+    /// File holding the redis password (read once at start; REDIS_TOPOLOGY_REDIS_PASSWORD is the fallback).
+    #[arg(long, env = "REDIS_TOPOLOGY_REDIS_PASSWORD_FILE", global = true)]
     pub redis_password_file: Option<PathBuf>,
 }
 
 impl RedisAuthArgs {
-    /// Reads the password (file first, then `REDIS_PASSWORD`).
+    /// Reads the password (file first, then `REDIS_TOPOLOGY_REDIS_PASSWORD`).
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
         let password = match &self.redis_password_file {
             Some(path) => {
-                if std::env::var_os("REDIS_PASSWORD").is_some() {
-                    tracing::warn!("both REDIS_PASSWORD and --redis-password-file are set; using the file");
+                if std::env::var_os("REDIS_TOPOLOGY_REDIS_PASSWORD").is_some() {
+                    tracing::warn!("both REDIS_TOPOLOGY_REDIS_PASSWORD and --redis-password-file are set; using the file");
                 }
                 Some(Credentials::read_password_file(path)?)
             }
-            None => std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()),
+            None => std::env::var("REDIS_TOPOLOGY_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()),
         };
         if self.redis_user.is_some() && password.is_none() {
-            anyhow::bail!("--redis-user needs a password (--redis-password-file or REDIS_PASSWORD)");
+            anyhow::bail!("--redis-user needs a password (--redis-password-file or REDIS_TOPOLOGY_REDIS_PASSWORD)");
         }
         Ok(Credentials::new(self.redis_user.clone(), password))
     }
@@ -62,11 +62,11 @@ impl Credentials {
         Ok(crate::secret::read_secret_file(path, "redis password")?)
     }
 
-    /// `REDIS_USER` and `REDIS_PASSWORD` from the environment (none when unset):
+    /// `REDIS_TOPOLOGY_REDIS_USER` and `REDIS_TOPOLOGY_REDIS_PASSWORD` from the environment (none when unset):
     /// for tools and tests that take no flags.
     pub fn from_env() -> Credentials {
         let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        Credentials::new(var("REDIS_USER"), var("REDIS_PASSWORD"))
+        Credentials::new(var("REDIS_TOPOLOGY_REDIS_USER"), var("REDIS_TOPOLOGY_REDIS_PASSWORD"))
     }
 
     pub fn password(&self) -> Option<&str> {

@@ -73,7 +73,7 @@ pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// A notification is newline-separated `KEY=value` lines: a status must be one line.
+/// A notification is newline-separated `REDIS_TOPOLOGY_KEY=value` lines: a status must be one line.
 fn one_line(status: &str) -> String {
     status.replace(['\n', '\r'], " ")
 }

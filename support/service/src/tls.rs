@@ -62,15 +62,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsArgs {
     /// Serve HTTPS with this certificate chain (PEM; needs --tls-key).
-    #[arg(long, env = "TLS_CERT", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM).
-    #[arg(long, env = "TLS_KEY", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
 
     /// Require client certificates signed by this CA (PEM; mutual TLS; needs --tls-cert).
-    #[arg(long, env = "TLS_CLIENT_CA", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_TLS_CLIENT_CA", value_name = "PATH")]
     pub tls_client_ca: Option<PathBuf>,
 }
 
@@ -111,15 +111,15 @@ impl TlsArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ClientTlsArgs {
     /// Trust only this CA (PEM) for https:// URLs; default: the system's CAs.
-    #[arg(long, env = "TLS_CA", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_TLS_CA", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
 
     /// Client certificate (PEM) sent to https:// APIs that require one (--tls-client-ca there).
-    #[arg(long, env = "TLS_CLIENT_CERT", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_TLS_CLIENT_CERT", value_name = "PATH")]
     pub tls_client_cert: Option<PathBuf>,
 
     /// The private key of --tls-client-cert (PEM).
-    #[arg(long, env = "TLS_CLIENT_KEY", value_name = "PATH")]
+    #[arg(long, env = "REDIS_TOPOLOGY_TLS_CLIENT_KEY", value_name = "PATH")]
     pub tls_client_key: Option<PathBuf>,
 }
 
