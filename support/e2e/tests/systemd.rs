@@ -619,6 +619,26 @@ fn the_debian_package_runs_under_systemd_and_switches_over_losslessly() {
 
     switchover_through_haproxy(&c, &ports, &etcd);
 
+    // An upgrade over settings still using a name from before the REDIS_TOPOLOGY_
+    // prefix restarts nothing (the services would come up on defaults) and says
+    // what to rename; once renamed with migrate-env, the next one restarts them.
+    let pids: Vec<String> = UNITS.iter().map(|u| c.show(u, "MainPID")).collect();
+    c.sh("echo LOG_FORMAT=text >> /etc/redis-topology/observer.env");
+    let upgrade = c.run(&["dpkg", "-i", "/root/redis-topology.deb"]);
+    let said = String::from_utf8_lossy(&upgrade.stderr).into_owned();
+    assert!(upgrade.status.success(), "{said}");
+    assert!(said.contains("rename LOG_FORMAT to REDIS_TOPOLOGY_LOG_FORMAT") && said.contains("services not restarted"), "{said}");
+    assert_eq!(UNITS.iter().map(|u| c.show(u, "MainPID")).collect::<Vec<_>>(), pids, "an upgrade over old names restarted a service");
+    c.ok(&["redis-topology", "migrate-env", "--write", "/etc/redis-topology/observer.env"]);
+    assert!(c.ok(&["cat", "/etc/redis-topology/observer.env"]).contains("\nREDIS_TOPOLOGY_LOG_FORMAT=text\n"));
+    c.ok(&["dpkg", "-i", "/root/redis-topology.deb"]);
+    for (unit, pid) in UNITS.iter().zip(&pids) {
+        harness::wait_until(&format!("{unit} restarted by the upgrade"), Duration::from_secs(30), || {
+            c.show(unit, "ActiveState") == "active" && c.show(unit, "MainPID") != *pid
+        });
+    }
+    println!("upgrade: held back over an old name, restarted after migrate-env, at {:?}", started.elapsed());
+
     // Purging stops the services first (prerm; the agents deregister) and keeps
     // only a secret file that holds a secret.
     c.ok(&["dpkg", "--purge", "redis-topology"]);
