@@ -501,3 +501,49 @@ async fn the_whole_stack_with_tokens_switches_over_and_follows_a_dead_master() {
     assert!(!log.contains(&stack.api_tokens[0]) && !log.contains(&stack.api_tokens[1]), "a token in the log");
     assert!(stack.exited().is_empty());
 }
+
+#[tokio::test]
+async fn sighup_rereads_the_tls_files_so_a_renewed_certificate_is_served_without_a_restart() {
+    const SIGHUP: i32 = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, renewed) = (dir.path().join("first"), dir.path().join("renewed"));
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&renewed).unwrap();
+    // The renewal comes from another CA, so which certificate is served shows.
+    let (pki, next) = (pki(&first), pki(&renewed));
+    let port = free_port();
+    let mut dictator = Service::start(
+        "dictator",
+        &["--listen", &format!("127.0.0.1:{port}"), "--tls-cert", &pki.cert, "--tls-key", &pki.key],
+        &[],
+    );
+    let url = format!("https://localhost:{port}");
+    wait_https(&mut dictator, &https_client(&pki.ca, None), &url).await;
+    // A fresh client each time: a pooled connection would keep its handshake.
+    let trusts = |ca: &str| {
+        let client = https_client(ca, None);
+        let url = format!("{url}/healthz");
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    };
+    assert!(!trusts(&next.ca).await, "the renewed certificate is not served yet");
+
+    for (from, to) in [(&next.cert, &pki.cert), (&next.key, &pki.key)] {
+        std::fs::copy(from, to).unwrap();
+    }
+    assert!(dictator.process().signal(SIGHUP));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !trusts(&next.ca).await {
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate never served:\n{}", dictator.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!trusts(&pki.ca).await, "the old certificate is still served");
+
+    // A broken file on the next SIGHUP: the certificate read before stays, and it is said.
+    std::fs::write(&pki.cert, "not a certificate\n").unwrap();
+    assert!(dictator.process().signal(SIGHUP));
+    harness::wait_until("the broken file reported", Duration::from_secs(10), || {
+        harness::without_ansi(&dictator.log()).contains("the certificate read before stays")
+    });
+    assert!(trusts(&next.ca).await, "a broken file replaced the certificate in service");
+    assert!(dictator.process().is_running());
+}

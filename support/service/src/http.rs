@@ -24,7 +24,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::auth::{ApiAuth, ApiAuthArgs, TokenFileError};
-use crate::tls::{TlsArgs, TlsError};
+use crate::tls::{ServerTls, TlsArgs, TlsError};
 
 /// An error answered to an HTTP client: a status and a sentence naming the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,7 +154,7 @@ pub enum HttpSetupError {
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub auth: ApiAuth,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<ServerTls>,
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub request_timeout: Duration,
@@ -168,7 +168,7 @@ impl Default for HttpSettings {
 }
 
 impl HttpSettings {
-    fn with_limits(auth: ApiAuth, tls: Option<Arc<rustls::ServerConfig>>, limits: &LimitArgs) -> Self {
+    fn with_limits(auth: ApiAuth, tls: Option<ServerTls>, limits: &LimitArgs) -> Self {
         HttpSettings {
             auth,
             tls,
@@ -181,14 +181,17 @@ impl HttpSettings {
 
 impl HttpArgs {
     /// Reads the token file and the TLS files now, so a bad one stops the start;
-    /// re-reads the tokens on SIGHUP from then on (needs a tokio runtime).
+    /// re-reads them on SIGHUP from then on (needs a tokio runtime).
     pub fn settings(&self) -> Result<HttpSettings, HttpSetupError> {
         if self.limits.http_max_connections == 0 {
             return Err(HttpSetupError::NoConnections);
         }
         let auth = ApiAuth::from_args(&self.auth)?;
         auth.reload_on_sighup();
-        let tls = self.tls.server_config()?;
+        let tls = ServerTls::load(&self.tls)?;
+        if let Some(tls) = &tls {
+            tls.reload_on_sighup();
+        }
         Ok(HttpSettings::with_limits(auth, tls, &self.limits))
     }
 }
@@ -243,7 +246,7 @@ pub async fn serve_listener(
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(HEADER_LIMIT)
         .max_headers(MAX_HEADERS);
-    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let tls = settings.tls.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -272,7 +275,9 @@ pub async fn serve_listener(
                 request
             },
         ));
-        let (http1, watcher, tls, handshake) = (http1.clone(), graceful.watcher(), tls.clone(), settings.header_timeout);
+        // The configuration of this moment: a SIGHUP may replace it for the next one.
+        let tls = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.current()));
+        let (http1, watcher, handshake) = (http1.clone(), graceful.watcher(), settings.header_timeout);
         tokio::spawn(async move {
             let _slot = slot;
             let served = match tls {

@@ -5,6 +5,8 @@
 //! another's API (the observer).
 //!
 //! Files are PEM. Errors name the file and the flag, and never hold key material.
+//! The server's files are read again on SIGHUP ([`ServerTls::reload_on_sighup`]):
+//! a renewed certificate is served without a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,7 +63,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: TLS on the HTTP listener.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsArgs {
-    /// Serve HTTPS with this certificate chain (PEM; needs --tls-key).
+    /// Serve HTTPS with this certificate chain (PEM; needs --tls-key). SIGHUP re-reads
+    /// it, the key and the client CA.
     #[arg(long, env = "REDIS_TOPOLOGY_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
 
@@ -103,6 +106,61 @@ impl TlsArgs {
             .map_err(|e| TlsError::Config(format!("--tls-cert/--tls-key: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
+    }
+}
+
+/// The listener's TLS configuration, replaced whole when its files are read again:
+/// connections accepted afterwards get the new certificate (and client CA), open
+/// ones keep theirs. A file that cannot be used leaves the one before in place.
+#[derive(Clone)]
+pub struct ServerTls {
+    args: TlsArgs,
+    current: Arc<arc_swap::ArcSwap<ServerConfig>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").field("tls_cert", &self.args.tls_cert).finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Reads the files now (a bad one stops the start), or `None` for plain HTTP.
+    pub fn load(args: &TlsArgs) -> Result<Option<ServerTls>, TlsError> {
+        Ok(args.server_config()?.map(|config| ServerTls {
+            args: args.clone(),
+            current: Arc::new(arc_swap::ArcSwap::new(config)),
+        }))
+    }
+
+    /// The configuration for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Reads the files again; on an error the configuration before stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = self.args.server_config()?.ok_or(TlsError::Pair("--tls-cert", "--tls-key"))?;
+        self.current.store(fresh);
+        tracing::info!(cert = ?self.args.tls_cert, "TLS certificate re-read");
+        Ok(())
+    }
+
+    /// Re-reads the files on every SIGHUP (needs a tokio runtime).
+    pub fn reload_on_sighup(&self) {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP: the TLS files are read at start only");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                if let Err(e) = tls.reload() {
+                    tracing::error!(error = %e, "SIGHUP: the TLS files cannot be used; the certificate read before stays");
+                }
+            }
+        });
     }
 }
 
