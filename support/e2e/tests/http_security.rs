@@ -547,3 +547,17 @@ async fn sighup_rereads_the_tls_files_so_a_renewed_certificate_is_served_without
     assert!(trusts(&next.ca).await, "a broken file replaced the certificate in service");
     assert!(dictator.process().is_running());
 }
+
+#[test]
+fn sighup_without_anything_to_reread_is_logged_not_fatal() {
+    const SIGHUP: i32 = 1;
+    let port = free_port();
+    let mut dictator = Service::start("dictator", &["--listen", &format!("127.0.0.1:{port}")], &[]);
+    dictator.wait_http(port);
+    assert!(dictator.process().signal(SIGHUP));
+    harness::wait_until("the SIGHUP logged", Duration::from_secs(10), || {
+        harness::without_ansi(&dictator.log()).contains("SIGHUP: no token file and no TLS files to re-read")
+    });
+    assert!(dictator.process().is_running(), "SIGHUP ended the dictator:\n{}", dictator.log());
+    assert_eq!(raw(port, &request("GET", "/healthz", None, "")).0, 200);
+}

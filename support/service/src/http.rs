@@ -189,11 +189,26 @@ impl HttpArgs {
         let auth = ApiAuth::from_args(&self.auth)?;
         auth.reload_on_sighup();
         let tls = ServerTls::load(&self.tls)?;
-        if let Some(tls) = &tls {
-            tls.reload_on_sighup();
+        match &tls {
+            Some(tls) => tls.reload_on_sighup(),
+            // SIGHUP's default is to end the process: a `kill -HUP` meant for a
+            // reload must not take a service down.
+            None if !auth.enabled() => ignore_sighup(),
+            None => {}
         }
         Ok(HttpSettings::with_limits(auth, tls, &self.limits))
     }
+}
+
+/// Logs a SIGHUP instead of dying of it, for a service with nothing to re-read.
+fn ignore_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: no token file and no TLS files to re-read");
+        }
+    });
 }
 
 /// Binds `listen` and serves `app` until `shutdown` completes, letting requests in
