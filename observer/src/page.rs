@@ -114,6 +114,9 @@ pub fn render(clusters: &[ClusterPage], leader: bool, now_ms: u64) -> String {
             )),
             paused = view.paused.as_ref().map_or(String::new(), |why| format!(" &middot; <span class=\"warn\">automatic failover paused: {}</span>", esc(why))),
         );
+        for u in &view.unreadable {
+            let _ = write!(html, "<p class=\"warn\">unreadable in etcd: {}</p>", esc(u));
+        }
         match &view.last_result {
             Some(result) => {
                 let _ = write!(
@@ -183,6 +186,7 @@ mod tests {
             last_result: Some(result.into()),
             last_error: None,
             last_finished_ms: Some(1000),
+            unreadable: vec!["/nodes/redis-1/node-9: <not json>".into()],
             nodes: vec![NodeRow {
                 node: "node-1".into(),
                 address: Some("10.0.0.1:6379".into()),
@@ -214,6 +218,7 @@ mod tests {
         assert!(html.contains("id=\"dns-master-redis-1\">node-1<"));
         assert!(html.contains("<span class=\"warn\">partial</span>"));
         assert!(html.contains("automatic failover paused: &lt;upgrade&gt;"), "operator text is escaped");
+        assert!(html.contains("unreadable in etcd: /nodes/redis-1/node-9: &lt;not json&gt;"), "a value etcd holds is escaped");
         assert!(html.contains("writes need 1 replica(s) within 2 s"), "the durability setting");
         assert!(html.contains("failover: master a promoting b"));
         assert!(!html.contains("src=") && !html.contains("href="), "no external assets");

@@ -43,6 +43,9 @@ pub fn cluster(view: &ClusterView, now_ms: u64) -> String {
     } else {
         out += "last round: none recorded\n";
     }
+    for u in &view.unreadable {
+        out += &format!("UNREADABLE in etcd: {u}\n");
+    }
     let mut t = table(&["node", "address", "desired", "role", "health", "offset", "lag", "dns"]);
     for row in &view.nodes {
         t.add_row(vec![

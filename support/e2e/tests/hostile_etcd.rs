@@ -3,7 +3,7 @@
 //! attacker with etcd access): malformed JSON, or JSON of the wrong shape, under
 //! `/nodes`, `/config`, `/dns`, `/sentinels` and `/status`. Every service logs
 //! and skips them, while listing after an etcd restart and while watching, and
-//! goes on serving the good entries.
+//! goes on serving the good entries; `redis-topology` names each one.
 
 use std::process::Command;
 use std::time::Duration;
@@ -85,4 +85,24 @@ async fn malformed_values_are_skipped_and_every_service_keeps_serving() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("redis-1") && stdout.contains("malformed JSON"), "{stdout}");
+    // ...and every value it could not read, rather than leaving it out unseen;
+    // `check` counts one as something that differs.
+    let view: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let unreadable: Vec<String> = view.as_array().unwrap().iter()
+        .flat_map(|c| c["unreadable"].as_array().cloned().unwrap_or_default())
+        .filter_map(|u| u.as_str().map(str::to_string))
+        .collect();
+    for key in ["/nodes/redis-1/node-9", "/nodes/redis-1/node-8", "/nodes/redis-2/node-1", "/dns/redis-2", "/dns/redis-3"] {
+        // (/status/redis-2 is the observer's again by now: it recorded the refusal above.)
+        assert!(unreadable.iter().any(|u| u.starts_with(&format!("{key}: "))), "{key} not reported: {unreadable:?}");
+    }
+    let check = Command::new(harness::binary("redis-topology"))
+        .args(["check", CLUSTER])
+        .env("ETCDCTL_ENDPOINTS", stack.etcd.endpoint())
+        .env_remove("REDIS_TOPOLOGY_ETCD_PREFIX")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(said.contains("unreadable in etcd: /nodes/redis-1/node-9: "), "{said}");
 }

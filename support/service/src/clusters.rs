@@ -59,6 +59,11 @@ pub async fn read_offsets(states: &mut [ClusterState], credentials: &Credentials
     }
 }
 
+/// `<key>: <why>` for a value that does not parse.
+fn unreadable(kv: &etcd_client::KeyValue, error: serde_json::Error) -> String {
+    format!("{}: {error}", String::from_utf8_lossy(kv.key()))
+}
+
 pub struct Store {
     pub etcd: Client,
     pub keys: Keys,
@@ -97,13 +102,20 @@ impl Store {
                         Err(e) => state.topology_error = Some(e.to_string()),
                     },
                     Key::Maintenance { .. } => state.paused = Some(String::from_utf8_lossy(kv.value()).into_owned()),
-                    Key::Node { node, .. } => {
-                        if let Ok(record) = serde_json::from_slice::<NodeRecord>(kv.value()) {
+                    Key::Node { node, .. } => match serde_json::from_slice::<NodeRecord>(kv.value()) {
+                        Ok(record) => {
                             state.nodes.insert(node, record);
                         }
-                    }
-                    Key::Dns { .. } => state.published = serde_json::from_slice::<PublishedTopology>(kv.value()).ok(),
-                    Key::Status { .. } => state.status = serde_json::from_slice::<StatusRecord>(kv.value()).ok(),
+                        Err(e) => state.unreadable.push(unreadable(kv, e)),
+                    },
+                    Key::Dns { .. } => match serde_json::from_slice::<PublishedTopology>(kv.value()) {
+                        Ok(published) => state.published = Some(published),
+                        Err(e) => state.unreadable.push(unreadable(kv, e)),
+                    },
+                    Key::Status { .. } => match serde_json::from_slice::<StatusRecord>(kv.value()) {
+                        Ok(status) => state.status = Some(status),
+                        Err(e) => state.unreadable.push(unreadable(kv, e)),
+                    },
                     _ => {}
                 }
             }

@@ -27,6 +27,9 @@ pub struct ClusterState {
     /// Replication offsets read from redis itself, by node: registrations carry
     /// none that is current. A node missing here shows no offset and no lag.
     pub offsets: BTreeMap<String, u64>,
+    /// Values of this cluster's keys that do not parse (written by hand, or by
+    /// another version): `<key>: <why>`. Shown, never silently left out.
+    pub unreadable: Vec<String>,
 }
 
 /// One row of `list` / `status`: a registered node, or a member of the topology
@@ -65,6 +68,9 @@ pub struct ClusterView {
     pub last_error: Option<String>,
     pub last_finished_ms: Option<u64>,
     pub nodes: Vec<NodeRow>,
+    /// Keys whose values do not parse, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 impl ClusterState {
@@ -163,6 +169,7 @@ impl ClusterState {
             last_error: self.status.as_ref().and_then(|s| s.error.clone()),
             last_finished_ms: self.status.as_ref().map(|s| s.finished_ms),
             nodes: self.rows(names),
+            unreadable: self.unreadable.clone(),
         }
     }
 
@@ -170,7 +177,7 @@ impl ClusterState {
     /// through the node-agents, and what DNS publishes (from etcd, and live
     /// from `dns_master` when a nameserver was asked). Empty: they agree.
     pub fn check(&self, names: &Names, dns_master: Option<&DnsAnswer>) -> Vec<String> {
-        let mut diffs = Vec::new();
+        let mut diffs: Vec<String> = self.unreadable.iter().map(|u| format!("unreadable in etcd: {u}")).collect();
         if let Some(error) = &self.topology_error {
             diffs.push(format!("the topology in etcd is invalid: {error}"));
         }
