@@ -152,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         failovers: Default::default(),
         redis_auth: cli.redis_auth.credentials()?,
         last_good_round: Default::default(),
+        placing: Default::default(),
     });
     let metrics = service::metrics::install(&[])?;
     metrics::describe_gauge!("redis_topology_observer_leader", "1 while this observer leads (applies and fails over), else 0.");
