@@ -59,6 +59,26 @@ pub fn cluster(view: &ClusterView, now_ms: u64) -> String {
     out + &t.to_string() + "\n"
 }
 
+/// A rebalance plan: the fair share, masters per host now and after, the moves.
+pub fn plan(plan: &topology::placement::Plan) -> String {
+    let hosts = plan.before.len();
+    let groups: usize = plan.before.values().sum();
+    let mut out = format!("fair share: {} master(s) per host ({hosts} live hosts)\n", plan.fair_share);
+    let mut t = table(&["host", "masters now", "after"]);
+    for (host, now) in &plan.before {
+        t.add_row(vec![host.clone(), now.to_string(), or_dash(plan.after.get(host))]);
+    }
+    out += &(t.to_string() + "\n");
+    if plan.moves.is_empty() {
+        return out + &format!("nothing to move: no live host holds more than its share ({groups} masters on live hosts)\n");
+    }
+    out += &format!("{} move(s), one group at a time:\n", plan.moves.len());
+    for (i, m) in plan.moves.iter().enumerate() {
+        out += &format!("  {}. {m}\n", i + 1);
+    }
+    out
+}
+
 pub fn history(entries: &[HistoryEntry], now_ms: u64) -> String {
     let mut t = table(&["finished", "revision", "master", "result", "rounds", "reason", "error"]);
     for e in entries {
