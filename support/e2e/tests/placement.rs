@@ -1,0 +1,210 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+//! Placement on real processes: five groups of three on one control plane, one
+//! member of each group on each of three hosts (node-agent `--host`). Losing a
+//! whole host fails its masters over one at a time, each onto the host holding
+//! the fewest masters; once the host is back, `redis-topology rebalance` gives it
+//! its share back with lossless switchovers while every group takes writes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use counter::{read_list, Destination, Pace, Writer};
+use harness::stack::{Stack, StackOptions, DOMAIN};
+use service::resolve::MemberResolver;
+
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+const PACE: Pace = Pace { per_second: 100, count: None, timeout: Duration::from_secs(5) };
+
+/// Each group: its master's host, then its slaves' hosts in the topology's order.
+/// Hosts a and b hold two masters, c one: the fair share of 5 groups on 3 hosts.
+/// g1 and g4 list b before c, so the first listed would put both on b.
+const GROUPS: [(&str, [&str; 3]); 5] =
+    [("g1", ["a", "b", "c"]), ("g2", ["b", "a", "c"]), ("g3", ["c", "a", "b"]), ("g4", ["a", "b", "c"]), ("g5", ["b", "c", "a"])];
+
+fn member(group: &str, host: &str) -> String {
+    format!("node-{host}.{group}.{DOMAIN}")
+}
+
+/// The node index in the stack of `group`'s member on `host`.
+fn node(stack: &Stack, group: &str, host: &str) -> usize {
+    stack.nodes.iter().position(|n| n.cluster == group && n.name == format!("node-{host}")).unwrap()
+}
+
+async fn get_json(stack: &Stack, key: &str) -> Option<serde_json::Value> {
+    let got = stack.etcd.client().await.get(key, None).await.ok()?;
+    got.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok())
+}
+
+/// The host of each group's master, as the topology in etcd says.
+async fn master_hosts(stack: &Stack) -> BTreeMap<String, String> {
+    let mut hosts = BTreeMap::new();
+    for (group, _) in GROUPS {
+        let topology = get_json(stack, &format!("/config/{group}/topology")).await.unwrap();
+        let master = topology["master"]["address"].as_str().unwrap().to_string();
+        let host = HOSTS.iter().find(|h| master == member(group, h)).unwrap();
+        hosts.insert(group.to_string(), host.to_string());
+    }
+    hosts
+}
+
+fn per_host(masters: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = HOSTS.iter().map(|h| (h.to_string(), 0)).collect();
+    for host in masters.values() {
+        *counts.entry(host.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Every group's topology applied (`ok`), and redis agreeing on its master.
+async fn wait_all_applied(stack: &Stack, what: &str) {
+    harness::wait_until_async(what, Duration::from_secs(60), || async {
+        let masters = master_hosts(stack).await;
+        for (group, _) in GROUPS {
+            let Some(status) = get_json(stack, &format!("/status/{group}")).await else { return false };
+            let topology = get_json(stack, &format!("/config/{group}/topology")).await.unwrap();
+            let revision = status["topology_revision"].as_i64().unwrap_or(0);
+            let current = stack.etcd.client().await.get(format!("/config/{group}/topology"), None).await.unwrap().kvs()[0].mod_revision();
+            if status["result"] != "ok" || revision < current || topology.is_null() {
+                return false;
+            }
+            let master = node(stack, group, &masters[group]);
+            if stack.nodes[master].redis.role() != "master" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// Every member of every group registered healthy, each slave following its master.
+async fn wait_slaves_follow(stack: &Stack) {
+    harness::wait_until_async("every slave registered healthy and following its master", Duration::from_secs(60), || async {
+        let masters = master_hosts(stack).await;
+        for (group, hosts) in GROUPS {
+            let master_port = stack.nodes[node(stack, group, &masters[group])].redis.port();
+            for host in hosts {
+                let Some(record) = get_json(stack, &format!("/nodes/{group}/node-{host}")).await else { return false };
+                let wanted = if host == masters[group] {
+                    record["role"] == "master"
+                } else {
+                    record["role"] == "slave" && record["upstream"] == format!("127.0.0.1:{master_port}")
+                };
+                if record["healthy"] != true || !wanted {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_hosts_masters_spread_out_and_rebalance_gives_them_back_losslessly() {
+    let mut stack = Stack::start(StackOptions { nodes: 0, ..StackOptions::default() });
+    for (group, _) in GROUPS {
+        for host in HOSTS {
+            stack.add_node(group, &format!("node-{host}"), &format!("host-{host}"));
+        }
+    }
+    let mut etcd = stack.etcd.client().await;
+    harness::wait_until_async("every node registered", Duration::from_secs(30), || {
+        let mut etcd = etcd.clone();
+        async move { etcd.get("/nodes/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await.unwrap().kvs().len() == 15 }
+    })
+    .await;
+    for (group, hosts) in GROUPS {
+        let topology = serde_json::json!({
+            "master": {"address": member(group, hosts[0])},
+            "slaves": hosts[1..].iter().map(|h| serde_json::json!({"address": member(group, h)})).collect::<Vec<_>>(),
+        });
+        etcd.put(format!("/config/{group}/topology"), topology.to_string(), None).await.unwrap();
+    }
+    wait_all_applied(&stack, "every group applied").await;
+    wait_slaves_follow(&stack).await;
+    assert_eq!(per_host(&master_hosts(&stack).await), BTreeMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 1)]));
+
+    // Host a goes: every redis and node-agent on it, kill -9.
+    for (group, _) in GROUPS {
+        let i = node(&stack, group, "a");
+        if let Some(mut agent) = stack.nodes[i].agent.take() {
+            agent.process().kill();
+        }
+        stack.nodes[i].redis.kill();
+    }
+    // g1's and g4's masters fail over one at a time: the first onto c (one master,
+    // against b's two), the second then finds b and c even and takes the first
+    // listed, b. Without the preference both would land on b (4 against 1).
+    harness::wait_until_async("g1 and g4 failed over", Duration::from_secs(60), || async {
+        let masters = master_hosts(&stack).await;
+        masters["g1"] != "a" && masters["g4"] != "a"
+    })
+    .await;
+    let after_failover = master_hosts(&stack).await;
+    println!("masters after losing host a: {after_failover:?}");
+    assert_eq!(per_host(&after_failover), BTreeMap::from([("a".into(), 0), ("b".into(), 3), ("c".into(), 2)]), "{after_failover:?}");
+
+    // Host a comes back (its redis empty, as after a disk swap) and rejoins as slaves.
+    for (group, _) in GROUPS {
+        let i = node(&stack, group, "a");
+        stack.nodes[i].redis.restart();
+        stack.restart_agent(i);
+    }
+    wait_slaves_follow(&stack).await;
+    wait_all_applied(&stack, "every group applied after host a's return").await;
+
+    // Every group takes writes while the masters move, each through its own SRV name.
+    let resolver = MemberResolver::new(&stack.nameservers).unwrap();
+    let destination = |group: &str| Destination::Srv { name: format!("master.{group}.{DOMAIN}"), resolver: Box::new(resolver.clone()) };
+    let writers: Vec<(String, Writer)> = GROUPS
+        .iter()
+        .map(|(group, _)| (group.to_string(), Writer::start(destination(group), "placement-ids", PACE)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let rebalance = |dry_run: bool| {
+        let endpoint = stack.etcd.endpoint();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--etcd-endpoints".to_string(), endpoint, "rebalance".into(), "--json".into()];
+            if dry_run {
+                args.push("--dry-run".into());
+            }
+            std::process::Command::new(harness::binary("redis-topology")).args(&args).env_remove("ETCD_PREFIX").output().unwrap()
+        })
+    };
+    let dry = rebalance(true).await.unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(dry["plan"]["fair_share"], 2);
+    let planned = dry["plan"]["moves"].as_array().unwrap().clone();
+    assert_eq!(planned.len(), 1, "one move is enough: {dry}");
+    assert_eq!((planned[0]["from_host"].as_str(), planned[0]["to_host"].as_str()), (Some("host-b"), Some("host-a")), "{dry}");
+    assert_eq!(master_hosts(&stack).await, after_failover, "--dry-run moved something");
+
+    let out = rebalance(false).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let done: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let moves = done["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{done}");
+    assert_eq!(moves[0]["result"], "done", "{done}");
+    wait_all_applied(&stack, "the rebalance applied").await;
+    let after = master_hosts(&stack).await;
+    println!("masters after the rebalance: {after:?}");
+    assert!(per_host(&after).values().all(|n| *n <= 2), "{after:?}");
+    assert_eq!(per_host(&after)["a"], 1, "{after:?}");
+    let moved = moves[0]["group"].as_str().unwrap();
+    assert_eq!(after[moved], "a");
+
+    // Writes on after the move, then every group's list read back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (group, writer) in writers {
+        let tally = writer.stop().await.expect("the writer ran to the end");
+        let list = read_list(&destination(&group), "placement-ids", Duration::from_secs(10)).await.unwrap();
+        let verdict = tally.check(&list);
+        println!("{group}: {verdict}");
+        assert!(verdict.acked > 0, "{group}: {verdict}");
+        assert_eq!((verdict.missing, verdict.phantom), (0, 0), "{group}: {verdict}");
+    }
+}
