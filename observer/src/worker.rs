@@ -59,6 +59,8 @@ pub struct Context {
     /// groups that lost their masters together (a dead machine) fail over one at
     /// a time, each seeing where the previous one put its master.
     pub placing: tokio::sync::Mutex<()>,
+    /// `None`: no automatic rebalance ([`crate::rebalance`]).
+    pub rebalance_after: Option<std::time::Duration>,
 }
 
 impl Context {

@@ -100,9 +100,9 @@ async fn wait_slaves_follow(stack: &Stack) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_hosts_masters_spread_out_and_rebalance_gives_them_back_losslessly() {
-    let mut stack = Stack::start(StackOptions { nodes: 0, ..StackOptions::default() });
+/// The stack with the five groups applied, masters on a, a, b, b, c.
+async fn started(observer_args: &'static [&'static str]) -> Stack {
+    let mut stack = Stack::start(StackOptions { nodes: 0, observer_args, ..StackOptions::default() });
     for (group, _) in GROUPS {
         for host in HOSTS {
             stack.add_node(group, &format!("node-{host}"), &format!("host-{host}"));
@@ -124,45 +124,108 @@ async fn a_lost_hosts_masters_spread_out_and_rebalance_gives_them_back_losslessl
     wait_all_applied(&stack, "every group applied").await;
     wait_slaves_follow(&stack).await;
     assert_eq!(per_host(&master_hosts(&stack).await), BTreeMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 1)]));
+    stack
+}
 
-    // Host a goes: every redis and node-agent on it, kill -9.
+/// Host a goes (every redis and node-agent on it, kill -9). g1's and g4's
+/// masters fail over one at a time: the first onto c (one master, against b's
+/// two), the second then finds b and c even and takes the first listed, b.
+/// Without the preference both would land on b (4 against 1). Returns where the
+/// masters are then.
+async fn lose_host_a(stack: &mut Stack) -> BTreeMap<String, String> {
+    // History comes before placement: only slaves equally up to date are chosen
+    // between by host, so both slaves of g1 and g4 must hold all their master
+    // wrote, and go on holding it (no replication PING from the master until the kill).
+    for group in ["g1", "g4"] {
+        let master = &stack.nodes[node(stack, group, "a")].redis;
+        master.cmd::<String>(&["CONFIG", "SET", "repl-ping-replica-period", "3600"]);
+        harness::wait_until(&format!("{group}'s slaves to hold all its master wrote"), Duration::from_secs(20), || {
+            let offset = master.info_field("master_repl_offset");
+            ["b", "c"].iter().all(|h| stack.nodes[node(stack, group, h)].redis.info_field("slave_repl_offset") == offset)
+        });
+    }
     for (group, _) in GROUPS {
-        let i = node(&stack, group, "a");
+        let i = node(stack, group, "a");
         if let Some(mut agent) = stack.nodes[i].agent.take() {
             agent.process().kill();
         }
         stack.nodes[i].redis.kill();
     }
-    // g1's and g4's masters fail over one at a time: the first onto c (one master,
-    // against b's two), the second then finds b and c even and takes the first
-    // listed, b. Without the preference both would land on b (4 against 1).
     harness::wait_until_async("g1 and g4 failed over", Duration::from_secs(60), || async {
-        let masters = master_hosts(&stack).await;
+        let masters = master_hosts(stack).await;
         masters["g1"] != "a" && masters["g4"] != "a"
     })
     .await;
-    let after_failover = master_hosts(&stack).await;
+    // DNS follows, so that clients started now never reach host a.
+    harness::wait_until_async("every group's master published", Duration::from_secs(60), || async {
+        let masters = master_hosts(stack).await;
+        for (group, _) in GROUPS {
+            let port = stack.nodes[node(stack, group, &masters[group])].redis.port();
+            let published = get_json(stack, &format!("/dns/{group}")).await;
+            if published.is_none_or(|p| p["master"]["port"] != port) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Down long enough for its agents' leases to expire: no registration names host a.
+    harness::wait_until_async("host a's registrations gone", Duration::from_secs(30), || async {
+        let mut gone = true;
+        for (group, _) in GROUPS {
+            gone &= get_json(stack, &format!("/nodes/{group}/node-a")).await.is_none();
+        }
+        gone
+    })
+    .await;
+    let after_failover = master_hosts(stack).await;
     println!("masters after losing host a: {after_failover:?}");
     assert_eq!(per_host(&after_failover), BTreeMap::from([("a".into(), 0), ("b".into(), 3), ("c".into(), 2)]), "{after_failover:?}");
+    after_failover
+}
 
-    // Host a comes back (its redis empty, as after a disk swap) and rejoins as slaves.
+/// Host a comes back with new disks (its redis empty): its members rejoin as slaves.
+async fn bring_back_host_a(stack: &mut Stack) {
     for (group, _) in GROUPS {
-        let i = node(&stack, group, "a");
-        stack.nodes[i].redis.restart();
+        let i = node(stack, group, "a");
+        stack.nodes[i].redis.restart_empty();
         stack.restart_agent(i);
     }
+}
+
+fn destination(stack: &Stack, group: &str) -> Destination {
+    let resolver = MemberResolver::new(&stack.nameservers).unwrap();
+    Destination::Srv { name: format!("master.{group}.{DOMAIN}"), resolver: Box::new(resolver) }
+}
+
+/// One writer per group, each through its own SRV name.
+fn start_writers(stack: &Stack) -> Vec<(String, Writer)> {
+    GROUPS.iter().map(|(group, _)| (group.to_string(), Writer::start(destination(stack, group), "placement-ids", PACE))).collect()
+}
+
+/// Stops the writers and reads every group's list back: nothing acknowledged
+/// lost, nothing rejected applied.
+async fn check_writers(stack: &Stack, writers: Vec<(String, Writer)>) {
+    for (group, writer) in writers {
+        let tally = writer.stop().await.expect("the writer ran to the end");
+        let list = read_list(&destination(stack, &group), "placement-ids", Duration::from_secs(10)).await.unwrap();
+        let verdict = tally.check(&list);
+        println!("{group}: {verdict}");
+        assert!(verdict.acked > 0, "{group}: {verdict}");
+        assert_eq!((verdict.missing, verdict.phantom), (0, 0), "{group}: {verdict}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_hosts_masters_spread_out_and_rebalance_gives_them_back_losslessly() {
+    let mut stack = started(&[]).await;
+    let after_failover = lose_host_a(&mut stack).await;
+    bring_back_host_a(&mut stack).await;
     wait_slaves_follow(&stack).await;
     wait_all_applied(&stack, "every group applied after host a's return").await;
 
-    // Every group takes writes while the masters move, each through its own SRV name.
-    let resolver = MemberResolver::new(&stack.nameservers).unwrap();
-    let destination = |group: &str| Destination::Srv { name: format!("master.{group}.{DOMAIN}"), resolver: Box::new(resolver.clone()) };
-    let writers: Vec<(String, Writer)> = GROUPS
-        .iter()
-        .map(|(group, _)| (group.to_string(), Writer::start(destination(group), "placement-ids", PACE)))
-        .collect();
+    let writers = start_writers(&stack);
     tokio::time::sleep(Duration::from_secs(1)).await;
-
     let rebalance = |dry_run: bool| {
         let endpoint = stack.etcd.endpoint();
         tokio::task::spawn_blocking(move || {
@@ -197,14 +260,37 @@ async fn a_lost_hosts_masters_spread_out_and_rebalance_gives_them_back_losslessl
     let moved = moves[0]["group"].as_str().unwrap();
     assert_eq!(after[moved], "a");
 
-    // Writes on after the move, then every group's list read back.
+    // Writes go on after the move, then every group's list is read back.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for (group, writer) in writers {
-        let tally = writer.stop().await.expect("the writer ran to the end");
-        let list = read_list(&destination(&group), "placement-ids", Duration::from_secs(10)).await.unwrap();
-        let verdict = tally.check(&list);
-        println!("{group}: {verdict}");
-        assert!(verdict.acked > 0, "{group}: {verdict}");
-        assert_eq!((verdict.missing, verdict.phantom), (0, 0), "{group}: {verdict}");
-    }
+    check_writers(&stack, writers).await;
+
+    // Balanced: a second rebalance has nothing to do.
+    let again = rebalance(false).await.unwrap();
+    assert!(again.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["plan"]["moves"], serde_json::json!([]), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rebalance_after_secs_the_observer_gives_a_returned_host_its_share_by_itself() {
+    let mut stack = started(&["--rebalance-after-secs", "2"]).await;
+    lose_host_a(&mut stack).await;
+    // The machine stays down a while: the observer looks once a second, and
+    // only a host it saw without a live registration counts as come back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writers = start_writers(&stack);
+    bring_back_host_a(&mut stack).await;
+    harness::wait_until_async("the observer to move a master back to host a", Duration::from_secs(60), || async {
+        per_host(&master_hosts(&stack).await)["a"] == 1
+    })
+    .await;
+    wait_all_applied(&stack, "the automatic rebalance applied").await;
+    let after = master_hosts(&stack).await;
+    println!("masters after the automatic rebalance: {after:?}");
+    assert!(per_host(&after).values().all(|n| *n <= 2), "{after:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    check_writers(&stack, writers).await;
+    // One move was enough: the observer moved nothing else.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(master_hosts(&stack).await, after);
 }
