@@ -139,3 +139,25 @@ pub fn report(status: &StatusRecord) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use topology::placement::{plan as make_plan, Group, Seat};
+
+    #[test]
+    fn a_plan_reads_as_hosts_now_and_after_then_the_moves() {
+        let seat = |h: &str| Seat { node: format!("node-{h}"), host: Some(format!("host-{h}")), eligible: true };
+        let group = |g: &str, on: [&str; 3]| Group { name: g.into(), master: seat(on[0]), slaves: on[1..].iter().map(|h| seat(h)).collect() };
+        let groups = [group("g1", ["b", "a", "c"]), group("g2", ["b", "a", "c"]), group("g3", ["c", "a", "b"])];
+        let live = ["host-a", "host-b", "host-c"].iter().map(|h| h.to_string()).collect();
+        let text = super::plan(&make_plan(&groups, &live).unwrap());
+        println!("{text}");
+        assert!(text.starts_with("fair share: 1 master(s) per host (3 live hosts)\n"), "{text}");
+        assert!(text.contains(" host-b  2            1"), "{text}");
+        assert!(text.contains("1 move(s), one group at a time:\n  1. g"), "{text}");
+        assert!(text.contains(": node-b (host-b) -> node-a (host-a)\n"), "{text}");
+        let balanced = [group("g1", ["a", "b", "c"])];
+        assert!(super::plan(&make_plan(&balanced, &live).unwrap()).contains("nothing to move"));
+    }
+}
