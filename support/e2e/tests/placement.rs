@@ -294,3 +294,92 @@ async fn with_rebalance_after_secs_the_observer_gives_a_returned_host_its_share_
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(master_hosts(&stack).await, after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_stops_at_the_first_move_not_applied_and_says_what_was_not_done() {
+    // Four groups of two on hosts a and b, every master on a: two must move.
+    const PAIRS: [&str; 4] = ["p1", "p2", "p3", "p4"];
+    let mut stack = Stack::start(StackOptions { nodes: 0, ..StackOptions::default() });
+    let mut etcd = stack.etcd.client().await;
+    for group in PAIRS {
+        for host in ["a", "b"] {
+            stack.add_node(group, &format!("node-{host}"), &format!("host-{host}"));
+        }
+        let topology = serde_json::json!({"master": {"address": member(group, "a")}, "slaves": [{"address": member(group, "b")}]});
+        etcd.put(format!("/config/{group}/topology"), topology.to_string(), None).await.unwrap();
+    }
+    let masters_on = |host: &'static str| {
+        let mut etcd = etcd.clone();
+        async move {
+            let mut n = 0;
+            for group in PAIRS {
+                let got = etcd.get(format!("/config/{group}/topology"), None).await.unwrap();
+                let topology: serde_json::Value = serde_json::from_slice(got.kvs()[0].value()).unwrap();
+                n += usize::from(topology["master"]["address"] == member(group, host));
+            }
+            n
+        }
+    };
+    // Each group's topology slave registered healthy, replicating from its topology master.
+    let follow = || async {
+        for group in PAIRS {
+            let Some(topology) = get_json(&stack, &format!("/config/{group}/topology")).await else { return false };
+            let (master, slave) = if topology["master"]["address"] == member(group, "a") { ("a", "b") } else { ("b", "a") };
+            let (Some(m), Some(s)) = (
+                get_json(&stack, &format!("/nodes/{group}/node-{master}")).await,
+                get_json(&stack, &format!("/nodes/{group}/node-{slave}")).await,
+            ) else {
+                return false;
+            };
+            let master_at = format!("{}:{}", m["address"].as_str().unwrap_or(""), m["port"]);
+            if m["role"] != "master" || s["role"] != "slave" || s["healthy"] != true || s["upstream"] != master_at {
+                return false;
+            }
+        }
+        true
+    };
+    harness::wait_until_async("every slave following its master", Duration::from_secs(60), follow).await;
+    let rebalance = |extra: &'static [&'static str]| {
+        let endpoint = stack.etcd.endpoint();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(harness::binary("redis-topology"))
+                .args(["--etcd-endpoints", &endpoint, "rebalance", "--json"])
+                .args(extra)
+                .env_remove("ETCD_PREFIX")
+                .output()
+                .unwrap()
+        })
+    };
+
+    // Waiting no time at all, the first move cannot be seen applied: the run stops
+    // there, says the move was written, and writes nothing else.
+    let out = rebalance(&["--timeout-secs", "0"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let moves = report["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 2, "{report}");
+    assert_eq!(moves[0]["result"], "timed out", "{report}");
+    assert!(moves[0]["revision"].as_i64().is_some(), "{report}");
+    assert!(moves[0]["error"].as_str().unwrap().contains("the observer may still apply it"), "{report}");
+    assert_eq!((moves[1]["result"].as_str(), &moves[1]["revision"]), (Some("not done"), &serde_json::Value::Null), "{report}");
+    assert_eq!(masters_on("b").await, 1, "exactly the first move was written");
+
+    // The observer applies the written move; run again, the rest is planned afresh and done.
+    harness::wait_until_async("the first move applied", Duration::from_secs(60), || async {
+        let group = moves[0]["group"].as_str().unwrap();
+        let status = get_json(&stack, &format!("/status/{group}")).await;
+        status.is_some_and(|s| s["result"] == "ok" && s["topology_revision"].as_i64() >= moves[0]["revision"].as_i64())
+    })
+    .await;
+    harness::wait_until_async("every slave following its master", Duration::from_secs(60), follow).await;
+    let out = rebalance(&[]).await.unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut history = Vec::new();
+    for group in PAIRS {
+        history.push(get_json(&stack, &format!("/status/{group}")).await.map(|s| s["history"].clone()));
+    }
+    assert_eq!(report["moves"].as_array().unwrap().len(), 1, "{report}\n{history:?}");
+    assert_eq!(report["moves"][0]["result"], "done", "{report}");
+    assert_eq!((masters_on("a").await, masters_on("b").await), (2, 2));
+}
