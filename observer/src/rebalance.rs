@@ -151,13 +151,8 @@ pub async fn run(cx: Arc<Context>, after: Duration) {
                 _ => continue,
             }
         }
-        let mut groups = placement::groups(&states, &cx.names);
-        // A group in maintenance is the operator's: its master stays.
-        for group in &mut groups {
-            if states.iter().any(|s| s.name == group.name && s.paused.is_some()) {
-                group.master.eligible = false;
-            }
-        }
+        // A group in maintenance stays where it is (`Group::paused`).
+        let groups = placement::groups(&states, &cx.names);
         match returns.step(&groups, after, now) {
             Step::Idle => {}
             Step::Balanced => tracing::info!("rebalance: every live host holds at most its share of masters"),
@@ -198,7 +193,7 @@ mod tests {
 
     fn group(name: &str, on: &[&str]) -> Group {
         let seat = |h: &str| Seat { node: format!("{name}-{h}"), host: Some(h.into()), eligible: true };
-        Group { name: name.into(), master: seat(on[0]), slaves: on[1..].iter().map(|h| seat(h)).collect() }
+        Group { name: name.into(), master: seat(on[0]), slaves: on[1..].iter().map(|h| seat(h)).collect(), paused: false }
     }
 
     const AFTER: Duration = Duration::from_secs(10);

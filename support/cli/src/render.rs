@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn a_plan_reads_as_hosts_now_and_after_then_the_moves() {
         let seat = |h: &str| Seat { node: format!("node-{h}"), host: Some(format!("host-{h}")), eligible: true };
-        let group = |g: &str, on: [&str; 3]| Group { name: g.into(), master: seat(on[0]), slaves: on[1..].iter().map(|h| seat(h)).collect() };
+        let group = |g: &str, on: [&str; 3]| Group { name: g.into(), master: seat(on[0]), slaves: on[1..].iter().map(|h| seat(h)).collect(), paused: false };
         let groups = [group("g1", ["b", "a", "c"]), group("g2", ["b", "a", "c"]), group("g3", ["c", "a", "b"])];
         let live = ["host-a", "host-b", "host-c"].iter().map(|h| h.to_string()).collect();
         let text = super::plan(&make_plan(&groups, &live).unwrap());

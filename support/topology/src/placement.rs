@@ -11,6 +11,7 @@
 //!   healthy, a slave, following the master: a lossless switchover can catch it
 //!   up), on a live host, and only when its master serves (a switchover needs the
 //!   master's writes to reach the slave);
+//! - a group in maintenance does not move;
 //! - a group moves at most once, and as few groups move as possible: the plan is
 //!   a minimum-cost flow (one unit per group, one unit of cost per move), with a
 //!   host's seats above its share priced above any number of moves, so it first
@@ -50,6 +51,9 @@ pub struct Group {
     pub name: String,
     pub master: Seat,
     pub slaves: Vec<Seat>,
+    /// In maintenance (`/config/<cluster>/maintenance`): someone works on it, its
+    /// master stays where it is.
+    pub paused: bool,
 }
 
 /// One switchover of the plan.
@@ -131,7 +135,7 @@ pub fn groups(states: &[ClusterState], names: &Names) -> Vec<Group> {
                 r.healthy && r.role == Role::Slave && master_at.is_some() && r.upstream == master_at
             };
             let slaves = topology.slaves.iter().map(|s| seat(s, &follows)).collect();
-            Some(Group { name: state.name.clone(), master, slaves })
+            Some(Group { name: state.name.clone(), master, slaves, paused: state.paused.is_some() })
         })
         .collect()
 }
@@ -176,7 +180,7 @@ pub fn plan(groups: &[Group], live: &BTreeSet<String>) -> Result<Plan, Unreachab
             continue;
         };
         flow.edge(g + 1, host_node(here), 1, 0);
-        if !group.master.eligible {
+        if !group.master.eligible || group.paused {
             continue;
         }
         for (s, slave) in group.slaves.iter().enumerate() {
@@ -230,7 +234,9 @@ fn stuck_on(groups: &[Group], host: &str, live: &BTreeSet<String>) -> Vec<(Strin
         .iter()
         .filter(|g| g.master.host.as_deref() == Some(host))
         .filter_map(|g| {
-            let why = if !g.master.eligible {
+            let why = if g.paused {
+                "is in maintenance"
+            } else if !g.master.eligible {
                 "has a master that does not serve"
             } else if !g.slaves.iter().any(|s| s.eligible && s.host.as_ref().is_some_and(|h| h != host && live.contains(h))) {
                 "has no healthy slave on another live host"
@@ -339,6 +345,7 @@ mod tests {
             name: name.into(),
             master: seat(&format!("{name}-{}", hosts[0]), hosts[0], true),
             slaves: hosts[1..].iter().map(|h| seat(&format!("{name}-{h}"), h, true)).collect(),
+            paused: false,
         }
     }
 
@@ -405,6 +412,19 @@ mod tests {
         g2.master.eligible = false;
         let err = super::plan(&[g1, g2], &live(&["h1", "h2"])).unwrap_err();
         assert!(err.to_string().ends_with("h1 would still hold 2 (g1 has a master that does not serve, g2 has a master that does not serve)"), "{err}");
+    }
+
+    #[test]
+    fn a_group_in_maintenance_stays_and_says_so() {
+        let mut g1 = group("g1", &["h1", "h2"]);
+        g1.paused = true;
+        let groups = [g1.clone(), group("g2", &["h1", "h2"])];
+        let plan = plan(&groups, &live(&["h1", "h2"])).unwrap();
+        assert_eq!(plan.moves.iter().map(|m| m.group.as_str()).collect::<Vec<_>>(), ["g2"]);
+        let mut g2 = group("g2", &["h1", "h2"]);
+        g2.paused = true;
+        let err = super::plan(&[g1, g2], &live(&["h1", "h2"])).unwrap_err();
+        assert!(err.to_string().ends_with("h1 would still hold 2 (g1 is in maintenance, g2 is in maintenance)"), "{err}");
     }
 
     #[test]
@@ -478,6 +498,7 @@ mod tests {
                     seat("node-3", "h3", false),
                     Seat { node: "node-4.g.cluster.local".into(), host: None, eligible: false },
                 ],
+                paused: false,
             }]
         );
         assert_eq!(live_hosts(&[state]), live(&["h1", "h2", "h3"]), "h5's only node is unhealthy");
@@ -493,7 +514,7 @@ mod tests {
             .iter()
             .map(|g| {
                 let mut c = vec![(g.master.host.clone(), 0)];
-                if g.master.eligible && g.master.host.as_ref().is_some_and(|h| live.contains(h)) {
+                if g.master.eligible && !g.paused && g.master.host.as_ref().is_some_and(|h| live.contains(h)) {
                     for s in &g.slaves {
                         if s.eligible && s.host.as_ref().is_some_and(|h| live.contains(h)) && s.host != g.master.host {
                             c.push((s.host.clone(), 1));
@@ -537,7 +558,7 @@ mod tests {
     fn arb_groups() -> impl Strategy<Value = (Vec<Group>, BTreeSet<String>)> {
         let hosts = ["h1", "h2", "h3", "h4"];
         let seat = (0..5usize, any::<bool>()).prop_map(move |(h, e)| (h, e));
-        let group = (seat.clone(), proptest::collection::vec(seat, 0..3));
+        let group = (seat.clone(), proptest::collection::vec(seat, 0..3), proptest::bool::weighted(0.1));
         (proptest::collection::vec(group, 1..6), proptest::collection::btree_set(0..4usize, 1..4)).prop_map(
             move |(gs, live)| {
                 // Host index 4 is no host at all (unregistered, or an old agent).
@@ -545,7 +566,7 @@ mod tests {
                 let groups = gs
                     .into_iter()
                     .enumerate()
-                    .map(|(i, ((mh, me), slaves))| Group {
+                    .map(|(i, ((mh, me), slaves, paused))| Group {
                         name: format!("g{i}"),
                         master: Seat { node: format!("g{i}-m"), host: host(mh), eligible: me },
                         slaves: slaves
@@ -553,6 +574,7 @@ mod tests {
                             .enumerate()
                             .map(|(j, (sh, se))| Seat { node: format!("g{i}-s{j}"), host: host(sh), eligible: se })
                             .collect(),
+                        paused,
                     })
                     .collect();
                 (groups, live.into_iter().map(|h| hosts[h].to_string()).collect())
@@ -574,7 +596,7 @@ mod tests {
                     for m in &plan.moves {
                         prop_assert!(moved.insert(m.group.clone()), "two moves of {}", m.group);
                         let g = groups.iter().find(|g| g.name == m.group).unwrap();
-                        prop_assert!(g.master.eligible && g.master.node == m.from && g.master.host.as_deref() == Some(m.from_host.as_str()));
+                        prop_assert!(g.master.eligible && !g.paused && g.master.node == m.from && g.master.host.as_deref() == Some(m.from_host.as_str()));
                         let to = g.slaves.iter().find(|s| s.node == m.to).unwrap();
                         prop_assert!(to.eligible && to.host.as_deref() == Some(m.to_host.as_str()) && live.contains(&m.to_host));
                         *counts.get_mut(&m.from_host).unwrap() -= 1;
