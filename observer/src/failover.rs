@@ -360,6 +360,8 @@ pub struct Promotion {
     pub old_master: Member,
     /// The promoted slave's replication offset when it was chosen.
     pub offset: u64,
+    /// Its host, and how many masters that host held when it was chosen.
+    pub host: Option<(String, usize)>,
     /// Slaves the dictator refused to promote earlier in this failover, and why.
     pub refused: Vec<(Member, String)>,
 }
@@ -372,6 +374,9 @@ impl fmt::Display for Promotion {
             "master {} down for longer than the failover delay; promoting {} (offset {})",
             self.old_master, self.topology.master, self.offset
         )?;
+        if let Some((host, masters)) = &self.host {
+            write!(f, " on host {host}, which held {masters} master(s)")?;
+        }
         write_refused(f, &self.refused)
     }
 }
@@ -426,7 +431,11 @@ fn plan_without(
         }
     })?;
     let new = promote(topology, chosen.index).ok_or(NoPromotion::NoTopology)?;
-    Ok(Promotion { topology: new, old_master: topology.master.clone(), offset: chosen.offset, refused: refused.to_vec() })
+    let host = chosen.host.clone().map(|h| {
+        let masters = load.get(&h).copied().unwrap_or(0);
+        (h, masters)
+    });
+    Ok(Promotion { topology: new, old_master: topology.master.clone(), offset: chosen.offset, host, refused: refused.to_vec() })
 }
 
 /// Whether the dictator's answer to applying a failover's topology (its HTTP
@@ -922,6 +931,11 @@ mod tests {
         let l = load(&[("h2", 2), ("h3", 1)]);
         let promotion = plan(&topology(), MASTER.parse().ok(), &slaves, &l).unwrap();
         assert_eq!(promotion.topology.master.to_string(), "10.0.0.3");
+        assert_eq!(
+            promotion.to_string(),
+            "master 10.0.0.1 down for longer than the failover delay; promoting 10.0.0.3 (offset 100) on host h3, which held 1 master(s)",
+            "the status says where the master went and why"
+        );
         let first = Attempt { previous: topology(), master_addr: MASTER.parse().ok(), promotion, revision: 7, load: l };
         let AfterRefusal::Next(next) = after_refusal(&first, DICTATOR_409, &slaves) else { panic!("reverted") };
         assert_eq!(next.topology.master.to_string(), "10.0.0.2", "the refused one is out, whatever its host");

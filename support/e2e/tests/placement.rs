@@ -181,6 +181,14 @@ async fn lose_host_a(stack: &mut Stack) -> BTreeMap<String, String> {
     let after_failover = master_hosts(stack).await;
     println!("masters after losing host a: {after_failover:?}");
     assert_eq!(per_host(&after_failover), BTreeMap::from([("a".into(), 0), ("b".into(), 3), ("c".into(), 2)]), "{after_failover:?}");
+    // The history says where each master went and why.
+    let mut reasons = Vec::new();
+    for group in ["g1", "g4"] {
+        let status = get_json(stack, &format!("/status/{group}")).await.unwrap();
+        reasons.extend(status["history"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str().map(str::to_string)));
+    }
+    assert!(reasons.iter().any(|r| r.ends_with("on host host-c, which held 1 master(s)")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.ends_with("on host host-b, which held 2 master(s)")), "{reasons:?}");
     after_failover
 }
 
