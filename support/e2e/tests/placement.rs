@@ -272,11 +272,25 @@ async fn a_lost_hosts_masters_spread_out_and_rebalance_gives_them_back_losslessl
     tokio::time::sleep(Duration::from_secs(1)).await;
     check_writers(&stack, writers).await;
 
-    // Balanced: a second rebalance has nothing to do.
+    // Balanced: a second rebalance has nothing to do, and says so.
     let again = rebalance(false).await.unwrap();
     assert!(again.status.success());
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["plan"]["moves"], serde_json::json!([]), "{again}");
+    let endpoint = stack.etcd.endpoint();
+    let human = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(harness::binary("redis-topology"))
+            .args(["--etcd-endpoints", &endpoint, "rebalance"])
+            .env_remove("ETCD_PREFIX")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    println!("{human}");
+    assert!(human.starts_with("fair share: 2 master(s) per host (3 live hosts)\n"), "{human}");
+    assert!(human.contains("nothing to move"), "{human}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
