@@ -29,12 +29,19 @@
 //!   must hold every byte of the master's history that any reachable slave holds,
 //!   eligible or not ([`topology::history::rank`], [`topology::history::discards`]);
 //!   the dictator would refuse any other, so none, no failover;
+//! - among candidates equally up to date (each holds every byte any reachable
+//!   slave holds: history never yields to placement), the one whose host holds
+//!   the fewest masters across every group ([`HostLoad`], counted by the worker
+//!   from etcd), so losing a machine does not pile its masters onto one
+//!   survivor; a candidate on no known host comes after those on known ones, and
+//!   ties go to the first listed;
 //! - the old master stays in the topology as a slave, so when it comes back it is
 //!   fenced and re-pointed before any client can write to it;
 //! - the dictator may still refuse (it waits longer for slaves and sees one the
 //!   observer could not reach): then the next candidate by the same rule, asked
 //!   afresh, or, with none, the topology before the failover ([`after_refusal`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -205,10 +212,16 @@ impl FailoverClock {
     }
 }
 
+/// Topology masters per host, across every group the observer knows
+/// ([`topology::placement::masters_per_host`]); a host not listed holds none.
+pub type HostLoad = BTreeMap<String, usize>;
+
 /// What the observer found about one slave named by the topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlaveFacts {
     pub member: Member,
+    /// The host its node-agent registered, if known.
+    pub host: Option<String>,
     /// Its node-agent's registration says it is serving.
     pub registered_healthy: bool,
     /// What its redis answered; `None`: unreachable.
@@ -243,6 +256,8 @@ pub struct Candidate {
     /// Eligible: registered and healthy, not itself a master, and not refused by
     /// the dictator in this failover.
     pub healthy: bool,
+    /// The host it runs on, if known: the tie-break among equals.
+    pub host: Option<String>,
 }
 
 impl Candidate {
@@ -270,6 +285,7 @@ pub fn candidates(topology: &Topology, master: Option<SocketAddr>, slaves: &[Sla
                 second_offset: replication.second_offset,
                 follows_master: master.is_some() && replication.upstream == master,
                 healthy: slave.registered_healthy && !replication.is_master,
+                host: slave.host.clone(),
             })
         })
         .collect();
@@ -279,15 +295,16 @@ pub fn candidates(topology: &Topology, master: Option<SocketAddr>, slaves: &[Sla
 
 /// The slave to promote: eligible, and holding every byte of the master's history
 /// that any reachable slave holds (eligible or not: the dictator judges them all),
-/// so the dictator accepts it. Among several, the one the history rule ranks
-/// first; ties go to the first listed.
-pub fn choose(candidates: &[Candidate]) -> Option<&Candidate> {
-    best(candidates).ok()
+/// so the dictator accepts it. Among several, all equally up to date, the one
+/// on the host holding the fewest masters by `load` (a candidate on no known
+/// host after the others); ties go to the first listed.
+pub fn choose<'a>(candidates: &'a [Candidate], load: &HostLoad) -> Option<&'a Candidate> {
+    best(candidates, load).ok()
 }
 
 /// [`choose`], or why nobody: `None` without an eligible slave on the master's
 /// history, else the best one's index and the bytes it lacks.
-fn best(candidates: &[Candidate]) -> Result<&Candidate, Option<(usize, u64)>> {
+fn best<'a>(candidates: &'a [Candidate], load: &HostLoad) -> Result<&'a Candidate, Option<(usize, u64)>> {
     let reference = master_history(candidates).ok_or(None)?;
     // A slave on another history holds no write of this master's.
     let members: Vec<History<'_>> =
@@ -297,7 +314,15 @@ fn best(candidates: &[Candidate]) -> Result<&Candidate, Option<(usize, u64)>> {
     // What the dictator will find: the bytes of any slave it shares a history with.
     let refused_for = |c: &Candidate| candidates.iter().map(|m| discards(&c.history(), &m.history())).max().unwrap_or(0);
     let first = ranked.first().map(|(c, lacking)| (c.index, (*lacking).max(refused_for(c))));
-    ranked.into_iter().find(|(c, lacking)| *lacking == 0 && refused_for(c) == 0).map(|(c, _)| c).ok_or(first)
+    // Each acceptable one holds every byte any reachable slave holds: they are
+    // equals by history, and only then does placement choose.
+    let masters_on = |c: &Candidate| c.host.as_ref().map_or(usize::MAX, |h| load.get(h).copied().unwrap_or(0));
+    ranked
+        .into_iter()
+        .filter(|(c, lacking)| *lacking == 0 && refused_for(c) == 0)
+        .map(|(c, _)| c)
+        .min_by_key(|c| (masters_on(c), c.index))
+        .ok_or(first)
 }
 
 /// The history the dead master wrote, as far as a slave holds it: the furthest
@@ -335,6 +360,8 @@ pub struct Promotion {
     pub old_master: Member,
     /// The promoted slave's replication offset when it was chosen.
     pub offset: u64,
+    /// Its host, and how many masters that host held when it was chosen.
+    pub host: Option<(String, usize)>,
     /// Slaves the dictator refused to promote earlier in this failover, and why.
     pub refused: Vec<(Member, String)>,
 }
@@ -347,6 +374,9 @@ impl fmt::Display for Promotion {
             "master {} down for longer than the failover delay; promoting {} (offset {})",
             self.old_master, self.topology.master, self.offset
         )?;
+        if let Some((host, masters)) = &self.host {
+            write!(f, " on host {host}, which held {masters} master(s)")?;
+        }
         write_refused(f, &self.refused)
     }
 }
@@ -375,9 +405,9 @@ pub enum NoPromotion {
 }
 
 /// Whom to promote in place of the dead master at `master`, given what the
-/// slaves answered.
-pub fn plan(topology: &Topology, master: Option<SocketAddr>, slaves: &[SlaveFacts]) -> Result<Promotion, NoPromotion> {
-    plan_without(topology, master, slaves, &[])
+/// slaves answered and how many masters each host holds.
+pub fn plan(topology: &Topology, master: Option<SocketAddr>, slaves: &[SlaveFacts], load: &HostLoad) -> Result<Promotion, NoPromotion> {
+    plan_without(topology, master, slaves, load, &[])
 }
 
 /// [`plan`], the slaves in `refused` (with the dictator's reasons) no longer eligible.
@@ -385,6 +415,7 @@ fn plan_without(
     topology: &Topology,
     master: Option<SocketAddr>,
     slaves: &[SlaveFacts],
+    load: &HostLoad,
     refused: &[(Member, String)],
 ) -> Result<Promotion, NoPromotion> {
     let mut candidates = candidates(topology, master, slaves);
@@ -393,14 +424,18 @@ fn plan_without(
             c.healthy = false;
         }
     }
-    let chosen = best(&candidates).map_err(|why| match why {
+    let chosen = best(&candidates, load).map_err(|why| match why {
         None => NoPromotion::NoCandidate { master: topology.master.clone(), reachable: candidates.len() },
         Some((index, lacking)) => {
             NoPromotion::Behind { master: topology.master.clone(), best: topology.slaves[index].clone(), lacking }
         }
     })?;
     let new = promote(topology, chosen.index).ok_or(NoPromotion::NoTopology)?;
-    Ok(Promotion { topology: new, old_master: topology.master.clone(), offset: chosen.offset, refused: refused.to_vec() })
+    let host = chosen.host.clone().map(|h| {
+        let masters = load.get(&h).copied().unwrap_or(0);
+        (h, masters)
+    });
+    Ok(Promotion { topology: new, old_master: topology.master.clone(), offset: chosen.offset, host, refused: refused.to_vec() })
 }
 
 /// Whether the dictator's answer to applying a failover's topology (its HTTP
@@ -428,6 +463,9 @@ pub struct Attempt {
     pub promotion: Promotion,
     /// The etcd mod revision it was written at: only its apply's answer counts.
     pub revision: i64,
+    /// Masters per host when the failover was planned: the next candidate is
+    /// preferred by the same counts.
+    pub load: HostLoad,
 }
 
 /// What to do after the dictator refused a failover's candidate.
@@ -462,7 +500,7 @@ impl fmt::Display for Reverted {
 pub fn after_refusal(attempt: &Attempt, why: &str, slaves: &[SlaveFacts]) -> AfterRefusal {
     let mut refused = attempt.promotion.refused.clone();
     refused.push((attempt.promotion.topology.master.clone(), why.to_string()));
-    match plan_without(&attempt.previous, attempt.master_addr, slaves, &refused) {
+    match plan_without(&attempt.previous, attempt.master_addr, slaves, &attempt.load, &refused) {
         Ok(next) => AfterRefusal::Next(next),
         Err(why) => AfterRefusal::Revert(Reverted { topology: attempt.previous.clone(), refused, why }),
     }
@@ -539,7 +577,7 @@ mod tests {
         let c = |index, replid: &str, offset| cand(index, replid, offset, false, true);
         // One slave far along another history, two on the common one.
         let candidates = [c(0, "other", 100), c(1, "common", 10), c(2, "common", 20)];
-        assert_eq!(choose(&candidates).map(|c| c.index), Some(2));
+        assert_eq!(choose(&candidates, &HostLoad::new()).map(|c| c.index), Some(2));
     }
 
     #[test]
@@ -644,24 +682,24 @@ mod tests {
     const NONE: &str = "0000000000000000000000000000000000000000";
 
     fn cand(index: usize, replid: &str, offset: u64, follows: bool, healthy: bool) -> Candidate {
-        Candidate { index, replid: replid.into(), replid2: NONE.into(), offset, second_offset: -1, follows_master: follows, healthy }
+        Candidate { index, replid: replid.into(), replid2: NONE.into(), offset, second_offset: -1, follows_master: follows, healthy, host: None }
     }
 
     #[test]
     fn chooses_the_furthest_healthy_slave_of_the_master() {
         let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 120, true, false), cand(2, "r1", 120, true, true)];
-        assert_eq!(choose(&c).map(|c| c.index), Some(2), "unhealthy ones are never chosen, even listed first");
+        assert_eq!(choose(&c, &HostLoad::new()).map(|c| c.index), Some(2), "unhealthy ones are never chosen, even listed first");
         // A slave on another history is ignored even if further along.
         let c = [cand(0, "r1", 100, true, true), cand(1, "other", 900, false, true)];
-        assert_eq!(choose(&c).map(|c| c.index), Some(0));
+        assert_eq!(choose(&c, &HostLoad::new()).map(|c| c.index), Some(0));
         // Ties go to the first listed.
         let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 100, true, true)];
-        assert_eq!(choose(&c).map(|c| c.index), Some(0));
+        assert_eq!(choose(&c, &HostLoad::new()).map(|c| c.index), Some(0));
         // Nobody follows the master (links already reset): the most common history.
         let c = [cand(0, "r1", 100, false, true), cand(1, "r1", 90, false, true), cand(2, "x", 500, false, true)];
-        assert_eq!(choose(&c).map(|c| c.index), Some(0));
-        assert_eq!(choose(&[cand(0, "r1", 1, true, false)]), None, "no healthy candidate, no failover");
-        assert_eq!(choose(&[]), None);
+        assert_eq!(choose(&c, &HostLoad::new()).map(|c| c.index), Some(0));
+        assert_eq!(choose(&[cand(0, "r1", 1, true, false)], &HostLoad::new()), None, "no healthy candidate, no failover");
+        assert_eq!(choose(&[], &HostLoad::new()), None);
     }
 
     #[test]
@@ -689,6 +727,7 @@ mod tests {
     fn facts(address: &str, registered_healthy: bool, offset: Option<u64>) -> SlaveFacts {
         SlaveFacts {
             member: Member::parse_host_port(address).unwrap(),
+            host: None,
             registered_healthy,
             replication: offset.map(|offset| SlaveReplication {
                 replid: "r1".into(),
@@ -730,7 +769,7 @@ mod tests {
     #[test]
     fn the_plan_promotes_the_furthest_eligible_slave_and_says_so() {
         let slaves = [facts("10.0.0.2", true, Some(120)), facts("10.0.0.3", true, Some(100))];
-        let promotion = plan(&topology(), MASTER.parse().ok(), &slaves).unwrap();
+        let promotion = plan(&topology(), MASTER.parse().ok(), &slaves, &HostLoad::new()).unwrap();
         assert_eq!(
             promotion.topology.to_json(),
             r#"{"master":{"address":"10.0.0.2"},"slaves":[{"address":"10.0.0.3"},{"address":"10.0.0.1"}]}"#
@@ -744,7 +783,7 @@ mod tests {
     #[test]
     fn without_an_eligible_slave_there_is_no_failover_and_the_reason_counts_the_reachable() {
         let slaves = [facts("10.0.0.2", false, Some(120)), facts("10.0.0.3", true, None)];
-        let refused = plan(&topology(), MASTER.parse().ok(), &slaves).unwrap_err();
+        let refused = plan(&topology(), MASTER.parse().ok(), &slaves, &HostLoad::new()).unwrap_err();
         assert_eq!(refused, NoPromotion::NoCandidate { master: topology().master, reachable: 1 });
         assert_eq!(refused.to_string(), "master 10.0.0.1 is down and no healthy slave can be promoted (1 reachable)");
     }
@@ -754,9 +793,9 @@ mod tests {
         // The dictator judges every slave it reaches, registered or not: promoting
         // the one at 100 would discard 50 bytes the unhealthy one holds.
         let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 150, true, false)];
-        assert_eq!(choose(&c), None);
+        assert_eq!(choose(&c, &HostLoad::new()), None);
         let slaves = [facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", false, Some(150))];
-        let refused = plan(&topology(), MASTER.parse().ok(), &slaves).unwrap_err();
+        let refused = plan(&topology(), MASTER.parse().ok(), &slaves, &HostLoad::new()).unwrap_err();
         assert_eq!(refused, NoPromotion::Behind { master: topology().master, best: topology().slaves[0].clone(), lacking: 50 });
         assert_eq!(
             refused.to_string(),
@@ -771,7 +810,7 @@ mod tests {
         // holds more of it than the slave still following the dead master.
         let restarted = Candidate { replid2: "r1".into(), second_offset: 53, ..cand(1, "new", 52, false, true) };
         let c = [cand(0, "r1", 40, true, true), restarted];
-        assert_eq!(choose(&c).map(|c| c.index), Some(1));
+        assert_eq!(choose(&c, &HostLoad::new()).map(|c| c.index), Some(1));
     }
 
     /// The dictator's refusal over slaves, as `plan.rs` wrote it before it became
@@ -809,6 +848,7 @@ mod tests {
             second_offset,
             follows_master: follows,
             healthy,
+            host: None,
         };
         let mut worlds = 0;
         let mut chosen = 0;
@@ -823,7 +863,7 @@ mod tests {
                 let healthy = |i: u8| flags & (1 << i) != 0;
                 let c = [candidate(0, x, flags & 8 != 0, healthy(0)), candidate(1, y, false, healthy(1)), candidate(2, z, false, healthy(2))];
                 let accepted: Vec<usize> = c.iter().filter(|n| n.healthy && !dictator_refuses(n, &c)).map(|n| n.index).collect();
-                let got = choose(&c);
+                let got = choose(&c, &HostLoad::new());
                 if let Some(got) = got {
                     assert!(got.healthy && !dictator_refuses(got, &c), "chose {} the dictator refuses in {c:?}", got.index);
                     chosen += 1;
@@ -840,9 +880,127 @@ mod tests {
         assert!(worlds > 50_000 && chosen > 10_000, "{worlds} {chosen}");
     }
 
+    fn on(host: Option<&str>, c: Candidate) -> Candidate {
+        Candidate { host: host.map(str::to_string), ..c }
+    }
+
+    fn load(counts: &[(&str, usize)]) -> HostLoad {
+        counts.iter().map(|(h, n)| (h.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn among_equals_the_host_with_the_fewest_masters_wins() {
+        let c = [
+            on(Some("h1"), cand(0, "r1", 100, true, true)),
+            on(Some("h2"), cand(1, "r1", 100, true, true)),
+            on(Some("h3"), cand(2, "r1", 100, true, true)),
+        ];
+        let chosen = |l: &HostLoad| choose(&c, l).map(|c| c.index);
+        assert_eq!(chosen(&load(&[("h1", 2), ("h2", 1), ("h3", 1)])), Some(1), "ties among the least loaded: first listed");
+        assert_eq!(chosen(&load(&[("h1", 2), ("h2", 1)])), Some(2), "a host not counted holds none");
+        assert_eq!(chosen(&load(&[])), Some(0), "nobody holds a master: first listed");
+        assert_eq!(chosen(&load(&[("h9", 4)])), Some(0), "counts of other hosts change nothing");
+    }
+
+    #[test]
+    fn without_host_information_the_first_listed_wins_and_unknown_hosts_come_last() {
+        let c = [cand(0, "r1", 100, true, true), cand(1, "r1", 100, true, true)];
+        assert_eq!(choose(&c, &load(&[("h1", 3)])).map(|c| c.index), Some(0));
+        let c = [cand(0, "r1", 100, true, true), on(Some("h1"), cand(1, "r1", 100, true, true))];
+        assert_eq!(choose(&c, &load(&[("h1", 7)])).map(|c| c.index), Some(1), "a known host beats an unknown one");
+    }
+
+    #[test]
+    fn history_always_comes_before_placement() {
+        // The idle host's slave is behind by one byte: the dictator would refuse it.
+        let c = [on(Some("busy"), cand(0, "r1", 101, true, true)), on(Some("idle"), cand(1, "r1", 100, true, true))];
+        assert_eq!(choose(&c, &load(&[("busy", 9)])).map(|c| c.index), Some(0));
+        // An ineligible one on the idle host is never chosen either.
+        let c = [on(Some("busy"), cand(0, "r1", 100, true, true)), on(Some("idle"), cand(1, "r1", 100, true, false))];
+        assert_eq!(choose(&c, &load(&[("busy", 9)])).map(|c| c.index), Some(0));
+        // Nor one further along another history.
+        let c = [on(Some("busy"), cand(0, "r1", 100, true, true)), on(Some("idle"), cand(1, "x", 900, false, true))];
+        assert_eq!(choose(&c, &load(&[("busy", 9)])).map(|c| c.index), Some(0));
+    }
+
+    #[test]
+    fn the_plan_and_the_next_candidate_after_a_refusal_prefer_the_emptier_host() {
+        let mut slaves = [facts("10.0.0.2", true, Some(100)), facts("10.0.0.3", true, Some(100))];
+        slaves[0].host = Some("h2".into());
+        slaves[1].host = Some("h3".into());
+        let l = load(&[("h2", 2), ("h3", 1)]);
+        let promotion = plan(&topology(), MASTER.parse().ok(), &slaves, &l).unwrap();
+        assert_eq!(promotion.topology.master.to_string(), "10.0.0.3");
+        assert_eq!(
+            promotion.to_string(),
+            "master 10.0.0.1 down for longer than the failover delay; promoting 10.0.0.3 (offset 100) on host h3, which held 1 master(s)",
+            "the status says where the master went and why"
+        );
+        let first = Attempt { previous: topology(), master_addr: MASTER.parse().ok(), promotion, revision: 7, load: l };
+        let AfterRefusal::Next(next) = after_refusal(&first, DICTATOR_409, &slaves) else { panic!("reverted") };
+        assert_eq!(next.topology.master.to_string(), "10.0.0.2", "the refused one is out, whatever its host");
+    }
+
+    /// Every world of three slaves over short histories, eligibility, hosts and
+    /// a fixed count of masters: placement only ever picks among slaves that hold
+    /// exactly what the history rule's own choice holds, and then the emptier host.
+    #[test]
+    fn placement_never_overrides_history_in_any_small_world() {
+        let histories: Vec<_> = small_histories().into_iter().filter(|(_, _, offset, _)| *offset <= 1).collect();
+        let hosts = [None, Some("a"), Some("b")];
+        let l = load(&[("a", 2), ("b", 1)]);
+        let masters_on = |c: &Candidate| c.host.as_ref().map_or(usize::MAX, |h| l.get(h).copied().unwrap_or(0));
+        let candidate = |index, (replid, replid2, offset, second_offset): (&str, &str, u64, i64), follows, healthy, host: Option<&str>| Candidate {
+            index,
+            replid: replid.into(),
+            replid2: replid2.into(),
+            offset,
+            second_offset,
+            follows_master: follows,
+            healthy,
+            host: host.map(str::to_string),
+        };
+        let (mut worlds, mut moved) = (0, 0);
+        for x in &histories {
+            for y in &histories {
+                for z in &histories {
+                    for flags in 0..16u8 {
+                        let healthy = |i: u8| flags & (1 << i) != 0;
+                        let unplaced = [
+                            candidate(0, *x, flags & 8 != 0, healthy(0), None),
+                            candidate(1, *y, false, healthy(1), None),
+                            candidate(2, *z, false, healthy(2), None),
+                        ];
+                        // Without hosts, as before placement; hosts change nothing else.
+                        let plain = choose(&unplaced, &HostLoad::new()).map(|c| c.index);
+                        for placed in 0..27usize {
+                            let mut c = unplaced.clone();
+                            for (i, candidate) in c.iter_mut().enumerate() {
+                                candidate.host = hosts[placed / 3usize.pow(i as u32) % 3].map(str::to_string);
+                            }
+                            let placed = choose(&c, &l);
+                            assert_eq!(plain.is_some(), placed.is_some(), "{c:?}");
+                            let (Some(plain), Some(placed)) = (plain.map(|i| &c[i]), placed) else { continue };
+                            assert!(placed.healthy && !dictator_refuses(placed, &c), "{c:?}");
+                            let same = |a: &Candidate, b: &Candidate| topology::history::coverage(&a.history(), &b.history()).holds_all();
+                            assert!(same(placed, plain) && same(plain, placed), "placement chose by more than a tie: {c:?}");
+                            assert!(masters_on(placed) <= masters_on(plain), "{c:?}");
+                            if placed.index != plain.index {
+                                assert!(masters_on(placed) < masters_on(plain), "moved away from the first listed for nothing: {c:?}");
+                                moved += 1;
+                            }
+                            worlds += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(worlds > 10_000 && moved > 1_000, "{worlds} {moved}");
+    }
+
     fn attempt(slaves: &[SlaveFacts]) -> Attempt {
-        let promotion = plan(&topology(), MASTER.parse().ok(), slaves).unwrap();
-        Attempt { previous: topology(), master_addr: MASTER.parse().ok(), promotion, revision: 7 }
+        let promotion = plan(&topology(), MASTER.parse().ok(), slaves, &HostLoad::new()).unwrap();
+        Attempt { previous: topology(), master_addr: MASTER.parse().ok(), promotion, revision: 7, load: HostLoad::new() }
     }
 
     const DICTATOR_409: &str = "409 Conflict: applying would lose acknowledged writes: 127.0.0.1:7002 has applied 20 bytes";

@@ -109,10 +109,19 @@ impl Term {
         // Registrations: for failover, and for members whose role diverged.
         let prefixes = vec![keys.config_prefix(), keys.nodes_prefix()];
         let policy = FollowPolicy { backoff_min: Duration::from_millis(100), backoff_max: Duration::from_secs(2) };
+        // Dropped with the term, like the watch: only the leader moves masters.
+        let (cx, after) = (self.cx.clone(), self.cx.rebalance_after);
+        let rebalance = async move {
+            match after {
+                Some(after) => crate::rebalance::run(cx, after).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = service::etcd::follow(|| std::future::ready(Ok(etcd.clone())), &prefixes, &policy, self) => {
                 TermEnded::WatchEnded
             }
+            () = rebalance => TermEnded::WatchEnded,
             lost = lease.lost() => lost.into(),
         }
     }

@@ -12,6 +12,8 @@
 //! - [`apply`]: PUT to the dictator, then (only after a 2xx) to dnsd;
 //! - [`inspect`]: the only code that talks to redis: does the master answer, where
 //!   do the slaves stand;
+//! - [`rebalance`]: with `--rebalance-after-secs`, the leader moves masters
+//!   back to a host that returned, one group at a time, by `topology::placement`;
 //! - [`domain`]: checks `--domain` against the zone dnsd recorded, loudly;
 //! - [`endpoint`]: dictator/dnsd URLs, whose host may be an SRV name;
 //! - [`page`]: the status page (`GET /`), rendered from etcd on each load;
@@ -20,7 +22,8 @@
 //!   when to look again;
 //! - [`failover`] (pure): every failover rule: how long the master must stay down,
 //!   holds, the PING veto, which slaves are eligible, whom to promote (by the
-//!   dictator's own history rule), and what follows when the dictator refuses.
+//!   dictator's own history rule, then the host with the fewest masters), and
+//!   what follows when the dictator refuses.
 //!
 //! Flow: etcd change → leader wakes the cluster's worker → `reconcile` reads the
 //! topology, trigger, maintenance flag and registrations → if the topology or
@@ -39,5 +42,6 @@ pub mod failover;
 pub mod inspect;
 pub mod leader;
 pub mod page;
+pub mod rebalance;
 pub mod schedule;
 pub mod worker;

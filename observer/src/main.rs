@@ -81,6 +81,13 @@ struct Cli {
     #[arg(long, env = "REDIS_TOPOLOGY_FAILOVER_COOLDOWN_SECS", default_value_t = 60)]
     failover_cooldown_secs: u64,
 
+    /// Rebalance masters by itself: once a host that had lost its masters has been
+    /// back and healthy this many seconds, move masters back to it (as
+    /// `redis-topology rebalance` does, one group at a time) until no live host
+    /// holds more than its fair share. Off unless set.
+    #[arg(long, env = "REDIS_TOPOLOGY_REBALANCE_AFTER_SECS")]
+    rebalance_after_secs: Option<u64>,
+
     /// DNS zone of node names in topologies (`<node>.<cluster>.<domain>`).
     #[arg(long, env = "REDIS_TOPOLOGY_DOMAIN", default_value = topology::names::DEFAULT_DOMAIN)]
     domain: String,
@@ -153,6 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         failovers: Default::default(),
         redis_auth: cli.redis_auth.credentials()?,
         last_good_round: Default::default(),
+        placing: Default::default(),
+        rebalance_after: cli.rebalance_after_secs.map(Duration::from_secs),
     });
     let metrics = service::metrics::install(&[])?;
     metrics::describe_gauge!("redis_topology_observer_leader", "1 while this observer leads (applies and fails over), else 0.");

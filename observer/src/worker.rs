@@ -29,7 +29,8 @@ use topology::{Address, Keys, Member, Names, QueryName, Topology};
 
 use crate::apply::{skipped_members, ApplyError, PutError, Stage, Targets};
 use crate::failover::{
-    self, AfterRefusal, Attempt, FailoverClock, FailoverDecision, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts, SlaveView,
+    self, AfterRefusal, Attempt, FailoverClock, FailoverDecision, HostLoad, MasterCheck, MasterSeen, NoPromotion, Policy, SlaveFacts,
+    SlaveView,
 };
 use crate::inspect;
 use crate::schedule::{
@@ -54,6 +55,12 @@ pub struct Context {
     /// When each cluster's last round that applied (`ok` or `partial`)
     /// finished, ms since the epoch: `/metrics` shows its age.
     pub last_good_round: Mutex<HashMap<String, u64>>,
+    /// Held by a worker from counting masters per host to writing its failover:
+    /// groups that lost their masters together (a dead machine) fail over one at
+    /// a time, each seeing where the previous one put its master.
+    pub placing: tokio::sync::Mutex<()>,
+    /// `None`: no automatic rebalance ([`crate::rebalance`]).
+    pub rebalance_after: Option<std::time::Duration>,
 }
 
 impl Context {
@@ -444,8 +451,13 @@ impl Reconciler {
         master_addr: Option<SocketAddr>,
     ) -> Result<Attempt, FailoverError> {
         let slaves = self.slave_facts(snapshot, topology).await;
-        let promotion = failover::plan(topology, master_addr, &slaves)?;
+        let cx = self.cx.clone();
+        let _placing = cx.placing.lock().await;
+        let load = self.host_load().await;
+        let promotion = failover::plan(topology, master_addr, &slaves, &load)?;
         let revision = self.write_topology(&promotion.topology, snapshot.desired.topology_revision).await?;
+        let host = slaves.iter().find(|s| s.member == promotion.topology.master).and_then(|s| s.host.clone());
+        tracing::info!(cluster = self.cluster.as_str(), promoted = %promotion.topology.master, host = ?host, masters_per_host = ?load, "failover: placement");
         self.cx.count_failover(&self.cluster);
         let outcome = StatusUpdate {
             desired: &snapshot.desired,
@@ -461,7 +473,21 @@ impl Reconciler {
             master: Some(promotion.topology.master.to_string()),
         };
         self.record(outcome, false).await;
-        Ok(Attempt { previous: topology.clone(), master_addr, promotion, revision })
+        Ok(Attempt { previous: topology.clone(), master_addr, promotion, revision, load })
+    }
+
+    /// Topology masters per host across every group in etcd, by their
+    /// registrations' hosts. Unreadable: none, and the failover goes by history
+    /// and listed order alone, as it would without hosts.
+    async fn host_load(&self) -> HostLoad {
+        let mut store = service::clusters::Store { etcd: self.cx.etcd.clone(), keys: self.cx.keys.clone() };
+        match store.clusters(None).await {
+            Ok(states) => topology::placement::masters_per_host(&topology::placement::groups(&states, &self.cx.names)),
+            Err(error) => {
+                tracing::warn!(cluster = self.cluster.as_str(), %error, "cannot count masters per host; failing over without placement");
+                HostLoad::new()
+            }
+        }
     }
 
     /// When `error` is the dictator refusing the candidate of the failover this
@@ -504,8 +530,10 @@ impl Reconciler {
                 Some(addr) => inspect::slave(addr, &self.cx.redis_auth).await,
                 None => None,
             };
-            let registration = self.node_of(slave).and_then(|n| snapshot.nodes.get(&n));
-            slaves.push(SlaveFacts { member: slave.clone(), registered_healthy: failover::serving(registration), replication });
+            let node = self.node_of(slave);
+            let registration = node.as_ref().and_then(|n| snapshot.nodes.get(n));
+            let host = node.and_then(|n| self.known.get(&n)).and_then(|r| r.host.clone());
+            slaves.push(SlaveFacts { member: slave.clone(), host, registered_healthy: failover::serving(registration), replication });
         }
         slaves
     }

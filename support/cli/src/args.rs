@@ -70,6 +70,21 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Spread masters over hosts: move as few masters as possible so that no live
+    /// host (one a healthy node-agent registers) holds more than its fair share,
+    /// ceil(groups / live hosts). Each move is a lossless switchover to a healthy
+    /// slave of that group, written as `switchover --to` writes it; they run one
+    /// group at a time, each waited for until the observer applied it, and the
+    /// first that fails stops the rest. Exit 1 when a move failed or no plan
+    /// reaches the fair share (it says why).
+    Rebalance {
+        /// Print the plan; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long each switchover may take to be applied.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Set the cluster's durability: redis's own `min-replicas-to-write` and
     /// `min-replicas-max-lag`, which the dictator sets on every member. A master
     /// then refuses writes unless that many replicas acknowledged within the lag,

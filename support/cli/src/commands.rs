@@ -12,6 +12,7 @@ use topology::{Names, Topology};
 
 use crate::args::{Cli, Command, Define, DurabilityArgs};
 use topology::cluster::{self as model, DnsAnswer, Outcome};
+use topology::placement::{self, Move};
 use crate::render;
 use service::clusters::{read_offsets, Store, StoreError};
 use service::redis_auth::Credentials;
@@ -143,6 +144,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             switchover(&mut store, &names, &cluster, &to, wait.then(|| Duration::from_secs(timeout_secs)), json).await
         }
         Command::Durability(args) => durability(&mut store, args, json).await,
+        Command::Rebalance { dry_run, timeout_secs } => {
+            rebalance(&mut store, &names, dry_run, Duration::from_secs(timeout_secs), json).await
+        }
         Command::Pause { cluster, reason } => {
             store.pause(&cluster, Some(&reason)).await?;
             print(json, &json!({"cluster": cluster, "paused": reason}), &format!("automatic failover of {cluster} paused: {reason}"));
@@ -174,7 +178,7 @@ fn cluster_arg(command: &Command) -> Option<&str> {
         Command::Define(define) => Some(&define.cluster),
         Command::Durability(args) => Some(&args.cluster),
         Command::Check { cluster } => cluster.as_deref(),
-        Command::List | Command::Completions { .. } | Command::MigrateEnv { .. } => None,
+        Command::List | Command::Rebalance { .. } | Command::Completions { .. } | Command::MigrateEnv { .. } => None,
     }
 }
 
@@ -338,6 +342,30 @@ async fn switchover(store: &mut Store, names: &Names, cluster: &str, to: &str, w
         }
         return Ok(ExitCode::SUCCESS);
     };
+    let (outcome, status) = wait_round(store, cluster, revision, timeout, !json).await?;
+    if outcome.is_none() {
+        eprintln!("redis-topology: revision {revision} not applied within {}s", timeout.as_secs());
+    }
+    if let Some(status) = &status {
+        print(json, &json!({"cluster": cluster, "revision": revision, "status": status}), &render::report(status));
+    }
+    Ok(match outcome {
+        Some(Outcome::Done) => ExitCode::SUCCESS,
+        Some(Outcome::Partial) => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// Waits until the observer's round of `revision` (or a later one) ends: its
+/// outcome, `None` when `timeout` passed first, and the last status read.
+/// `progress`: print each new state of the round.
+async fn wait_round(
+    store: &mut Store,
+    cluster: &str,
+    revision: i64,
+    timeout: Duration,
+    progress: bool,
+) -> Result<(Option<Outcome>, Option<topology::records::StatusRecord>), CommandError> {
     let started = Instant::now();
     let mut seen = None;
     loop {
@@ -345,27 +373,128 @@ async fn switchover(store: &mut Store, names: &Names, cluster: &str, to: &str, w
         if let Some(status) = &status {
             let outcome = model::outcome(status, revision);
             let line = (status.topology_revision, status.result.clone(), status.failures);
-            if !json && status.topology_revision >= revision && seen.as_ref() != Some(&line) {
+            if progress && status.topology_revision >= revision && seen.as_ref() != Some(&line) {
                 println!("  observer: round of revision {}: {}{}", status.topology_revision, status.result, status.error.as_ref().map_or(String::new(), |e| format!(" ({e})")));
                 seen = Some(line);
             }
             if outcome != Outcome::Pending {
-                print(json, &json!({"cluster": cluster, "revision": revision, "status": status}), &render::report(status));
-                return Ok(match outcome {
-                    Outcome::Done => ExitCode::SUCCESS,
-                    Outcome::Partial => ExitCode::from(3),
-                    _ => ExitCode::FAILURE,
-                });
+                return Ok((Some(outcome), Some(status.clone())));
             }
         }
         if started.elapsed() > timeout {
-            eprintln!("redis-topology: revision {revision} not applied within {}s", timeout.as_secs());
-            if let Some(status) = &status {
-                print(json, &json!({"cluster": cluster, "revision": revision, "status": status}), &render::report(status));
-            }
-            return Ok(ExitCode::FAILURE);
+            return Ok((None, status));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One move of a rebalance as it went.
+#[derive(Debug, serde::Serialize)]
+struct MoveReport {
+    #[serde(flatten)]
+    planned: Move,
+    /// `done`; `partial` (applied, members left out); `failed`; `timed out`
+    /// (written, not applied in time: the observer may still apply it); `not
+    /// done` (never written).
+    result: &'static str,
+    /// The topology revision written, if any.
+    revision: Option<i64>,
+    error: Option<String>,
+}
+
+/// Plans the moves from what etcd holds and, unless `dry_run`, runs them one
+/// group at a time, stopping at the first that does not end `done`.
+async fn rebalance(store: &mut Store, names: &Names, dry_run: bool, timeout: Duration, json: bool) -> Result<ExitCode, CommandError> {
+    let states = store.clusters(None).await?;
+    let groups = placement::groups(&states, names);
+    let live = placement::live_hosts(&states);
+    let plan = match placement::plan(&groups, &live) {
+        Ok(plan) => plan,
+        Err(why) => {
+            print(json, &json!({"error": why.to_string(), "unreachable": why}), &format!("cannot rebalance: {why}"));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if !json {
+        println!("{}", render::plan(&plan).trim_end());
+    }
+    if dry_run || plan.moves.is_empty() {
+        if json {
+            println!("{}", json!({"plan": plan, "dry_run": dry_run}));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut reports: Vec<MoveReport> = Vec::new();
+    let mut stopped = false;
+    for planned in &plan.moves {
+        if stopped {
+            reports.push(MoveReport { planned: planned.clone(), result: "not done", revision: None, error: None });
+            continue;
+        }
+        if !json {
+            println!("moving {planned}");
+        }
+        let report = move_master(store, names, planned, timeout, !json).await;
+        stopped = report.result != "done";
+        if !json {
+            match &report.error {
+                Some(error) => println!("  {}: {error}", report.result),
+                None => println!("  {} (topology revision {})", report.result, report.revision.unwrap_or_default()),
+            }
+        }
+        reports.push(report);
+    }
+    let human = reports
+        .iter()
+        .map(|r| format!("{:>9}: {}{}", r.result, r.planned, r.error.as_ref().map_or(String::new(), |e| format!(" ({e})"))))
+        .collect::<Vec<_>>()
+        .join("\n");
+    print(json, &json!({"plan": plan, "moves": reports}), &format!("rebalance {}:\n{human}", if stopped { "stopped" } else { "done" }));
+    Ok(if stopped { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One move: re-read the group, check the plan still holds for it, write the
+/// switchover only over the topology read, and wait for the observer's round.
+async fn move_master(store: &mut Store, names: &Names, planned: &Move, timeout: Duration, progress: bool) -> MoveReport {
+    let report = |result, revision, error: Option<String>| MoveReport { planned: planned.clone(), result, revision, error };
+    let state = match store.cluster(&planned.group).await {
+        Ok(state) => state,
+        Err(e) => return report("failed", None, Some(e.to_string())),
+    };
+    // The plan was made from an earlier read: another move, a failover or an
+    // operator may have changed the group since.
+    let Some(group) = placement::groups(std::slice::from_ref(&state), names).pop() else {
+        return report("failed", None, Some("the group has no topology any more".into()));
+    };
+    if group.master.node != planned.from || !group.master.eligible {
+        return report("failed", None, Some(format!("the master is now {}, serving: {}; not the one planned", group.master.node, group.master.eligible)));
+    }
+    if !group.slaves.iter().any(|s| s.node == planned.to && s.eligible) {
+        return report("failed", None, Some(format!("{} is no longer a healthy slave following the master", planned.to)));
+    }
+    let topology = match model::switchover(&state, names, &planned.to) {
+        Ok(topology) => topology,
+        Err(e) => return report("failed", None, Some(e.to_string())),
+    };
+    let read_revision = state.topology.as_ref().map_or(0, |(_, r)| *r);
+    let revision = match store.replace(&planned.group, &topology, read_revision).await {
+        Ok(revision) => revision,
+        Err(e) => return report("failed", None, Some(e.to_string())),
+    };
+    if progress {
+        println!("  switchover of {} to {}: topology revision {revision} written", planned.group, topology.master);
+    }
+    let why = |status: &Option<topology::records::StatusRecord>| status.as_ref().and_then(|s| s.error.clone());
+    match wait_round(store, &planned.group, revision, timeout, progress).await {
+        Ok((Some(Outcome::Done), _)) => report("done", Some(revision), None),
+        Ok((Some(Outcome::Partial), status)) => report("partial", Some(revision), why(&status).or(Some("members left out".into()))),
+        Ok((Some(_), status)) => report("failed", Some(revision), why(&status).or(Some("the observer's round failed".into()))),
+        Ok((None, _)) => report(
+            "timed out",
+            Some(revision),
+            Some(format!("not applied within {}s; the observer may still apply it", timeout.as_secs())),
+        ),
+        Err(e) => report("failed", Some(revision), Some(format!("written, then: {e}"))),
     }
 }
 

@@ -11,10 +11,12 @@
 //! - `topology::cluster` (pure): a cluster as etcd holds it; the node table, the
 //!   check of roles against the topology and DNS, members named on the command
 //!   line, the topology of a switchover, and when a switchover is over;
+//! - `topology::placement` (pure): masters per host and the `rebalance` plan;
 //! - [`render`] (pure): human tables; `--json` prints the same data as JSON.
 //!
 //! Exit codes: 0 done (or `check`: all agree); 1 failed (a switchover the
-//! dictator refused, `check` found differences); 2 bad input or etcd unreachable,
+//! dictator refused, `check` found differences, a `rebalance` stopped or with no
+//! plan that reaches the fair share); 2 bad input or etcd unreachable,
 //! nothing written; 3 a switchover applied partially (members skipped).
 
 pub mod args;

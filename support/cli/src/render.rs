@@ -62,6 +62,26 @@ pub fn cluster(view: &ClusterView, now_ms: u64) -> String {
     out + &t.to_string() + "\n"
 }
 
+/// A rebalance plan: the fair share, masters per host now and after, the moves.
+pub fn plan(plan: &topology::placement::Plan) -> String {
+    let hosts = plan.before.len();
+    let groups: usize = plan.before.values().sum();
+    let mut out = format!("fair share: {} master(s) per host ({hosts} live hosts)\n", plan.fair_share);
+    let mut t = table(&["host", "masters now", "after"]);
+    for (host, now) in &plan.before {
+        t.add_row(vec![host.clone(), now.to_string(), or_dash(plan.after.get(host))]);
+    }
+    out += &(t.to_string() + "\n");
+    if plan.moves.is_empty() {
+        return out + &format!("nothing to move: no live host holds more than its share ({groups} masters on live hosts)\n");
+    }
+    out += &format!("{} move(s), one group at a time:\n", plan.moves.len());
+    for (i, m) in plan.moves.iter().enumerate() {
+        out += &format!("  {}. {m}\n", i + 1);
+    }
+    out
+}
+
 pub fn history(entries: &[HistoryEntry], now_ms: u64) -> String {
     let mut t = table(&["finished", "revision", "master", "result", "rounds", "reason", "error"]);
     for e in entries {
@@ -121,4 +141,26 @@ pub fn report(status: &StatusRecord) -> String {
         out += &format!("write pause: {pause:.2} ms, total {:.2} ms\n", report.get("total_ms").and_then(Value::as_f64).unwrap_or(0.0));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use topology::placement::{plan as make_plan, Group, Seat};
+
+    #[test]
+    fn a_plan_reads_as_hosts_now_and_after_then_the_moves() {
+        let seat = |h: &str| Seat { node: format!("node-{h}"), host: Some(format!("host-{h}")), eligible: true };
+        let group = |g: &str, on: [&str; 3]| Group { name: g.into(), master: seat(on[0]), slaves: on[1..].iter().map(|h| seat(h)).collect(), paused: false };
+        let groups = [group("g1", ["b", "a", "c"]), group("g2", ["b", "a", "c"]), group("g3", ["c", "a", "b"])];
+        let live = ["host-a", "host-b", "host-c"].iter().map(|h| h.to_string()).collect();
+        let text = super::plan(&make_plan(&groups, &live).unwrap());
+        println!("{text}");
+        assert!(text.starts_with("fair share: 1 master(s) per host (3 live hosts)\n"), "{text}");
+        assert!(text.contains(" host-b  2            1"), "{text}");
+        assert!(text.contains("1 move(s), one group at a time:\n  1. g"), "{text}");
+        assert!(text.contains(": node-b (host-b) -> node-a (host-a)\n"), "{text}");
+        let balanced = [group("g1", ["a", "b", "c"])];
+        assert!(super::plan(&make_plan(&balanced, &live).unwrap()).contains("nothing to move"));
+    }
 }

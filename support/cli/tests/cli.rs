@@ -163,7 +163,7 @@ fn completions_and_help_name_every_command() {
     let out = Command::new(harness::binary("redis-topology")).args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout);
-    for command in ["list", "status", "define", "switchover", "pause", "resume", "history", "check", "trigger"] {
+    for command in ["list", "status", "define", "switchover", "rebalance", "pause", "resume", "history", "check", "trigger"] {
         assert!(script.contains(command), "{command} missing from the completions");
     }
     harness::assert_documents_flags("redis-topology", &[("--etcd-endpoints", "ETCDCTL_ENDPOINTS"), ("--etcd-prefix", "REDIS_TOPOLOGY_ETCD_PREFIX"), ("--domain", "REDIS_TOPOLOGY_DOMAIN"), ("--nameserver", "REDIS_TOPOLOGY_NAMESERVER")]);

@@ -68,6 +68,11 @@ pub fn token_file(dir: &Path) -> (Vec<String>, String) {
 /// One node: a redis-server and its node-agent.
 pub struct Node {
     pub name: String,
+    /// The cluster its agent registers it in ([`REDIS_TOPOLOGY_CLUSTER`] unless added by [`Stack::add_node`]).
+    pub cluster: String,
+    /// The machine its agent says it runs on (`--host`): `host-<name>` unless
+    /// added by [`Stack::add_node`].
+    pub host: String,
     pub redis: Redis,
     pub agent: Option<Service>,
     pub agent_port: u16,
@@ -101,6 +106,10 @@ pub struct Stack {
     _dictator: Service,
     _haproxy: Option<Haproxy>,
     _secrets: tempfile::TempDir,
+    /// What every node-agent is started with (etcd, redis AUTH, API tokens), and
+    /// how every redis is, for [`Stack::add_node`].
+    agent_args: Vec<String>,
+    redis_options: RedisOptions,
 }
 
 impl Stack {
@@ -126,6 +135,7 @@ impl Stack {
         let auth: Vec<&str> = if options.api_tokens { vec!["--api-token-file", &token_path] } else { Vec::new() };
         let nodes: Vec<Node> =
             (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth)).collect();
+        let agent_args: Vec<String> = service_args.iter().chain(&auth).map(|a| a.to_string()).collect();
 
         let nameservers: Vec<SocketAddr> = (0..options.dnsds.max(1)).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
         let dns = nameservers[0];
@@ -191,7 +201,27 @@ impl Stack {
         Stack {
             etcd, nodes, dns, nameservers, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
             api_tokens, _tokens_dir: tokens_dir, dnsds, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
+            agent_args, redis_options,
         }
+    }
+
+    /// Starts one more redis-server and its node-agent, registered as `name` of
+    /// `cluster` on `host`: several groups on one control plane, their members
+    /// spread over hosts as placement sees them. Returns its index in `nodes`.
+    pub fn add_node(&mut self, cluster: &str, name: &str, host: &str) -> usize {
+        let redis = Redis::with_options(self.redis_options.clone());
+        let mut node = Node { name: name.to_string(), cluster: cluster.to_string(), host: host.to_string(), redis, agent: None, agent_port: free_port() };
+        let args: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
+        start_agent_with(&mut node, &args);
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// (Re)starts node `i`'s agent with the flags the stack started it with.
+    pub fn restart_agent(&mut self, i: usize) {
+        let args: Vec<String> = self.agent_args.clone();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        start_agent_with(&mut self.nodes[i], &args);
     }
 
     /// The port in the SRV record `_redis._tcp.master.<cluster>` that dnsd
@@ -345,7 +375,7 @@ impl Stack {
 
 fn start_node(options: &RedisOptions, service_args: &[&str], name: &str, extra: &[&str]) -> Node {
     let redis = Redis::with_options(options.clone());
-    let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
+    let mut node = Node { name: name.to_string(), cluster: CLUSTER.to_string(), host: format!("host-{name}"), redis, agent: None, agent_port: free_port() };
     let mut args = service_args.to_vec();
     args.extend_from_slice(extra);
     start_agent_with(&mut node, &args);
@@ -360,10 +390,8 @@ pub fn start_agent(node: &mut Node, etcd: &str) {
 /// (Re)starts the node-agent of `node` with these etcd (and redis AUTH) flags ([`Etcd::service_args`]).
 pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
     let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
-    // Each node stands for its own machine, as placement sees it.
-    let host = format!("host-{}", node.name);
-    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2",
-        "--host", &host];
+    let mut args = vec!["--cluster", &node.cluster, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2",
+        "--host", &node.host];
     args.extend_from_slice(etcd_args);
     let mut agent = Service::start("node-agent", &args, &[]);
     agent.wait_http(node.agent_port);

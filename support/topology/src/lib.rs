@@ -16,6 +16,8 @@
 //! - [`history`]: whether one instance holds everything another has written, from
 //!   their replication ids and offsets; the write fence's recorded point.
 //! - [`revision`]: the rule that refuses an apply or publish older than the last one.
+//! - [`placement`]: masters per host, and the rebalance plan that gives every
+//!   live host back its fair share of masters.
 //!
 //! Nothing in this crate does I/O; it is all pure functions and data.
 
@@ -23,6 +25,7 @@ pub mod cluster;
 pub mod history;
 pub mod keys;
 pub mod names;
+pub mod placement;
 pub mod records;
 pub mod revision;
 pub mod spec;
