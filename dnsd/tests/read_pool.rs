@@ -13,7 +13,14 @@ use harness::stack::{start_agent, Node};
 use harness::{free_port, Etcd, Redis};
 
 fn node(etcd: &Etcd, name: &str) -> Node {
-    let mut node = Node { name: name.into(), redis: Redis::start(), agent: None, agent_port: free_port() };
+    let mut node = Node {
+        name: name.into(),
+        cluster: harness::stack::CLUSTER.into(),
+        host: format!("host-{name}"),
+        redis: Redis::start(),
+        agent: None,
+        agent_port: free_port(),
+    };
     start_agent(&mut node, &etcd.endpoint());
     node
 }

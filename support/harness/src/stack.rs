@@ -68,7 +68,7 @@ pub fn token_file(dir: &Path) -> (Vec<String>, String) {
 /// One node: a redis-server and its node-agent.
 pub struct Node {
     pub name: String,
-    /// The cluster its agent registers it in ([`REDIS_TOPOLOGY_CLUSTER`] unless added by [`Stack::add_node`]).
+    /// The cluster its agent registers it in ([`CLUSTER`] unless added by [`Stack::add_node`]).
     pub cluster: String,
     /// The machine its agent says it runs on (`--host`): `host-<name>` unless
     /// added by [`Stack::add_node`].
