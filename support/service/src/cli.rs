@@ -159,7 +159,10 @@ impl EtcdArgs {
             .with_timeout(std::time::Duration::from_secs(5))
             // etcd answers pings more often than its --grpc-keepalive-min-time
             // (5 s by default) with GOAWAY, which breaks every watch and lease.
-            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
+            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5))
+            // A member cut off from the others' quorum refuses ("no leader") rather
+            // than serving a stale view, and the client moves on to another member.
+            .with_require_leader(true);
         if let Some((user, password)) = self.user()? {
             // etcd's tokens expire (--auth-token-ttl, 5 min): fetch a new one then.
             options = options.with_user(user, password).with_auto_token_refresh(true);
@@ -191,8 +194,9 @@ impl EtcdArgs {
         Ok(options.with_tls(tls))
     }
 
-    /// Connects to etcd. The client reconnects by itself afterwards; this only fails
-    /// when no endpoint answers now.
+    /// Connects to etcd. The client reconnects by itself afterwards, using one
+    /// endpoint at a time and moving on to the next when that one fails
+    /// ([`crate::etcd::members`]); this only fails when no endpoint answers now.
     ///
     /// With TLS or a user, one read of a key under the prefix proves now that the CA,
     /// the certificate, the password and the role's permissions all hold, so a wrong
@@ -202,7 +206,8 @@ impl EtcdArgs {
         let failed = |reason: String| etcd_client::Error::EndpointError(format!("etcd at {}: {reason}", self.endpoints()));
         let options = self.options().map_err(failed)?;
         let connected = async {
-            let mut client = etcd_client::Client::connect(&self.etcd_endpoints, Some(options))
+            let members = crate::etcd::members::Failover;
+            let mut client = etcd_client::Client::connect_with_balanced_channel(&self.etcd_endpoints, Some(options), members)
                 .await
                 .map_err(|e| self.explain(&e))?;
             if self.secured() {
