@@ -1,6 +1,6 @@
-//! The whole system on loopback, as an operator would run it: etcd, one
-//! redis-server plus node-agent per node, dnsd, the dictator, the observer and
-//! (optionally) HAProxy with the repository's own `deploy/haproxy/haproxy.cfg`.
+//! The whole system on loopback, as an operator would run it: etcd (one member or
+//! a cluster), one redis-server plus node-agent per node, dnsd, the dictator, the
+//! observer and (optionally) HAProxy with the repository's own `deploy/haproxy/haproxy.cfg`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,9 @@ pub struct StackOptions {
     /// the dictator, the observers and HAProxy, which name them all as nameservers,
     /// list first. With `haproxy_push` each pushes to HAProxy.
     pub dnsds: usize,
+    /// Members of the etcd cluster every service is given all the endpoints of
+    /// (`Etcd::start_cluster`); 1 by default. Not with `secure_etcd`.
+    pub etcd_members: usize,
 }
 
 /// The key prefix of a stack with `secure_etcd`.
@@ -51,7 +54,8 @@ pub const SECURE_PREFIX: &str = "/redis-topology";
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
-            redis_auth: crate::redis::auth_from_env(), api_tokens: false, dnsds: 1 }
+            redis_auth: crate::redis::auth_from_env(), api_tokens: false, dnsds: 1,
+            etcd_members: 1 }
     }
 }
 
@@ -105,7 +109,8 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(options: StackOptions) -> Stack {
-        let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start() };
+        assert!(!options.secure_etcd || options.etcd_members <= 1, "a secured etcd has one member");
+        let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start_cluster(options.etcd_members.max(1)) };
         let etcd_args = etcd.service_args();
         let secrets = tempfile::tempdir().expect("secrets temp dir");
         let password_file = secrets.path().join("redis-password");
