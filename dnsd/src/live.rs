@@ -34,7 +34,7 @@ pub struct Live {
 }
 
 impl Live {
-    /// Starts with nothing published: every name of the domain is SERVFAIL until
+    /// Starts with nothing published: every name of the domain is REFUSED until
     /// the first etcd listing arrives.
     pub fn new(config: ZoneConfig) -> Live {
         let state = Records::default();

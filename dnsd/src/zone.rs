@@ -99,8 +99,10 @@ pub enum Lookup<'a> {
     /// Not our zone.
     Refused,
     /// Our zone, but dnsd never listed etcd: it knows nothing yet, and says so
-    /// (SERVFAIL, which a resolver does not cache and answers by asking another
-    /// nameserver) rather than that the name does not exist.
+    /// (REFUSED: a resolver asks another nameserver and caches nothing, HAProxy
+    /// keeps its last answer for `hold refused`) rather than that the name does
+    /// not exist (NXDOMAIN, which resolvers cache). Not SERVFAIL: HAProxy counts
+    /// that under `hold other`, which is short.
     NotLoaded,
 }
 
@@ -236,7 +238,7 @@ impl Zone {
             return Some((Lookup::Refused, negatives.refused.get(name.len())?));
         }
         if !self.loaded && wire::in_zone(name, &self.apex_wire) {
-            return None; // hickory's path answers SERVFAIL: rare enough to be slow
+            return None; // hickory's path answers REFUSED: rare enough to be slow
         }
         Some(match self.names.get(name) {
             Some(entries) => match entries.iter().find(|(t, ..)| *t == rtype) {

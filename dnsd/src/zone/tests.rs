@@ -199,10 +199,10 @@ fn any_returns_every_record_of_the_name() {
     assert_eq!(types, vec![RecordType::A, RecordType::SRV]);
 }
 
-/// Before the first etcd listing dnsd knows nothing: SERVFAIL (a resolver asks
+/// Before the first etcd listing dnsd knows nothing: REFUSED (a resolver asks
 /// another nameserver and caches nothing) for every name of the domain, the apex
-/// included, never NXDOMAIN; other domains are still refused. The fast path leaves
-/// those to hickory's.
+/// included, never NXDOMAIN; other domains are refused as always. The fast path
+/// leaves those to hickory's.
 #[test]
 fn a_zone_before_the_first_listing_is_not_loaded_rather_than_empty() {
     let zone = Zone::build(&config(), &Registrations::new(), &Published::new(), 0).before_first_listing();

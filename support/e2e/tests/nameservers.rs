@@ -201,7 +201,7 @@ async fn the_dictator_resolves_an_srv_member_with_its_first_nameservers_dead_or_
     assert_eq!(report["master"], node.redis.addr().to_string(), "{report}");
 
     // A replica with an empty zone (its own, empty etcd) answers NXDOMAIN; the
-    // live one's answer still wins. (One that never listed etcd answers SERVFAIL.)
+    // live one's answer still wins. (One that never listed etcd answers REFUSED.)
     let empty_etcd = Etcd::start();
     let (http, dns) = (free_port(), free_port());
     let mut empty = Service::start(
