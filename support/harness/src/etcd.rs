@@ -378,6 +378,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cluster_survives_its_leader_and_a_restarted_member_catches_up() {
+        let mut etcd = Etcd::start_cluster(3);
+        assert_eq!(etcd.endpoint().split(',').count(), 3);
+        let leader = etcd.wait_leader().await;
+        etcd.kill_member(leader);
+        assert!(!etcd.member_running(leader));
+        let next = etcd.wait_leader().await;
+        assert_ne!(next, leader, "a killed member cannot lead");
+        etcd.client().await.put("/k", "while-down", None).await.unwrap();
+        etcd.restart_member(leader);
+        // The restarted member serves what was written while it was down.
+        let got = etcd.member_client(leader).await.get("/k", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value_str().unwrap(), "while-down");
+        etcd.kill();
+        assert!((0..3).all(|i| !etcd.member_running(i)));
+        etcd.restart();
+        let got = etcd.client().await.get("/k", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value_str().unwrap(), "while-down");
+    }
+
+    #[tokio::test]
     async fn restart_keeps_data_and_port() {
         let mut etcd = Etcd::start();
         etcd.client().await.put("/k", "v", None).await.unwrap();
