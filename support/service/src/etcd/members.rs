@@ -92,7 +92,7 @@ impl Members {
             Some(index) if index < state.list.len() => index,
             _ => {
                 let start = random_below(state.list.len());
-                let index = next_usable(&state.list, start);
+                let index = usable_from(&state.list, start);
                 state.current = Some(index);
                 index
             }
@@ -108,7 +108,7 @@ impl Members {
         if state.list.get(current).is_none_or(|(u, _)| u != uri) {
             return;
         }
-        let next = next_usable(&state.list, (current + 1) % state.list.len());
+        let next = usable_from(&state.list, (current + 1) % state.list.len());
         state.current = Some(next);
         if next != current {
             let to = &state.list[next].0;
@@ -117,13 +117,19 @@ impl Members {
     }
 }
 
-/// The first member from `start` on (wrapping) that did not fail lately; `start`
-/// when all did.
-fn next_usable(list: &[(Uri, tonic::transport::Channel)], start: usize) -> usize {
-    let failures = lock(&FAILURES);
-    let now = Instant::now();
-    let failed_lately = |uri: &Uri| failures.iter().any(|(u, at)| u == uri && now.duration_since(*at) < AVOID_FOR);
-    (0..list.len()).map(|i| (start + i) % list.len()).find(|&i| !failed_lately(&list[i].0)).unwrap_or(start)
+/// [`next_usable`] among `list`, with the process's failures, now.
+fn usable_from(list: &[(Uri, tonic::transport::Channel)], start: usize) -> usize {
+    let uris: Vec<&Uri> = list.iter().map(|(uri, _)| uri).collect();
+    next_usable(&uris, start, &lock(&FAILURES), Instant::now())
+}
+
+/// The first member from `start` on (wrapping) that did not fail within
+/// [`AVOID_FOR`] before `now`; `start` when all did.
+fn next_usable(members: &[&Uri], start: usize, failures: &[(Uri, Instant)], now: Instant) -> usize {
+    let failed_lately = |uri: &Uri| {
+        failures.iter().any(|(u, at)| u == uri && now.checked_duration_since(*at).is_some_and(|ago| ago < AVOID_FOR))
+    };
+    (0..members.len()).map(|i| (start + i) % members.len()).find(|&i| !failed_lately(members[i])).unwrap_or(start)
 }
 
 /// When each member last failed, shared by every client of the process.
@@ -239,5 +245,46 @@ impl http_body::Body for Watched {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uris() -> Vec<Uri> {
+        (1..=3).map(|i| format!("http://10.0.0.{i}:2379").parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_next_member_that_did_not_fail_lately_wrapping_around() {
+        let uris = uris();
+        let members: Vec<&Uri> = uris.iter().collect();
+        let now = Instant::now();
+        let failed = |i: usize, ago: Duration| (uris[i].clone(), now - ago);
+        // Nothing failed: the start itself.
+        for start in 0..3 {
+            assert_eq!(next_usable(&members, start, &[], now), start);
+        }
+        // The start failed a moment ago: the next, wrapping past the end.
+        assert_eq!(next_usable(&members, 0, &[failed(0, Duration::ZERO)], now), 1);
+        assert_eq!(next_usable(&members, 2, &[failed(2, Duration::from_secs(1))], now), 0);
+        // Two failed: the third, wherever it is.
+        let two = [failed(0, Duration::ZERO), failed(1, Duration::from_secs(2))];
+        for start in 0..3 {
+            assert_eq!(next_usable(&members, start, &two, now), 2);
+        }
+        // A failure older than AVOID_FOR is forgotten.
+        assert_eq!(next_usable(&members, 0, &[failed(0, AVOID_FOR)], now), 0);
+        // All failed lately: the start (some member must be tried).
+        let all: Vec<_> = (0..3).map(|i| failed(i, Duration::ZERO)).collect();
+        assert_eq!(next_usable(&members, 1, &all, now), 1);
+    }
+
+    #[test]
+    fn a_random_start_is_below_the_count() {
+        for n in 1..5 {
+            assert!((0..50).all(|_| random_below(n) < n));
+        }
     }
 }
