@@ -46,6 +46,9 @@ pub struct StackOptions {
     /// Members of the etcd cluster every service is given all the endpoints of
     /// (`Etcd::start_cluster`); 1 by default. Not with `secure_etcd`.
     pub etcd_members: usize,
+    /// The node-agents' `--lease-ttl` in seconds (2 by default: a dead agent's
+    /// registration goes quickly; the agents' own default is 5).
+    pub agent_lease_ttl_secs: u64,
 }
 
 /// The key prefix of a stack with `secure_etcd`.
@@ -55,7 +58,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
             redis_auth: crate::redis::auth_from_env(), api_tokens: false, dnsds: 1,
-            etcd_members: 1 }
+            etcd_members: 1, agent_lease_ttl_secs: 2 }
     }
 }
 
@@ -75,6 +78,8 @@ pub struct Node {
     pub redis: Redis,
     pub agent: Option<Service>,
     pub agent_port: u16,
+    /// Its agent's `--lease-ttl`, in seconds.
+    pub lease_ttl_secs: u64,
 }
 
 pub struct Stack {
@@ -130,7 +135,7 @@ impl Stack {
         let (api_tokens, token_path) = if options.api_tokens { token_file(tokens_dir.path()) } else { (Vec::new(), String::new()) };
         let auth: Vec<&str> = if options.api_tokens { vec!["--api-token-file", &token_path] } else { Vec::new() };
         let nodes: Vec<Node> =
-            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth)).collect();
+            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth, options.agent_lease_ttl_secs)).collect();
 
         let nameservers: Vec<SocketAddr> = (0..options.dnsds.max(1)).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
         let dns = nameservers[0];
@@ -348,9 +353,9 @@ impl Stack {
     }
 }
 
-fn start_node(options: &RedisOptions, service_args: &[&str], name: &str, extra: &[&str]) -> Node {
+fn start_node(options: &RedisOptions, service_args: &[&str], name: &str, extra: &[&str], lease_ttl_secs: u64) -> Node {
     let redis = Redis::with_options(options.clone());
-    let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port() };
+    let mut node = Node { name: name.to_string(), redis, agent: None, agent_port: free_port(), lease_ttl_secs };
     let mut args = service_args.to_vec();
     args.extend_from_slice(extra);
     start_agent_with(&mut node, &args);
@@ -367,7 +372,8 @@ pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
     let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
     // Each node stands for its own machine, as placement sees it.
     let host = format!("host-{}", node.name);
-    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2",
+    let lease_ttl = node.lease_ttl_secs.to_string();
+    let mut args = vec!["--cluster", CLUSTER, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", &lease_ttl,
         "--host", &host];
     args.extend_from_slice(etcd_args);
     let mut agent = Service::start("node-agent", &args, &[]);
