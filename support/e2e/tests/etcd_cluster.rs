@@ -154,9 +154,9 @@ fn applies_started(stack: &Stack) -> usize {
 /// publish and the dictator's revision record all meet the election. Every
 /// switchover is applied (a failed step is retried by the observer), and the
 /// counter finds no acknowledged write missing and no rejected one applied. The
-/// agents run with their default lease TTL (5 s): etcd answers nothing for ~3 s
-/// after its leader's death here, and an agent may fence its master meanwhile
-/// (refused writes, counted as err'd, never lost).
+/// agents run with their default lease TTL (5 s): their renewals went unanswered
+/// for up to 3.5 s after the leader's death here, and an agent may fence its
+/// master meanwhile (refused writes, counted as err'd, never lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_with_the_etcd_leader_killed_mid_apply_is_applied_and_loses_nothing() {
     let mut stack = Stack::start(StackOptions { haproxy: true, agent_lease_ttl_secs: 5, ..on_three_members() });
