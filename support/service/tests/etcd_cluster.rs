@@ -32,8 +32,9 @@ async fn failed_reads(client: &mut etcd_client::Client, gets: usize) -> usize {
 }
 
 /// With one member of three dead, a client fails the request that found it dead
-/// (its caller retries) and sends every later one to a live member. etcd-client's
-/// own balancing failed about a third of them for as long as the member stayed down.
+/// (its caller retries) and sends every later one to a live member; a client made
+/// after the death connects to a live one. etcd-client's own balancing failed
+/// about a third of them for as long as the member stayed down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_member_dead_requests_move_on_to_a_live_one() {
     let mut etcd = Etcd::start_cluster(3);
@@ -56,7 +57,8 @@ async fn with_a_member_dead_requests_move_on_to_a_live_one() {
         let failed_fresh = failed_reads(&mut fresh, 200).await;
         println!("member {dead} dead: {failed_before} of 200 reads failed on the old client, {failed_fresh} on a new one");
         assert!(failed_before <= 1, "{failed_before} of 200 reads failed with member {dead} dead");
-        assert!(failed_fresh <= 1, "{failed_fresh} of 200 reads failed on a client made after member {dead} died");
+        // Connecting found a live member: not one read fails.
+        assert_eq!(failed_fresh, 0, "reads failed on a client made after member {dead} died");
     }
 }
 
@@ -67,8 +69,9 @@ async fn a_kept_lease_survives_the_death_of_its_member_and_of_the_leader() {
     let mut etcd = Etcd::start_cluster(3);
     let args = args(&etcd.endpoint());
     let mut client = args.connect().await.unwrap();
-    // A TTL long enough to outlast an election (etcd's election timeout is 1 s).
-    let mut lease = KeptLease::grant(&mut client, Duration::from_secs(6)).await.unwrap();
+    // A TTL long enough to outlast an election (etcd's election timeout is 1 s),
+    // and whose 3 s answer deadline a busy machine meets.
+    let mut lease = KeptLease::grant(&mut client, Duration::from_secs(9)).await.unwrap();
     lease.renewed_or_lost().await.unwrap();
 
     // Which member the client talks to: the one whose death breaks its streams.
@@ -78,8 +81,8 @@ async fn a_kept_lease_survives_the_death_of_its_member_and_of_the_leader() {
     order.push(leader);
     for member in order {
         etcd.kill_member(member);
-        // A few renewals after the death, each answered.
-        for _ in 0..4 {
+        // Renewals after the death (the first meets the broken stream), answered.
+        for _ in 0..2 {
             let renewed = tokio::time::timeout(Duration::from_secs(10), lease.renewed_or_lost()).await;
             assert!(matches!(renewed, Ok(Ok(()))), "lease lost after member {member} died: {renewed:?}");
         }
