@@ -13,7 +13,7 @@ use harness::stack::{start_agent, Node};
 use harness::{free_port, Etcd, Redis};
 
 fn node(etcd: &Etcd, name: &str) -> Node {
-    let mut node = Node { name: name.into(), redis: Redis::start(), agent: None, agent_port: free_port() };
+    let mut node = Node { name: name.into(), redis: Redis::start(), agent: None, agent_port: free_port(), lease_ttl_secs: 2 };
     start_agent(&mut node, &etcd.endpoint());
     node
 }
