@@ -29,17 +29,28 @@ pub struct Live {
     switches: tokio::sync::broadcast::Sender<Switch>,
     /// Told after every swap (the HAProxy pusher waits on it).
     swapped: tokio::sync::watch::Sender<()>,
+    /// Whether etcd was listed once: the zone is loaded from then on.
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl Live {
-    /// Starts with nothing published (until the first etcd listing arrives).
+    /// Starts with nothing published: every name of the domain is REFUSED until
+    /// the first etcd listing arrives.
     pub fn new(config: ZoneConfig) -> Live {
         let state = Records::default();
-        let zone = Zone::build(&config, state.registrations(), state.published(), state.serial());
+        let zone = Zone::build(&config, state.registrations(), state.published(), state.serial()).before_first_listing();
         let records = ArcSwap::from_pointee(state.clone());
         let (switches, _) = tokio::sync::broadcast::channel(SWITCH_BUFFER);
         let (swapped, _) = tokio::sync::watch::channel(());
-        Live { config, state: Mutex::new(state), zone: ArcSwap::from_pointee(zone), records, switches, swapped }
+        Live {
+            config,
+            state: Mutex::new(state),
+            zone: ArcSwap::from_pointee(zone),
+            records,
+            switches,
+            swapped,
+            listed: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn config(&self) -> &ZoneConfig {
@@ -84,7 +95,9 @@ impl Live {
     pub fn relist(&self, listed: Records) -> bool {
         let mut state = self.lock();
         let changed = state.relist(listed);
-        if changed {
+        // The first listing loads the zone even when etcd holds nothing.
+        let first = !self.listed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if changed || first {
             self.rebuild(&state);
         }
         changed
@@ -108,7 +121,10 @@ impl Live {
             let _ = self.switches.send(switch);
         }
         self.records.store(Arc::new(state.clone()));
-        let zone = Zone::build(&self.config, state.registrations(), state.published(), state.serial());
+        let mut zone = Zone::build(&self.config, state.registrations(), state.published(), state.serial());
+        if !self.listed.load(std::sync::atomic::Ordering::SeqCst) {
+            zone = zone.before_first_listing();
+        }
         for warning in zone.warnings() {
             tracing::warn!(%warning, "record not served");
         }

@@ -76,6 +76,7 @@ pub fn reply_for<'z>(zone: &'z Zone, lookup: Lookup<'z>) -> Reply<'z> {
             Reply::Records { code: ResponseCode::NXDomain, answers: &[], soa: Some(zone.soa()), additionals: &[] }
         }
         Lookup::Refused => Reply::Error(ResponseCode::Refused),
+        Lookup::NotLoaded => Reply::Error(ResponseCode::Refused),
     }
 }
 

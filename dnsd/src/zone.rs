@@ -98,6 +98,12 @@ pub enum Lookup<'a> {
     NxDomain,
     /// Not our zone.
     Refused,
+    /// Our zone, but dnsd never listed etcd: it knows nothing yet, and says so
+    /// (REFUSED: a resolver asks another nameserver and caches nothing, HAProxy
+    /// keeps its last answer for `hold refused`) rather than that the name does
+    /// not exist (NXDOMAIN, which resolvers cache). Not SERVFAIL: HAProxy counts
+    /// that under `hold other`, which is short.
+    NotLoaded,
 }
 
 /// One type's answer at a name, and the fast path's encodings of it.
@@ -117,6 +123,9 @@ pub struct Zone {
     /// The fast path's negative answers, by question-name length.
     negatives: wire::Negatives,
     warnings: Vec<String>,
+    /// Built from a listing of etcd (or from changes after one); `false` only for
+    /// the empty zone dnsd serves before its first listing.
+    loaded: bool,
 }
 
 impl Zone {
@@ -192,8 +201,23 @@ impl Zone {
         b.finish(soa, serial)
     }
 
+    /// This zone, marked as built before dnsd ever listed etcd: every name in it
+    /// is [`Lookup::NotLoaded`].
+    pub fn before_first_listing(mut self) -> Zone {
+        self.loaded = false;
+        self
+    }
+
+    /// Whether it was built from what etcd holds.
+    pub fn loaded(&self) -> bool {
+        self.loaded
+    }
+
     /// The answer to a query for `name` and `rtype` (class IN).
     pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Lookup<'_> {
+        if !self.loaded && self.origin.zone_of(name) {
+            return Lookup::NotLoaded;
+        }
         let key = wire::wire_name(&Name::from(name.clone()));
         match self.names.get(key.as_slice()) {
             Some(entries) => match entries.iter().find(|(t, ..)| *t == rtype) {
@@ -212,6 +236,9 @@ impl Zone {
         let negatives = &self.negatives;
         if refused {
             return Some((Lookup::Refused, negatives.refused.get(name.len())?));
+        }
+        if !self.loaded && wire::in_zone(name, &self.apex_wire) {
+            return None; // hickory's path answers REFUSED: rare enough to be slow
         }
         Some(match self.names.get(name) {
             Some(entries) => match entries.iter().find(|(t, ..)| *t == rtype) {
@@ -444,6 +471,7 @@ impl<'c> Builder<'c> {
             names,
             negatives: wire::Negatives::default(),
             warnings: self.warnings,
+            loaded: true,
         }
     }
 }

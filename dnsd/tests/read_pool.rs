@@ -20,6 +20,7 @@ fn node(etcd: &Etcd, name: &str) -> Node {
         redis: Redis::start(),
         agent: None,
         agent_port: free_port(),
+        lease_ttl_secs: 2,
     };
     start_agent(&mut node, &etcd.endpoint());
     node

@@ -199,6 +199,23 @@ fn any_returns_every_record_of_the_name() {
     assert_eq!(types, vec![RecordType::A, RecordType::SRV]);
 }
 
+/// Before the first etcd listing dnsd knows nothing: REFUSED (a resolver asks
+/// another nameserver and caches nothing) for every name of the domain, the apex
+/// included, never NXDOMAIN; other domains are refused as always. The fast path
+/// leaves those to hickory's.
+#[test]
+fn a_zone_before_the_first_listing_is_not_loaded_rather_than_empty() {
+    let zone = Zone::build(&config(), &Registrations::new(), &Published::new(), 0).before_first_listing();
+    assert!(!zone.loaded());
+    for (name, rtype) in [("master.redis-1.cluster.local", RecordType::SRV), ("cluster.local", RecordType::SOA)] {
+        assert_eq!(zone.lookup_str(name, rtype), Lookup::NotLoaded, "{name}");
+        let key = wire::wire_name(&Name::from_ascii(format!("{name}.")).unwrap());
+        assert!(zone.wire_lookup(&key, rtype, false).is_none(), "{name}: the fast path must decline");
+    }
+    assert_eq!(zone.lookup_str("example.com", RecordType::A), Lookup::Refused);
+    assert!(sample().loaded());
+}
+
 #[test]
 fn empty_zone_serves_only_the_apex() {
     let zone = Zone::build(&config(), &Registrations::new(), &Published::new(), 0);

@@ -200,8 +200,8 @@ async fn the_dictator_resolves_an_srv_member_with_its_first_nameservers_dead_or_
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["master"], node.redis.addr().to_string(), "{report}");
 
-    // A replica with an empty zone (its own, empty etcd: as one restarted while
-    // etcd is away) answers NXDOMAIN; the live one's answer still wins.
+    // A replica with an empty zone (its own, empty etcd) answers NXDOMAIN; the
+    // live one's answer still wins. (One that never listed etcd answers REFUSED.)
     let empty_etcd = Etcd::start();
     let (http, dns) = (free_port(), free_port());
     let mut empty = Service::start(

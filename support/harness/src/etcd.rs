@@ -1,6 +1,8 @@
-//! A real single-member etcd: plain (`http://`), or secured as a production one
-//! is ([`Etcd::start_secure`]): client TLS with client certificates, and auth
-//! with a root user and a service user whose role may touch only one key prefix.
+//! A real etcd: one member, plain (`http://`) or secured as a production one is
+//! ([`Etcd::start_secure`]: client TLS with client certificates, and auth with a
+//! root user and a service user whose role may touch only one key prefix), or a
+//! real cluster of several members ([`Etcd::start_cluster`]) whose members can be
+//! killed and restarted one by one ([`Etcd::kill_member`], [`Etcd::leader`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,29 +32,55 @@ pub struct Secure {
     pub password_file: PathBuf,
     /// The one prefix [`SERVICE_ROLE`] may read and write, e.g. `/redis-topology`.
     pub prefix: String,
-    /// Plain-HTTP `/health` (`--listen-metrics-urls`): the client port wants a certificate.
-    metrics_port: u16,
     /// etcd's `--auth-token-ttl` (its default is 300 s).
     token_ttl_secs: u64,
 }
 
-/// One etcd member on loopback with its own data directory.
+/// etcd on loopback: one member or several, each with its own data directory.
 pub struct Etcd {
-    process: Process,
-    client_port: u16,
-    peer_port: u16,
+    members: Vec<Member>,
     secure: Option<Secure>,
     dir: tempfile::TempDir,
 }
 
+/// One member of an [`Etcd`].
+struct Member {
+    name: String,
+    process: Process,
+    client_port: u16,
+    peer_port: u16,
+    /// Plain-HTTP `/health` (`--listen-metrics-urls`) of a secured member: its
+    /// client port wants a certificate.
+    metrics_port: Option<u16>,
+}
+
 impl Etcd {
-    /// Starts etcd and waits until it reports healthy.
+    /// Starts a one-member etcd and waits until it reports healthy.
     pub fn start() -> Etcd {
+        Etcd::start_cluster(1)
+    }
+
+    /// Starts a cluster of `members` (`--initial-cluster-state new`), each on its
+    /// own free ports, and waits until every member reports healthy (the cluster
+    /// has a leader).
+    pub fn start_cluster(members: usize) -> Etcd {
+        assert!(members >= 1, "an etcd cluster has at least one member");
         let dir = tempfile::tempdir().expect("create etcd temp dir");
-        let (client_port, peer_port) = (free_port(), free_port());
-        let process = spawn(dir.path(), client_port, peer_port, None);
-        let etcd = Etcd { process, client_port, peer_port, secure: None, dir };
-        etcd.wait_healthy();
+        let members = (0..members)
+            .map(|i| Member::new(format!("etcd-{i}"), free_port(), free_port(), None))
+            .collect();
+        Etcd::spawn_all(members, None, dir)
+    }
+
+    fn spawn_all(mut members: Vec<Member>, secure: Option<Secure>, dir: tempfile::TempDir) -> Etcd {
+        let cluster = initial_cluster(&members);
+        for member in &mut members {
+            member.process = spawn(dir.path(), member, &cluster, secure.as_ref());
+        }
+        let etcd = Etcd { members, secure, dir };
+        for i in 0..etcd.members.len() {
+            etcd.wait_healthy(i);
+        }
         etcd
     }
 
@@ -77,13 +105,10 @@ impl Etcd {
             root_password: "root-s3cret".into(),
             password_file,
             prefix: prefix.to_string(),
-            metrics_port: free_port(),
             token_ttl_secs: ttl_secs,
         };
-        let (client_port, peer_port) = (free_port(), free_port());
-        let process = spawn(dir.path(), client_port, peer_port, Some(&secure));
-        let etcd = Etcd { process, client_port, peer_port, secure: Some(secure), dir };
-        etcd.wait_healthy();
+        let member = Member::new("etcd-0".into(), free_port(), free_port(), Some(free_port()));
+        let etcd = Etcd::spawn_all(vec![member], Some(secure), dir);
         etcd.enable_auth();
         etcd
     }
@@ -93,14 +118,31 @@ impl Etcd {
         self.secure.as_ref()
     }
 
-    /// `http://127.0.0.1:<port>` (`https://` when secured), for `--etcd-endpoints`.
+    /// Every member's client URL, `http://127.0.0.1:<port>` (`https://` when
+    /// secured), comma-separated: the value of `--etcd-endpoints`.
     pub fn endpoint(&self) -> String {
-        let scheme = if self.secure.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
+        self.endpoints().join(",")
     }
 
+    /// Every member's client URL, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.member_endpoint(i)).collect()
+    }
+
+    /// Member `i`'s client URL.
+    pub fn member_endpoint(&self, i: usize) -> String {
+        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// The first member's client port.
     pub fn client_port(&self) -> u16 {
-        self.client_port
+        self.members[0].client_port
+    }
+
+    /// How many members the cluster has (running or not).
+    pub fn members(&self) -> usize {
+        self.members.len()
     }
 
     /// The key prefix the services use: empty, or the secured etcd's.
@@ -126,8 +168,22 @@ impl Etcd {
         args
     }
 
-    /// A connected client (as `root` when secured, so a test may write anywhere).
+    /// A connected client (as `root` when secured, so a test may write anywhere),
+    /// to the members that run now: etcd-client balances requests over all its
+    /// endpoints, and would send some to a killed member.
     pub async fn client(&self) -> etcd_client::Client {
+        let running: Vec<String> =
+            (0..self.members.len()).filter(|&i| self.members[i].process.pid().is_some()).map(|i| self.member_endpoint(i)).collect();
+        let endpoints = if running.is_empty() { self.endpoints() } else { running };
+        self.client_to(&endpoints).await
+    }
+
+    /// A client of member `i` alone.
+    pub async fn member_client(&self, i: usize) -> etcd_client::Client {
+        self.client_to(&[self.member_endpoint(i)]).await
+    }
+
+    async fn client_to(&self, endpoints: &[String]) -> etcd_client::Client {
         let options = self.secure.as_ref().map(|s| {
             let read = |p: &PathBuf| std::fs::read(p).expect("read test certificate");
             let tls = etcd_client::TlsOptions::new()
@@ -135,7 +191,7 @@ impl Etcd {
                 .identity(etcd_client::Identity::from_pem(read(&s.client.cert), read(&s.client.key)));
             etcd_client::ConnectOptions::new().with_tls(tls).with_user("root", s.root_password.clone())
         });
-        etcd_client::Client::connect([self.endpoint()], options).await.expect("connect to test etcd")
+        etcd_client::Client::connect(endpoints, options).await.expect("connect to test etcd")
     }
 
     /// Creates the users and roles with etcdctl, then turns auth on.
@@ -173,48 +229,129 @@ impl Etcd {
         }
     }
 
-    /// kill -9: the member vanishes without a goodbye.
+    /// kill -9 of every member: etcd vanishes without a goodbye.
     pub fn kill(&mut self) {
-        self.process.kill();
+        for member in &mut self.members {
+            member.process.kill();
+        }
     }
 
-    /// Starts etcd again on the same ports with the same data.
+    /// Starts every member again on the same ports with the same data, and waits
+    /// until all report healthy.
     pub fn restart(&mut self) {
-        self.process.kill();
-        self.process = spawn(self.dir.path(), self.client_port, self.peer_port, self.secure.as_ref());
-        self.wait_healthy();
+        self.kill();
+        let cluster = initial_cluster(&self.members);
+        for member in &mut self.members {
+            member.process = spawn(self.dir.path(), member, &cluster, self.secure.as_ref());
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
     }
 
-    fn wait_healthy(&self) {
-        let port = self.secure.as_ref().map_or(self.client_port, |s| s.metrics_port);
-        crate::wait_until("etcd /health", Duration::from_secs(30), || {
+    /// kill -9 of member `i` alone.
+    pub fn kill_member(&mut self, i: usize) {
+        self.members[i].process.kill();
+    }
+
+    /// Starts member `i` again on its ports with its data, and waits until it
+    /// reports healthy (it rejoined a cluster with a leader).
+    pub fn restart_member(&mut self, i: usize) {
+        self.members[i].process.kill();
+        let cluster = initial_cluster(&self.members);
+        self.members[i].process = spawn(self.dir.path(), &self.members[i], &cluster, self.secure.as_ref());
+        self.wait_healthy(i);
+    }
+
+    /// Whether member `i` runs (it was not killed).
+    pub fn member_running(&mut self, i: usize) -> bool {
+        self.members[i].process.is_running()
+    }
+
+    /// The member that leads now, as etcd's maintenance status API tells: the one
+    /// whose own id is the leader id it reports. `None` while there is no leader
+    /// (an election runs, or too few members are up).
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.members.len() {
+            if self.members[i].process.pid().is_none() {
+                continue;
+            }
+            let mut client = self.member_client(i).await;
+            let status = tokio::time::timeout(Duration::from_secs(2), client.status()).await;
+            if let Ok(Ok(status)) = status
+                && status.header().is_some_and(|h| h.member_id() == status.leader())
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits until a member leads, and returns it.
+    pub async fn wait_leader(&self) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(leader) = self.leader().await {
+                return leader;
+            }
+            assert!(std::time::Instant::now() < deadline, "no etcd member leads after 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let member = &self.members[i];
+        let port = member.metrics_port.unwrap_or(member.client_port);
+        crate::wait_until(&format!("{} /health", member.name), Duration::from_secs(30), || {
             http_get(port, "/health").is_some_and(|body| body.contains("\"true\""))
         });
     }
 }
 
-fn spawn(dir: &std::path::Path, client_port: u16, peer_port: u16, secure: Option<&Secure>) -> Process {
+impl Member {
+    /// A member not started yet.
+    fn new(name: String, client_port: u16, peer_port: u16, metrics_port: Option<u16>) -> Member {
+        Member { name, process: Process::not_started(), client_port, peer_port, metrics_port }
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+/// `--initial-cluster`: `name=peer-url` of every member.
+fn initial_cluster(members: &[Member]) -> String {
+    members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",")
+}
+
+fn spawn(dir: &std::path::Path, member: &Member, cluster: &str, secure: Option<&Secure>) -> Process {
     let scheme = if secure.is_some() { "https" } else { "http" };
-    let client = format!("{scheme}://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
+    let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
+    let peer = member.peer_url();
+    // A token of this temp dir: members of two test clusters never take each other in.
+    let token = dir.file_name().map_or_else(|| "test".into(), |n| n.to_string_lossy().into_owned());
     let mut cmd = Command::new("etcd");
-    cmd.arg("--name").arg("test")
-        .arg("--data-dir").arg(dir.join("data"))
+    cmd.arg("--name").arg(&member.name)
+        .arg("--data-dir").arg(dir.join(&member.name))
         .arg("--listen-client-urls").arg(&client)
         .arg("--advertise-client-urls").arg(&client)
         .arg("--listen-peer-urls").arg(&peer)
         .arg("--initial-advertise-peer-urls").arg(&peer)
-        .arg("--initial-cluster").arg(format!("test={peer}"))
+        .arg("--initial-cluster").arg(cluster)
+        .arg("--initial-cluster-state").arg("new")
+        .arg("--initial-cluster-token").arg(token)
         .arg("--log-level").arg("warn");
     if let Some(s) = secure {
         cmd.arg("--cert-file").arg(&s.server.cert)
             .arg("--key-file").arg(&s.server.key)
             .arg("--trusted-ca-file").arg(&s.ca)
             .arg("--client-cert-auth")
-            .arg("--listen-metrics-urls").arg(format!("http://127.0.0.1:{}", s.metrics_port))
             .arg("--auth-token-ttl").arg(s.token_ttl_secs.to_string());
     }
-    Process::spawn("etcd", cmd, &dir.join("etcd.log"))
+    if let Some(port) = member.metrics_port {
+        cmd.arg("--listen-metrics-urls").arg(format!("http://127.0.0.1:{port}"));
+    }
+    Process::spawn(&member.name, cmd, &dir.join(format!("{}.log", member.name)))
 }
 
 /// A minimal HTTP/1.0 GET, so the harness needs no HTTP client of its own.
@@ -239,6 +376,27 @@ mod tests {
         client.put("/harness/key", "value", None).await.unwrap();
         let resp = client.get("/harness/key", None).await.unwrap();
         assert_eq!(resp.kvs()[0].value_str().unwrap(), "value");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_survives_its_leader_and_a_restarted_member_catches_up() {
+        let mut etcd = Etcd::start_cluster(3);
+        assert_eq!(etcd.endpoint().split(',').count(), 3);
+        let leader = etcd.wait_leader().await;
+        etcd.kill_member(leader);
+        assert!(!etcd.member_running(leader));
+        let next = etcd.wait_leader().await;
+        assert_ne!(next, leader, "a killed member cannot lead");
+        etcd.client().await.put("/k", "while-down", None).await.unwrap();
+        etcd.restart_member(leader);
+        // The restarted member serves what was written while it was down.
+        let got = etcd.member_client(leader).await.get("/k", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value_str().unwrap(), "while-down");
+        etcd.kill();
+        assert!((0..3).all(|i| !etcd.member_running(i)));
+        etcd.restart();
+        let got = etcd.client().await.get("/k", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value_str().unwrap(), "while-down");
     }
 
     #[tokio::test]

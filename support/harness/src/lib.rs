@@ -9,7 +9,8 @@
 //! - [`ports`]: loopback ports reserved across concurrent test processes, and a
 //!   nameserver address that never answers.
 //! - [`process`]: the child-process wrapper all of the above share.
-//! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart; etcd also with
+//! - [`etcd`], [`redis`]: the real servers, with kill -9 / restart; etcd also as a
+//!   cluster of several members (kill one, find the leader), and with
 //!   client TLS and auth ([`etcd::Etcd::start_secure`]), its certificates from [`tls`].
 //! - [`bin`]: the project's own binaries (dictator, dnsd, ...).
 //! - [`stack`]: the whole system (etcd, redis + node-agent per node, dnsd, dictator,

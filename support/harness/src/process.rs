@@ -33,6 +33,11 @@ impl Process {
         Process { name: name.to_string(), child: Some(child), exited: None, log: log.to_path_buf() }
     }
 
+    /// A handle of nothing yet, to be replaced by [`Process::spawn`]'s.
+    pub fn not_started() -> Process {
+        Process { name: String::new(), child: None, exited: None, log: PathBuf::new() }
+    }
+
     /// The pid while it is still this child's: `None` once the child is reaped.
     pub fn pid(&self) -> Option<u32> {
         self.unreaped().map(Child::id)

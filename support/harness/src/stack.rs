@@ -1,6 +1,6 @@
-//! The whole system on loopback, as an operator would run it: etcd, one
-//! redis-server plus node-agent per node, dnsd, the dictator, the observer and
-//! (optionally) HAProxy with the repository's own `deploy/haproxy/haproxy.cfg`.
+//! The whole system on loopback, as an operator would run it: etcd (one member or
+//! a cluster), one redis-server plus node-agent per node, dnsd, the dictator, the
+//! observer and (optionally) HAProxy with the repository's own `deploy/haproxy/haproxy.cfg`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,12 @@ pub struct StackOptions {
     /// the dictator, the observers and HAProxy, which name them all as nameservers,
     /// list first. With `haproxy_push` each pushes to HAProxy.
     pub dnsds: usize,
+    /// Members of the etcd cluster every service is given all the endpoints of
+    /// (`Etcd::start_cluster`); 1 by default. Not with `secure_etcd`.
+    pub etcd_members: usize,
+    /// The node-agents' `--lease-ttl` in seconds (2 by default: a dead agent's
+    /// registration goes quickly; the agents' own default is 5).
+    pub agent_lease_ttl_secs: u64,
 }
 
 /// The key prefix of a stack with `secure_etcd`.
@@ -51,7 +57,8 @@ pub const SECURE_PREFIX: &str = "/redis-topology";
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions { nodes: 3, haproxy: false, observers: 1, observer_args: &[], haproxy_push: false, secure_etcd: false,
-            redis_auth: crate::redis::auth_from_env(), api_tokens: false, dnsds: 1 }
+            redis_auth: crate::redis::auth_from_env(), api_tokens: false, dnsds: 1,
+            etcd_members: 1, agent_lease_ttl_secs: 2 }
     }
 }
 
@@ -76,6 +83,8 @@ pub struct Node {
     pub redis: Redis,
     pub agent: Option<Service>,
     pub agent_port: u16,
+    /// Its agent's `--lease-ttl`, in seconds.
+    pub lease_ttl_secs: u64,
 }
 
 pub struct Stack {
@@ -110,11 +119,13 @@ pub struct Stack {
     /// how every redis is, for [`Stack::add_node`].
     agent_args: Vec<String>,
     redis_options: RedisOptions,
+    agent_lease_ttl_secs: u64,
 }
 
 impl Stack {
     pub fn start(options: StackOptions) -> Stack {
-        let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start() };
+        assert!(!options.secure_etcd || options.etcd_members <= 1, "a secured etcd has one member");
+        let etcd = if options.secure_etcd { Etcd::start_secure(SECURE_PREFIX) } else { Etcd::start_cluster(options.etcd_members.max(1)) };
         let etcd_args = etcd.service_args();
         let secrets = tempfile::tempdir().expect("secrets temp dir");
         let password_file = secrets.path().join("redis-password");
@@ -134,7 +145,7 @@ impl Stack {
         let (api_tokens, token_path) = if options.api_tokens { token_file(tokens_dir.path()) } else { (Vec::new(), String::new()) };
         let auth: Vec<&str> = if options.api_tokens { vec!["--api-token-file", &token_path] } else { Vec::new() };
         let nodes: Vec<Node> =
-            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth)).collect();
+            (1..=options.nodes).map(|i| start_node(&redis_options, &service_args, &format!("node-{i}"), &auth, options.agent_lease_ttl_secs)).collect();
         let agent_args: Vec<String> = service_args.iter().chain(&auth).map(|a| a.to_string()).collect();
 
         let nameservers: Vec<SocketAddr> = (0..options.dnsds.max(1)).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
@@ -201,7 +212,7 @@ impl Stack {
         Stack {
             etcd, nodes, dns, nameservers, sentinel, dnsd_url, dictator_url, write, read, observers, runtime, haproxy_stats,
             api_tokens, _tokens_dir: tokens_dir, dnsds, _dictator: dictator, _haproxy: haproxy, _secrets: secrets,
-            agent_args, redis_options,
+            agent_args, redis_options, agent_lease_ttl_secs: options.agent_lease_ttl_secs,
         }
     }
 
@@ -210,7 +221,15 @@ impl Stack {
     /// spread over hosts as placement sees them. Returns its index in `nodes`.
     pub fn add_node(&mut self, cluster: &str, name: &str, host: &str) -> usize {
         let redis = Redis::with_options(self.redis_options.clone());
-        let mut node = Node { name: name.to_string(), cluster: cluster.to_string(), host: host.to_string(), redis, agent: None, agent_port: free_port() };
+        let mut node = Node {
+            name: name.to_string(),
+            cluster: cluster.to_string(),
+            host: host.to_string(),
+            redis,
+            agent: None,
+            agent_port: free_port(),
+            lease_ttl_secs: self.agent_lease_ttl_secs,
+        };
         let args: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
         start_agent_with(&mut node, &args);
         self.nodes.push(node);
@@ -373,9 +392,10 @@ impl Stack {
     }
 }
 
-fn start_node(options: &RedisOptions, service_args: &[&str], name: &str, extra: &[&str]) -> Node {
+fn start_node(options: &RedisOptions, service_args: &[&str], name: &str, extra: &[&str], lease_ttl_secs: u64) -> Node {
     let redis = Redis::with_options(options.clone());
-    let mut node = Node { name: name.to_string(), cluster: CLUSTER.to_string(), host: format!("host-{name}"), redis, agent: None, agent_port: free_port() };
+    let mut node =
+        Node { name: name.to_string(), cluster: CLUSTER.to_string(), host: format!("host-{name}"), redis, agent: None, agent_port: free_port(), lease_ttl_secs };
     let mut args = service_args.to_vec();
     args.extend_from_slice(extra);
     start_agent_with(&mut node, &args);
@@ -390,7 +410,8 @@ pub fn start_agent(node: &mut Node, etcd: &str) {
 /// (Re)starts the node-agent of `node` with these etcd (and redis AUTH) flags ([`Etcd::service_args`]).
 pub fn start_agent_with(node: &mut Node, etcd_args: &[&str]) {
     let (redis, listen) = (node.redis.host_port(), format!("127.0.0.1:{}", node.agent_port));
-    let mut args = vec!["--cluster", &node.cluster, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", "2",
+    let lease_ttl = node.lease_ttl_secs.to_string();
+    let mut args = vec!["--cluster", &node.cluster, "--node", &node.name, "--redis", &redis, "--listen", &listen, "--lease-ttl", &lease_ttl,
         "--host", &node.host];
     args.extend_from_slice(etcd_args);
     let mut agent = Service::start("node-agent", &args, &[]);

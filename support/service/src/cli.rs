@@ -159,7 +159,10 @@ impl EtcdArgs {
             .with_timeout(std::time::Duration::from_secs(5))
             // etcd answers pings more often than its --grpc-keepalive-min-time
             // (5 s by default) with GOAWAY, which breaks every watch and lease.
-            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
+            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5))
+            // A member cut off from the others' quorum refuses ("no leader") rather
+            // than serving a stale view, and the client moves on to another member.
+            .with_require_leader(true);
         if let Some((user, password)) = self.user()? {
             // etcd's tokens expire (--auth-token-ttl, 5 min): fetch a new one then.
             options = options.with_user(user, password).with_auto_token_refresh(true);
@@ -191,26 +194,43 @@ impl EtcdArgs {
         Ok(options.with_tls(tls))
     }
 
-    /// Connects to etcd. The client reconnects by itself afterwards; this only fails
-    /// when no endpoint answers now.
+    /// Connects to etcd. The client reconnects by itself afterwards, using one
+    /// endpoint at a time and moving on to the next when that one fails
+    /// ([`crate::etcd::members`]); this only fails when no endpoint answers now.
     ///
     /// With TLS or a user, one read of a key under the prefix proves now that the CA,
     /// the certificate, the password and the role's permissions all hold, so a wrong
     /// one is an error naming the endpoints within the connect timeout, not a
-    /// service that waits for ever. Every error names the endpoints.
+    /// service that waits for ever. With several endpoints that read also finds a
+    /// member that answers, so a dead one costs no failed first request. Every
+    /// error names the endpoints.
     pub async fn connect(&self) -> Result<etcd_client::Client, etcd_client::Error> {
         let failed = |reason: String| etcd_client::Error::EndpointError(format!("etcd at {}: {reason}", self.endpoints()));
         let options = self.options().map_err(failed)?;
         let connected = async {
-            let mut client = etcd_client::Client::connect(&self.etcd_endpoints, Some(options))
+            let members = crate::etcd::members::Failover;
+            let mut client = etcd_client::Client::connect_with_balanced_channel(&self.etcd_endpoints, Some(options), members)
                 .await
                 .map_err(|e| self.explain(&e))?;
-            if self.secured() {
+            if self.secured() || self.etcd_endpoints.len() > 1 {
                 let key = self.keys().domain();
-                let probe = etcd_client::GetOptions::new().with_count_only();
-                client.get(key.as_str(), Some(probe)).await.map_err(|e| {
-                    format!("reading {key} (does the etcd user's role cover --etcd-prefix?): {}", self.explain(&e))
-                })?;
+                // A member that is down fails the read and the client moves on to
+                // the next: one try per member finds one that answers.
+                let mut failure = None;
+                for _ in 0..self.etcd_endpoints.len() {
+                    let probe = etcd_client::GetOptions::new().with_count_only();
+                    match client.get(key.as_str(), Some(probe)).await {
+                        Ok(_) => {
+                            failure = None;
+                            break;
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                if let Some(e) = failure {
+                    let hint = if self.secured() { " (does the etcd user's role cover --etcd-prefix?)" } else { "" };
+                    return Err(format!("reading {key}{hint}: {}", self.explain(&e)));
+                }
             }
             Ok::<_, String>(client)
         };
@@ -228,8 +248,9 @@ impl EtcdArgs {
     fn explain(&self, error: &etcd_client::Error) -> String {
         let mut reason = error_chain(error);
         // etcd refuses a client certificate it does not trust with a bare TLS
-        // alert, or just shuts the connection: say what to check.
-        let refused = ["connection closed", "BadCertificate", "CertificateRequired", "UnknownCA"];
+        // alert, or just shuts the connection (which a client writing its first
+        // request sees as a broken pipe or a reset): say what to check.
+        let refused = ["connection closed", "BadCertificate", "CertificateRequired", "UnknownCA", "broken pipe", "connection reset"];
         if self.tls() && refused.iter().any(|r| reason.contains(r)) {
             reason.push_str(" (etcd refused the TLS connection: does it trust the CA of --etcd-cert?)");
         }

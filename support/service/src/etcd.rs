@@ -12,6 +12,8 @@
 //! - [`LazyClient`]: a client for request/response use (an HTTP handler's reads and
 //!   transactions), connected on first use and again after a failure, so that a
 //!   service starts, and answers `/healthz`, while etcd is down.
+//! - [`members`]: how every client spreads over several etcd members: one at a
+//!   time, and the next as soon as that one fails.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,6 +24,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::backoff::Backoff;
 use crate::cli::EtcdArgs;
+
+pub mod members;
 
 /// Why a [`follow`] cycle ended.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +206,7 @@ impl KeptLease {
         let (keeper, stream) = client.lease_keep_alive(lease.id()).await?;
         let granted = Duration::from_secs(u64::try_from(lease.ttl()).unwrap_or(1).max(1));
         let (renewed_tx, renewed) = tokio::sync::watch::channel(asked);
-        let task = tokio::spawn(keep_alive(keeper, stream, granted, renewed_tx));
+        let task = tokio::spawn(keep_alive(client.clone(), lease.id(), keeper, stream, granted, renewed_tx));
         Ok(KeptLease { id: lease.id(), ttl: granted, keeper: AbortOnDropHandle::new(task), lost: None, renewed })
     }
 
@@ -265,7 +269,13 @@ impl KeptLease {
 /// Renews at a third of `ttl` and waits at most that long for each answer: the
 /// first unanswered renewal is reported at most 2/3 of a TTL after the last
 /// answered one was sent, while the lease still has a third of its TTL to run.
+///
+/// A keep-alive stream that breaks (its etcd member died) is opened again, on the
+/// member the client moved on to, within that same wait: the lease lives in the
+/// cluster, not in the member, so losing one member of several loses no lease.
 async fn keep_alive(
+    mut client: Client,
+    id: i64,
     mut keeper: LeaseKeeper,
     mut stream: LeaseKeepAliveStream,
     ttl: Duration,
@@ -275,19 +285,61 @@ async fn keep_alive(
     let answer_timeout = period.max(Duration::from_millis(500)).min(ttl / 2);
     loop {
         let sent = Instant::now();
-        if let Err(e) = keeper.keep_alive().await {
-            return LeaseLost::Send(e.to_string());
+        let deadline = sent + answer_timeout;
+        loop {
+            let broken = match renew(&mut keeper, &mut stream, deadline, answer_timeout).await {
+                Ok(()) => break,
+                Err(Renewal::Lost(lost)) => return lost,
+                Err(Renewal::Broken(lost)) => lost,
+            };
+            // Open a new stream and renew on it, or give up at the deadline.
+            let reopened = loop {
+                if Instant::now() >= deadline {
+                    return broken;
+                }
+                match tokio::time::timeout_at(deadline, client.lease_keep_alive(id)).await {
+                    Ok(Ok(opened)) => break opened,
+                    Ok(Err(e)) => tracing::debug!(lease = id, error = %e, "cannot reopen the keep-alive stream; trying again"),
+                    Err(_) => return broken,
+                }
+                tokio::time::sleep(REOPEN_PAUSE).await;
+            };
+            tracing::info!(lease = id, after = %broken, "keep-alive stream reopened");
+            (keeper, stream) = reopened;
         }
-        match tokio::time::timeout(answer_timeout, stream.message()).await {
-            Err(_) => return LeaseLost::Unanswered(answer_timeout.as_millis()),
-            Ok(Err(e)) => return LeaseLost::Failed(e.to_string()),
-            Ok(Ok(None)) => return LeaseLost::Closed,
-            Ok(Ok(Some(answer))) if answer.ttl() <= 0 => return LeaseLost::Expired(answer.id()),
-            Ok(Ok(Some(_))) => {
-                renewed.send_replace(sent);
-            }
-        }
+        renewed.send_replace(sent);
         tokio::time::sleep_until(sent + period).await;
+    }
+}
+
+/// Between two attempts to reopen a keep-alive stream.
+const REOPEN_PAUSE: Duration = Duration::from_millis(20);
+
+/// Why one renewal failed.
+enum Renewal {
+    /// The lease is gone (expired) or out of time: no stream can help.
+    Lost(LeaseLost),
+    /// The stream broke: another may still renew the lease.
+    Broken(LeaseLost),
+}
+
+/// Sends one renewal and waits for its answer until `deadline`, `waited` after
+/// the round's first renewal was sent.
+async fn renew(
+    keeper: &mut LeaseKeeper,
+    stream: &mut LeaseKeepAliveStream,
+    deadline: Instant,
+    waited: Duration,
+) -> Result<(), Renewal> {
+    if let Err(e) = keeper.keep_alive().await {
+        return Err(Renewal::Broken(LeaseLost::Send(e.to_string())));
+    }
+    match tokio::time::timeout_at(deadline, stream.message()).await {
+        Err(_) => Err(Renewal::Lost(LeaseLost::Unanswered(waited.as_millis()))),
+        Ok(Err(e)) => Err(Renewal::Broken(LeaseLost::Failed(e.to_string()))),
+        Ok(Ok(None)) => Err(Renewal::Broken(LeaseLost::Closed)),
+        Ok(Ok(Some(answer))) if answer.ttl() <= 0 => Err(Renewal::Lost(LeaseLost::Expired(answer.id()))),
+        Ok(Ok(Some(_))) => Ok(()),
     }
 }
 
