@@ -179,11 +179,19 @@ impl Registry {
     /// all slots at once, puts or deletes the registration and writes a pending
     /// trigger.
     async fn sync(&mut self) -> anyhow::Result<()> {
-        let wanted: Vec<Desired> = self.held.iter_mut().map(|h| h.slot.desired.borrow_and_update().clone()).collect();
-        if wanted.iter().all(|want| want.registration.is_none()) {
+        let fresh = self.session.is_none();
+        // A new session must write every slot; an open one only the slots whose
+        // wanted state changed since the last round (which succeeded: a failed one
+        // ends the session).
+        let wanted: Vec<Option<Desired>> = self
+            .held
+            .iter_mut()
+            .map(|h| (fresh || h.slot.desired.has_changed().unwrap_or(false)).then(|| h.slot.desired.borrow_and_update().clone()))
+            .collect();
+        if wanted.iter().flatten().all(|want| want.registration.is_none()) {
             return Ok(());
         }
-        if self.session.is_none() {
+        if fresh {
             let session = Session::open(&self.etcd, self.lease_ttl).await?;
             for held in &mut self.held {
                 held.deleted = false;
@@ -194,7 +202,11 @@ impl Registry {
         }
         let Some(session) = self.session.as_ref() else { return Ok(()) };
         let (client, lease) = (session.client.clone(), session.lease.id());
-        let rounds = self.held.iter_mut().zip(&wanted).map(|(held, want)| held.sync(client.clone(), lease, want));
+        let rounds = self
+            .held
+            .iter_mut()
+            .zip(&wanted)
+            .filter_map(|(held, want)| Some(held.sync(client.clone(), lease, want.as_ref()?)));
         let results = futures::future::join_all(rounds).await;
         // Every slot that could be written was; the first error ends the session.
         if let Some(error) = results.into_iter().find_map(Result::err) {
