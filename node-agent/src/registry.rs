@@ -201,12 +201,8 @@ impl Registry {
             self.note_reached();
         }
         let Some(session) = self.session.as_ref() else { return Ok(()) };
-        let (client, lease) = (session.client.clone(), session.lease.id());
-        let rounds = self
-            .held
-            .iter_mut()
-            .zip(&wanted)
-            .filter_map(|(held, want)| Some(held.sync(client.clone(), lease, want.as_ref()?)));
+        let (client, lease) = (&session.client, session.lease.id());
+        let rounds = self.held.iter_mut().zip(&wanted).filter_map(|(held, want)| Some(held.sync(client, lease, want.as_ref()?)));
         let results = futures::future::join_all(rounds).await;
         // Every slot that could be written was; the first error ends the session.
         if let Some(error) = results.into_iter().find_map(Result::err) {
@@ -214,7 +210,7 @@ impl Registry {
         }
         if let Some(old) = self.stale_lease.take() {
             // The keys now live under the new lease; the old one only holds leftovers.
-            if let Err(e) = client.clone().lease_revoke(old).await {
+            if let Err(e) = client.lease_client().revoke(old).await {
                 tracing::debug!(lease = old, error = %e, "could not revoke the previous lease; it will expire");
             }
         }
@@ -292,8 +288,9 @@ impl Registry {
 }
 
 impl Held {
-    /// Makes etcd hold what this slot wants, under `lease`.
-    async fn sync(&mut self, mut client: Client, lease: i64, want: &Desired) -> anyhow::Result<()> {
+    /// Makes etcd hold what this slot wants, under `lease`. Most rounds write
+    /// nothing: the client (costly to clone) is cloned only for a write.
+    async fn sync(&mut self, client: &Client, lease: i64, want: &Desired) -> anyhow::Result<()> {
         let Some(registration) = &want.registration else { return Ok(()) };
         let node_key = self.slot.node_key.as_str();
         match registration {
@@ -301,6 +298,7 @@ impl Held {
             Registration::Put(record) => {
                 let value = serde_json::to_string(record).context("encode the registration")?;
                 client
+                    .kv_client()
                     .put(node_key, value, Some(PutOptions::new().with_lease(lease)))
                     .await
                     .with_context(|| format!("put {node_key}"))?;
@@ -312,7 +310,7 @@ impl Held {
             }
             Registration::Absent => {
                 if !self.deleted {
-                    client.delete(node_key, None).await.with_context(|| format!("delete {node_key}"))?;
+                    client.kv_client().delete(node_key, None).await.with_context(|| format!("delete {node_key}"))?;
                     self.deleted = true;
                     self.written = None;
                     tracing::info!(key = %node_key, "registration removed from etcd");
@@ -322,7 +320,7 @@ impl Held {
         if want.triggers > self.triggers_written {
             let trigger = uuid::Uuid::new_v4().to_string();
             let trigger_key = self.slot.trigger_key.as_str();
-            client.put(trigger_key, trigger.as_str(), None).await.with_context(|| format!("put {trigger_key}"))?;
+            client.kv_client().put(trigger_key, trigger.as_str(), None).await.with_context(|| format!("put {trigger_key}"))?;
             self.triggers_written = want.triggers;
             tracing::info!(key = %trigger_key, %trigger, "topology trigger written");
             self.slot.status.send_modify(|s| s.last_trigger = Some(trigger));
