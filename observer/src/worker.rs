@@ -149,6 +149,14 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut wake: watch::Receiver<u6
     }
 }
 
+/// Applies in flight at once, over all clusters. A thousand clusters applied at
+/// once (a cold start, an observer restart) made the dictator open two thousand
+/// redis connections at once and starved everything on the machine, the
+/// observer's own lease keep-alive included; in turns of this many they finish
+/// sooner.
+const CONCURRENT_APPLIES: usize = 64;
+static APPLIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_APPLIES);
+
 /// One cluster's state between passes.
 pub struct Reconciler {
     cx: Arc<Context>,
@@ -289,7 +297,12 @@ impl Reconciler {
         };
         // The master this worker's own failover found down, while applying it.
         let down = self.attempt.as_ref().filter(|a| a.revision == desired.topology_revision).and_then(|a| a.master_addr);
-        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision, down).await {
+        let applied = {
+            // Waiting here is waiting for other clusters' applies, not for this one's.
+            let _turn = APPLIES.acquire().await;
+            self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision, down).await
+        };
+        match applied {
             Ok(report) => {
                 let outcome = round(None, 0, failover, diverged.clone(), None, Some(report));
                 if let Some(skipped) = &outcome.skipped {
