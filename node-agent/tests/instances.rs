@@ -75,6 +75,15 @@ async fn one_agent_registers_three_instances_marks_only_the_dead_one_and_drops_a
     // No topology is defined: the check asks etcd and says so.
     let (code, body) = get(http_port, "/instances/alpha/node-1/master").await;
     assert_eq!(code, 503, "{body}");
+    // Each check judges its own instance against its own cluster's topology.
+    let alpha = format!(r#"{{"master":{{"address":"127.0.0.1","port":{}}},"slaves":[]}}"#, redis[0].port());
+    client.put(keys.topology("alpha"), alpha, None).await.unwrap();
+    let (code, body) = get(http_port, "/instances/alpha/node-1/master").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get(http_port, "/instances/beta/node-1/master").await;
+    assert_eq!(code, 503, "beta has no topology: {body}");
+    let (code, body) = get(http_port, "/instances/alpha/node-1/replica").await;
+    assert_eq!(code, 503, "{body}");
 
     // One redis frozen: only its registration turns unhealthy, and the others'
     // probes go on (a change on gamma is written while beta hangs).
