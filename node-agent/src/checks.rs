@@ -16,11 +16,11 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::GetOptions;
 use serde::Deserialize;
+use service::etcd::LazyClient;
 use service::redis_auth::{connect_host, Credentials, Timeouts};
 use service::redis_info::{read_offset, Info, ReplicationRole};
-use tokio::sync::Mutex;
 use topology::keys::Key;
 use topology::records::NodeRecord;
 use topology::{Address, Member, Topology};
@@ -153,18 +153,18 @@ pub struct LagQuery {
     pub lag: Option<u64>,
 }
 
-/// Gathers [`Facts`] for one check.
+/// Gathers [`Facts`] for one instance's checks.
 pub struct Checker {
     pub me: Identity,
     redis: RedisTarget,
     credentials: Credentials,
-    etcd_args: service::cli::EtcdArgs,
-    etcd: Mutex<Option<Client>>,
+    /// Shared by the checkers of all the agent's instances.
+    etcd: Arc<LazyClient>,
 }
 
 impl Checker {
-    pub fn new(me: Identity, redis: RedisTarget, credentials: Credentials, etcd_args: service::cli::EtcdArgs) -> Arc<Checker> {
-        Arc::new(Checker { me, redis, credentials, etcd_args, etcd: Mutex::new(None) })
+    pub fn new(me: Identity, redis: RedisTarget, credentials: Credentials, etcd: Arc<LazyClient>) -> Arc<Checker> {
+        Arc::new(Checker { me, redis, credentials, etcd })
     }
 
     pub async fn facts(&self) -> Facts {
@@ -209,19 +209,15 @@ impl Checker {
     }
 
     async fn etcd_facts(&self) -> (Option<Result<Topology, String>>, Vec<(String, NodeRecord)>) {
-        let mut guard = self.etcd.lock().await;
-        if guard.is_none() {
-            match self.etcd_args.connect().await {
-                Ok(client) => *guard = Some(client),
-                Err(e) => return (Some(Err(format!("etcd: {e}"))), Vec::new()),
-            }
-        }
-        let Some(client) = guard.as_mut() else { return (Some(Err("etcd: not connected".into())), Vec::new()) };
-        let keys = self.etcd_args.keys();
+        let mut client = match self.etcd.client().await {
+            Ok(client) => client,
+            Err(e) => return (Some(Err(format!("etcd: {e}"))), Vec::new()),
+        };
+        let keys = self.etcd.args().keys();
         let topology = match client.get(keys.topology(&self.me.cluster), None).await {
             Ok(got) => got.kvs().first().map(|kv| Topology::from_json(kv.value()).map_err(|e| format!("topology: {e}"))),
             Err(e) => {
-                *guard = None;
+                self.etcd.reset().await;
                 return (Some(Err(format!("etcd: {e}"))), Vec::new());
             }
         };

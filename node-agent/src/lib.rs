@@ -5,14 +5,20 @@
 //! slave. It replaces the registrator and the `ExecStartPost` trigger of the
 //! original design.
 //!
-//! Flow, every `--interval`:
+//! One agent may watch several redis-servers of its host (`--instance`,
+//! `--instances-file`; [`config::Instance`]), each registered as its own node:
+//! each has its own probe loop, tracker, self-fence and role checks, and the
+//! registry writes them all under one lease, so the agent dying drops them all
+//! while one redis dying marks only its own registration unhealthy.
+//!
+//! Flow, every `--interval`, for each instance:
 //!
 //! 1. [`probe`]: `PING` and `INFO` within `--redis-timeout-ms` (AUTH as configured);
 //! 2. [`tracker`]: a pure state machine turns the probe into the registration to
 //!    write (healthy, unhealthy, or removed after `--down-grace-secs`) and says
 //!    whether redis (re)started, which asks for a trigger;
-//! 3. [`registry`]: puts the registration at `/nodes/<cluster>/<node>` under a lease
-//!    kept alive in the background, writes a fresh uuid to
+//! 3. [`registry`]: puts the registration at `/nodes/<cluster>/<node>` under the
+//!    agent's lease, kept alive in the background, writes a fresh uuid to
 //!    `/config/<cluster>/topology-trigger` when asked, and survives etcd outages by
 //!    reconnecting with backoff under a new lease; on shutdown it revokes the lease.
 //!
@@ -35,4 +41,4 @@ pub mod self_fence;
 pub mod tracker;
 
 pub use agent::{run, Status};
-pub use config::{Config, Credentials, RedisTarget};
+pub use config::{Config, Credentials, Instance, RedisTarget};

@@ -4,31 +4,47 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use node_agent::config::Instance;
 use node_agent::{Config, RedisTarget};
 use service::cli::{EtcdArgs, LogArgs};
 
-/// Registers one redis-server in etcd under a lease, reports its health, role and
-/// replication offset, and writes the cluster's topology trigger when redis
-/// (re)starts. The registration is revoked on SIGTERM and expires with the lease
-/// if the agent dies.
+/// Registers a redis-server (or several on this host, each in its own cluster) in
+/// etcd under a lease, reports its health, role and replication offset, and writes
+/// the cluster's topology trigger when redis (re)starts. The registrations are
+/// revoked on SIGTERM and expire with the lease if the agent dies.
 #[derive(Parser)]
 #[command(
     version,
     about,
     after_help = "Redis AUTH: the password is read once at start from --redis-password-file \
-(first line; a trailing newline is dropped). When no file is given, the REDIS_TOPOLOGY_REDIS_PASSWORD \
+(first line; a trailing newline is dropped). When no file is given, the REDIS_PASSWORD \
 environment variable is used if set (a file is preferred: it stays out of the process \
 environment). With --redis-user the agent authenticates as that ACL user."
 )]
 struct Cli {
     /// Cluster (replication group) this redis belongs to, e.g. `redis-1`.
-    #[arg(long, env = "REDIS_TOPOLOGY_CLUSTER", value_parser = parse_cluster)]
-    cluster: String,
+    #[arg(long, env = "REDIS_TOPOLOGY_CLUSTER", value_parser = parse_cluster,
+          required_unless_present_any = ["instance", "instances_file"], conflicts_with_all = ["instance", "instances_file"])]
+    cluster: Option<String>,
 
     /// Name of this node within the cluster, e.g. `node-1`.
-    #[arg(long, env = "REDIS_TOPOLOGY_NODE", value_parser = parse_node)]
-    node: String,
+    #[arg(long, env = "REDIS_TOPOLOGY_NODE", value_parser = parse_node,
+          required_unless_present_any = ["instance", "instances_file"], conflicts_with_all = ["instance", "instances_file"])]
+    node: Option<String>,
+
+    /// Watch this redis too, instead of --cluster/--node/--redis: one agent for
+    /// several instances on this host, each registered as its own node.
+    /// `<cluster>/<node>=<host:port>[,advertise=<address[:port]>]`; repeatable. In
+    /// the environment, separate instances with spaces.
+    #[arg(long, env = "REDIS_TOPOLOGY_INSTANCES", value_delimiter = ' ', value_parser = Instance::parse)]
+    instance: Vec<Instance>,
+
+    /// Read instances to watch from this file, one `--instance` value a line
+    /// (blank lines and `#` comments are ignored); adds to --instance.
+    #[arg(long, env = "REDIS_TOPOLOGY_INSTANCES_FILE")]
+    instances_file: Option<std::path::PathBuf>,
 
     /// The redis-server to watch, as host:port (`[ipv6]:port`; port defaults to 6379).
     #[arg(long, env = "REDIS_TOPOLOGY_REDIS", default_value = "127.0.0.1:6379", value_parser = RedisTarget::parse)]
@@ -36,7 +52,7 @@ struct Cli {
 
     /// Address clients must use to reach this redis (behind NAT, in a container);
     /// default: the host of --redis.
-    #[arg(long, env = "REDIS_TOPOLOGY_ADVERTISE_ADDRESS", value_parser = parse_address)]
+    #[arg(long, env = "REDIS_TOPOLOGY_ADVERTISE_ADDRESS", value_parser = parse_address, conflicts_with_all = ["instance", "instances_file"])]
     advertise_address: Option<String>,
 
     /// The machine this redis runs on, registered for placement (no two members of
@@ -46,7 +62,7 @@ struct Cli {
     host: Option<String>,
 
     /// Port clients must use; default: the port of --redis.
-    #[arg(long, env = "REDIS_TOPOLOGY_ADVERTISE_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "REDIS_TOPOLOGY_ADVERTISE_PORT", value_parser = clap::value_parser!(u16).range(1..), conflicts_with_all = ["instance", "instances_file"])]
     advertise_port: Option<u16>,
 
     /// Probe and refresh period, in milliseconds.
@@ -118,16 +134,27 @@ impl Cli {
         let interval = Duration::from_millis(self.interval_ms);
         let lease_ttl = Duration::from_secs(self.lease_ttl_secs);
         let self_fence_after = node_agent::self_fence::delay(self.self_fence_after_ms.map(Duration::from_millis), lease_ttl)?;
+        let mut instances = self.instance;
+        if let Some(path) = &self.instances_file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--instances-file {}", path.display()))?;
+            instances.extend(Instance::parse_file(&text).with_context(|| format!("--instances-file {}", path.display()))?);
+        }
+        if let (Some(cluster), Some(node)) = (self.cluster, self.node) {
+            instances.push(Instance {
+                advertise_address: self.advertise_address.unwrap_or_else(|| self.redis.host.clone()),
+                advertise_port: self.advertise_port.unwrap_or(self.redis.port),
+                cluster,
+                node,
+                redis: self.redis,
+            });
+        }
+        node_agent::config::check_instances(&instances)?;
         Ok(Config {
-            advertise_address: self.advertise_address.unwrap_or_else(|| self.redis.host.clone()),
-            advertise_port: self.advertise_port.unwrap_or(self.redis.port),
+            instances,
             host: match self.host {
                 Some(host) => host,
                 None => this_hostname()?,
             },
-            cluster: self.cluster,
-            node: self.node,
-            redis: self.redis,
             credentials,
             interval,
             redis_timeout: self.redis_timeout_ms.map_or(interval, Duration::from_millis),
@@ -143,9 +170,8 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (cli, legacy_env) = service::env::parse::<Cli>();
+    let cli = Cli::parse();
     cli.log.init();
-    service::env::warn(&legacy_env);
     let config = match cli.config() {
         Ok(config) => config,
         Err(e) => {

@@ -1,17 +1,25 @@
-//! The etcd side: keeps `/nodes/<cluster>/<node>` as the tracker wants it, under a
-//! lease that a background task keeps alive, and writes the topology trigger.
+//! The etcd side: keeps `/nodes/<cluster>/<node>` of every instance the agent
+//! watches as its tracker wants it, under ONE lease that a background task keeps
+//! alive, and writes the instances' topology triggers.
 //!
-//! [`Registry::run`] is level-triggered: whenever the wanted state changes (every
-//! probe) it makes etcd hold the latest one, so nothing is replayed after an
-//! outage, only the present. It puts the registration only when what readers act
-//! on changed ([`topology::records::Facts`]), or in a new session: an idle agent
-//! costs etcd no write, only its lease's keep-alives. Triggers are counted, not queued: a trigger asked for while etcd
-//! was away is written once etcd is back (several coalesce into one uuid).
+//! One lease for all instances: an agent that dies (or loses etcd) drops every
+//! registration it holds at once, which is what its death means, while a redis
+//! that dies only turns its own registration unhealthy (a put). One lease also
+//! costs etcd one keep-alive stream per agent, not one per instance.
+//!
+//! [`Registry::run`] is level-triggered: whenever a wanted state changes (every
+//! probe, of any instance) it makes etcd hold the latest ones, so nothing is
+//! replayed after an outage, only the present. It puts a registration only when
+//! what readers act on changed ([`topology::records::Facts`]), or in a new
+//! session: an idle agent costs etcd no write, only its lease's keep-alives. The
+//! instances' writes of one round go out concurrently. Triggers are counted, not
+//! queued: a trigger asked for while etcd was away is written once etcd is back
+//! (several coalesce into one uuid).
 //!
 //! On any etcd error the session (client, lease, keep-alive) is dropped and a new
 //! one is opened after a capped exponential backoff: the old lease may have
-//! expired during the outage, so the registration is put again under a new lease,
-//! and the old lease is revoked best-effort afterwards.
+//! expired during the outage, so every registration is put again under a new
+//! lease, and the old lease is revoked best-effort afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +28,7 @@ use etcd_client::{Client, PutOptions};
 use service::backoff::{jittered, Backoff};
 use service::etcd::{KeptLease, LeaseLost};
 use service::Shutdown;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::agent::Status;
 use crate::tracker::Registration;
@@ -40,24 +48,42 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on revoking the lease at shutdown.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The etcd writer of one agent.
+/// One instance's side of the registry: its keys, what its probe loop wants, and
+/// its status to report.
+pub struct Slot {
+    pub node_key: String,
+    pub trigger_key: String,
+    pub desired: watch::Receiver<Desired>,
+    pub status: watch::Sender<Status>,
+}
+
+/// A slot and what the registry did for it.
+struct Held {
+    slot: Slot,
+    triggers_written: u64,
+    /// A registration was put at least once (so one may linger after a failure).
+    ever_registered: bool,
+    /// The key was deleted in this session (the tracker wants it absent).
+    deleted: bool,
+    /// What the last put in this session said; `Some` while the key is registered.
+    written: Option<Facts>,
+}
+
+/// The etcd writer of one agent, for all its instances.
 pub struct Registry {
     etcd: service::cli::EtcdArgs,
-    node_key: String,
-    trigger_key: String,
     lease_ttl: Duration,
+    held: Vec<Held>,
+    /// Woken by the probe loops after they change a slot's `desired`.
+    wake: std::sync::Arc<Notify>,
     session: Option<Session>,
     backoff: Backoff,
     /// When the current outage began.
     outage_since: Option<Instant>,
-    triggers_written: u64,
-    /// A lease of a previous session, revoked once the new one holds the key.
+    /// A lease of a previous session, revoked once the new one holds the keys.
     stale_lease: Option<i64>,
-    /// A registration was put at least once (so one may linger after a failure).
-    ever_registered: bool,
-    status: watch::Sender<Status>,
     /// When the newest lease grant or renewal etcd answered was sent (see
-    /// `self_fence`): the probe loop fences a master when this grows too old.
+    /// `self_fence`): the probe loops fence a master when this grows too old.
     reached: watch::Sender<std::time::Instant>,
 }
 
@@ -65,45 +91,43 @@ pub struct Registry {
 struct Session {
     client: Client,
     lease: KeptLease,
-    /// The key was deleted in this session (the tracker wants it absent).
-    deleted: bool,
-    /// What the last put in this session said; `Some` while the key is registered.
-    written: Option<Facts>,
 }
 
 impl Registry {
+    /// `wake` must be notified after any slot's `desired` changes.
     pub fn new(
         etcd: service::cli::EtcdArgs,
-        node_key: String,
-        trigger_key: String,
         lease_ttl: Duration,
-        status: watch::Sender<Status>,
+        slots: Vec<Slot>,
+        wake: std::sync::Arc<Notify>,
         reached: watch::Sender<std::time::Instant>,
     ) -> Registry {
+        let held = slots
+            .into_iter()
+            .map(|slot| Held { slot, triggers_written: 0, ever_registered: false, deleted: false, written: None })
+            .collect();
         Registry {
             etcd,
-            node_key,
-            trigger_key,
             lease_ttl,
+            held,
+            wake,
             session: None,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             outage_since: None,
-            triggers_written: 0,
             stale_lease: None,
-            ever_registered: false,
-            status,
             reached,
         }
     }
 
-    /// Writes every change of `desired` until `shutdown`, then revokes the lease,
-    /// which deletes the registration.
-    pub async fn run(mut self, mut desired: watch::Receiver<Desired>, shutdown: Shutdown) {
+    /// Writes every change of the slots' `desired` until `shutdown`, then revokes
+    /// the lease, which deletes every registration.
+    pub async fn run(mut self, shutdown: Shutdown) {
         let mut retry_at: Option<Instant> = None;
+        let wake = self.wake.clone();
         loop {
             tokio::select! {
                 () = shutdown.requested() => break,
-                changed = desired.changed() => if changed.is_err() { break },
+                () = wake.notified() => {},
                 event = lease_event(&mut self.session) => match event {
                     Ok(()) => {
                         self.note_reached();
@@ -119,11 +143,10 @@ impl Registry {
             if retry_at.is_some_and(|at| Instant::now() < at) {
                 continue;
             }
-            let want = desired.borrow_and_update().clone();
             let result = tokio::select! {
                 // A stuck etcd must not hold up the shutdown.
                 () = shutdown.requested() => break,
-                result = tokio::time::timeout(SYNC_TIMEOUT, self.sync(&want)) => match result {
+                result = tokio::time::timeout(SYNC_TIMEOUT, self.sync()) => match result {
                     Ok(result) => result,
                     Err(_) => Err(anyhow::anyhow!("no answer within {} ms", SYNC_TIMEOUT.as_millis())),
                 },
@@ -149,67 +172,58 @@ impl Registry {
                 }
             }
         }
-        let asked = desired.borrow().triggers;
-        self.deregister(asked).await;
+        self.deregister().await;
     }
 
-    /// Makes etcd hold `want`: opens a session if needed, puts or deletes the
-    /// registration, writes a pending trigger.
-    async fn sync(&mut self, want: &Desired) -> anyhow::Result<()> {
-        let Some(registration) = &want.registration else { return Ok(()) };
-        if self.session.is_none() {
+    /// Makes etcd hold what every slot wants: opens a session if needed, then, for
+    /// all slots at once, puts or deletes the registration and writes a pending
+    /// trigger.
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        let fresh = self.session.is_none();
+        // A new session must write every slot; an open one only the slots whose
+        // wanted state changed since the last round (which succeeded: a failed one
+        // ends the session).
+        let wanted: Vec<Option<Desired>> = self
+            .held
+            .iter_mut()
+            .map(|h| (fresh || h.slot.desired.has_changed().unwrap_or(false)).then(|| h.slot.desired.borrow_and_update().clone()))
+            .collect();
+        if wanted.iter().flatten().all(|want| want.registration.is_none()) {
+            return Ok(());
+        }
+        if fresh {
             let session = Session::open(&self.etcd, self.lease_ttl).await?;
+            for held in &mut self.held {
+                held.deleted = false;
+                held.written = None;
+            }
             self.session = Some(session);
             self.note_reached();
         }
-        let Some(session) = self.session.as_mut() else { return Ok(()) };
-        match registration {
-            Registration::Put(record) if session.written.as_ref() == Some(&record.facts()) => {}
-            Registration::Put(record) => {
-                let value = serde_json::to_string(record).context("encode the registration")?;
-                session
-                    .client
-                    .put(self.node_key.as_str(), value, Some(PutOptions::new().with_lease(session.lease.id())))
-                    .await
-                    .with_context(|| format!("put {}", self.node_key))?;
-                session.deleted = false;
-                self.ever_registered = true;
-                if session.written.replace(record.facts()).is_none() {
-                    tracing::info!(key = %self.node_key, lease = session.lease.id(), healthy = record.healthy, "registered in etcd");
-                }
-            }
-            Registration::Absent => {
-                if !session.deleted {
-                    session.client.delete(self.node_key.as_str(), None).await.with_context(|| format!("delete {}", self.node_key))?;
-                    session.deleted = true;
-                    session.written = None;
-                    tracing::info!(key = %self.node_key, "registration removed from etcd");
-                }
-            }
-        }
-        if want.triggers > self.triggers_written {
-            let trigger = uuid::Uuid::new_v4().to_string();
-            session
-                .client
-                .put(self.trigger_key.as_str(), trigger.as_str(), None)
-                .await
-                .with_context(|| format!("put {}", self.trigger_key))?;
-            self.triggers_written = want.triggers;
-            tracing::info!(key = %self.trigger_key, %trigger, "topology trigger written");
-            self.status.send_modify(|s| s.last_trigger = Some(trigger));
+        let Some(session) = self.session.as_ref() else { return Ok(()) };
+        let (client, lease) = (&session.client, session.lease.id());
+        let rounds = self.held.iter_mut().zip(&wanted).filter_map(|(held, want)| Some(held.sync(client, lease, want.as_ref()?)));
+        let results = futures::future::join_all(rounds).await;
+        // Every slot that could be written was; the first error ends the session.
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            return Err(error);
         }
         if let Some(old) = self.stale_lease.take() {
-            // The key now lives under the new lease; the old one only holds a leftover.
-            if let Err(e) = session.client.lease_revoke(old).await {
+            // The keys now live under the new lease; the old one only holds leftovers.
+            if let Err(e) = client.lease_client().revoke(old).await {
                 tracing::debug!(lease = old, error = %e, "could not revoke the previous lease; it will expire");
             }
         }
-        let registered = session.written.is_some();
-        self.status.send_modify(|s| {
-            s.etcd_connected = true;
-            s.registered = registered;
-            s.etcd_error = None;
-        });
+        for held in &self.held {
+            let registered = held.written.is_some();
+            held.slot.status.send_if_modified(|s| {
+                let changed = !s.etcd_connected || s.registered != registered || s.etcd_error.is_some();
+                s.etcd_connected = true;
+                s.registered = registered;
+                s.etcd_error = None;
+                changed
+            });
+        }
         Ok(())
     }
 
@@ -236,34 +250,82 @@ impl Registry {
             self.outage_since = Some(Instant::now());
             tracing::warn!(%error, "etcd lost");
         }
-        let error = error.to_string();
-        self.status.send_modify(|s| {
-            s.etcd_connected = false;
-            s.etcd_error = Some(error);
-        });
+        for held in &self.held {
+            held.slot.status.send_modify(|s| {
+                s.etcd_connected = false;
+                s.etcd_error = Some(error.to_string());
+            });
+        }
     }
 
-    /// Revokes the lease (deleting the registration) so readers see the node
+    /// Revokes the lease (deleting every registration) so readers see the nodes
     /// leave at once rather than after the lease TTL.
-    async fn deregister(&mut self, triggers_asked: u64) {
-        if self.triggers_written < triggers_asked {
-            tracing::warn!("shutting down with a topology trigger etcd never received");
+    async fn deregister(&mut self) {
+        for held in &self.held {
+            if held.triggers_written < held.slot.desired.borrow().triggers {
+                tracing::warn!(key = %held.slot.trigger_key, "shutting down with a topology trigger etcd never received");
+            }
         }
         let Some(mut session) = self.session.take() else {
-            if self.ever_registered {
-                tracing::warn!(key = %self.node_key, "no etcd session at shutdown; the registration expires with its lease");
+            if self.held.iter().any(|h| h.ever_registered) {
+                tracing::warn!("no etcd session at shutdown; the registrations expire with their lease");
             }
             return;
         };
+        let keys = self.held.len();
         match tokio::time::timeout(REVOKE_TIMEOUT, session.client.lease_revoke(session.lease.id())).await {
-            Ok(Ok(_)) => tracing::info!(key = %self.node_key, lease = session.lease.id(), "deregistered (lease revoked)"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot revoke the lease; the registration expires with it"),
-            Err(_) => tracing::warn!("etcd did not answer the lease revoke; the registration expires with the lease"),
+            Ok(Ok(_)) => tracing::info!(keys, lease = session.lease.id(), "deregistered (lease revoked)"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot revoke the lease; the registrations expire with it"),
+            Err(_) => tracing::warn!("etcd did not answer the lease revoke; the registrations expire with the lease"),
         }
-        self.status.send_modify(|s| {
-            s.registered = false;
-            s.etcd_connected = false;
-        });
+        for held in &self.held {
+            held.slot.status.send_modify(|s| {
+                s.registered = false;
+                s.etcd_connected = false;
+            });
+        }
+    }
+}
+
+impl Held {
+    /// Makes etcd hold what this slot wants, under `lease`. Most rounds write
+    /// nothing: the client (costly to clone) is cloned only for a write.
+    async fn sync(&mut self, client: &Client, lease: i64, want: &Desired) -> anyhow::Result<()> {
+        let Some(registration) = &want.registration else { return Ok(()) };
+        let node_key = self.slot.node_key.as_str();
+        match registration {
+            Registration::Put(record) if self.written.as_ref() == Some(&record.facts()) => {}
+            Registration::Put(record) => {
+                let value = serde_json::to_string(record).context("encode the registration")?;
+                client
+                    .kv_client()
+                    .put(node_key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+                    .with_context(|| format!("put {node_key}"))?;
+                self.deleted = false;
+                self.ever_registered = true;
+                if self.written.replace(record.facts()).is_none() {
+                    tracing::info!(key = %node_key, lease, healthy = record.healthy, "registered in etcd");
+                }
+            }
+            Registration::Absent => {
+                if !self.deleted {
+                    client.kv_client().delete(node_key, None).await.with_context(|| format!("delete {node_key}"))?;
+                    self.deleted = true;
+                    self.written = None;
+                    tracing::info!(key = %node_key, "registration removed from etcd");
+                }
+            }
+        }
+        if want.triggers > self.triggers_written {
+            let trigger = uuid::Uuid::new_v4().to_string();
+            let trigger_key = self.slot.trigger_key.as_str();
+            client.kv_client().put(trigger_key, trigger.as_str(), None).await.with_context(|| format!("put {trigger_key}"))?;
+            self.triggers_written = want.triggers;
+            tracing::info!(key = %trigger_key, %trigger, "topology trigger written");
+            self.slot.status.send_modify(|s| s.last_trigger = Some(trigger));
+        }
+        Ok(())
     }
 }
 
@@ -272,7 +334,7 @@ impl Session {
         let mut client = etcd.connect().await.context("connect to etcd")?;
         let lease = KeptLease::grant(&mut client, ttl).await.context("grant a lease and keep it alive")?;
         tracing::info!(lease = lease.id(), ttl_s = lease.ttl().as_secs(), "etcd session opened");
-        Ok(Session { client, lease, deleted: false, written: None })
+        Ok(Session { client, lease })
     }
 }
 

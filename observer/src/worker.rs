@@ -125,17 +125,28 @@ struct Snapshot {
 /// when it loses leadership) or until the leader drops `wake`.
 pub async fn run(cx: Arc<Context>, cluster: String, mut wake: watch::Receiver<u64>) {
     let mut reconciler = Reconciler::new(cx, cluster);
+    // The pass was due to the timer alone: etcd did not change meanwhile.
+    let mut timer_only = false;
     loop {
+        // A change, also one that came with the timer, asks for a full pass.
+        if wake.has_changed().unwrap_or(true) {
+            timer_only = false;
+        }
         // Seen before the pass reads etcd: a change during the pass wakes the next one.
         wake.borrow_and_update();
-        let action = match reconciler.reconcile().await {
+        let pass = if timer_only { reconciler.probe_again().await } else { reconciler.reconcile().await };
+        let action = match pass {
             Ok(action) => action,
             Err(error) => reconciler.failed(&error),
         };
+        timer_only = false;
         let woken = match action {
             Action::AwaitChange => wake.changed().await,
             Action::Requeue(after) => tokio::select! {
-                _ = tokio::time::sleep(after) => Ok(()),
+                _ = tokio::time::sleep(after) => {
+                    timer_only = true;
+                    Ok(())
+                }
                 woken = wake.changed() => woken,
             },
         };
@@ -144,6 +155,14 @@ pub async fn run(cx: Arc<Context>, cluster: String, mut wake: watch::Receiver<u6
         }
     }
 }
+
+/// Applies in flight at once, over all clusters. A thousand clusters applied at
+/// once (a cold start, an observer restart) made the dictator open two thousand
+/// redis connections at once and starved everything on the machine, the
+/// observer's own lease keep-alive included; in turns of this many they finish
+/// sooner.
+const CONCURRENT_APPLIES: usize = 64;
+static APPLIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_APPLIES);
 
 /// One cluster's state between passes.
 pub struct Reconciler {
@@ -177,6 +196,10 @@ pub struct Reconciler {
     /// unanswered: when the slaves then report they lost it too, within a probe
     /// interval, that probe is the observer's view and is not waited for again.
     unanswered: Option<(SocketAddr, std::time::Instant)>,
+    /// Set when the last full pass found nothing to do but ask the master again
+    /// later, and the master (at this address) answered: then a pass woken by
+    /// the timer alone only asks it again ([`Reconciler::probe_again`]).
+    resting: Option<SocketAddr>,
 }
 
 impl Reconciler {
@@ -195,6 +218,7 @@ impl Reconciler {
             diverged_applies: 0,
             history: None,
             unanswered: None,
+            resting: None,
         }
     }
 
@@ -202,13 +226,34 @@ impl Reconciler {
     /// Idempotent: a second pass with nothing new applies nothing. Fails only
     /// when etcd cannot be read; a failed apply is recorded and requeued here.
     pub async fn reconcile(&mut self) -> Result<Action, ReadError> {
+        self.resting = None;
         let snapshot = read(&self.cx, &self.cluster).await?;
         self.known.extend(snapshot.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut action = self.apply_if_due(&snapshot).await;
+        let applied = action == Action::AwaitChange;
         if let Some(policy) = self.cx.failover {
             action = action.sooner(self.watch_master(&snapshot, &policy).await);
         }
+        if !applied {
+            self.resting = None;
+        }
         Ok(action)
+    }
+
+    /// A pass woken by the master-probe timer alone, etcd unchanged since the
+    /// last full pass (the leader's watch would have woken this worker): when that
+    /// pass left nothing to do but ask the master again, and it answers again,
+    /// that is the whole pass; the same as a full one would conclude, without
+    /// reading etcd (a thousand groups would read it 2000 times a second). Any
+    /// other answer makes it a full pass.
+    pub async fn probe_again(&mut self) -> Result<Action, ReadError> {
+        if let (Some(addr), Some(policy)) = (self.resting, self.cx.failover)
+            && let Some(every) = policy.probe_every
+            && inspect::master(addr, &self.cx.redis_auth).await == MasterCheck::Answers
+        {
+            return Ok(Action::Requeue(every));
+        }
+        self.reconcile().await
     }
 
     /// A pass that could not read etcd: count it and back off.
@@ -259,7 +304,12 @@ impl Reconciler {
         };
         // The master this worker's own failover found down, while applying it.
         let down = self.attempt.as_ref().filter(|a| a.revision == desired.topology_revision).and_then(|a| a.master_addr);
-        match self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision, down).await {
+        let applied = {
+            // Waiting here is waiting for other clusters' applies, not for this one's.
+            let _turn = APPLIES.acquire().await;
+            self.cx.targets.apply_and_publish(cluster, &snapshot.topology, desired.topology_revision, down).await
+        };
+        match applied {
             Ok(report) => {
                 let outcome = round(None, 0, failover, diverged.clone(), None, Some(report));
                 if let Some(skipped) = &outcome.skipped {
@@ -395,7 +445,10 @@ impl Reconciler {
         }
         let healthy = policy.probe_every.map_or(Action::AwaitChange, Action::Requeue);
         match self.clock.assess(seen, policy, snapshot.maintenance, now_ms()) {
-            FailoverDecision::Healthy => healthy,
+            FailoverDecision::Healthy => {
+                self.resting = master_addr.filter(|_| registered && check == Some(MasterCheck::Answers));
+                healthy
+            }
             FailoverDecision::WaitFor(wait) => Action::Requeue(wait),
             FailoverDecision::Held(reason) => {
                 tracing::warn!(cluster, master = %topology.master, %reason, "master down; not failing over");
