@@ -170,8 +170,9 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, legacy_env) = service::env::parse::<Cli>();
     cli.log.init();
+    service::env::warn(&legacy_env);
     let config = match cli.config() {
         Ok(config) => config,
         Err(e) => {

@@ -534,7 +534,7 @@ impl Reconciler {
     /// and listed order alone, as it would without hosts.
     async fn host_load(&self) -> HostLoad {
         let mut store = service::clusters::Store { etcd: self.cx.etcd.clone(), keys: self.cx.keys.clone() };
-        match store.clusters(None).await {
+        match store.placement().await {
             Ok(states) => topology::placement::masters_per_host(&topology::placement::groups(&states, &self.cx.names)),
             Err(error) => {
                 tracing::warn!(cluster = self.cluster.as_str(), %error, "cannot count masters per host; failing over without placement");

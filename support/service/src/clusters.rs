@@ -73,13 +73,25 @@ impl Store {
     /// Every cluster with a topology, a registration, a publication or a status;
     /// only `cluster` when given.
     pub async fn clusters(&mut self, cluster: Option<&str>) -> Result<Vec<ClusterState>, StoreError> {
-        let mut states: BTreeMap<String, ClusterState> = BTreeMap::new();
         let prefixes = [
             self.keys.config_prefix(),
             self.keys.nodes_prefix(),
             self.keys.dns_prefix(),
             format!("{}/status/", self.keys.prefix()),
         ];
+        self.read(&prefixes, cluster).await
+    }
+
+    /// Every cluster's topology, maintenance and registrations, and nothing else:
+    /// what placement counts (a failover holds a lock across every cluster while
+    /// it reads this, so the publications and the rounds' histories stay unread).
+    pub async fn placement(&mut self) -> Result<Vec<ClusterState>, StoreError> {
+        let prefixes = [self.keys.config_prefix(), self.keys.nodes_prefix()];
+        self.read(&prefixes, None).await
+    }
+
+    async fn read(&mut self, prefixes: &[String], cluster: Option<&str>) -> Result<Vec<ClusterState>, StoreError> {
+        let mut states: BTreeMap<String, ClusterState> = BTreeMap::new();
         for prefix in prefixes {
             let got = self.etcd.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
             for kv in got.kvs() {
