@@ -2,12 +2,18 @@
 //!
 //! DNS queries read the current [`Zone`] with one atomic load and never wait; writers
 //! (the etcd watch and this replica's own `PUT /dns`) take a mutex, change the
-//! [`Records`], build a whole new zone and swap it in. A query therefore sees either the
-//! old zone or the new one, never a mix: no gap and no half-applied change.
+//! [`Records`], then build a whole new zone and swap it in. A query therefore sees either
+//! the old zone or the new one, never a mix: no gap and no half-applied change.
+//!
+//! Builds are coalesced: one runs at a time, from the newest state, and a writer
+//! returns once a build that includes its change is served. A herd of publishes (an
+//! observer reconciling a thousand groups at once) then costs a few builds of the
+//! whole zone, not one per publish.
 //!
 //! The Sentinel side reads the state the zone was built from ([`Live::records`], one
 //! atomic load too) and hears of every published master change ([`Live::switches`]).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -30,7 +36,13 @@ pub struct Live {
     /// Told after every swap (the HAProxy pusher waits on it).
     swapped: tokio::sync::watch::Sender<()>,
     /// Whether etcd was listed once: the zone is loaded from then on.
-    listed: std::sync::atomic::AtomicBool,
+    listed: AtomicBool,
+    /// Bumped (under the state's lock) by every change of the state.
+    generation: AtomicU64,
+    /// The generation the served zone was built from.
+    built: AtomicU64,
+    /// Held while building: one build at a time.
+    building: Mutex<()>,
 }
 
 impl Live {
@@ -49,7 +61,10 @@ impl Live {
             records,
             switches,
             swapped,
-            listed: std::sync::atomic::AtomicBool::new(false),
+            listed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            built: AtomicU64::new(0),
+            building: Mutex::new(()),
         }
     }
 
@@ -77,29 +92,38 @@ impl Live {
         &self.zone
     }
 
-    /// Applies changes made at `revision` (one etcd watch response, or one PUT) and
-    /// swaps in a new zone if what is served changed. Returns whether it did.
+    /// Applies changes made at `revision` (one etcd watch response, or one PUT) and,
+    /// if what is served changed, returns once a zone holding them is swapped in.
+    /// Returns whether anything changed.
     pub fn apply(&self, changes: impl IntoIterator<Item = (Change, i64)>) -> bool {
-        let mut state = self.lock();
-        let mut changed = false;
-        for (change, revision) in changes {
-            changed |= state.apply(change, revision);
-        }
-        if changed {
-            self.rebuild(&state);
-        }
-        changed
+        let generation = {
+            let mut state = self.lock();
+            let mut changed = false;
+            for (change, revision) in changes {
+                changed |= state.apply(change, revision);
+            }
+            if !changed {
+                return false;
+            }
+            self.generation.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        self.build_through(generation);
+        true
     }
 
     /// Replaces the state with a fresh listing; swaps in a new zone if it differs.
     pub fn relist(&self, listed: Records) -> bool {
-        let mut state = self.lock();
-        let changed = state.relist(listed);
-        // The first listing loads the zone even when etcd holds nothing.
-        let first = !self.listed.swap(true, std::sync::atomic::Ordering::SeqCst);
-        if changed || first {
-            self.rebuild(&state);
-        }
+        let (changed, generation) = {
+            let mut state = self.lock();
+            let changed = state.relist(listed);
+            // The first listing loads the zone even when etcd holds nothing.
+            let first = !self.listed.swap(true, Ordering::SeqCst);
+            if !(changed || first) {
+                return changed;
+            }
+            (changed, self.generation.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        self.build_through(generation);
         changed
     }
 
@@ -113,16 +137,31 @@ impl Live {
         self.lock().clone()
     }
 
-    fn rebuild(&self, state: &Records) {
+    /// Returns once the served zone was built from `generation` or a later one:
+    /// builds it from the newest state unless a build since has.
+    fn build_through(&self, generation: u64) {
+        let _building = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.built.load(Ordering::SeqCst) >= generation {
+            return;
+        }
+        let (state, newest) = {
+            let state = self.lock();
+            (state.clone(), self.generation.load(Ordering::SeqCst))
+        };
+        self.rebuild(state);
+        self.built.store(newest, Ordering::SeqCst);
+    }
+
+    fn rebuild(&self, state: Records) {
         let before = self.records.load();
         for switch in switches(before.published(), state.published()) {
             tracing::info!(cluster = switch.cluster, from = %switch.from, to = %switch.to, "master switched");
             // No subscriber is not an error.
             let _ = self.switches.send(switch);
         }
-        self.records.store(Arc::new(state.clone()));
         let mut zone = Zone::build(&self.config, state.registrations(), state.published(), state.serial());
-        if !self.listed.load(std::sync::atomic::Ordering::SeqCst) {
+        self.records.store(Arc::new(state));
+        if !self.listed.load(Ordering::SeqCst) {
             zone = zone.before_first_listing();
         }
         for warning in zone.warnings() {
@@ -137,5 +176,42 @@ impl Live {
     // matters (each change is one map operation), so a poisoned lock is still usable.
     fn lock(&self) -> MutexGuard<'_, Records> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use topology::records::{PublishedMember, PublishedTopology};
+    use topology::Names;
+
+    use super::*;
+
+    fn published(cluster: &str, port: u16) -> Change {
+        let master = PublishedMember { host: "10.0.0.1".into(), port, node: None };
+        Change::Published { cluster: cluster.into(), topology: Some(PublishedTopology { master, slaves: vec![], topology_revision: None }) }
+    }
+
+    #[test]
+    fn every_writer_returns_with_its_change_served_when_many_write_at_once() {
+        let live = Arc::new(Live::new(ZoneConfig { names: Names::default(), ttl: 1, ns_address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)) }));
+        live.relist(Records::default());
+        let writers: Vec<_> = (0..64u16)
+            .map(|i| {
+                let live = live.clone();
+                std::thread::spawn(move || {
+                    let cluster = format!("c{i}");
+                    assert!(live.apply([(published(&cluster, 6000 + i), i64::from(i) + 10)]));
+                    // Served by the time apply returns: no later build needed.
+                    assert!(live.records().published().contains_key(&cluster), "{cluster} not served when its apply returned");
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("a writer panicked");
+        }
+        assert_eq!(live.records().published().len(), 64);
+        assert_eq!(live.built.load(Ordering::SeqCst), live.generation.load(Ordering::SeqCst));
     }
 }
