@@ -251,19 +251,7 @@ impl ApiAuth {
             return;
         }
         let auth = self.clone();
-        use tokio::signal::unix::{signal, SignalKind};
-        // Registered before returning: a SIGHUP right after start is not fatal.
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: the token file is read at start only");
-            return;
-        };
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                if let Err(e) = auth.reload() {
-                    tracing::error!(error = %e, "SIGHUP: the token file cannot be used; the tokens read before stay");
-                }
-            }
-        });
+        crate::shutdown::on_sighup("the token file", "the tokens read before stay", move || auth.reload());
     }
 
     /// Wraps every route of `app` (its fallbacks included): authentication, then

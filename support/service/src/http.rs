@@ -202,12 +202,9 @@ impl HttpArgs {
 
 /// Logs a SIGHUP instead of dying of it, for a service with nothing to re-read.
 fn ignore_sighup() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: no token file and no TLS files to re-read");
-        }
+    crate::shutdown::on_sighup("nothing", "", || -> Result<(), &str> {
+        tracing::info!("SIGHUP: no token file and no TLS files to re-read");
+        Ok(())
     });
 }
 

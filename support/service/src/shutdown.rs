@@ -1,6 +1,7 @@
 //! Graceful shutdown: one [`Shutdown`] handle, cloned into every task, as in
 //! tokio's mini-redis. SIGTERM (systemd, fleet, kill) or SIGINT (Ctrl-C) triggers
 //! it; so can a service itself when a part it cannot run without fails.
+//! SIGHUP is the other signal a service answers: [`on_sighup`] re-reads a file.
 
 use std::future::Future;
 
@@ -62,6 +63,29 @@ async fn signal_received() {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
+}
+
+/// Runs `reload` on every SIGHUP from now on. The handler is registered before
+/// this returns, so a SIGHUP right after start never takes the default action
+/// (ending the process). `what` names the file in the log; on an error, `kept`
+/// says what stays in use. Needs a tokio runtime.
+pub fn on_sighup<E: std::fmt::Display>(
+    what: &'static str,
+    kept: &'static str,
+    reload: impl Fn() -> Result<(), E> + Send + 'static,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: {what} read at start only");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(e) = reload() {
+                tracing::error!(error = %e, "SIGHUP: {what} cannot be used; {kept}");
+            }
+        }
+    });
 }
 
 #[cfg(test)]

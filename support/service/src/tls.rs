@@ -149,19 +149,7 @@ impl ServerTls {
     /// Re-reads the files on every SIGHUP (needs a tokio runtime).
     pub fn reload_on_sighup(&self) {
         let tls = self.clone();
-        use tokio::signal::unix::{signal, SignalKind};
-        // Registered before returning: a SIGHUP right after start is not fatal.
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: the TLS files are read at start only");
-            return;
-        };
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                if let Err(e) = tls.reload() {
-                    tracing::error!(error = %e, "SIGHUP: the TLS files cannot be used; the certificate read before stays");
-                }
-            }
-        });
+        crate::shutdown::on_sighup("the TLS files", "the certificate read before stays", move || tls.reload());
     }
 }
 
