@@ -837,19 +837,30 @@ mod tests {
         all
     }
 
-    #[test]
-    fn never_chooses_a_slave_the_dictator_would_refuse_while_another_would_do() {
-        let histories = small_histories();
-        let candidate = |index, (replid, replid2, offset, second_offset): (&str, &str, u64, i64), follows, healthy| Candidate {
+    /// A candidate at `index` with a history `(replid, replid2, offset, second_offset)`.
+    fn candidate_from(
+        index: usize,
+        (replid, replid2, offset, second_offset): (&str, &str, u64, i64),
+        follows_master: bool,
+        healthy: bool,
+        host: Option<&str>,
+    ) -> Candidate {
+        Candidate {
             index,
             replid: replid.into(),
             replid2: replid2.into(),
             offset,
             second_offset,
-            follows_master: follows,
+            follows_master,
             healthy,
-            host: None,
-        };
+            host: host.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn never_chooses_a_slave_the_dictator_would_refuse_while_another_would_do() {
+        let histories = small_histories();
+        let candidate = |index, history, follows, healthy| candidate_from(index, history, follows, healthy, None);
         let mut worlds = 0;
         let mut chosen = 0;
         let mut triples = Vec::new();
@@ -950,16 +961,7 @@ mod tests {
         let hosts = [None, Some("a"), Some("b")];
         let l = load(&[("a", 2), ("b", 1)]);
         let masters_on = |c: &Candidate| c.host.as_ref().map_or(usize::MAX, |h| l.get(h).copied().unwrap_or(0));
-        let candidate = |index, (replid, replid2, offset, second_offset): (&str, &str, u64, i64), follows, healthy, host: Option<&str>| Candidate {
-            index,
-            replid: replid.into(),
-            replid2: replid2.into(),
-            offset,
-            second_offset,
-            follows_master: follows,
-            healthy,
-            host: host.map(str::to_string),
-        };
+        let candidate = candidate_from;
         let (mut worlds, mut moved) = (0, 0);
         for x in &histories {
             for y in &histories {
