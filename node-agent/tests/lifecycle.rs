@@ -15,6 +15,7 @@ async fn a_killed_agent_registration_expires_with_its_lease() {
     let mut agent = start_agent(&etcd, &redis, &["--lease-ttl", "2"]);
     let key = agent.node_key();
     wait_registration(&mut client, &key, "registered", Duration::from_secs(10), |s| s.record.healthy).await;
+    wait_trigger(&mut client, &agent.trigger_key(), Duration::from_secs(10)).await;
 
     agent.service.process().kill();
     let killed = Instant::now();
@@ -33,6 +34,7 @@ async fn sigterm_deregisters_at_once_and_exits_zero() {
     let mut agent = start_agent(&etcd, &redis, &["--lease-ttl", "30"]);
     let key = agent.node_key();
     wait_registration(&mut client, &key, "registered", Duration::from_secs(10), |s| s.record.healthy).await;
+    wait_trigger(&mut client, &agent.trigger_key(), Duration::from_secs(10)).await;
 
     let status = agent.service.process().terminate(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "did not exit 0 on SIGTERM: {status:?}\n{}", agent.service.log());

@@ -88,6 +88,20 @@ pub async fn trigger(client: &mut Client, key: &str) -> Option<(String, i64)> {
     Some((kv.value_str().expect("utf-8 trigger").to_string(), kv.mod_revision()))
 }
 
+/// Polls etcd until the trigger at `key` exists: an agent writes its first-contact
+/// trigger just after its first registration, so a test that saw the one may be
+/// ahead of the other.
+pub async fn wait_trigger(client: &mut Client, key: &str, timeout: Duration) -> (String, i64) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = trigger(client, key).await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no trigger at {key} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls etcd until `key`'s registration satisfies `ready`; returns it and how long it took.
 pub async fn wait_registration(
     client: &mut Client,
