@@ -123,7 +123,9 @@ pub async fn run(cx: Arc<Context>, after: Duration) {
     loop {
         tokio::time::sleep(TICK).await;
         let mut store = Store { etcd: cx.etcd.clone(), keys: cx.keys.clone() };
-        let states = match store.clusters(None).await {
+        // Topologies and registrations only: every second, the publications and
+        // the rounds' histories of every cluster would be read for nothing.
+        let states = match store.placement().await {
             Ok(states) => states,
             Err(error) => {
                 tracing::warn!(%error, "rebalance: cannot read the clusters");
@@ -133,7 +135,13 @@ pub async fn run(cx: Arc<Context>, after: Duration) {
         let now = now_ms();
         returns.observe(&placement::live_hosts(&states), now);
         if let Some(p) = &pending {
-            let outcome = states.iter().find(|s| s.name == p.group).and_then(|s| s.status.as_ref()).map(|s| model::outcome(s, p.revision));
+            let outcome = match store.status(&p.group).await {
+                Ok(status) => status.map(|s| model::outcome(&s, p.revision)),
+                Err(error) => {
+                    tracing::warn!(cluster = p.group.as_str(), %error, "rebalance: cannot read the move's round");
+                    continue;
+                }
+            };
             match outcome {
                 Some(Outcome::Done) => pending = None,
                 Some(Outcome::Partial | Outcome::Failed) => {
