@@ -167,15 +167,8 @@ pub async fn run(cx: Arc<Context>, after: Duration) {
             Step::Stuck(why) => tracing::warn!(%why, "rebalance: cannot reach the fair share"),
             Step::Move(planned) => {
                 let Some(state) = states.iter().find(|s| s.name == planned.group) else { continue };
-                let written = match model::switchover(state, &cx.names, &planned.to) {
-                    Ok(topology) => {
-                        let read = state.topology.as_ref().map_or(0, |(_, r)| *r);
-                        store.replace(&planned.group, &topology, read).await.map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match written {
-                    Ok(revision) => {
+                match store.switch_over(state, &cx.names, &planned.to).await {
+                    Ok((_, revision)) => {
                         tracing::warn!(cluster = planned.group.as_str(), %planned, revision, "rebalance: moving the master");
                         pending = Some(Pending { group: planned.group.clone(), revision, since_ms: now });
                     }

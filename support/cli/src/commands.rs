@@ -330,9 +330,7 @@ async fn durability(store: &mut Store, args: DurabilityArgs, json: bool) -> Resu
 
 async fn switchover(store: &mut Store, names: &Names, cluster: &str, to: &str, wait: Option<Duration>, json: bool) -> Result<ExitCode, CommandError> {
     let state = store.cluster(cluster).await?;
-    let topology = model::switchover(&state, names, to).map_err(CommandError::invalid)?;
-    let read_revision = state.topology.as_ref().map_or(0, |(_, r)| *r);
-    let revision = store.replace(cluster, &topology, read_revision).await?;
+    let (topology, revision) = store.switch_over(&state, names, to).await?;
     if !json {
         println!("switchover of {cluster} to {}: topology revision {revision} written", topology.master);
     }
@@ -472,13 +470,8 @@ async fn move_master(store: &mut Store, names: &Names, planned: &Move, timeout: 
     if !group.slaves.iter().any(|s| s.node == planned.to && s.eligible) {
         return report("failed", None, Some(format!("{} is no longer a healthy slave following the master", planned.to)));
     }
-    let topology = match model::switchover(&state, names, &planned.to) {
-        Ok(topology) => topology,
-        Err(e) => return report("failed", None, Some(e.to_string())),
-    };
-    let read_revision = state.topology.as_ref().map_or(0, |(_, r)| *r);
-    let revision = match store.replace(&planned.group, &topology, read_revision).await {
-        Ok(revision) => revision,
+    let (topology, revision) = match store.switch_over(&state, names, &planned.to).await {
+        Ok(written) => written,
         Err(e) => return report("failed", None, Some(e.to_string())),
     };
     if progress {

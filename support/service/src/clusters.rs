@@ -10,9 +10,9 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use topology::keys::Key;
 use topology::records::{NodeRecord, PublishedTopology, StatusRecord};
-use topology::{Keys, Topology};
+use topology::{Keys, Names, Topology};
 
-use topology::cluster::ClusterState;
+use topology::cluster::{ClusterState, SwitchoverError};
 
 use crate::redis_auth::{connect, Credentials, Timeouts};
 use crate::redis_info::read_offset;
@@ -23,6 +23,9 @@ pub enum StoreError {
     Etcd(#[from] etcd_client::Error),
     #[error("the topology of {0} changed while the switchover was computed; run it again")]
     Raced(String),
+    /// The switchover asked for does not fit the topology read: nothing written.
+    #[error(transparent)]
+    Switchover(#[from] SwitchoverError),
 }
 
 /// Reads the replication offset of every healthy registered node of `states`
@@ -169,6 +172,17 @@ impl Store {
             return Err(StoreError::Raced(cluster.to_string()));
         }
         Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Writes the switchover of `state`'s cluster to `to` (a node name, or a member
+    /// as the topology names it), only over the topology `state` was read with:
+    /// the new topology and its revision. `redis-topology switchover`, its
+    /// `rebalance` and the observer's rebalance all move a master this way.
+    pub async fn switch_over(&mut self, state: &ClusterState, names: &Names, to: &str) -> Result<(Topology, i64), StoreError> {
+        let topology = topology::cluster::switchover(state, names, to)?;
+        let read = state.topology.as_ref().map_or(0, |(_, revision)| *revision);
+        let revision = self.replace(&state.name, &topology, read).await?;
+        Ok((topology, revision))
     }
 
     /// A fresh trigger: the observer applies the topology again.
